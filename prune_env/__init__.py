@@ -1,0 +1,11 @@
+"""prune-rnn-gym: a Gymnasium environment for learning per-layer pruning of recurrent networks."""
+
+from .env import PruneRNNEnv
+from .layers import PrunableLayer, find_prunable_layers
+from .registration import register_envs
+from .task import RNNTask
+
+__all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs"]
+__version__ = "0.1.0"
+
+register_envs()

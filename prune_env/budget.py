@@ -1,0 +1,90 @@
+"""Turning requested per-layer sparsities into exact pruned counts that meet an overall budget.
+
+Joint mode projects the whole request onto the budget; sequential mode caps each action with AMC's "action
+wall" so that the layers still to come can always meet the target. Both end at exactly ``round(target * N)``
+pruned weights, where ``N`` is the number of prunable weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def caps(numels: np.ndarray, max_sparsity: float) -> np.ndarray:
+    """The most weights each layer may lose."""
+    return np.floor(max_sparsity * numels + 1e-9).astype(np.int64)
+
+
+def budget_count(target_sparsity: float, numels: np.ndarray) -> int:
+    """Total weights to prune for ``target_sparsity``."""
+    return int(target_sparsity * int(numels.sum()) + 0.5)
+
+
+def counts_from_sparsities(sparsities: np.ndarray, numels: np.ndarray) -> np.ndarray:
+    """Round each layer's requested sparsity to a weight count (penalty mode: no budget)."""
+    return np.minimum(numels, np.floor(sparsities * numels + 0.5)).astype(np.int64)
+
+
+def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:
+    """The allocation closest to the request that prunes exactly ``total`` weights.
+
+    Finds the common shift ``lam`` such that ``sum_i n_i * clip(s_i + lam, 0, c_i / n_i) = total`` (bisection; the
+    left side is monotone in ``lam``), i.e. the projection of ``s`` onto the budget set in the parameter-weighted
+    Euclidean norm. The relative order of the request survives: a layer asked to be sparser stays sparser.
+    Fractional counts are then rounded by largest remainder so that the sum is exact.
+
+    :param sparsities: requested per-layer sparsities.
+    :param numels: weights per layer.
+    :param total: weights to prune in all, ``0 <= total <= cap.sum()``.
+    :param cap: most weights each layer may lose.
+    """
+    if total > int(cap.sum()):
+        raise ValueError(f"budget of {total} pruned weights exceeds what `max_sparsity` allows ({int(cap.sum())})")
+    upper = cap / numels
+
+    def pruned(lam: float) -> np.ndarray:
+        return np.clip(sparsities + lam, 0.0, upper) * numels
+
+    lo, hi = -1.0 - float(sparsities.max()), 1.0 - float(sparsities.min())
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if pruned(mid).sum() < total:
+            lo = mid
+        else:
+            hi = mid
+    real = pruned(hi)
+    counts = np.minimum(np.floor(real + 1e-9).astype(np.int64), cap)
+    _fix_sum(counts, real - counts, total, cap)
+    return counts
+
+
+def _fix_sum(counts: np.ndarray, remainder: np.ndarray, total: int, cap: np.ndarray) -> None:
+    """Adjust ``counts`` in place by single weights, largest remainder first, until it sums to ``total``."""
+    short = total - int(counts.sum())
+    if short > 0:
+        for i in np.argsort(-remainder, kind="stable"):
+            if short == 0:
+                break
+            add = min(short, int(cap[i] - counts[i]))
+            counts[i] += add
+            short -= add
+    elif short < 0:
+        for i in np.argsort(remainder, kind="stable"):
+            if short == 0:
+                break
+            take = min(-short, int(counts[i]))
+            counts[i] -= take
+            short += take
+
+
+def action_wall(requested: int, layer: int, pruned_so_far: int, total: int, cap: np.ndarray) -> int:
+    """AMC's action wall for sequential mode: cap layer ``layer``'s count so the budget stays exactly reachable.
+
+    The layer must prune at least what the later layers cannot absorb even at their caps, and at most what is
+    still needed; the last layer therefore takes exactly the remainder.
+    """
+    rest = int(cap[layer + 1:].sum())
+    need = total - pruned_so_far
+    lo = max(0, need - rest)
+    hi = min(int(cap[layer]), need)
+    return int(min(max(requested, lo), hi))

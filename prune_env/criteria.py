@@ -1,0 +1,120 @@
+"""Pruning criteria within a layer, and the in-place masker that applies per-layer sparsities.
+
+Every criterion gives one importance score per weight; the ``k`` lowest-scored weights of a layer are pruned. The
+ranking is computed once (the dense weights never change), so moving a layer from ``k`` to ``k'`` pruned weights
+touches only the ``|k - k'|`` weights between the two positions of the cached order: no sort, no copy of the model.
+Ties are broken by flat index (a stable sort), so the achieved count is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import PrunableLayer, get_param, rnn_modules
+
+CRITERIA = ("magnitude", "gradient", "saliency")
+
+
+def check_criterion(criterion: str, have_gradients: bool) -> None:
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown `criterion` {criterion!r}; expected one of {CRITERIA}")
+    if criterion != "magnitude" and not have_gradients:
+        raise ValueError(f"`criterion`={criterion!r} needs gradients: give the task a `loss(model) -> Tensor`")
+
+
+def importance(criterion: str, weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """Per-weight importance: ``|w|`` (magnitude), ``|g|`` (gradient) or ``|w * g|`` (saliency, SNIP)."""
+    check_criterion(criterion, grad is not None)
+    if criterion == "magnitude":
+        return weight.abs()
+    assert grad is not None
+    return grad.abs() if criterion == "gradient" else (weight * grad).abs()
+
+
+def prune_order(scores: torch.Tensor) -> torch.Tensor:
+    """Flat indices from least to most important; stable, so ties fall by index."""
+    return torch.argsort(scores.reshape(-1), stable=True)
+
+
+def sparsity_to_count(sparsity: float, numel: int) -> int:
+    """Number of weights to prune for ``sparsity`` of ``numel`` weights (round half up)."""
+    return min(numel, int(sparsity * numel + 0.5))
+
+
+def compute_gradients(model: nn.Module, layers: Sequence[PrunableLayer], loss_fn) -> dict[str, torch.Tensor]:
+    """Gradients of ``loss_fn(model)`` for each prunable weight, on a throwaway copy.
+
+    Done in eval mode on the CPU: no dropout noise, and cuDNN's RNN backward refuses eval mode.
+    """
+    import copy
+
+    work = copy.deepcopy(model).cpu().eval()
+    for p in work.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    with torch.enable_grad():
+        loss = loss_fn(work)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError(f"task.loss must return a scalar tensor, got {type(loss).__name__}"
+                             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
+        loss.backward()
+    grads = {}
+    for layer in layers:
+        g = get_param(work, layer).grad
+        grads[layer.name] = torch.zeros(layer.shape) if g is None else g.detach().clone()
+    return grads
+
+
+class Masker:
+    """Applies per-layer pruned counts to ``model`` in place, incrementally.
+
+    :param model: the module to edit (the env's private copy, never the user's).
+    :param layers: the prunable layers of ``model``.
+    :param orders: per layer, flat indices from least to most important (see :func:`prune_order`).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor]):
+        self.params = [get_param(model, layer) for layer in layers]
+        for layer, p in zip(layers, self.params, strict=False):
+            if not p.is_contiguous():
+                raise ValueError(f"prunable weight {layer.name} is not contiguous; cannot edit it in place")
+        self.dense = [p.detach().reshape(-1).clone() for p in self.params]
+        self.orders = [o.to(p.device) for o, p in zip(orders, self.params, strict=False)]
+        self.counts = [0] * len(self.params)
+        self._rnns = rnn_modules(model)
+
+    @torch.no_grad()
+    def set_counts(self, counts: Sequence[int]) -> None:
+        """Make layer ``i`` have exactly ``counts[i]`` pruned weights (the lowest-ranked ones)."""
+        for i, k in enumerate(counts):
+            k, old = int(k), self.counts[i]
+            if k == old:
+                continue
+            flat = self.params[i].data.view(-1)
+            if k > old:
+                flat[self.orders[i][old:k]] = 0
+            else:
+                idx = self.orders[i][k:old]
+                flat[idx] = self.dense[i][idx]
+            self.counts[i] = k
+        for m in self._rnns:
+            m.flatten_parameters()
+
+    def reset(self) -> None:
+        """Restore the dense weights."""
+        self.set_counts([0] * len(self.counts))
+
+
+@torch.no_grad()
+def apply_counts(model: nn.Module, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor],
+                 counts: Sequence[int]) -> nn.Module:
+    """Zero the ``counts[i]`` lowest-ranked weights of each layer of ``model`` in place; returns ``model``."""
+    for layer, order, k in zip(layers, orders, counts, strict=False):
+        p = get_param(model, layer)
+        p.data.view(-1)[order[: int(k)].to(p.device)] = 0
+    for m in rnn_modules(model):
+        m.flatten_parameters()
+    return model

@@ -1,0 +1,437 @@
+"""``PruneRNNEnv``: learn how much of each layer of a trained recurrent network to prune."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from . import budget as B
+from .criteria import (
+    CRITERIA,
+    Masker,
+    apply_counts,
+    check_criterion,
+    compute_gradients,
+    importance,
+    prune_order,
+    sparsity_to_count,
+)
+from .layers import find_prunable_layers, get_param
+from .size import model_size_bytes
+from .stats import FEATURES, layer_features, raw_layer_stats
+from .task import RNNTask, split_score
+
+MODES = ("joint", "sequential")
+#: Names of the dynamic (episode-dependent) features that follow the per-layer chosen sparsities.
+DYNAMIC = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share")
+
+
+class PruneRNNEnv(gym.Env):
+    """
+    ## Description
+
+    An agent decides how much of each layer of a trained recurrent network (``nn.LSTM``, ``nn.GRU``,
+    ``nn.RNN``, with their ``nn.Embedding`` inputs and ``nn.Linear`` heads) to prune. Each prunable weight
+    (every stacked layer and direction of a recurrent module, every embedding and linear weight; never biases)
+    is one "layer" of the allocation, named as in ``model.named_parameters()``, e.g. ``lstm.weight_hh_l0``.
+    Within a layer the weights with the lowest ``criterion`` score are pruned (set to zero), exactly as many as
+    the chosen sparsity asks for, ties included. The pruned model is scored on the task's validation data with
+    one forward pass.
+
+    Two modes:
+
+    - ``"joint"``: one step per episode; the action holds every layer's sparsity at once.
+    - ``"sequential"`` (AMC style): one layer per step in the order of ``layer_names``; the episode ends after
+      the last layer. Intermediate rewards are 0; the model is scored once, at the end.
+
+    ## Action Space
+
+    ``Box(-1, 1, (num_layers,), float32)`` in joint mode, ``Box(-1, 1, (1,), float32)`` in sequential mode.
+    An action ``a`` maps linearly to a sparsity ``s = (a + 1) / 2 * max_sparsity``, so -1 keeps a layer dense and
+    +1 prunes ``max_sparsity`` of it. Actions outside [-1, 1] are clipped; NaN, inf or a wrong shape raise
+    ``ValueError``.
+
+    In budget mode (``target_sparsity`` set) the requested sparsities are corrected so that every episode ends
+    at exactly ``round(target_sparsity * N)`` pruned weights (``N`` = prunable weights):
+
+    - joint: the request is projected onto the budget: one common shift ``lam`` is added to every requested
+      sparsity and the result is clipped to ``[0, max_sparsity]``, with ``lam`` chosen so the total is met
+      (see :func:`prune_env.budget.project_to_budget`). A uniform request therefore gives uniform pruning.
+    - sequential: AMC's action wall caps each layer's count between what the later layers cannot absorb and
+      what is still needed; the last layer takes the remainder.
+
+    ## Observation Space
+
+    ``Box(0, 1, float32)``, always finite. Joint mode: the static features of every layer (``num_layers x
+    len(FEATURES)``, row-major) followed by the dynamic features. Sequential mode: the static features of the
+    layer about to be pruned (zeros after the last one) followed by the dynamic features.
+
+    Static features of a layer (computed once; see :mod:`prune_env.stats` for the scaling):
+
+    | Feature                        | Meaning                                                            |
+    |--------------------------------|--------------------------------------------------------------------|
+    | kind_embedding .. kind_linear  | one-hot kind: embedding, input-hidden, hidden-hidden, linear       |
+    | depth                          | position in ``layer_names``, 0 (first) to 1 (last)                 |
+    | param_share                    | the layer's share of all prunable weights                          |
+    | log_rows, log_cols             | log of the weight's fan-out / fan-in, min-max over layers          |
+    | w_mean, w_std, w_max, w_min    | statistics of ``abs(w)``, divided by the model's largest ``abs(w)`` |
+    | w_q10 .. w_q90                 | quantiles 10, 25, 50, 75, 90 % of ``abs(w)``, same scaling         |
+    | w_hist0 .. w_hist7             | 8-bin histogram of ``abs(w) / max abs(w)`` of the layer, fractions |
+    | log_grad_mean                  | log mean ``abs(g)`` of ``task.loss``'s gradient, min-max (0 without loss) |
+    | log_saliency_mean              | log mean ``abs(w * g)``, min-max over layers (0 without ``loss``)  |
+
+    Dynamic features (after the static block):
+
+    | Feature               | Meaning                                                                     |
+    |-----------------------|-----------------------------------------------------------------------------|
+    | chosen_0 .. chosen_L-1| sparsity already applied to each layer this episode (0 if not yet chosen)   |
+    | target_sparsity       | the budget (0 in penalty mode)                                              |
+    | removed               | fraction of prunable weights removed so far                                 |
+    | still_needed          | fraction still to remove to meet the budget (0 in penalty mode)            |
+    | prev_action           | the previous step's applied sparsity                                        |
+    | progress              | steps taken / ``num_layers`` (sequential), 0 or 1 (joint)                   |
+    | rest_share            | share of prunable weights in the layers after the current one (sequential)  |
+
+    ## Rewards
+
+    With ``rel = 1 + (score - dense_score) / |dense_score|`` (that is ``score / dense_score`` for a positive
+    dense score):
+
+    - budget mode (``target_sparsity`` set): ``rel``;
+    - penalty mode: ``rel - size_penalty * remaining_fraction``, where ``remaining_fraction`` is the fraction of
+      prunable weights kept.
+
+    The reward is given at the last step of an episode; its two terms are in ``info["reward_terms"]``. Only
+    ``task.evaluate`` (validation) is used; the test score never reaches the reward or ``info``.
+
+    ## Starting State
+
+    The dense model, nothing pruned. The dense weights are restored on every reset.
+
+    ## Episode End
+
+    Terminates after one step (joint) or after the last layer (sequential). Never truncates.
+
+    ## Info
+
+    At the end of an episode: ``score``, ``dense_score``, ``overall_sparsity``, ``layer_sparsity`` (dict name ->
+    sparsity), ``nonzero_params`` (parameters of the whole model that are not pruned, biases included),
+    ``size_bytes`` (see :mod:`prune_env.size`), ``reward_terms``, and any extra metrics the task's ``evaluate``
+    returned (e.g. ``perplexity``). Earlier sequential steps carry ``layer_sparsity`` and ``overall_sparsity``.
+
+    ## Arguments
+
+    ```python
+    PruneRNNEnv(task, *, target_sparsity=None, mode="joint", size_penalty=0.5, criterion="magnitude",
+                max_sparsity=0.98, device=None, render_mode=None, task_kwargs=None, config=None)
+    ```
+
+    - ``task``: an :class:`~prune_env.RNNTask` or a preset name (see ``prune_env.tasks.PRESETS``). A ``dict``
+      in its place is taken as ``config`` (for RLlib-style construction).
+    - ``target_sparsity``: overall sparsity every episode must reach, in [0, 1); ``None`` for penalty mode.
+    - ``mode``: ``"joint"`` or ``"sequential"``.
+    - ``size_penalty``: weight of the size term in penalty mode.
+    - ``criterion``: ranking within a layer: ``"magnitude"`` ``abs(w)``, ``"gradient"`` ``abs(g)`` or
+      ``"saliency"`` ``abs(w * g)``; the last two need ``task.loss``.
+    - ``max_sparsity``: the most any one layer may be pruned, in (0, 1].
+    - ``device``: where the env's copy of the model runs; default ``"cuda"`` when available, else ``"cpu"``.
+    - ``task_kwargs``: keyword arguments for building a preset task (e.g. ``{"seed": 1}``).
+    - ``config``: a dict merged over :meth:`default_config` and the keyword arguments; its entries win.
+
+    ## Example
+
+    >>> import prune_env
+    >>> env = prune_env.PruneRNNEnv("digits", target_sparsity=0.5, task_kwargs={"progress": False})
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> terminated, round(info["overall_sparsity"], 3)
+    (True, 0.5)
+
+    ## Version History
+
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """The defaults that ``config`` and the keyword arguments are merged over."""
+        return {
+            "task": "digits",
+            "target_sparsity": None,
+            "mode": "joint",
+            "size_penalty": 0.5,
+            "criterion": "magnitude",
+            "max_sparsity": 0.98,
+            "device": None,
+            "render_mode": None,
+            "task_kwargs": None,
+        }
+
+    def __init__(self, task: RNNTask | str | dict | None = None, *, target_sparsity: float | None = None,
+                 mode: str = "joint", size_penalty: float = 0.5, criterion: str = "magnitude",
+                 max_sparsity: float = 0.98, device: str | torch.device | None = None,
+                 render_mode: str | None = None, task_kwargs: dict | None = None,
+                 config: dict | None = None):
+        if isinstance(task, dict):
+            if config is not None:
+                raise ValueError("pass `config` either positionally or as `config=`, not both")
+            task, config = None, task
+        cfg = self.default_config()
+        cfg.update(task=task if task is not None else cfg["task"], target_sparsity=target_sparsity, mode=mode,
+                   size_penalty=size_penalty, criterion=criterion, max_sparsity=max_sparsity, device=device,
+                   render_mode=render_mode, task_kwargs=task_kwargs)
+        if config is not None:
+            unknown = set(config) - set(cfg)
+            if unknown:
+                raise ValueError(f"`config` has unknown keys {sorted(unknown)}; valid keys: {sorted(cfg)}")
+            cfg.update(config)
+        self.config = cfg
+        self._check_config(cfg)
+
+        self.task = _resolve_task(cfg["task"], cfg["task_kwargs"])
+        self.mode = cfg["mode"]
+        self.target_sparsity = cfg["target_sparsity"]
+        self.size_penalty = float(cfg["size_penalty"])
+        self.criterion = cfg["criterion"]
+        self.max_sparsity = float(cfg["max_sparsity"])
+        self.render_mode = cfg["render_mode"]
+        self.device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+        self.layers = find_prunable_layers(self.task.model)
+        self.layer_names = [layer.name for layer in self.layers]
+        self.numels = np.array([layer.numel for layer in self.layers], dtype=np.int64)
+        self.num_layers = len(self.layers)
+        self.total_params = sum(p.numel() for p in self.task.model.parameters())
+        self._cap = B.caps(self.numels, self.max_sparsity)
+        self._check_target(self.target_sparsity)
+
+        self._analyse()
+        self._model = copy.deepcopy(self.task.model).to(self.device).eval()
+        for p in self._model.parameters():
+            p.requires_grad_(False)
+        self._masker = Masker(self._model, self.layers, self._orders)
+        self.dense_score, self._dense_extras = split_score(self.task.evaluate(self._model))
+
+        n_obs = (self.num_layers * len(FEATURES) if self.mode == "joint" else len(FEATURES))
+        n_obs += self.num_layers + len(DYNAMIC)
+        self.observation_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
+        n_act = self.num_layers if self.mode == "joint" else 1
+        self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+
+        self._counts = np.zeros(self.num_layers, dtype=np.int64)
+        self._last_counts: np.ndarray | None = None
+        self._t = 0
+        self._prev_action = 0.0
+        self._last_info: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    @staticmethod
+    def _check_config(cfg: dict[str, Any]) -> None:
+        if cfg["mode"] not in MODES:
+            raise ValueError(f"unknown `mode` {cfg['mode']!r}; expected one of {MODES}")
+        if cfg["criterion"] not in CRITERIA:
+            raise ValueError(f"unknown `criterion` {cfg['criterion']!r}; expected one of {CRITERIA}")
+        ms = cfg["max_sparsity"]
+        if not isinstance(ms, (int, float)) or not 0.0 < ms <= 1.0:
+            raise ValueError(f"`max_sparsity` must be a number in (0, 1], got {ms!r}")
+        sp = cfg["size_penalty"]
+        if not isinstance(sp, (int, float)) or not np.isfinite(sp) or sp < 0:
+            raise ValueError(f"`size_penalty` must be a finite number >= 0, got {sp!r}")
+        if cfg["render_mode"] not in (None, "ansi"):
+            raise ValueError(f"unsupported `render_mode` {cfg['render_mode']!r}; expected None or 'ansi'")
+
+    def _check_target(self, target: float | None) -> None:
+        if target is None:
+            return
+        if isinstance(target, bool) or not isinstance(target, (int, float, np.floating)) or not 0 <= target < 1:
+            raise ValueError(f"`target_sparsity` must be a number in [0, 1) or None, got {target!r}")
+        if B.budget_count(float(target), self.numels) > int(self._cap.sum()):
+            raise ValueError(f"`target_sparsity`={target} is unreachable with `max_sparsity`="
+                             f"{self.max_sparsity}; raise max_sparsity or lower the target")
+
+    def _analyse(self) -> None:
+        """Statistics, gradients and prune orders: computed once, since the dense weights never change."""
+        self._grads = (compute_gradients(self.task.model, self.layers, self.task.loss)
+                       if self.task.loss is not None else None)
+        check_criterion(self.criterion, self._grads is not None)
+        weights = [get_param(self.task.model, layer).detach().cpu() for layer in self.layers]
+        grads = [self._grads[n] if self._grads else None for n in self.layer_names]
+        self.layer_stats = [raw_layer_stats(w, g) for w, g in zip(weights, grads, strict=False)]
+        self._features = layer_features(self.layers, self.layer_stats)
+        self._orders = [prune_order(importance(self.criterion, w, g)) for w, g in zip(weights, grads, strict=False)]
+
+    # ------------------------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "target_sparsity" in options:
+            self._check_target(options["target_sparsity"])
+            self.target_sparsity = options["target_sparsity"]
+        self._masker.reset()
+        self._counts[:] = 0
+        self._t = 0
+        self._prev_action = 0.0
+        return self._obs(), {"dense_score": self.dense_score}
+
+    def step(self, action):
+        if self._t >= self._episode_length:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        sparsities = self._to_sparsities(action)
+        if self.mode == "joint":
+            self._counts[:] = self._joint_counts(sparsities)
+            self._masker.set_counts(self._counts)
+            self._prev_action = float(np.mean(sparsities))
+        else:
+            i = self._t
+            self._counts[i] = self._sequential_count(i, float(sparsities[0]))
+            self._masker.set_counts(self._counts)
+            self._prev_action = float(self._counts[i] / self.numels[i])
+        self._t += 1
+        terminated = self._t >= self._episode_length
+        reward, info = (self._finish() if terminated else (0.0, self._progress_info()))
+        self._last_info = info
+        return self._obs(), float(reward), bool(terminated), False, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self.layer_table()
+        return None
+
+    # ----------------------------------------------------------------------------------------- helpers
+    @property
+    def _episode_length(self) -> int:
+        return 1 if self.mode == "joint" else self.num_layers
+
+    def _to_sparsities(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if self.mode == "sequential" and a.shape == ():
+            a = a.reshape(1)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"`action` must have shape {self.action_space.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`action` must be finite, got {a.tolist()}")
+        return (np.clip(a, -1.0, 1.0) + 1.0) / 2.0 * self.max_sparsity
+
+    def _joint_counts(self, sparsities: np.ndarray) -> np.ndarray:
+        if self.target_sparsity is None:
+            return B.counts_from_sparsities(sparsities, self.numels)
+        total = B.budget_count(self.target_sparsity, self.numels)
+        return B.project_to_budget(sparsities, self.numels, total, self._cap)
+
+    def _sequential_count(self, i: int, sparsity: float) -> int:
+        k = sparsity_to_count(sparsity, int(self.numels[i]))
+        if self.target_sparsity is None:
+            return k
+        total = B.budget_count(self.target_sparsity, self.numels)
+        return B.action_wall(k, i, int(self._counts[:i].sum()), total, self._cap)
+
+    def _score(self) -> tuple[float, dict[str, float]]:
+        return split_score(self.task.evaluate(self._model))
+
+    def _finish(self) -> tuple[float, dict[str, Any]]:
+        score, extras = self._score()
+        self._last_counts = self._counts.copy()
+        rel = 1.0 + (score - self.dense_score) / (abs(self.dense_score) or 1.0)
+        remaining = 1.0 - self._overall_sparsity()
+        size_term = 0.0 if self.target_sparsity is not None else self.size_penalty * remaining
+        info = self._progress_info()
+        info.update(extras)
+        info.update(score=score, dense_score=self.dense_score,
+                    nonzero_params=int(self.total_params - self._counts.sum()),
+                    size_bytes=model_size_bytes(self.total_params, self.numels, self._counts),
+                    reward_terms={"score_ratio": rel, "size_term": -size_term})
+        return rel - size_term, info
+
+    def _overall_sparsity(self) -> float:
+        return float(self._counts.sum() / self.numels.sum())
+
+    def _progress_info(self) -> dict[str, Any]:
+        return {"overall_sparsity": self._overall_sparsity(),
+                "layer_sparsity": {n: float(c / m) for n, c, m in zip(self.layer_names, self._counts,
+                                                                        self.numels, strict=False)}}
+
+    def _obs(self) -> np.ndarray:
+        total = int(self.numels.sum())
+        removed = int(self._counts.sum())
+        target = self.target_sparsity or 0.0
+        needed = max(0, B.budget_count(target, self.numels) - removed) if self.target_sparsity is not None else 0
+        if self.mode == "joint":
+            static = self._features.reshape(-1)
+            progress, rest = float(self._t), 0.0
+        else:
+            i = self._t
+            static = (self._features[i] if i < self.num_layers else np.zeros(len(FEATURES), np.float32))
+            progress = i / self.num_layers
+            rest = float(self.numels[i + 1:].sum() / total) if i < self.num_layers else 0.0
+        dynamic = np.array([target, removed / total, needed / total, self._prev_action, progress, rest])
+        chosen = self._counts / self.numels
+        obs = np.concatenate([static, chosen, dynamic]).astype(np.float32)
+        return np.clip(obs, 0.0, 1.0)
+
+    # ------------------------------------------------------------------------------------------ public
+    @property
+    def allocation(self) -> dict[str, float] | None:
+        """The last finished episode's per-layer sparsities, or ``None`` before any episode ended."""
+        if self._last_counts is None:
+            return None
+        return {n: float(c / m) for n, c, m in zip(self.layer_names, self._last_counts, self.numels, strict=False)}
+
+    def counts_for(self, allocation: dict[str, float]) -> np.ndarray:
+        """Pruned weight counts for an allocation dict (missing layers stay dense)."""
+        if not isinstance(allocation, dict):
+            raise ValueError(f"`allocation` must be a dict of layer name -> sparsity, got "
+                             f"{type(allocation).__name__}")
+        unknown = set(allocation) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"`allocation` has unknown layers {sorted(unknown)}; layers: {self.layer_names}")
+        counts = np.zeros(self.num_layers, dtype=np.int64)
+        for i, name in enumerate(self.layer_names):
+            s = allocation.get(name, 0.0)
+            if not isinstance(s, (int, float, np.floating)) or not 0.0 <= s <= 1.0:
+                raise ValueError(f"`allocation`[{name!r}] must be a sparsity in [0, 1], got {s!r}")
+            counts[i] = sparsity_to_count(float(s), int(self.numels[i]))
+        return counts
+
+    def pruned_model(self, allocation: dict[str, float] | None = None) -> torch.nn.Module:
+        """A pruned copy of the task's model, on the model's own device.
+
+        :param allocation: dict of layer name -> sparsity; default: the last finished episode's allocation.
+        """
+        if allocation is None:
+            if self._last_counts is None:
+                raise ValueError("no episode has finished yet: pass `allocation` or run an episode first")
+            counts = self._last_counts
+        else:
+            counts = self.counts_for(allocation)
+        model = copy.deepcopy(self.task.model)
+        return apply_counts(model, self.layers, self._orders, counts)
+
+    def layer_table(self) -> str:
+        """A plain-text table of the prunable layers and their current sparsities."""
+        head = f"{'layer':<28} {'kind':<14} {'shape':<14} {'params':>9} {'mean|w|':>8} {'sparsity':>8}"
+        lines = [head, "-" * len(head)]
+        for i, layer in enumerate(self.layers):
+            shape = "x".join(map(str, layer.shape))
+            lines.append(f"{layer.name:<28} {layer.kind:<14} {shape:<14} {layer.numel:>9} "
+                         f"{self.layer_stats[i]['w_mean']:>8.4f} {self._counts[i] / self.numels[i]:>8.3f}")
+        lines.append(f"overall sparsity {self._overall_sparsity():.3f} of {int(self.numels.sum())} prunable "
+                     f"weights; dense score {self.dense_score:.4f}")
+        return "\n".join(lines)
+
+
+def _resolve_task(task: RNNTask | str, task_kwargs: dict | None) -> RNNTask:
+    if isinstance(task, RNNTask):
+        if task_kwargs:
+            raise ValueError("`task_kwargs` only applies to preset names, not to an RNNTask")
+        return task
+    if isinstance(task, str):
+        from .tasks import resolve_task
+
+        return resolve_task(task, **(task_kwargs or {}))
+    raise ValueError(f"`task` must be an RNNTask or a preset name, got {type(task).__name__}")

@@ -1,0 +1,166 @@
+"""The task contract: a trained recurrent model plus how to score it.
+
+An :class:`RNNTask` is everything the environment needs to know about a user's problem. The reward only ever
+sees ``evaluate`` (the validation split); ``test`` exists for reporting and is never called by the env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+#: What ``evaluate``/``test`` may return: a float (higher is better), or a mapping with a ``"score"`` key whose
+#: other entries (e.g. ``"perplexity"``) are copied into the env's ``info``.
+Score = float | Mapping[str, float]
+Metric = str | Callable[[torch.Tensor, torch.Tensor], Score]
+
+METRICS = ("accuracy", "nll")
+
+
+@dataclass
+class RNNTask:
+    """A trained recurrent network and the functions that score it.
+
+    :param model: a trained ``nn.Module`` holding any of ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.Linear`` and
+        ``nn.Embedding``. The environment never mutates it; it works on its own copy.
+    :param evaluate: ``evaluate(model) -> float`` on the validation split, higher is better. This is what the
+        reward uses. It may also return a mapping with a ``"score"`` key plus extra metrics for ``info``.
+        It must read the device from the model (``next(model.parameters()).device``), since the env may move its
+        copy to a GPU. Optional when ``eval_batch`` and ``metric`` are given.
+    :param test: ``test(model) -> float`` on the held-out test split. Never used by the reward; reporting only.
+    :param loss: ``loss(model) -> Tensor``, a scalar loss on a fixed batch, used once for gradient statistics and
+        the ``gradient``/``saliency`` criteria.
+    :param name: a short name used in reports.
+    :param eval_batch: ``(inputs, targets)`` on which ``metric`` scores the model's output, the structured form
+        of ``evaluate`` that lets the env score many candidates in one batched pass.
+    :param metric: ``"accuracy"``, ``"nll"`` (score is minus the mean negative log-likelihood) or a callable
+        ``metric(logits, targets) -> float``.
+    :param metadata: free-form facts about the task (dataset sizes, training config) for reports.
+    """
+
+    model: nn.Module
+    evaluate: Callable[[nn.Module], Score] | None = None
+    test: Callable[[nn.Module], Score] | None = None
+    loss: Callable[[nn.Module], torch.Tensor] | None = None
+    name: str = "custom"
+    eval_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    metric: Metric | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(f"RNNTask: `model` must be a torch.nn.Module, got {type(self.model).__name__}")
+        if self.eval_batch is not None:
+            _check_eval_batch(self.eval_batch)
+            if self.metric is None:
+                raise ValueError("RNNTask: `eval_batch` was given without `metric`; pass metric='accuracy', "
+                                 "'nll' or a callable metric(logits, targets) -> float")
+        if self.metric is not None:
+            _check_metric(self.metric)
+            if self.eval_batch is None:
+                raise ValueError("RNNTask: `metric` was given without `eval_batch=(inputs, targets)`")
+        if self.evaluate is None:
+            if self.eval_batch is None:
+                raise ValueError("RNNTask: give `evaluate(model) -> float`, or `eval_batch=(inputs, targets)` "
+                                 "together with `metric`")
+            self.evaluate = BatchEvaluator(self.eval_batch, self.metric)
+        for fname in ("evaluate", "test", "loss"):
+            fn = getattr(self, fname)
+            if fn is not None and not callable(fn):
+                raise TypeError(f"RNNTask: `{fname}` must be callable, got {type(fn).__name__}")
+
+    @property
+    def structured(self) -> bool:
+        """True when the task declares ``eval_batch`` and ``metric``, so candidates can be scored in batches."""
+        return self.eval_batch is not None
+
+
+def split_score(result: Score, where: str = "evaluate") -> tuple[float, dict[str, float]]:
+    """Normalise what ``evaluate``/``test`` returned into ``(score, extras)``; fail clearly on anything else."""
+    if isinstance(result, Mapping):
+        if "score" not in result:
+            raise ValueError(f"task.{where} returned a mapping without a 'score' key: {sorted(result)}")
+        extras = {str(k): float(v) for k, v in result.items() if k != "score"}
+        result = result["score"]
+    else:
+        extras = {}
+    if isinstance(result, torch.Tensor):
+        result = result.item()
+    try:
+        score = float(result)
+    except (TypeError, ValueError):
+        raise TypeError(f"task.{where} must return a float or a mapping with 'score', "
+                        f"got {type(result).__name__}") from None
+    if score != score:  # NaN
+        raise ValueError(f"task.{where} returned NaN")
+    return score, extras
+
+
+def metric_from_logits(logits: torch.Tensor, targets: torch.Tensor, metric: Metric) -> dict[str, float]:
+    """Score model outputs against targets; returns ``{"score": ..., extras...}``.
+
+    ``logits`` is ``(..., classes)`` and ``targets`` the matching integer labels. Both named metrics also report
+    the mean negative log-likelihood and its perplexity, so language models get perplexity in ``info``.
+    """
+    if callable(metric):
+        score, extras = split_score(metric(logits, targets), "metric")
+        return {"score": score, **extras}
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    tgt = targets.reshape(-1).to(flat.device)
+    nll = torch.nn.functional.cross_entropy(flat, tgt).item()
+    ppl = float(torch.exp(torch.tensor(min(nll, 80.0))))
+    if metric == "accuracy":
+        acc = (flat.argmax(-1) == tgt).float().mean().item()
+        return {"score": acc, "nll": nll, "perplexity": ppl}
+    return {"score": -nll, "nll": nll, "perplexity": ppl}
+
+
+class BatchEvaluator:
+    """``evaluate`` built from ``eval_batch`` and ``metric``: one forward pass over a fixed batch.
+
+    A module-level class (not a closure) so that tasks pickle and deep-copy.
+    """
+
+    def __init__(self, batch: tuple[torch.Tensor, torch.Tensor], metric: Metric):
+        self.inputs, self.targets = batch
+        self.metric = metric
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        device = _model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            logits = model(self.inputs.to(device))
+        finally:
+            model.train(was_training)
+        return metric_from_logits(logits, self.targets.to(device), self.metric)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _check_eval_batch(batch: Any) -> None:
+    ok = (isinstance(batch, (tuple, list)) and len(batch) == 2
+          and all(isinstance(t, torch.Tensor) for t in batch))
+    if not ok:
+        raise ValueError("RNNTask: `eval_batch` must be a pair of tensors (inputs, targets), "
+                         f"got {type(batch).__name__}")
+    if batch[0].shape[0] != batch[1].shape[0]:
+        raise ValueError("RNNTask: `eval_batch` inputs and targets must share the batch dimension, got "
+                         f"{tuple(batch[0].shape)} and {tuple(batch[1].shape)}")
+
+
+def _check_metric(metric: Any) -> None:
+    if callable(metric):
+        return
+    if metric not in METRICS:
+        raise ValueError(f"RNNTask: unknown `metric` {metric!r}; expected one of {METRICS} or a callable "
+                         "metric(logits, targets) -> float")
