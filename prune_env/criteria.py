@@ -78,11 +78,11 @@ class Masker:
 
     def __init__(self, model: nn.Module, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor]):
         self.params = [get_param(model, layer) for layer in layers]
-        for layer, p in zip(layers, self.params, strict=False):
+        for layer, p in zip(layers, self.params):
             if not p.is_contiguous():
                 raise ValueError(f"prunable weight {layer.name} is not contiguous; cannot edit it in place")
         self.dense = [p.detach().reshape(-1).clone() for p in self.params]
-        self.orders = [o.to(p.device) for o, p in zip(orders, self.params, strict=False)]
+        self.orders = [o.to(p.device) for o, p in zip(orders, self.params)]
         self.counts = [0] * len(self.params)
         self._rnns = rnn_modules(model)
 
@@ -112,7 +112,7 @@ class Masker:
 def apply_counts(model: nn.Module, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor],
                  counts: Sequence[int]) -> nn.Module:
     """Zero the ``counts[i]`` lowest-ranked weights of each layer of ``model`` in place; returns ``model``."""
-    for layer, order, k in zip(layers, orders, counts, strict=False):
+    for layer, order, k in zip(layers, orders, counts):
         p = get_param(model, layer)
         p.data.view(-1)[order[: int(k)].to(p.device)] = 0
     for m in rnn_modules(model):

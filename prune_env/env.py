@@ -263,9 +263,9 @@ class PruneRNNEnv(gym.Env):
         check_criterion(self.criterion, self._grads is not None)
         weights = [get_param(self.task.model, layer).detach().cpu() for layer in self.layers]
         grads = [self._grads[n] if self._grads else None for n in self.layer_names]
-        self.layer_stats = [raw_layer_stats(w, g) for w, g in zip(weights, grads, strict=False)]
+        self.layer_stats = [raw_layer_stats(w, g) for w, g in zip(weights, grads)]
         self._features = layer_features(self.layers, self.layer_stats)
-        self._orders = [prune_order(importance(self.criterion, w, g)) for w, g in zip(weights, grads, strict=False)]
+        self._orders = [prune_order(importance(self.criterion, w, g)) for w, g in zip(weights, grads)]
 
     # ------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -354,7 +354,7 @@ class PruneRNNEnv(gym.Env):
     def _progress_info(self) -> dict[str, Any]:
         return {"overall_sparsity": self._overall_sparsity(),
                 "layer_sparsity": {n: float(c / m) for n, c, m in zip(self.layer_names, self._counts,
-                                                                        self.numels, strict=False)}}
+                                                                        self.numels)}}
 
     def _obs(self) -> np.ndarray:
         total = int(self.numels.sum())
@@ -380,7 +380,7 @@ class PruneRNNEnv(gym.Env):
         """The last finished episode's per-layer sparsities, or ``None`` before any episode ended."""
         if self._last_counts is None:
             return None
-        return {n: float(c / m) for n, c, m in zip(self.layer_names, self._last_counts, self.numels, strict=False)}
+        return {n: float(c / m) for n, c, m in zip(self.layer_names, self._last_counts, self.numels)}
 
     def counts_for(self, allocation: dict[str, float]) -> np.ndarray:
         """Pruned weight counts for an allocation dict (missing layers stay dense)."""

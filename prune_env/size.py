@@ -32,5 +32,5 @@ def model_size_bytes(total_params: int, numels: Sequence[int], pruned: Sequence[
                      value_bits: int = 32) -> int:
     """Bytes of a model with ``total_params`` parameters whose prunable layers lost ``pruned[i]`` weights."""
     other = total_params - int(sum(numels))
-    bits = other * 32 + sum(layer_bits(int(n), int(n) - int(k), value_bits) for n, k in zip(numels, pruned, strict=False))
+    bits = other * 32 + sum(layer_bits(int(n), int(n) - int(k), value_bits) for n, k in zip(numels, pruned))
     return math.ceil(bits / 8)

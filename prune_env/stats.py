@@ -71,7 +71,7 @@ def layer_features(layers: Sequence[PrunableLayer], raw: Sequence[dict[str, floa
     n_layers = len(layers)
     total = sum(layer.numel for layer in layers)
     feats = np.zeros((n_layers, len(FEATURES)), dtype=np.float64)
-    for i, (layer, r) in enumerate(zip(layers, raw, strict=False)):
+    for i, (layer, r) in enumerate(zip(layers, raw)):
         feats[i, KINDS.index(layer.kind)] = 1.0
         feats[i, FEATURES.index("depth")] = i / max(1, n_layers - 1)
         feats[i, FEATURES.index("param_share")] = layer.numel / total
