@@ -398,6 +398,15 @@ class PruneRNNEnv(gym.Env):
             counts[i] = sparsity_to_count(float(s), int(self.numels[i]))
         return counts
 
+    def action_for(self, allocation: dict[str, float]) -> np.ndarray:
+        """The joint-mode action that requests ``allocation`` (the inverse of the action mapping).
+
+        Sparsities above ``max_sparsity`` are clipped. In budget mode the env still projects the request onto the
+        budget, which leaves an allocation that already meets it unchanged up to rounding.
+        """
+        s = self.counts_for(allocation) / self.numels
+        return np.clip(2.0 * s / self.max_sparsity - 1.0, -1.0, 1.0).astype(np.float32)
+
     def pruned_model(self, allocation: dict[str, float] | None = None) -> torch.nn.Module:
         """A pruned copy of the task's model, on the model's own device.
 
