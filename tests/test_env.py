@@ -1,0 +1,341 @@
+"""PruneRNNEnv: API conformance, exactness of pruning, determinism, and error handling."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from tiny import TinyLM, tiny_task
+from torch import nn
+
+from prune_env import PruneRNNEnv, RNNTask, find_prunable_layers
+from prune_env.criteria import Masker, apply_counts
+
+MODES = ["joint", "sequential"]
+
+
+def rollout(env: PruneRNNEnv, seed: int, episodes: int = 2):
+    """Random-action episodes; returns everything observable."""
+    env.action_space.seed(seed)
+    out = []
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes):
+        done = False
+        while not done:
+            obs, reward, done, truncated, info = env.step(env.action_space.sample())
+            out.append((obs.copy(), reward, done, truncated))
+        out.append(info["layer_sparsity"])
+        obs, _ = env.reset()
+    return out
+
+
+def count_zeros(model: nn.Module, names: list[str]) -> dict[str, int]:
+    params = dict(model.named_parameters())
+    return {n: int((params[n] == 0).sum()) for n in names}
+
+
+@pytest.fixture(scope="module")
+def tiny_preset_kwargs():
+    """Small configs of the presets behind each registered id, so the ids are checked in seconds."""
+    return {"PruneRNN-v0": {"progress": False},
+            "PruneRNN-pydoc-v0": {"progress": False, "hidden": 16, "emb": 8, "steps": 5, "batch": 8,
+                                  "eval_tokens": 512, "test_tokens": 512, "loss_tokens": 512}}
+
+
+@pytest.fixture(scope="module")
+def gru_task():
+    return tiny_task("gru", bidirectional=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("target", [None, 0.7])
+def test_check_env_no_warnings(gru_task, mode, target):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(PruneRNNEnv(gru_task, mode=mode, target_sparsity=target), skip_render_check=True)
+        sb3_check_env(PruneRNNEnv(gru_task, mode=mode, target_sparsity=target))
+
+
+@pytest.mark.parametrize("env_id", ["PruneRNN-v0", "PruneRNN-pydoc-v0"])
+@pytest.mark.parametrize("mode", MODES)
+def test_registered_ids_pass_checkers(env_id, mode, tiny_preset_kwargs):
+    env = gym.make(env_id, mode=mode, target_sparsity=0.5, render_mode="ansi",
+                   task_kwargs=tiny_preset_kwargs[env_id])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped)
+    assert "overall sparsity" in env.unwrapped.render()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_same_seed_same_rollout(gru_task, mode):
+    a = rollout(PruneRNNEnv(gru_task, mode=mode, target_sparsity=0.6), seed=3)
+    b = rollout(PruneRNNEnv(gru_task, mode=mode, target_sparsity=0.6), seed=3)
+    for x, y in zip(a, b):
+        if isinstance(x, dict):
+            assert x == y
+        else:
+            np.testing.assert_array_equal(x[0], y[0])
+            assert x[1:] == y[1:]
+
+
+def test_user_model_untouched(gru_task):
+    before = copy.deepcopy(gru_task.model.state_dict())
+    env = PruneRNNEnv(gru_task, target_sparsity=0.9, criterion="saliency")
+    rollout(env, seed=0)
+    env.pruned_model()
+    for k, v in gru_task.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("criterion", ["magnitude", "gradient", "saliency"])
+def test_budget_is_exact(gru_task, mode, criterion):
+    env = PruneRNNEnv(gru_task, mode=mode, target_sparsity=0.73, criterion=criterion)
+    total = int(env.numels.sum())
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(rng.uniform(-1.5, 1.5, env.action_space.shape).astype(np.float32))
+        zeros = count_zeros(env.pruned_model(), env.layer_names)
+        assert abs(sum(zeros.values()) - 0.73 * total) <= 1
+        for name, n in zip(env.layer_names, env.numels):
+            assert zeros[name] == round(info["layer_sparsity"][name] * n)
+            assert zeros[name] <= env.max_sparsity * n
+
+
+@pytest.mark.parametrize("extreme", [-1.0, 1.0])
+def test_action_wall_meets_budget_at_extremes(gru_task, extreme):
+    env = PruneRNNEnv(gru_task, mode="sequential", target_sparsity=0.5)
+    env.reset()
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(np.array([extreme], np.float32))
+    assert abs(info["overall_sparsity"] * env.numels.sum() - 0.5 * env.numels.sum()) <= 1
+
+
+def test_penalty_mode_exact_per_layer_and_reward(gru_task):
+    env = PruneRNNEnv(gru_task, size_penalty=0.3)
+    env.reset(seed=0)
+    action = np.linspace(-1, 1, env.num_layers).astype(np.float32)
+    _, reward, _, _, info = env.step(action)
+    want = (action.astype(np.float64) + 1) / 2 * env.max_sparsity
+    zeros = count_zeros(env.pruned_model(), env.layer_names)
+    for name, s, n in zip(env.layer_names, want, env.numels):
+        assert zeros[name] == int(s * n + 0.5)
+    kept = 1 - sum(zeros.values()) / env.numels.sum()
+    assert reward == pytest.approx(info["score"] / info["dense_score"] - 0.3 * kept)
+    assert info["reward_terms"]["size_term"] == pytest.approx(-0.3 * kept)
+
+
+def test_uniform_request_gives_uniform_pruning(gru_task):
+    env = PruneRNNEnv(gru_task, target_sparsity=0.6)
+    env.reset()
+    _, _, _, _, info = env.step(np.zeros(env.num_layers, np.float32))
+    for s in info["layer_sparsity"].values():
+        assert s == pytest.approx(0.6, abs=0.01)
+
+
+def test_info_contents_and_no_test_score(gru_task):
+    env = PruneRNNEnv(gru_task, target_sparsity=0.5)
+    env.reset()
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    for key in ("score", "dense_score", "overall_sparsity", "layer_sparsity", "nonzero_params", "size_bytes"):
+        assert key in info
+    assert not any("test" in k for k in info)
+    assert reward == pytest.approx(info["score"] / info["dense_score"])
+    total = sum(p.numel() for p in gru_task.model.parameters())
+    assert info["nonzero_params"] == total - round(0.5 * env.numels.sum())
+    assert isinstance(info["size_bytes"], int) and info["size_bytes"] < total * 4
+
+
+def test_scores_match_pruned_model(gru_task):
+    """The score the reward saw is the score of the model pruned_model() returns."""
+    env = PruneRNNEnv(gru_task, target_sparsity=0.8)
+    env.reset()
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert gru_task.evaluate(env.pruned_model())["score"] == pytest.approx(info["score"])
+
+
+def test_dense_restored_on_reset(gru_task):
+    env = PruneRNNEnv(gru_task, target_sparsity=0.9)
+    env.reset()
+    env.step(env.action_space.sample())
+    env.reset()
+    for k, v in gru_task.model.state_dict().items():
+        assert torch.equal(env._model.state_dict()[k], v), k
+
+
+def test_incremental_masker_matches_fresh_masks(gru_task):
+    model = copy.deepcopy(gru_task.model)
+    layers = find_prunable_layers(model)
+    orders = [torch.randperm(layer.numel, generator=torch.Generator().manual_seed(i)) for i, layer in
+              enumerate(layers)]
+    masker = Masker(model, layers, orders)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        counts = [int(rng.integers(0, layer.numel + 1)) for layer in layers]
+        masker.set_counts(counts)
+        fresh = apply_counts(copy.deepcopy(gru_task.model), layers, orders, counts)
+        for (n, a), (_, b) in zip(model.named_parameters(), fresh.named_parameters()):
+            assert torch.equal(a, b), n
+
+
+def test_ties_pruned_exactly():
+    """A layer of identical weights still loses exactly the requested count."""
+    model = TinyLM("lstm", hidden=4, layers=1)
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.fill_(0.5)
+    x = torch.zeros(2, 3, dtype=torch.long)
+    env = PruneRNNEnv(RNNTask(model, eval_batch=(x, x), metric="accuracy"), size_penalty=0.0)
+    env.reset()
+    action = -np.ones(env.num_layers, np.float32)
+    action[env.layer_names.index("rnn.weight_hh_l0")] = 2 * 0.37 / env.max_sparsity - 1
+    env.step(action)
+    zeros = count_zeros(env.pruned_model(), ["rnn.weight_hh_l0"])["rnn.weight_hh_l0"]
+    assert zeros == int(0.37 * 64 + 0.5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_observation_finite_and_in_bounds(gru_task, mode):
+    env = PruneRNNEnv(gru_task, mode=mode, target_sparsity=0.5)
+    for obs, *_ in (x for x in rollout(env, seed=1) if not isinstance(x, dict)):
+        assert obs.dtype == np.float32 and np.all(np.isfinite(obs))
+        assert env.observation_space.contains(obs)
+
+
+def test_pickle_round_trip(gru_task):
+    env = PruneRNNEnv(gru_task, target_sparsity=0.5)
+    env.reset(seed=0)
+    clone = pickle.loads(pickle.dumps(env))
+    action = env.action_space.sample()
+    assert env.step(action)[1] == clone.step(action)[1]
+
+
+def _make_in_child(env_id: str, task_kwargs: dict) -> float:
+    import gymnasium as gym
+
+    env = gym.make(env_id, target_sparsity=0.5, task_kwargs=task_kwargs)
+    env.reset(seed=0)
+    return env.step(np.zeros(env.action_space.shape, np.float32))[1]
+
+
+def test_make_in_spawned_process(tiny_preset_kwargs):
+    import multiprocessing as mp
+
+    kwargs = tiny_preset_kwargs["PruneRNN-v0"]
+    with mp.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(_make_in_child, ("prune_env:PruneRNN-v0", kwargs))
+    assert child == pytest.approx(_make_in_child("prune_env:PruneRNN-v0", kwargs))
+
+
+def test_config_dict_construction(gru_task):
+    env = PruneRNNEnv({"task": gru_task, "target_sparsity": 0.4, "mode": "sequential"})
+    assert env.mode == "sequential" and env.target_sparsity == 0.4
+    with pytest.raises(ValueError, match="config"):
+        PruneRNNEnv({"task": gru_task, "bogus": 1})
+
+
+def test_lstm_layer_names():
+    model = TinyLM("lstm", layers=2, bidirectional=True)
+    names = [layer.name for layer in find_prunable_layers(model)]
+    assert names[0] == "emb.weight" and names[-1] == "head.weight"
+    assert "rnn.weight_hh_l1_reverse" in names and not any("bias" in n for n in names)
+    assert len(names) == 2 + 2 * 2 * 2
+
+
+def test_tied_weights_listed_once():
+    model = TinyLM("gru", hidden=6, layers=1)
+    model.head.weight = model.emb.weight
+    names = [layer.name for layer in find_prunable_layers(model)]
+    assert names.count("emb.weight") == 1 and "head.weight" not in names
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_no_prunable_weights_lists_supported_types():
+    with pytest.raises(ValueError, match=r"nn\.LSTM.*nn\.GRU.*nn\.RNN.*nn\.Linear.*nn\.Embedding"):
+        PruneRNNEnv(RNNTask(nn.Sequential(nn.Conv1d(1, 1, 1)), evaluate=lambda m: 1.0))
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf]])
+def test_non_finite_action_rejected(gru_task, bad):
+    env = PruneRNNEnv(gru_task, mode="sequential")
+    env.reset()
+    with pytest.raises(ValueError, match="action"):
+        env.step(np.array(bad, np.float32))
+
+
+def test_wrong_shape_action_rejected(gru_task):
+    env = PruneRNNEnv(gru_task)
+    env.reset()
+    with pytest.raises(ValueError, match=r"action.*shape"):
+        env.step(np.zeros(env.num_layers + 1, np.float32))
+
+
+def test_out_of_range_action_is_clipped(gru_task):
+    a = PruneRNNEnv(gru_task, size_penalty=0.1)
+    b = PruneRNNEnv(gru_task, size_penalty=0.1)
+    a.reset()
+    b.reset()
+    big = np.full(a.num_layers, 5.0, np.float32)
+    assert a.step(big)[1] == b.step(np.ones(b.num_layers, np.float32))[1]
+
+
+@pytest.mark.parametrize("target", [-0.1, 1.0, 1.5, "0.5", np.nan])
+def test_bad_target_sparsity(gru_task, target):
+    with pytest.raises(ValueError, match="target_sparsity"):
+        PruneRNNEnv(gru_task, target_sparsity=target)
+
+
+def test_unreachable_target(gru_task):
+    with pytest.raises(ValueError, match="max_sparsity"):
+        PruneRNNEnv(gru_task, target_sparsity=0.9, max_sparsity=0.5)
+
+
+@pytest.mark.parametrize("kwargs, arg", [({"criterion": "l2"}, "criterion"), ({"mode": "both"}, "mode"),
+                                         ({"max_sparsity": 0.0}, "max_sparsity"),
+                                         ({"size_penalty": -1}, "size_penalty"),
+                                         ({"render_mode": "human"}, "render_mode")])
+def test_bad_arguments_name_the_argument(gru_task, kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        PruneRNNEnv(gru_task, **kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="digits"):
+        PruneRNNEnv("no-such-task")
+
+
+def test_gradient_criterion_needs_loss():
+    task = tiny_task("gru")
+    task.loss = None
+    with pytest.raises(ValueError, match="loss"):
+        PruneRNNEnv(task, criterion="gradient")
+
+
+def test_pruned_model_bad_allocation(gru_task):
+    env = PruneRNNEnv(gru_task)
+    with pytest.raises(ValueError, match="no episode"):
+        env.pruned_model()
+    with pytest.raises(ValueError, match="unknown layers"):
+        env.pruned_model({"nope.weight": 0.5})
+    with pytest.raises(ValueError, match=r"allocation.*\[0, 1\]"):
+        env.pruned_model({env.layer_names[0]: 1.5})
+
+
+def test_black_box_task_works():
+    task = tiny_task("lstm", structured=False)
+    env = PruneRNNEnv(task, target_sparsity=0.5)
+    env.reset()
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert np.isfinite(reward)

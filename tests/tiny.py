@@ -1,0 +1,59 @@
+"""Tiny models and tasks for fast tests (seconds, no training needed)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from prune_env import RNNTask
+
+VOCAB = 12
+
+
+class TinyLM(nn.Module):
+    """Embedding -> recurrent layers -> Linear, the shape of most user models."""
+
+    def __init__(self, rnn: str = "gru", hidden: int = 8, layers: int = 2, bidirectional: bool = False):
+        super().__init__()
+        cls = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[rnn]
+        self.emb = nn.Embedding(VOCAB, 6)
+        self.rnn = cls(6, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), VOCAB)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.emb(x))
+        return self.head(out)
+
+
+def tiny_task(rnn: str = "gru", seed: int = 0, structured: bool = True, **model_kwargs) -> RNNTask:
+    """A random (untrained) tiny LM task; the data follow a simple rule so scores are not all equal."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = TinyLM(rnn, **model_kwargs).eval()
+    x = torch.randint(0, VOCAB, (16, 10), generator=g)
+    y = (x + 1) % VOCAB
+    xt = torch.randint(0, VOCAB, (16, 10), generator=g)
+
+    # partials of module-level functions, not closures, so that tasks (and envs) pickle
+    loss = partial(_nll, x=x, y=y)
+    test = partial(_accuracy, x=xt, y=(xt + 1) % VOCAB)
+    if structured:
+        return RNNTask(model, eval_batch=(x, y), metric="accuracy", test=test, loss=loss, name=f"tiny-{rnn}")
+    return RNNTask(model, evaluate=partial(_neg_nll, x=x, y=y), test=test, loss=loss, name=f"tiny-{rnn}-blackbox")
+
+
+def _nll(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(m(x).reshape(-1, VOCAB), y.reshape(-1))
+
+
+@torch.no_grad()
+def _neg_nll(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return -_nll(m, x, y).item()
+
+
+@torch.no_grad()
+def _accuracy(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (m(x).argmax(-1) == y).float().mean().item()
