@@ -22,7 +22,7 @@ from .criteria import (
     sparsity_to_count,
 )
 from .layers import find_prunable_layers, get_param
-from .size import model_size_bytes
+from .size import size_bytes
 from .stats import FEATURES, layer_features, raw_layer_stats
 from .task import RNNTask, split_score
 
@@ -280,6 +280,11 @@ class PruneRNNEnv(gym.Env):
         return self._obs(), {"dense_score": self.dense_score}
 
     def step(self, action):
+        terminated = self._advance(action)
+        return self._conclude(self._score() if terminated else None)
+
+    def _advance(self, action) -> bool:
+        """Apply one action to the episode's counts and the model; returns whether the episode has ended."""
         if self._t >= self._episode_length:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         sparsities = self._to_sparsities(action)
@@ -293,10 +298,17 @@ class PruneRNNEnv(gym.Env):
             self._masker.set_counts(self._counts)
             self._prev_action = float(self._counts[i] / self.numels[i])
         self._t += 1
-        terminated = self._t >= self._episode_length
-        reward, info = (self._finish() if terminated else (0.0, self._progress_info()))
+        return self._t >= self._episode_length
+
+    def _conclude(self, scored: tuple[float, dict[str, float]] | None):
+        """The step's return; ``scored`` is the ended episode's ``(score, extras)``, ``None`` mid-episode.
+
+        Split from :meth:`_advance` so that :class:`~prune_env.PruneRNNVectorEnv` can score many ended episodes in
+        one batched pass, then conclude each.
+        """
+        reward, info = (self._finish(scored) if scored is not None else (0.0, self._progress_info()))
         self._last_info = info
-        return self._obs(), float(reward), bool(terminated), False, info
+        return self._obs(), float(reward), scored is not None, False, info
 
     def render(self):
         if self.render_mode == "ansi":
@@ -334,8 +346,8 @@ class PruneRNNEnv(gym.Env):
     def _score(self) -> tuple[float, dict[str, float]]:
         return split_score(self.task.evaluate(self._model))
 
-    def _finish(self) -> tuple[float, dict[str, Any]]:
-        score, extras = self._score()
+    def _finish(self, scored: tuple[float, dict[str, float]]) -> tuple[float, dict[str, Any]]:
+        score, extras = scored
         self._last_counts = self._counts.copy()
         rel = 1.0 + (score - self.dense_score) / (abs(self.dense_score) or 1.0)
         remaining = 1.0 - self._overall_sparsity()
@@ -344,7 +356,7 @@ class PruneRNNEnv(gym.Env):
         info.update(extras)
         info.update(score=score, dense_score=self.dense_score,
                     nonzero_params=int(self.total_params - self._counts.sum()),
-                    size_bytes=model_size_bytes(self.total_params, self.numels, self._counts),
+                    size_bytes=size_bytes(self._model),
                     reward_terms={"score_ratio": rel, "size_term": -size_term})
         return rel - size_term, info
 

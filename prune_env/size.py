@@ -1,36 +1,204 @@
-"""Size accounting for pruned models, in bits.
+"""Exact size accounting of compressed models, in bits: the same numbers :func:`prune_env.export` writes.
 
-A pruned layer of ``n`` weights with ``nnz`` survivors is stored as its ``nnz`` values plus a sparse index, in
-whichever of two formats is smaller:
+A prunable weight (see :func:`prune_env.find_prunable_layers`) of ``n`` values is stored as a sparse index plus
+its stored values, whichever of three layouts is smallest:
 
-- a bitmask: ``n`` bits;
-- a coordinate list: ``nnz`` indices of ``ceil(log2(n))`` bits each.
+- ``dense``: every value, zeros included (no index);
+- ``bitmask``: ``n`` bits, then the nonzero values;
+- ``relative``: per stored entry, the number of zeros skipped since the previous one in ``b`` bits (``b`` chosen per
+  layer, 1..16). A gap longer than ``2**b - 1`` is bridged by filler entries that store the value 0, as in Deep
+  Compression, so fillers cost an index and a value each.
 
-Everything that is not pruned (biases, unpruned layers) counts at full precision. ``value_bits`` is 32 for
-float32 weights.
+Values take ``bits`` each (32: float32), plus the quantization table (float32 scales per output row for linear
+quantization, the ``2**bits``-entry float32 codebook for k-means; see :mod:`prune_env.quantize`). Every other
+tensor (biases, buffers, non-prunable weights) is stored raw at its dtype's width. A zero produced by quantization
+counts as pruned, exactly as the exporter sees it.
+
+Each of a layer's streams (index, values, table) is padded to whole bytes in a file; :attr:`Encoding.stream_bytes`
+gives those lengths.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import find_prunable_layers
+from .quantize import check_bits, check_method, effective_method, table_bits
+
+INDEX_LAYOUTS = ("dense", "bitmask", "relative")
+MAX_RELATIVE_BITS = 16
 
 
-def index_bits(numel: int, nnz: int) -> int:
-    """Bits of the cheaper sparse index for ``nnz`` survivors among ``numel`` weights (0 when dense)."""
-    if nnz == numel:
-        return 0
-    return min(numel, nnz * max(1, math.ceil(math.log2(numel))))
+@dataclass(frozen=True)
+class Encoding:
+    """How one prunable weight is stored.
+
+    :param numel: values in the weight.
+    :param rows: output rows (first axis), for per-row scales.
+    :param nnz: nonzero values.
+    :param layout: one of :data:`INDEX_LAYOUTS`.
+    :param rel_bits: bits per relative index (``relative`` only, else 0).
+    :param entries: stored values (``numel`` for dense, ``nnz`` for bitmask, ``nnz`` + fillers for relative).
+    :param bits: bits per value (32 = float32).
+    :param method: ``"float"``, ``"linear"`` or ``"kmeans"``.
+    """
+
+    numel: int
+    rows: int
+    nnz: int
+    layout: str
+    rel_bits: int
+    entries: int
+    bits: int
+    method: str
+
+    @property
+    def index_bits(self) -> int:
+        return {"dense": 0, "bitmask": self.numel, "relative": self.entries * self.rel_bits}[self.layout]
+
+    @property
+    def value_bits(self) -> int:
+        return self.entries * self.bits
+
+    @property
+    def table_bits(self) -> int:
+        return table_bits(self.rows, self.bits, self.method)
+
+    @property
+    def total_bits(self) -> int:
+        return self.index_bits + self.value_bits + self.table_bits
+
+    @property
+    def stream_bytes(self) -> dict[str, int]:
+        """Bytes of each stream in a file: index, values, table (each padded to whole bytes)."""
+        return {"index": _bytes(self.index_bits), "values": _bytes(self.value_bits), "table": _bytes(self.table_bits)}
 
 
-def layer_bits(numel: int, nnz: int, value_bits: int = 32) -> int:
-    """Bits to store one pruned layer: its values plus its sparse index."""
-    return nnz * value_bits + index_bits(numel, nnz)
+def _bytes(bits: int) -> int:
+    return (bits + 7) // 8
 
 
-def model_size_bytes(total_params: int, numels: Sequence[int], pruned: Sequence[int],
-                     value_bits: int = 32) -> int:
-    """Bytes of a model with ``total_params`` parameters whose prunable layers lost ``pruned[i]`` weights."""
-    other = total_params - int(sum(numels))
-    bits = other * 32 + sum(layer_bits(int(n), int(n) - int(k), value_bits) for n, k in zip(numels, pruned))
-    return math.ceil(bits / 8)
+def relative_entries(mask: torch.Tensor, rel_bits: int) -> int:
+    """Stored entries (nonzeros plus fillers) of a relative index with ``rel_bits``-bit skips.
+
+    :param mask: flat boolean tensor, True where a value is kept.
+    :param rel_bits: bits per skip.
+    """
+    skips = _skips(mask)
+    return int(skips.numel() + (skips >> rel_bits).sum())
+
+
+def _skips(mask: torch.Tensor) -> torch.Tensor:
+    """Zeros skipped before each kept position."""
+    pos = torch.nonzero(mask.reshape(-1)).reshape(-1)
+    prev = torch.cat([pos.new_tensor([-1]), pos[:-1]])
+    return pos - prev - 1
+
+
+def encoding(weight: torch.Tensor, bits: int = 32, method: str = "linear") -> Encoding:
+    """The cheapest layout of ``weight`` (its zeros are the pruned weights) at ``bits`` per value.
+
+    Ties prefer dense, then bitmask, then the narrowest relative index, so the choice is deterministic.
+
+    :param weight: the (already quantized, if ``bits < 32``) weight tensor.
+    :param bits: bits per stored value.
+    :param method: quantization method for ``bits < 32``.
+    """
+    check_bits(bits)
+    method = effective_method(bits, check_method(method))
+    mask = (weight.detach().reshape(-1) != 0).cpu()
+    n, nnz = mask.numel(), int(mask.sum())
+    rows = weight.shape[0] if weight.dim() > 0 else 1
+    best = Encoding(n, rows, nnz, "dense", 0, n, bits, method)
+    options = [Encoding(n, rows, nnz, "bitmask", 0, nnz, bits, method)]
+    skips = _skips(mask)
+    for b in range(1, MAX_RELATIVE_BITS + 1):
+        entries = int(skips.numel() + (skips >> b).sum())
+        options.append(Encoding(n, rows, nnz, "relative", b, entries, bits, method))
+    for option in options:
+        if option.total_bits < best.total_bits:
+            best = option
+    return best
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """The stored size of a model.
+
+    :param layers: prunable weight name -> :class:`Encoding`.
+    :param other_bits: bits of every other tensor of the state dict, stored raw.
+    """
+
+    layers: dict[str, Encoding]
+    other_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return self.other_bits + sum(e.total_bits for e in self.layers.values())
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the payload as written (every stream padded to whole bytes)."""
+        return _bytes(self.other_bits) + sum(sum(e.stream_bytes.values()) for e in self.layers.values())
+
+
+def model_size(model: nn.Module, bits: int | dict[str, int] | None = None, method: str = "linear") -> SizeReport:
+    """The exact stored size of ``model`` (zeros in its prunable weights are pruned).
+
+    :param model: the (pruned, quantized) model.
+    :param bits: bits per value of every prunable weight, or a dict weight name -> bits (missing: 32); ``None``:
+        float32.
+    :param method: quantization method where bits < 32.
+    """
+    params = dict(model.named_parameters())
+    names = [layer.name for layer in find_prunable_layers(model)]
+    per_layer = resolve_bits(bits, names)
+    layers = {n: encoding(params[n], per_layer[n], method) for n in names}
+    seen = {id(params[n]) for n in names}
+    other = 0
+    for t in _unique_tensors(model):
+        if id(t) not in seen:
+            other += t.numel() * t.element_size() * 8
+    return SizeReport(layers, other)
+
+
+def dense_bits(model: nn.Module) -> int:
+    """Bits of the model's state dict stored raw (no index, no quantization), each tensor counted once."""
+    return sum(t.numel() * t.element_size() * 8 for t in _unique_tensors(model))
+
+
+def _unique_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters and persistent buffers, each shared tensor once."""
+    out, seen = [], set()
+    for t in model.state_dict(keep_vars=True).values():
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+def resolve_bits(bits: int | dict[str, int] | None, names: list[str]) -> dict[str, int]:
+    """Per-weight bit-widths from ``None`` (32), an int, or a dict (missing names: 32).
+
+    :param bits: the user's request.
+    :param names: prunable weight names.
+    :raises ValueError: on an unknown name or a bad bit-width.
+    """
+    if bits is None:
+        return dict.fromkeys(names, 32)
+    if isinstance(bits, dict):
+        unknown = sorted(set(bits) - set(names))
+        if unknown:
+            raise ValueError(f"`bits` names unknown weights {unknown}; prunable weights: {names}")
+        return {n: check_bits(bits.get(n, 32), f"bits[{n!r}]") for n in names}
+    b = check_bits(bits)
+    return dict.fromkeys(names, b)
+
+
+def size_bytes(model: nn.Module, bits: int | dict[str, int] | None = None, method: str = "linear") -> int:
+    """``ceil(total_bits / 8)`` of :func:`model_size`: the ``size_bytes`` the env reports."""
+    return math.ceil(model_size(model, bits, method).total_bits / 8)
