@@ -176,3 +176,49 @@ def table_bits(rows: int, bits: int, method: str) -> int:
     if method == "float":
         return 0
     return 32 * (rows if method == "linear" else 2 ** bits)
+
+
+class QuantMasker:
+    """The in-place masker of :class:`~prune_env.criteria.Masker` with per-layer bit-widths (``quantize=True``).
+
+    ``set_counts(counts)`` prunes the ``counts[i]`` lowest-ranked weights of layer ``i`` and quantizes the rest to
+    ``bits[i]`` bits; ``bits`` is the array passed in, which the env fills before each call. Every layer whose count
+    or bit-width changed is rewritten from its dense copy, so quantization never compounds.
+
+    :param model: the module to edit (the env's private copy).
+    :param layers: its prunable layers.
+    :param orders: per layer, flat indices from least to most important.
+    :param bits: per-layer bit-widths, shared with the caller.
+    :param method: ``"linear"`` or ``"kmeans"``.
+    """
+
+    def __init__(self, model, layers, orders, bits: np.ndarray, method: str = "linear"):
+        from .layers import get_param, rnn_modules
+
+        self.params = [get_param(model, layer) for layer in layers]
+        self.dense = [p.detach().clone() for p in self.params]
+        self.orders = [o.to(p.device) for o, p in zip(orders, self.params)]
+        self.bits = bits
+        self.method = check_method(method)
+        self.counts = [0] * len(self.params)
+        self._applied = [32] * len(self.params)
+        self._rnns = rnn_modules(model)
+
+    @torch.no_grad()
+    def set_counts(self, counts) -> None:
+        """Make layer ``i`` have exactly ``counts[i]`` pruned weights and ``bits[i]``-bit values."""
+        for i, k in enumerate(counts):
+            k, b = int(k), int(self.bits[i])
+            if k == self.counts[i] and b == self._applied[i]:
+                continue
+            w = self.dense[i].clone()
+            w.view(-1)[self.orders[i][:k]] = 0
+            self.params[i].copy_(quantize(w, b, self.method))
+            self.counts[i], self._applied[i] = k, b
+        for m in self._rnns:
+            m.flatten_parameters()
+
+    def reset(self) -> None:
+        """Restore the dense float32 weights (and the caller's bit-widths to 32)."""
+        self.bits[:] = 32
+        self.set_counts([0] * len(self.counts))

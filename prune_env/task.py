@@ -40,6 +40,9 @@ class RNNTask:
     :param metric: ``"accuracy"``, ``"nll"`` (score is minus the mean negative log-likelihood) or a callable
         ``metric(logits, targets) -> float``.
     :param metadata: free-form facts about the task (dataset sizes, training config) for reports.
+    :param train_loss: ``train_loss(model, generator) -> Tensor``, a scalar loss on a fresh training batch drawn
+        with the ``torch.Generator``; used by recovery fine-tuning (``finetune_steps``). Optional: without it
+        fine-tuning reuses the fixed ``loss`` batch.
     """
 
     model: nn.Module
@@ -50,6 +53,7 @@ class RNNTask:
     eval_batch: tuple[torch.Tensor, torch.Tensor] | None = None
     metric: Metric | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    train_loss: Callable[[nn.Module, torch.Generator], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -68,7 +72,7 @@ class RNNTask:
                 raise ValueError("RNNTask: give `evaluate(model) -> float`, or `eval_batch=(inputs, targets)` "
                                  "together with `metric`")
             self.evaluate = BatchEvaluator(self.eval_batch, self.metric)
-        for fname in ("evaluate", "test", "loss"):
+        for fname in ("evaluate", "test", "loss", "train_loss"):
             fn = getattr(self, fname)
             if fn is not None and not callable(fn):
                 raise TypeError(f"RNNTask: `{fname}` must be callable, got {type(fn).__name__}")
