@@ -1,0 +1,117 @@
+"""On-disk cache of the built-in tasks' trained dense models.
+
+A dense model is trained on first use and its weights saved under :func:`cache_dir`, keyed by everything that
+determines the weights (task name, full config, seed, torch version, :data:`TASK_CODE_VERSION` and any data
+fingerprint the task adds). Writes are atomic, so a crash or a concurrent writer never leaves a half-written file
+under the final name; an unreadable file is retrained with a warning instead of failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Bump whenever a change to the built-in tasks' code changes the weights they train (data pipeline, model,
+#: training loop), so stale cache entries are not reused.
+TASK_CODE_VERSION = 1
+
+ENV_VAR = "PRUNE_RNN_CACHE"
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$PRUNE_RNN_CACHE``, else ``$XDG_CACHE_HOME/prune-rnn-gym``, else
+    ``~/.cache/prune-rnn-gym``. Not created here."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "prune-rnn-gym"
+
+
+def cache_key(name: str, config: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> str:
+    """Hex digest identifying one trained model.
+
+    :param name: preset name.
+    :param config: the full, resolved training config (JSON-serialisable).
+    :param seed: the training seed.
+    :param extra: anything else the weights depend on, e.g. a data fingerprint.
+    """
+    blob = json.dumps({"task": name, "config": config, "seed": seed, "torch": torch.__version__,
+                       "code": TASK_CODE_VERSION, "extra": extra or {}}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_path(name: str, key: str) -> Path:
+    """Where the model with ``key`` is stored."""
+    return cache_dir() / f"{name}-{key[:20]}.pt"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in ``path``'s directory, then ``os.replace`` it into place.
+
+    The temp file lives in the same directory so the rename is atomic (same filesystem); it is removed on failure.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_or_train(name: str, config: dict[str, Any], seed: int, *,
+                  build: Callable[[], nn.Module],
+                  train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+                  retrain: bool = False,
+                  extra: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any], bool]:
+    """Return a trained model from the cache, training (and caching) it when needed.
+
+    :param name: preset name.
+    :param config: full training config, part of the key.
+    :param seed: training seed, part of the key.
+    :param build: makes a fresh, untrained model of the right shape to load cached weights into.
+    :param train: trains a model; returns ``(model, info)`` where ``info`` is a JSON-like dict (training time,
+        dense scores) stored alongside the weights.
+    :param retrain: ignore any cached entry and train afresh (the new weights replace the old entry).
+    :param extra: further key material, e.g. a data fingerprint.
+    :returns: ``(model, info, from_cache)``; ``info`` also gets ``cache_path``.
+    """
+    path = cache_path(name, cache_key(name, config, seed, extra))
+    if not retrain and path.exists():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            model = build()
+            model.load_state_dict(payload["state_dict"])
+            info = dict(payload["info"])
+            info["cache_path"] = str(path)
+            return model, info, True
+        except Exception as e:  # any unreadable/mismatched file means: retrain, never crash
+            warnings.warn(f"prune-rnn-gym: cached model {path} is unreadable ({type(e).__name__}: {e}); "
+                          "retraining it", RuntimeWarning, stacklevel=3)
+    model, info = train()
+    try:
+        atomic_save({"state_dict": model.state_dict(), "info": info}, path)
+    except OSError as e:  # a read-only or full disk should cost a retrain next time, not the run
+        warnings.warn(f"prune-rnn-gym: could not cache the trained model at {path} ({e}); set "
+                      f"{ENV_VAR} to a writable directory to keep it", RuntimeWarning, stacklevel=3)
+    info = dict(info)
+    info["cache_path"] = str(path)
+    return model, info, False
