@@ -1,0 +1,120 @@
+"""Agents that choose per-layer sparsities for a :class:`~prune_env.PruneRNNEnv`, and one entry point to run them.
+
+>>> result = agents.search("reinforce", env, budget=200, seed=0)   # doctest: +SKIP
+>>> result.allocation, result.val_score, result.evals
+
+Every agent sees the env only through :class:`agents.budget.EvalBudget`, which counts evaluations (finished
+episodes, i.e. scorings of a pruned model) and refuses to score past ``budget``: the budget is a hard cap, the same
+for every agent, so comparisons are fair. Agents are imported lazily, so ``import agents`` does not pull in
+Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .policy import Policy
+
+#: Agent name -> ``"module:function"``; each function is ``fn(env: EvalBudget, seed: int, **kwargs) -> extras``.
+AGENTS: dict[str, str] = {
+    "uniform": "agents.uniform:run",
+    "global": "agents.global_magnitude:run",
+    "gradient": "agents.gradient:run",
+    "random": "agents.random_search:run",
+    "sensitivity": "agents.sensitivity:run",
+    "reinforce": "agents.reinforce:run",
+    "ppo": "agents.ppo:run",
+    "policy": "agents.policy:run",
+}
+
+#: One-line descriptions for ``prune-rnn`` and the docs.
+DESCRIPTIONS: dict[str, str] = {
+    "uniform": "the target sparsity in every layer (1 evaluation)",
+    "global": "one |w| threshold across all layers, capped at max_sparsity (1 evaluation)",
+    "gradient": "layers with small mean |g| pruned harder; variant='global' for one |g| threshold (1 evaluation)",
+    "random": "random allocations projected onto the budget; best on validation",
+    "sensitivity": "Distiller-style per-layer sensitivity scan, then a tolerance sweep",
+    "reinforce": "REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus",
+    "ppo": "Stable-Baselines3 PPO (or algo=SAC/TD3/A2C) on vectorized envs",
+    "policy": "your own object with act(obs, info) -> action (pass policy=...)",
+}
+
+
+@dataclass
+class SearchResult:
+    """What an agent found.
+
+    :param allocation: layer name -> sparsity of the best allocation, as the env applied it.
+    :param val_score: that allocation's validation score, as the reward saw it (``info["score"]``).
+    :param evals: env evaluations used, at most the budget.
+    :param history: best validation score so far after each evaluation (``len(history) == evals``).
+    :param agent: the agent's name.
+    :param wall_time: seconds spent in the search.
+    :param policy: for learning agents, the trained policy in its deterministic form (see :class:`Policy`).
+    :param extras: agent-specific facts (e.g. where a policy was saved).
+    """
+
+    allocation: dict[str, float]
+    val_score: float
+    evals: int
+    history: list[float]
+    agent: str = ""
+    wall_time: float = 0.0
+    policy: Policy | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def search(name: str, env: Any, budget: int, seed: int = 0, **kwargs: Any) -> SearchResult:
+    """Run agent ``name`` on ``env`` with at most ``budget`` evaluations and return the best allocation found.
+
+    :param name: a key of :data:`AGENTS`.
+    :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
+        :class:`~agents.budget.EvalBudget`).
+    :param budget: the hard cap on evaluations (finished episodes), a positive int.
+    :param seed: seeds the agent (and the env's ``reset``); the same seed gives the same result.
+    :param kwargs: agent-specific options, see each agent module (e.g. ``agents.reinforce.Args``).
+    :raises ValueError: for an unknown agent, a bad budget or seed, or an agent option it does not take.
+    """
+    from .budget import EvalBudget
+
+    fn = get_agent(name)
+    check_budget(budget)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
+    wrapped = EvalBudget(env, budget)
+    wrapped.reset(seed=seed)
+    t0 = time.perf_counter()
+    extras = fn(wrapped, seed=seed, **kwargs) or {}
+    wall = time.perf_counter() - t0
+    tracker = extras.pop("tracker", None) or wrapped.tracker
+    if tracker.best_allocation is None:
+        raise RuntimeError(f"agent {name!r} finished without evaluating an allocation that meets the budget")
+    return SearchResult(allocation=tracker.best_allocation, val_score=tracker.best_score, evals=tracker.evals,
+                        history=list(tracker.history), agent=name, wall_time=wall,
+                        policy=extras.pop("policy", None), extras=extras)
+
+
+def get_agent(name: str) -> Callable[..., dict[str, Any] | None]:
+    """The run function of agent ``name``.
+
+    :param name: a key of :data:`AGENTS`.
+    :raises ValueError: for an unknown name.
+    """
+    if not isinstance(name, str) or name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
+    module, func = AGENTS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def check_budget(budget: Any) -> int:
+    """:raises ValueError: unless ``budget`` is a positive int."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"`budget` must be a positive int (evaluations), got {budget!r}")
+    return budget
+
+
+__all__ = ["AGENTS", "DESCRIPTIONS", "Policy", "SearchResult", "get_agent", "search"]

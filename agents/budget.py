@@ -1,0 +1,132 @@
+"""Counting evaluations and enforcing the hard evaluation budget.
+
+An *evaluation* is one finished episode of :class:`~prune_env.PruneRNNEnv`: the one time a pruned model is scored on
+validation. :class:`EvalBudget` wraps the env, counts them, keeps the best allocation, and once the budget is spent
+answers every further ``step`` with a terminal transition **without scoring anything** (reward 0,
+``info["over_budget"] = True``). Learners that roll out in fixed chunks (Stable-Baselines3) may therefore ask for
+a few more steps than the budget; those steps cost nothing and are never reported as results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class Tracker:
+    """The best allocation seen so far and the best-so-far curve, one entry per evaluation.
+
+    Only evaluations at the search's own target sparsity can become the result: an agent may score other
+    configurations (the sensitivity scan prunes one layer at a time), which count against the budget but are not
+    valid answers.
+
+    :param target_sparsity: the search's budget (``None``: penalty mode, every evaluation is eligible).
+    """
+
+    def __init__(self, target_sparsity: float | None):
+        self.target_sparsity = target_sparsity
+        self.evals = 0
+        self.history: list[float] = []
+        self.best_score = float("-inf")
+        self.best_reward = float("-inf")
+        self.best_allocation: dict[str, float] | None = None
+
+    def record(self, reward: float, info: dict[str, Any], target_sparsity: float | None) -> None:
+        """Count one evaluation; keep it if it is eligible and has the highest reward so far.
+
+        :param reward: the episode's final reward (the ranking key, so penalty mode trades score for size).
+        :param info: the env's final ``info`` (``score``, ``layer_sparsity``).
+        :param target_sparsity: the env's target during that episode.
+        """
+        self.evals += 1
+        eligible = target_sparsity == self.target_sparsity
+        if eligible and reward > self.best_reward:
+            self.best_reward = float(reward)
+            self.best_score = float(info["score"])
+            self.best_allocation = dict(info["layer_sparsity"])
+        self.history.append(self.best_score if self.best_allocation is not None else float("nan"))
+
+
+class EvalBudget(gym.Wrapper):
+    """Counts evaluations of the wrapped env and stops scoring after ``budget`` of them.
+
+    :param env: a :class:`~prune_env.PruneRNNEnv` (possibly wrapped).
+    :param budget: the most evaluations this wrapper lets through.
+    :param tracker: where to record evaluations; a fresh :class:`Tracker` by default.
+    """
+
+    def __init__(self, env: gym.Env, budget: int, tracker: Tracker | None = None):
+        super().__init__(env)
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise ValueError(f"`budget` must be an int >= 0, got {budget!r}")
+        self.budget = budget
+        self.tracker = tracker or Tracker(env.unwrapped.target_sparsity)
+        self._used = 0
+        self._last_obs: np.ndarray | None = None
+
+    @property
+    def used(self) -> int:
+        """Evaluations this wrapper has let through."""
+        return self._used
+
+    @property
+    def remaining(self) -> int:
+        """Evaluations left."""
+        return self.budget - self._used
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the budget is spent."""
+        return self._used >= self.budget
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action):
+        if self.exhausted:
+            # Never score past the cap: a free terminal transition ends whatever episode the learner is in.
+            obs = self._last_obs if self._last_obs is not None else self.observation_space.sample() * 0
+            return obs, 0.0, True, False, {"over_budget": True}
+        target = self.env.unwrapped.target_sparsity
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._last_obs = obs
+        if terminated or truncated:
+            self._used += 1
+            self.tracker.record(reward, info, target)
+        return obs, reward, terminated, truncated, info
+
+
+def split_budget(budget: int, parts: int) -> list[int]:
+    """Split ``budget`` into ``parts`` near-equal integer quotas that sum to it exactly.
+
+    :param budget: total evaluations.
+    :param parts: number of environments.
+    """
+    base, extra = divmod(budget, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def submit(env: gym.Env, allocation: dict[str, float]) -> tuple[float, dict[str, Any]]:
+    """Play one episode that requests ``allocation``, in joint or sequential mode: one evaluation.
+
+    The env still applies its budget projection (joint) or action wall (sequential) to the request.
+
+    :param env: the budgeted env.
+    :param allocation: layer name -> requested sparsity.
+    :returns: the final reward and info (``info["over_budget"]`` if the budget was already spent).
+    """
+    base = env.unwrapped
+    joint = base.action_for(allocation)
+    env.reset()
+    if base.mode == "joint":
+        _, reward, _, _, info = env.step(joint)
+        return float(reward), info
+    for t in range(base.num_layers):
+        _, reward, terminated, truncated, info = env.step(joint[t:t + 1])
+        if terminated or truncated:
+            break
+    return float(reward), info

@@ -1,0 +1,33 @@
+"""``global``: global magnitude pruning, one ``|w|`` threshold across all layers. One evaluation.
+
+The threshold is the one that removes exactly the budget's number of weights. A layer that would lose more than
+the env's ``max_sparsity`` is held at that cap, and the threshold keeps rising through the other layers until the
+budget is met (the greedy rule "prune the globally smallest weight whose layer still has room"). So the result
+always meets the budget and the cap; what it gives up is pruning the capped layer further. The counts are then
+submitted to the env, whose projection leaves an allocation that already meets the budget unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prune_env.layers import get_param
+
+from ._alloc import allocation_of, caps, global_threshold_counts, target_of, total_count
+from .budget import EvalBudget, submit
+
+
+def run(env: EvalBudget, seed: int, sparsity: float | None = None) -> dict[str, Any]:
+    """Prune the globally smallest ``|w|`` to the target sparsity.
+
+    :param env: the budgeted env.
+    :param seed: unused (deterministic).
+    :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
+    """
+    base = env.unwrapped
+    target = target_of(env, sparsity)
+    scores = [get_param(base.task.model, layer).detach().abs().reshape(-1).cpu().numpy() for layer in base.layers]
+    counts = global_threshold_counts(scores, total_count(env, target), caps(env))
+    capped = [n for n, c, k in zip(base.layer_names, counts, caps(env)) if c == k and k > 0]
+    submit(env, allocation_of(env, counts))
+    return {"capped_layers": capped}

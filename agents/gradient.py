@@ -1,0 +1,54 @@
+"""``gradient``: the gradient-magnitude baseline. No learning; one evaluation.
+
+Two variants, both driven by the gradient of ``task.loss`` on the dense model (the env computes it once):
+
+- ``"layer"`` (default): each layer keeps a fraction of its weights proportional to ``mean|g| ** beta``, so a layer
+  whose weights barely move the loss is pruned harder; the constant is set so the total meets the budget, with
+  every layer kept within ``[0, max_sparsity]``. ``beta = 0`` is uniform pruning.
+- ``"global"``: one ``|g|`` threshold across all layers (as :mod:`agents.global_magnitude` does with ``|w|``),
+  layers capped at ``max_sparsity``.
+
+Within a layer the env's own ``criterion`` still decides which weights go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from prune_env.criteria import compute_gradients
+
+from ._alloc import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
+from .budget import EvalBudget, submit
+
+VARIANTS = ("layer", "global")
+
+
+def run(env: EvalBudget, seed: int, variant: str = "layer", beta: float = 1.0,
+        sparsity: float | None = None) -> dict[str, Any]:
+    """Allocate sparsity from gradient magnitudes and submit it.
+
+    :param env: the budgeted env; its task needs ``loss``.
+    :param seed: unused (deterministic).
+    :param variant: ``"layer"`` (per-layer mean ``|g|``) or ``"global"`` (one ``|g|`` threshold).
+    :param beta: strength of the per-layer rule, ``>= 0`` (0: uniform).
+    :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
+    """
+    base = env.unwrapped
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown gradient `variant` {variant!r}; expected one of {VARIANTS}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        raise ValueError(f"`beta` must be a number >= 0, got {beta!r}")
+    if base.task.loss is None:
+        raise ValueError("agent 'gradient' needs gradients: give the task a `loss(model) -> Tensor`")
+    total = total_count(env, target_of(env, sparsity))
+    if variant == "layer":
+        g = np.array([s["grad_mean"] for s in base.layer_stats], dtype=np.float64)
+        counts = density_counts(np.maximum(g, 1e-30) ** float(beta), base.numels, total, caps(env))
+    else:
+        grads = compute_gradients(base.task.model, base.layers, base.task.loss)
+        scores = [grads[n].abs().reshape(-1).numpy() for n in base.layer_names]
+        counts = global_threshold_counts(scores, total, caps(env))
+    submit(env, allocation_of(env, counts))
+    return {"variant": variant}

@@ -1,0 +1,265 @@
+"""``reinforce``: REINFORCE with a Gaussian policy over per-layer sparsity, in one readable file (cleanrl style).
+
+Joint mode: one episode is one action holding every layer's requested sparsity, so this is a Gaussian search
+distribution over allocations whose mean is moved by the policy gradient. Sequential mode (AMC style): the same
+network maps each step's observation (the current layer's features) to that layer's action, and every step of an
+episode shares the episode's final reward.
+
+The update, per batch of ``batch_size`` episodes with returns ``R``::
+
+    b   <- baseline_decay * b + (1 - baseline_decay) * mean(R)       # moving-average baseline
+    A    = (R - b) / (std(R) + 1e-8)                                 # normalised advantage
+    loss = -mean(A * log pi(a | s)) - ent_coef * entropy(pi)
+
+The policy starts at uniform pruning (the mean action requests the target sparsity in every layer), so anything
+it learns is an improvement over that baseline. Run it directly::
+
+    python -m agents.reinforce --task digits --target-sparsity 0.9 --budget 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .budget import EvalBudget
+
+
+@dataclass
+class Args:
+    """Hyper-parameters of :func:`run` (every field is also a ``--flag`` of ``python -m agents.reinforce``)."""
+
+    learning_rate: float = 0.05
+    """Adam step size of the mean's bias and the log standard deviation"""
+    net_learning_rate: float = 0.003
+    """Adam step size of the sequential-mode MLP (every one of its hidden units moves the mean, so it needs a
+    smaller step)"""
+    batch_size: int = 8
+    """episodes per policy update"""
+    init_std: float = 0.3
+    """initial standard deviation of the Gaussian, in action units (the action range is [-1, 1])"""
+    min_std: float = 0.02
+    """floor on the standard deviation, so exploration never collapses completely"""
+    ent_coef: float = 1e-3
+    """weight of the entropy bonus"""
+    baseline_decay: float = 0.8
+    """decay of the moving-average reward baseline"""
+    hidden: int = 64
+    """width of the hidden layer in sequential mode (joint mode's observation never changes, so its policy is a
+    free mean vector: an MLP there only multiplies the effective step size by its width)"""
+    tensorboard_log: str | None = None
+    """TensorBoard log directory; None: no logging"""
+    save_path: str | None = None
+    """where to save the trained policy (torch state dict); None: not saved"""
+
+
+class GaussianPolicy(nn.Module):
+    """``a ~ N(bias + MLP(obs), exp(log_std))``; the MLP's last layer starts at zero, so the start is ``bias``.
+
+    With ``hidden=0`` there is no MLP: the mean is ``bias`` alone, whatever the observation.
+
+    Implements the custom-policy protocol: :meth:`act` returns the mean action (deterministic).
+
+    :param obs_dim: observation size.
+    :param act_dim: action size.
+    :param hidden: hidden-layer width.
+    :param init_action: the starting mean action.
+    :param init_std: the starting standard deviation.
+    :param center: remove the common shift from the mean (see :func:`run`): the mean's average stays
+        ``init_action``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, init_action: float, init_std: float,
+                 center: bool = False):
+        super().__init__()
+        self.center = center
+        self.register_buffer("init_action", torch.tensor(float(init_action)))
+        self.obs_dim, self.hidden = obs_dim, hidden
+        self.net = (nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, act_dim)) if hidden
+                    else None)
+        if self.net is not None:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+        self.bias = nn.Parameter(torch.full((act_dim,), float(init_action)))
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(init_std))))
+
+    def dist(self, obs: torch.Tensor, min_std: float = 0.0) -> torch.distributions.Normal:
+        """The action distribution for a batch of observations."""
+        std = torch.exp(self.log_std).clamp_min(min_std)
+        return torch.distributions.Normal(self.mean(obs), std)
+
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action (unclipped)."""
+        m = self.bias + self.net(obs) if self.net is not None else self.bias.expand(*obs.shape[:-1], -1)
+        if self.center:
+            m = self.init_action + m - m.mean(-1, keepdim=True)
+        return m
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The mean action, clipped to the action range (custom-policy protocol)."""
+        mean = self.mean(torch.as_tensor(obs, dtype=torch.float32))
+        return mean.clamp(-1.0, 1.0).numpy().astype(np.float32)
+
+
+def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
+    """Train the policy on ``env`` until the evaluation budget is spent.
+
+    :param env: the budgeted env (joint or sequential mode).
+    :param seed: seeds the network initialisation and the action sampling.
+    :param kwargs: fields of :class:`Args`.
+    """
+    args = _parse_args(kwargs)
+    base = env.unwrapped
+
+    # Seeding: a private generator for sampling, a forked RNG for the initialisation; the global RNG is untouched.
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        target = base.target_sparsity or 0.0
+        # Joint budget mode: the env's projection ignores a common shift of all requests, so an uncentred mean
+        # drifts along that direction (Adam rescales its noisy gradient to full steps) until it clips at +-1 and
+        # the allocation collapses to uniform. Centring removes the direction.
+        center = base.mode == "joint" and base.target_sparsity is not None
+        hidden = args.hidden if base.mode == "sequential" else 0
+        policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
+                                init_action=2.0 * target / base.max_sparsity - 1.0, init_std=args.init_std,
+                                center=center)
+    groups = [{"params": [policy.bias, policy.log_std], "lr": args.learning_rate}]
+    if policy.net is not None:
+        groups.append({"params": policy.net.parameters(), "lr": args.net_learning_rate})
+    optim = torch.optim.Adam(groups)
+    writer = _writer(args.tensorboard_log, args)
+
+    baseline: float | None = None
+    update = 0
+    t0 = time.perf_counter()
+    while not env.exhausted:
+        obs_b, act_b, ret_b = [], [], []
+        for _ in range(min(args.batch_size, env.remaining)):
+            obs_ep, act_ep, reward = _episode(env, policy, gen, args.min_std)
+            obs_b += obs_ep
+            act_b += act_ep
+            ret_b += [reward] * len(obs_ep)
+        episode_returns = np.array(ret_b)
+        mean_r = float(episode_returns.mean())
+        baseline = mean_r if baseline is None else args.baseline_decay * baseline + (1 - args.baseline_decay) * mean_r
+        adv = torch.as_tensor((episode_returns - baseline) / (episode_returns.std() + 1e-8), dtype=torch.float32)
+
+        d = policy.dist(torch.as_tensor(np.stack(obs_b)), args.min_std)
+        logp = d.log_prob(torch.as_tensor(np.stack(act_b))).sum(-1)
+        entropy = d.entropy().sum(-1).mean()
+        loss = -(adv * logp).mean() - args.ent_coef * entropy
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+        update += 1
+        if writer is not None:
+            step = env.used
+            writer.add_scalar("charts/mean_reward", mean_r, step)
+            writer.add_scalar("charts/best_score", env.tracker.best_score, step)
+            writer.add_scalar("losses/policy_loss", loss.item(), step)
+            writer.add_scalar("losses/entropy", entropy.item(), step)
+            writer.add_scalar("charts/std", float(torch.exp(policy.log_std).mean()), step)
+            writer.add_scalar("charts/evals_per_s", step / (time.perf_counter() - t0), step)
+    if writer is not None:
+        writer.close()
+    if args.save_path:
+        save(policy, args.save_path)
+    return {"policy": policy, "updates": update, "save_path": args.save_path}
+
+
+def _episode(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator,
+             min_std: float) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Sample one episode; returns its observations, raw (unclipped) actions and final reward."""
+    obs, _ = env.reset()
+    observations, actions = [], []
+    while True:
+        with torch.no_grad():
+            d = policy.dist(torch.as_tensor(obs, dtype=torch.float32), min_std)
+            a = (d.mean + d.stddev * torch.randn(d.mean.shape, generator=gen)).numpy().astype(np.float32)
+        observations.append(np.asarray(obs, dtype=np.float32))
+        actions.append(a)
+        obs, reward, terminated, truncated, _ = env.step(np.clip(a, -1.0, 1.0))
+        if terminated or truncated:
+            return observations, actions, float(reward)
+
+
+def save(policy: GaussianPolicy, path: str) -> None:
+    """Save ``policy`` (state dict and sizes) atomically to ``path``."""
+    blob = {"state_dict": policy.state_dict(), "obs_dim": policy.obs_dim, "act_dim": policy.bias.numel(),
+            "hidden": policy.hidden, "center": policy.center}
+    tmp = f"{path}.tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str) -> GaussianPolicy:
+    """Load a policy saved by :func:`save`."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    policy = GaussianPolicy(blob["obs_dim"], blob["act_dim"], blob["hidden"], 0.0, 1.0, center=blob["center"])
+    policy.load_state_dict(blob["state_dict"])
+    return policy
+
+
+def _parse_args(kwargs: dict[str, Any]) -> Args:
+    names = {f.name for f in dataclasses.fields(Args)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise ValueError(f"agent 'reinforce' got unknown options {unknown}; valid: {sorted(names)}")
+    args = Args(**kwargs)
+    for name in ("learning_rate", "net_learning_rate", "ent_coef"):
+        v = getattr(args, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"reinforce `{name}` must be a number >= 0, got {v!r}")
+    for name in ("init_std", "min_std"):
+        v = getattr(args, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
+    if not 0 <= args.baseline_decay < 1:
+        raise ValueError(f"reinforce `baseline_decay` must be in [0, 1), got {args.baseline_decay!r}")
+    for name in ("batch_size", "hidden"):
+        v = getattr(args, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"reinforce `{name}` must be a positive int, got {v!r}")
+    return args
+
+
+def _writer(logdir: str | None, args: Args):
+    if not logdir:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(logdir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer
+
+
+if __name__ == "__main__":
+    import agents
+    import prune_env
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="digits")
+    parser.add_argument("--target-sparsity", type=float, default=0.9)
+    parser.add_argument("--mode", default="joint", choices=("joint", "sequential"))
+    parser.add_argument("--budget", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    for f in dataclasses.fields(Args):
+        kind = float if f.type in ("float", float) else int if f.type in ("int", int) else str
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    cli = vars(parser.parse_args())
+    env = prune_env.PruneRNNEnv(cli.pop("task"), target_sparsity=cli.pop("target_sparsity"), mode=cli.pop("mode"))
+    result = agents.search("reinforce", env, cli.pop("budget"), seed=cli.pop("seed"), **cli)
+    print(f"best validation score {result.val_score:.4f} after {result.evals} evaluations")
+    print({k: round(v, 3) for k, v in result.allocation.items()})
