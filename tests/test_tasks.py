@@ -16,7 +16,7 @@ from prune_env.tasks import PRESETS, cache, corpus, digits, make_task, resolve_t
 from prune_env.tasks.models import CharLM, SequenceClassifier, WordLM
 
 PTB = Path("/work/shared/data/ptb")
-TINY_DIGITS = {"hidden": 16, "epochs": 3, "progress": False}
+TINY_DIGITS = {"hidden": 16, "epochs": 8, "progress": False}
 TINY_CHAR = {"emb": 8, "hidden": 32, "steps": 30, "seq_len": 32, "batch": 16, "eval_tokens": 1024,
              "test_tokens": 2048, "loss_tokens": 512, "progress": False}
 TINY_LM = {"emb": 16, "hidden": 32, "steps": 30, "seq_len": 20, "batch": 16, "eval_tokens": 1024,

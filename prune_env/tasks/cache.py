@@ -107,11 +107,12 @@ def load_or_train(name: str, config: dict[str, Any], seed: int, *,
             warnings.warn(f"prune-rnn-gym: cached model {path} is unreadable ({type(e).__name__}: {e}); "
                           "retraining it", RuntimeWarning, stacklevel=3)
     model, info = train()
+    # Plain JSON types only, so the entry loads under torch.load(weights_only=True).
+    info = json.loads(json.dumps(info, default=str))
     try:
         atomic_save({"state_dict": model.state_dict(), "info": info}, path)
     except OSError as e:  # a read-only or full disk should cost a retrain next time, not the run
         warnings.warn(f"prune-rnn-gym: could not cache the trained model at {path} ({e}); set "
                       f"{ENV_VAR} to a writable directory to keep it", RuntimeWarning, stacklevel=3)
-    info = dict(info)
     info["cache_path"] = str(path)
     return model, info, False

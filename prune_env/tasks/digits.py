@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from ..task import BatchEvaluator, RNNTask
-from ._common import BatchLoss, ChunkedScorer, SampledLoss, check_config, finish_metadata, seeded
+from ._common import BatchLoss, ChunkedScorer, SampledLoss, check_config, finish_metadata, seeded, training_threads
 from .cache import load_or_train
 from .models import SequenceClassifier
 
@@ -102,9 +102,10 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     def train() -> tuple[SequenceClassifier, dict[str, Any]]:
         with seeded(seed):
             model = SequenceClassifier(8, cfg["hidden"], cfg["layers"], 10)
-            seconds = _train(model, x_train, y_train, cfg, seed, progress)
-        return model, {"train_time_s": round(seconds, 2), "torch": torch.__version__,
-                       "dense_val": evaluate(model), "dense_test": test(model)}
+            with training_threads(model):
+                seconds = _train(model, x_train, y_train, cfg, seed, progress)
+                scores = {"dense_val": evaluate(model), "dense_test": test(model)}
+        return model, {"train_time_s": round(seconds, 2), "torch": str(torch.__version__), **scores}
 
     model, info, hit = load_or_train(NAME, cfg, seed, build=build, train=train, retrain=retrain)
     model.eval()
