@@ -21,12 +21,18 @@ from .criteria import (
     prune_order,
     sparsity_to_count,
 )
+from .export import masks as weight_masks
+from .finetune import finetune
 from .layers import find_prunable_layers, get_param
-from .size import size_bytes
+from .quantize import BITS, METHODS, QuantMasker
+from .quantize import quantize as quantize_weight
+from .size import model_size, size_bytes
 from .stats import FEATURES, layer_features, raw_layer_stats
+from .structured import UnitMasker, UnitPlan, group_tensors, shrink
 from .task import RNNTask, split_score
 
 MODES = ("joint", "sequential")
+GRANULARITIES = ("unstructured", "hidden_unit")
 #: Names of the dynamic (episode-dependent) features that follow the per-layer chosen sparsities.
 DYNAMIC = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share")
 
@@ -172,12 +178,16 @@ class PruneRNNEnv(gym.Env):
             "device": None,
             "render_mode": None,
             "task_kwargs": None,
+            "granularity": "unstructured",
+            "quantize": False,
+            "finetune_steps": 0,
         }
 
     def __init__(self, task: RNNTask | str | dict | None = None, *, target_sparsity: float | None = None,
                  mode: str = "joint", size_penalty: float = 0.5, criterion: str = "magnitude",
                  max_sparsity: float = 0.98, device: str | torch.device | None = None,
                  render_mode: str | None = None, task_kwargs: dict | None = None,
+                 granularity: str = "unstructured", quantize: bool | str = False, finetune_steps: int = 0,
                  config: dict | None = None):
         if isinstance(task, dict):
             if config is not None:
@@ -186,7 +196,8 @@ class PruneRNNEnv(gym.Env):
         cfg = self.default_config()
         cfg.update(task=task if task is not None else cfg["task"], target_sparsity=target_sparsity, mode=mode,
                    size_penalty=size_penalty, criterion=criterion, max_sparsity=max_sparsity, device=device,
-                   render_mode=render_mode, task_kwargs=task_kwargs)
+                   render_mode=render_mode, task_kwargs=task_kwargs, granularity=granularity, quantize=quantize,
+                   finetune_steps=finetune_steps)
         if config is not None:
             unknown = set(config) - set(cfg)
             if unknown:
@@ -204,25 +215,35 @@ class PruneRNNEnv(gym.Env):
         self.render_mode = cfg["render_mode"]
         self.device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-        self.layers = find_prunable_layers(self.task.model)
+        self.granularity = cfg["granularity"]
+        self.quantize: str | None = "linear" if cfg["quantize"] is True else (cfg["quantize"] or None)
+        self.finetune_steps = int(cfg["finetune_steps"])
+        self._weight_layers = find_prunable_layers(self.task.model)
+        self._plan = UnitPlan(self.task.model) if self.granularity == "hidden_unit" else None
+        self.layers = self._plan.groups if self._plan else self._weight_layers
         self.layer_names = [layer.name for layer in self.layers]
         self.numels = np.array([layer.numel for layer in self.layers], dtype=np.int64)
         self.num_layers = len(self.layers)
         self.total_params = sum(p.numel() for p in self.task.model.parameters())
         self._cap = B.caps(self.numels, self.max_sparsity)
+        if self._plan:  # every recurrent layer keeps at least one unit
+            self._cap = np.minimum(self._cap, self.numels - 1)
         self._check_target(self.target_sparsity)
 
         self._analyse()
         self._model = copy.deepcopy(self.task.model).to(self.device).eval()
         for p in self._model.parameters():
             p.requires_grad_(False)
-        self._masker = Masker(self._model, self.layers, self._orders)
+        self._bits = np.full(self.num_layers, 32, dtype=np.int64)
+        self._masker = self._make_masker()
+        self._last_bits: np.ndarray | None = None
+        self._last_scored: torch.nn.Module | None = None
         self.dense_score, self._dense_extras = split_score(self.task.evaluate(self._model))
 
         n_obs = (self.num_layers * len(FEATURES) if self.mode == "joint" else len(FEATURES))
-        n_obs += self.num_layers + len(DYNAMIC)
+        n_obs += self.num_layers + len(DYNAMIC) + (self.num_layers + 1 if self.quantize else 0)
         self.observation_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
-        n_act = self.num_layers if self.mode == "joint" else 1
+        n_act = (self.num_layers if self.mode == "joint" else 1) * (2 if self.quantize else 1)
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), np.float32)
 
         self._counts = np.zeros(self.num_layers, dtype=np.int64)
@@ -246,6 +267,16 @@ class PruneRNNEnv(gym.Env):
             raise ValueError(f"`size_penalty` must be a finite number >= 0, got {sp!r}")
         if cfg["render_mode"] not in (None, "ansi"):
             raise ValueError(f"unsupported `render_mode` {cfg['render_mode']!r}; expected None or 'ansi'")
+        if cfg["granularity"] not in GRANULARITIES:
+            raise ValueError(f"unknown `granularity` {cfg['granularity']!r}; expected one of {GRANULARITIES}")
+        q = cfg["quantize"]
+        if q not in (False, True) and q not in METHODS:
+            raise ValueError(f"`quantize` must be False, True (= 'linear') or one of {METHODS}, got {q!r}")
+        if q and cfg["granularity"] != "unstructured":
+            raise ValueError("`quantize` needs granularity='unstructured' (bit-widths are chosen per weight tensor)")
+        ft = cfg["finetune_steps"]
+        if isinstance(ft, bool) or not isinstance(ft, (int, np.integer)) or ft < 0:
+            raise ValueError(f"`finetune_steps` must be an int >= 0, got {ft!r}")
 
     def _check_target(self, target: float | None) -> None:
         if target is None:
@@ -258,14 +289,26 @@ class PruneRNNEnv(gym.Env):
 
     def _analyse(self) -> None:
         """Statistics, gradients and prune orders: computed once, since the dense weights never change."""
-        self._grads = (compute_gradients(self.task.model, self.layers, self.task.loss)
+        self._grads = (compute_gradients(self.task.model, self._weight_layers, self.task.loss)
                        if self.task.loss is not None else None)
         check_criterion(self.criterion, self._grads is not None)
-        weights = [get_param(self.task.model, layer).detach().cpu() for layer in self.layers]
-        grads = [self._grads[n] if self._grads else None for n in self.layer_names]
-        self.layer_stats = [raw_layer_stats(w, g) for w, g in zip(weights, grads)]
+        if self._plan:
+            named = {layer.name: get_param(self.task.model, layer) for layer in self._weight_layers}
+            pairs = group_tensors(self._plan, named, self._grads)
+            self._orders = self._plan.unit_orders(self.criterion, named, self._grads)
+        else:
+            pairs = [(get_param(self.task.model, layer).detach().cpu(), self._grads[layer.name] if self._grads
+                      else None) for layer in self.layers]
+            self._orders = [prune_order(importance(self.criterion, w, g)) for w, g in pairs]
+        self.layer_stats = [raw_layer_stats(w, g) for w, g in pairs]
         self._features = layer_features(self.layers, self.layer_stats)
-        self._orders = [prune_order(importance(self.criterion, w, g)) for w, g in zip(weights, grads)]
+
+    def _make_masker(self):
+        if self._plan:
+            return UnitMasker(self._model, self._plan, self._orders)
+        if self.quantize:
+            return QuantMasker(self._model, self.layers, self._orders, self._bits, self.quantize)
+        return Masker(self._model, self.layers, self._orders)
 
     # ------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -288,6 +331,8 @@ class PruneRNNEnv(gym.Env):
         if self._t >= self._episode_length:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         sparsities = self._to_sparsities(action)
+        if self.quantize:
+            self._bits[self._t:self._t + 1 if self.mode == "sequential" else None] = self._to_bits(action)
         if self.mode == "joint":
             self._counts[:] = self._joint_counts(sparsities)
             self._masker.set_counts(self._counts)
@@ -328,36 +373,84 @@ class PruneRNNEnv(gym.Env):
             raise ValueError(f"`action` must have shape {self.action_space.shape}, got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"`action` must be finite, got {a.tolist()}")
-        return (np.clip(a, -1.0, 1.0) + 1.0) / 2.0 * self.max_sparsity
+        s = (np.clip(a, -1.0, 1.0) + 1.0) / 2.0 * self.max_sparsity
+        return s[: s.size // 2] if self.quantize else s
+
+    def _to_bits(self, action) -> np.ndarray:
+        """The bit-width half of a (validated) quantize-mode action: [-1, 1] split evenly over :data:`BITS`."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        half = np.clip(a[a.size // 2:], -1.0, 1.0)
+        idx = np.minimum(((half + 1.0) / 2.0 * len(BITS)).astype(np.int64), len(BITS) - 1)
+        return np.asarray(BITS)[idx]
 
     def _joint_counts(self, sparsities: np.ndarray) -> np.ndarray:
         if self.target_sparsity is None:
-            return B.counts_from_sparsities(sparsities, self.numels)
+            counts = B.counts_from_sparsities(sparsities, self.numels)
+            return np.minimum(counts, self._cap) if self._plan else counts
         total = B.budget_count(self.target_sparsity, self.numels)
         return B.project_to_budget(sparsities, self.numels, total, self._cap)
 
     def _sequential_count(self, i: int, sparsity: float) -> int:
         k = sparsity_to_count(sparsity, int(self.numels[i]))
         if self.target_sparsity is None:
-            return k
+            return min(k, int(self._cap[i])) if self._plan else k
         total = B.budget_count(self.target_sparsity, self.numels)
         return B.action_wall(k, i, int(self._counts[:i].sum()), total, self._cap)
 
     def _score(self) -> tuple[float, dict[str, float]]:
-        return split_score(self.task.evaluate(self._model))
+        return split_score(self.task.evaluate(self._finetuned() if self.finetune_steps else self._model))
+
+    def _finetuned(self) -> torch.nn.Module:
+        """A fine-tuned copy of the masked model (the masked model itself must stay as the masker left it)."""
+        model = copy.deepcopy(self._model)
+        masks = self._masker.masks() if self._plan else weight_masks(model)
+        seed = int(self.np_random.integers(2**63 - 1))
+        finetune(model, self.task, self.finetune_steps, masks, torch.Generator().manual_seed(seed))
+        if self.quantize:
+            with torch.no_grad():
+                for layer, b in zip(self.layers, self._bits):
+                    p = get_param(model, layer)
+                    p.copy_(quantize_weight(p, int(b), self.quantize))
+        self._last_scored = model
+        return model
+
+    def _removed_params(self) -> int:
+        return self._masker.removed_params() if self._plan else int(self._counts.sum())
+
+    def _size_fraction(self) -> float:
+        """Stored size of the prunable weights over their dense float32 size: kept weights without quantization,
+        bits (values, sparse index, scales or codebooks) with it."""
+        dense = 32 * int(sum(layer.numel for layer in self._weight_layers))
+        if not self.quantize:
+            return 1.0 - self._removed_params() * 32 / dense
+        report = model_size(self._model, dict(zip(self.layer_names, self._bits.tolist())), self.quantize)
+        return sum(e.total_bits for e in report.layers.values()) / dense
+
+    def _model_size_bytes(self) -> int:
+        if self._plan:  # the physically smaller model stores its kept float32 parameters densely
+            return 4 * (self.total_params - self._removed_params())
+        return size_bytes(self._model, dict(zip(self.layer_names, self._bits.tolist())), self.quantize or "linear")
 
     def _finish(self, scored: tuple[float, dict[str, float]]) -> tuple[float, dict[str, Any]]:
         score, extras = scored
         self._last_counts = self._counts.copy()
         rel = 1.0 + (score - self.dense_score) / (abs(self.dense_score) or 1.0)
-        remaining = 1.0 - self._overall_sparsity()
-        size_term = 0.0 if self.target_sparsity is not None else self.size_penalty * remaining
+        self._last_bits = self._bits.copy() if self.quantize else None
+        if not self.finetune_steps:
+            self._last_scored = None
+        remaining = self._size_fraction() if (self.quantize or self._plan) else 1.0 - self._overall_sparsity()
+        budgeted = self.target_sparsity is not None and not self.quantize
+        size_term = 0.0 if budgeted else self.size_penalty * remaining
         info = self._progress_info()
         info.update(extras)
         info.update(score=score, dense_score=self.dense_score,
-                    nonzero_params=int(self.total_params - self._counts.sum()),
-                    size_bytes=size_bytes(self._model),
+                    nonzero_params=int(self.total_params - self._removed_params()),
+                    size_bytes=self._model_size_bytes(),
                     reward_terms={"score_ratio": rel, "size_term": -size_term})
+        if self._plan:
+            info["weight_sparsity"] = self._removed_params() / int(sum(x.numel for x in self._weight_layers))
+        if self.quantize:
+            info.update(layer_bits=dict(zip(self.layer_names, self._bits.tolist())), size_fraction=remaining)
         return rel - size_term, info
 
     def _overall_sparsity(self) -> float:
@@ -383,7 +476,10 @@ class PruneRNNEnv(gym.Env):
             rest = float(self.numels[i + 1:].sum() / total) if i < self.num_layers else 0.0
         dynamic = np.array([target, removed / total, needed / total, self._prev_action, progress, rest])
         chosen = self._counts / self.numels
-        obs = np.concatenate([static, chosen, dynamic]).astype(np.float32)
+        parts = [static, chosen, dynamic]
+        if self.quantize:
+            parts += [self._bits / 32.0, [self._size_fraction()]]
+        obs = np.concatenate(parts).astype(np.float32)
         return np.clip(obs, 0.0, 1.0)
 
     # ------------------------------------------------------------------------------------------ public
@@ -410,19 +506,59 @@ class PruneRNNEnv(gym.Env):
             counts[i] = sparsity_to_count(float(s), int(self.numels[i]))
         return counts
 
-    def action_for(self, allocation: dict[str, float]) -> np.ndarray:
+    def action_for(self, allocation: dict[str, float], bits: dict[str, int] | None = None) -> np.ndarray:
         """The joint-mode action that requests ``allocation`` (the inverse of the action mapping).
 
         Sparsities above ``max_sparsity`` are clipped. In budget mode the env still projects the request onto the
         budget, which leaves an allocation that already meets it unchanged up to rounding.
+
+        :param allocation: layer name -> sparsity.
+        :param bits: quantize mode only: layer name -> one of :data:`~prune_env.quantize.BITS` (missing: 32).
         """
         s = self.counts_for(allocation) / self.numels
-        return np.clip(2.0 * s / self.max_sparsity - 1.0, -1.0, 1.0).astype(np.float32)
+        action = np.clip(2.0 * s / self.max_sparsity - 1.0, -1.0, 1.0)
+        if self.quantize:
+            action = np.concatenate([action, self._bits_action(self._bits_for(bits))])
+        elif bits is not None:
+            raise ValueError("`bits` needs an env with quantize=True")
+        return action.astype(np.float32)
 
-    def pruned_model(self, allocation: dict[str, float] | None = None) -> torch.nn.Module:
+    def _bits_for(self, bits: dict[str, int] | None) -> np.ndarray:
+        bits = bits or {}
+        unknown = set(bits) - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"`bits` has unknown layers {sorted(unknown)}; layers: {self.layer_names}")
+        out = np.array([bits.get(n, 32) for n in self.layer_names], dtype=np.int64)
+        bad = [int(b) for b in out if b not in BITS]
+        if bad:
+            raise ValueError(f"`bits` values must be among {BITS}, got {bad}")
+        return out
+
+    @staticmethod
+    def _bits_action(bits: np.ndarray) -> np.ndarray:
+        """Centre of each bit-width's bin in [-1, 1] (the inverse of :meth:`_to_bits`)."""
+        idx = np.array([BITS.index(int(b)) for b in bits])
+        return (idx + 0.5) / len(BITS) * 2.0 - 1.0
+
+    @property
+    def bit_allocation(self) -> dict[str, int] | None:
+        """Quantize mode: the last finished episode's per-layer bit-widths (``None`` otherwise or before one)."""
+        if self._last_bits is None:
+            return None
+        return dict(zip(self.layer_names, self._last_bits.tolist()))
+
+    def pruned_model(self, allocation: dict[str, float] | None = None,
+                     bits: dict[str, int] | None = None) -> torch.nn.Module:
         """A pruned copy of the task's model, on the model's own device.
 
+        With ``granularity="hidden_unit"`` it is physically smaller: a ``torch.fx.GraphModule`` of new, narrower
+        ``nn.LSTM``/``nn.GRU``/``nn.RNN``/``nn.Linear`` modules (see :func:`prune_env.structured.shrink`). With
+        ``quantize`` its weights hold the quantized values. With ``allocation=None`` and ``finetune_steps`` it is the
+        fine-tuned model the last episode scored; an explicit allocation is not fine-tuned (see
+        :func:`prune_env.finetune.finetune`).
+
         :param allocation: dict of layer name -> sparsity; default: the last finished episode's allocation.
+        :param bits: quantize mode: layer name -> bits (missing: 32); default: the last episode's bit-widths.
         """
         if allocation is None:
             if self._last_counts is None:
@@ -430,8 +566,29 @@ class PruneRNNEnv(gym.Env):
             counts = self._last_counts
         else:
             counts = self.counts_for(allocation)
+        if bits is not None and not self.quantize:
+            raise ValueError("`bits` needs an env with quantize=True")
+        if allocation is None and bits is None and self._last_scored is not None:
+            model = copy.deepcopy(self._last_scored).to(_device_of(self.task.model))
+            if self._plan:
+                model = shrink(model, self._plan, self._plan.keep_masks(self._orders, counts))
+            return model
         model = copy.deepcopy(self.task.model)
-        return apply_counts(model, self.layers, self._orders, counts)
+        if self._plan:
+            keep = self._plan.keep_masks(self._orders, counts)
+            with torch.no_grad():
+                named = dict(model.named_parameters())
+                for name, mask in self._plan.param_masks(keep, model).items():
+                    named[name].mul_(mask.to(named[name].device))
+            return shrink(model, self._plan, keep)
+        model = apply_counts(model, self.layers, self._orders, counts)
+        if self.quantize:
+            chosen = self._bits_for(bits) if bits is not None else self._last_bits
+            with torch.no_grad():
+                for layer, b in zip(self.layers, chosen if chosen is not None else []):
+                    p = get_param(model, layer)
+                    p.copy_(quantize_weight(p, int(b), self.quantize))
+        return model
 
     def layer_table(self) -> str:
         """A plain-text table of the prunable layers and their current sparsities."""
@@ -444,6 +601,10 @@ class PruneRNNEnv(gym.Env):
         lines.append(f"overall sparsity {self._overall_sparsity():.3f} of {int(self.numels.sum())} prunable "
                      f"weights; dense score {self.dense_score:.4f}")
         return "\n".join(lines)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _resolve_task(task: RNNTask | str, task_kwargs: dict | None) -> RNNTask:

@@ -291,6 +291,11 @@ class UnitMasker:
         """Restore the dense weights."""
         self.set_counts([0] * len(self.counts))
 
+    def removed_params(self) -> int:
+        """Parameters zeroed by the current counts (what the physically smaller model no longer has)."""
+        return sum(int((self.plan.tensor_mask(t, self.keep, p.shape) == 0).sum())
+                   for t, p in zip(self.plan.tensors, self.params))
+
     def masks(self) -> dict[str, torch.Tensor]:
         """Parameter name -> float 0/1 mask for the current counts (biases of removed units included)."""
         return {t.name: self.plan.tensor_mask(t, self.keep, p.shape) for t, p in zip(self.plan.tensors, self.params)}
@@ -382,8 +387,8 @@ def _follow(start: fx.Node | None, mname: str, gm: fx.GraphModule) -> list[fx.No
                     frontier.append((user, kept))
                     continue
             raise ValueError(f"hidden_unit pruning cannot follow the output of `{mname}` through "
-                             f"{_describe(user)}: supported are Linear/LSTM/GRU/RNN consumers, dropout, elementwise "
-                             "activations and indexing that keeps the last (hidden) dimension")
+                             f"{_describe(user, gm)}: supported are Linear/LSTM/GRU/RNN consumers, dropout, "
+                             "elementwise activations and indexing that keeps the last (hidden) dimension")
     return consumers
 
 
@@ -400,8 +405,10 @@ def _index_ndim(index, ndim: int) -> int | None:
     return ndim - dropped + added
 
 
-def _describe(node: fx.Node) -> str:
+def _describe(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    if node.op == "call_module" and gm is not None:
+        return f"module `{target}` ({type(gm.get_submodule(target)).__name__})"
     return f"{node.op} `{target}`"
 
 
@@ -518,18 +525,17 @@ def _call_node(gm: fx.GraphModule, mname: str) -> fx.Node:
     return next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == mname)
 
 
-def counts_for_sparsity(groups: Sequence[UnitGroup], sparsities: Sequence[float]) -> list[int]:
-    """Units to remove per direction for each group's sparsity (round half up, at least one unit kept)."""
-    return [min(g.hidden_size - 1, int(s * g.hidden_size + 0.5)) for g, s in zip(groups, sparsities)]
+def group_tensors(plan: UnitPlan, weights: dict[str, torch.Tensor],
+                  grads: dict[str, torch.Tensor] | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per group, all its unit weights (and gradients) stacked: the input of the observation's statistics.
 
-
-def weight_sparsity(masks: dict[str, torch.Tensor], model: nn.Module, names: Sequence[str]) -> float:
-    """Fraction of the weights ``names`` that ``masks`` zero (weights not in ``masks`` count as kept)."""
-    params = dict(model.named_parameters())
-    total = sum(params[n].numel() for n in names)
-    zero = sum(int((masks[n] == 0).sum()) for n in names if n in masks)
-    return zero / total if total else 0.0
-
-
-__all__ = ["UnitGroup", "UnitPlan", "UnitMasker", "trace", "shrink", "counts_for_sparsity", "weight_sparsity",
-           "GATES"]
+    :param plan: the model's plan.
+    :param weights: name -> weight.
+    :param grads: name -> gradient, or ``None``.
+    """
+    out = []
+    for g, grp in enumerate(plan.groups):
+        w = torch.cat([plan.unit_weights(weights, g, d) for d in range(grp.directions)])
+        gr = torch.cat([plan.unit_weights(grads, g, d) for d in range(grp.directions)]) if grads else None
+        out.append((w, gr))
+    return out
