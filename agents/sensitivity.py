@@ -6,8 +6,8 @@
 2. **Allocate.** For a tolerated score drop ``t``, every layer takes the largest sparsity whose scanned drop is at
    most ``t`` (linear between grid points, drops made monotone). The smallest ``t`` that meets the budget is found
    by bisection: that is Distiller's "prune each layer as far as it tolerates" rule, fitted to a budget.
-3. **Sweep.** The remaining evaluations try ``t`` scaled by a few factors (the env projects each request onto the
-   budget), and the best on validation wins.
+3. **Sweep.** The remaining evaluations (up to ``len(FACTORS)``) try ``t`` scaled by a few factors (the env
+   projects each request onto the budget), and the best on validation wins.
 
 With ``grid`` points per layer the scan needs ``L * grid`` evaluations; on a small budget the grid shrinks to fit
 and at least one evaluation is kept for the sweep. With fewer than ``L + 1`` evaluations there is no room to scan,
@@ -23,8 +23,8 @@ import numpy as np
 from ._alloc import target_of, total_count
 from .budget import EvalBudget, submit
 
-#: Tolerance multipliers tried in the sweep, best guess first.
-FACTORS = (1.0, 0.5, 1.5, 0.75, 2.0, 3.0, 0.25, 5.0)
+#: Tolerance multipliers tried in the sweep, best guess first; a larger budget also tries a finer geometric grid.
+FACTORS = (1.0, 0.5, 1.5, 0.75, 2.0, 3.0, 0.25, 5.0, *np.geomspace(0.1, 10.0, 25).round(4).tolist())
 
 
 def run(env: EvalBudget, seed: int, grid: int = 10, sparsity: float | None = None) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def run(env: EvalBudget, seed: int, grid: int = 10, sparsity: float | None = Non
     base = env.unwrapped
     target = target_of(env, sparsity)
     n_layers = base.num_layers
-    sweep = min(len(FACTORS), max(1, env.remaining // 10))
+    sweep = min(8, max(1, env.remaining // 10))
     g = min(grid, (env.remaining - sweep) // n_layers)
     if g < 1:
         submit(env, {n: target for n in base.layer_names})

@@ -1,0 +1,242 @@
+"""``ppo``: Stable-Baselines3 PPO (or any SB3 algorithm with a Box action space) on vectorized envs.
+
+The budget is split into exact per-env quotas (:func:`agents.budget.split_budget`); each env copy sits in its own
+:class:`~agents.budget.EvalBudget`. SB3 rolls out in fixed chunks of ``n_steps * n_envs`` steps and may ask for a
+few steps past the budget: those get free terminal transitions (reward 0, nothing scored), and
+:class:`BestAllocationCallback` stops ``learn`` as soon as every quota is spent. ``total_timesteps`` is set to
+``budget * episode_length`` so SB3's own counter agrees. Results are read from the step ``infos``, so the best
+allocation is tracked the same way whether the envs run in-process (``DummyVecEnv``) or in worker processes
+(``SubprocVecEnv``).
+
+In joint budget mode the env's projection ignores a common shift of all requested sparsities, so a policy's mean
+could drift along that direction until every action clips at the bound and the allocation collapses to uniform.
+:class:`CenteredActions` removes the common shift before the env sees the action (the same fix as
+:mod:`agents.reinforce`), and gives the learner a wider box so one layer's clipping does not stall the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from .budget import EvalBudget, Tracker, split_budget
+
+ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
+VEC_ENVS = ("dummy", "subproc")
+#: Half-width of the learner's action box under :class:`CenteredActions`.
+CENTERED_BOUND = 2.0
+
+
+@dataclass
+class Args:
+    """Options of :func:`run` (SB3 keyword arguments go in ``algo_kwargs``)."""
+
+    algo: str = "PPO"
+    """SB3 algorithm: one of PPO, A2C, SAC, TD3, DDPG"""
+    n_envs: int = 4
+    """env copies stepped together"""
+    vec_env: str = "dummy"
+    """'dummy' (in-process) or 'subproc' (one worker process per env)"""
+    learning_rate: float = 3e-3
+    """optimizer step size"""
+    n_steps: int = 4
+    """rollout steps per env between updates (PPO, A2C)"""
+    batch_size: int = 16
+    """minibatch size (PPO, SAC, TD3, DDPG)"""
+    n_epochs: int = 10
+    """passes over each rollout (PPO)"""
+    log_std_init: float = -1.0
+    """initial log standard deviation of the Gaussian policy (PPO, A2C)"""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """hidden layers of the policy and value networks"""
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    """extra keyword arguments for the SB3 algorithm's constructor (they win over the fields above)"""
+    tensorboard_log: str | None = None
+    """TensorBoard log directory; None: no logging"""
+    progress_bar: bool = False
+    """show SB3's progress bar (tqdm + rich)"""
+    save_path: str | None = None
+    """where to save the trained model (.zip); None: not saved"""
+    verbose: int = 0
+    """SB3 verbosity"""
+
+
+class CenteredActions(gym.ActionWrapper):
+    """Joint budget mode: subtract the action's mean and add the uniform request, then clip to [-1, 1].
+
+    :param env: a joint-mode env in budget mode.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        base = env.unwrapped
+        self._center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0
+        n = env.action_space.shape[0]
+        self.action_space = gym.spaces.Box(-CENTERED_BOUND, CENTERED_BOUND, (n,), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        return np.clip(a - a.mean() + self._center, -1.0, 1.0).astype(np.float32)
+
+
+class BestAllocationCallback(BaseCallback):
+    """Records every real evaluation from the step infos, keeps the best, and stops at the budget.
+
+    :param tracker: where evaluations are recorded.
+    :param budget: total evaluations over all envs.
+    """
+
+    def __init__(self, tracker: Tracker, budget: int, targets: list[float | None]):
+        super().__init__()
+        self.tracker = tracker
+        self.budget = budget
+        self.targets = targets
+
+    def _on_step(self) -> bool:
+        steps = zip(self.locals["dones"], self.locals["infos"], self.locals["rewards"])
+        for i, (done, info, reward) in enumerate(steps):
+            if done and "score" in info and not info.get("over_budget"):
+                self.tracker.record(float(reward), info, self.targets[i])
+                self.logger.record("prune/best_score", self.tracker.best_score)
+                self.logger.record("prune/score", info["score"])
+        return self.tracker.evals < self.budget
+
+
+class PolicyAdapter:
+    """An SB3 model in the custom-policy protocol (deterministic actions, centred like in training).
+
+    :param model: the trained SB3 model.
+    :param center: the uniform request to centre joint actions on, or ``None`` for no centring.
+    """
+
+    def __init__(self, model: Any, center: float | None):
+        self.model = model
+        self.center = center
+
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The deterministic action for ``obs``, as the env expects it."""
+        a, _ = self.model.predict(obs, deterministic=True)
+        a = np.asarray(a, dtype=np.float64)
+        if self.center is not None:
+            a = a - a.mean() + self.center
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
+    """Train an SB3 agent on copies of ``env`` within the evaluation budget.
+
+    :param env: the budgeted env; its inner env is copied ``n_envs - 1`` times.
+    :param seed: seeds SB3 (``set_random_seed``) and the env copies.
+    :param kwargs: fields of :class:`Args`.
+    """
+    args = _parse_args(kwargs)
+    algo_cls = _algo_class(args.algo)
+    base = env.unwrapped
+    budget = env.remaining
+    n_envs = max(1, min(args.n_envs, budget))
+    quotas = split_budget(budget, n_envs)
+    centered = base.mode == "joint" and base.target_sparsity is not None
+    inner = env.env
+    factories = [_factory(inner if i == 0 else copy.deepcopy(inner), q, centered) for i, q in enumerate(quotas)]
+    vec = SubprocVecEnv(factories, start_method="spawn") if args.vec_env == "subproc" else DummyVecEnv(factories)
+    vec.seed(seed)
+
+    model = algo_cls("MlpPolicy", vec, seed=seed, verbose=args.verbose, tensorboard_log=args.tensorboard_log,
+                     **_algo_kwargs(args, algo_cls, budget, n_envs))
+    tracker = Tracker(base.target_sparsity)
+    callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs)
+    try:
+        model.learn(total_timesteps=budget * (1 if base.mode == "joint" else base.num_layers), callback=callback,
+                    progress_bar=args.progress_bar, tb_log_name=args.algo)
+    finally:
+        vec.close()
+    if args.save_path:
+        save(model, args.save_path)
+    center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0 if centered else None
+    # The outer wrapper saw none of these evaluations: hand the callback's tracker to `search`.
+    return {"tracker": tracker, "policy": PolicyAdapter(model, center), "algo": args.algo,
+            "save_path": args.save_path}
+
+
+def save(model: Any, path: str) -> None:
+    """Save an SB3 model atomically (SB3 appends ``.zip`` when missing, so the final name always ends in it)."""
+    import os
+
+    final = path if path.endswith(".zip") else f"{path}.zip"
+    tmp = f"{final}.tmp.zip"
+    model.save(tmp)
+    os.replace(tmp, final)
+
+
+def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
+    """Load a model saved by :func:`run` as a custom-policy-protocol object.
+
+    :param path: the ``.zip`` file.
+    :param algo: the SB3 algorithm it was trained with.
+    :param env: the (unwrapped) env it will act on; its mode and target decide the centring.
+    """
+    model = _algo_class(algo).load(path, device="cpu")
+    center = None
+    if env is not None:
+        base = env.unwrapped
+        if base.mode == "joint" and base.target_sparsity is not None:
+            center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0
+    return PolicyAdapter(model, center)
+
+
+def _factory(env: gym.Env, quota: int, centered: bool):
+    def make() -> gym.Env:
+        wrapped: gym.Env = EvalBudget(env, quota)
+        return CenteredActions(wrapped) if centered else wrapped
+
+    return make
+
+
+def _algo_class(algo: Any):
+    import stable_baselines3 as sb3
+
+    if isinstance(algo, str):
+        if algo.upper() not in ALGOS:
+            raise ValueError(f"unknown `algo` {algo!r}; expected one of {ALGOS} or an SB3 algorithm class")
+        return getattr(sb3, algo.upper())
+    if isinstance(algo, type):
+        return algo
+    raise ValueError(f"`algo` must be an SB3 algorithm name or class, got {type(algo).__name__}")
+
+
+def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[str, Any]:
+    name = algo_cls.__name__
+    kw: dict[str, Any] = {"learning_rate": args.learning_rate, "policy_kwargs": {"net_arch": list(args.net_arch)}}
+    if name in ("PPO", "A2C"):
+        kw["n_steps"] = max(1, min(args.n_steps, budget // n_envs))
+        kw["policy_kwargs"]["log_std_init"] = args.log_std_init
+        kw["gamma"] = 0.99
+    if name == "PPO":
+        kw["batch_size"] = max(2, min(args.batch_size, kw["n_steps"] * n_envs))
+        kw["n_epochs"] = args.n_epochs
+    if name in ("SAC", "TD3", "DDPG"):
+        kw["batch_size"] = args.batch_size
+        kw["learning_starts"] = max(1, min(100, budget // 5))
+    kw.update(args.algo_kwargs)
+    return kw
+
+
+def _parse_args(kwargs: dict[str, Any]) -> Args:
+    names = {f.name for f in dataclasses.fields(Args)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise ValueError(f"agent 'ppo' got unknown options {unknown}; valid: {sorted(names)}")
+    args = Args(**kwargs)
+    if args.vec_env not in VEC_ENVS:
+        raise ValueError(f"unknown `vec_env` {args.vec_env!r}; expected one of {VEC_ENVS}")
+    if isinstance(args.n_envs, bool) or not isinstance(args.n_envs, int) or args.n_envs < 1:
+        raise ValueError(f"`n_envs` must be a positive int, got {args.n_envs!r}")
+    _algo_class(args.algo)
+    return args

@@ -1,0 +1,295 @@
+"""Agents: the hard evaluation budget, determinism, the custom-policy protocol, and a learning test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_task
+from torch import nn
+
+import agents
+from agents._alloc import global_threshold_counts
+from agents.budget import EvalBudget, split_budget
+from agents.policy import play
+from prune_env import PruneRNNEnv, RNNTask
+from prune_env import budget as B
+from prune_env.layers import find_prunable_layers, get_param
+
+FAST = {"ppo": {"n_envs": 2, "n_steps": 4, "n_epochs": 2}}
+ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
+
+
+class CountingEvaluate:
+    """Wraps ``task.evaluate`` and counts calls: the ground truth the budget is checked against."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls = 0
+
+    def __call__(self, model):
+        self.calls += 1
+        return self.fn(model)
+
+    def __deepcopy__(self, memo):
+        return self  # env copies made by vectorized agents (in-process) share the one counter
+
+
+def counted_env(mode: str = "joint", target: float = 0.6, **task_kwargs) -> tuple[PruneRNNEnv, CountingEvaluate]:
+    task = tiny_task(**task_kwargs)
+    counter = CountingEvaluate(task.evaluate)
+    task.evaluate = counter
+    env = PruneRNNEnv(task, target_sparsity=target, mode=mode, device="cpu")
+    counter.calls = 0  # the env's dense-score evaluation is not the agent's
+    return env, counter
+
+
+# ------------------------------------------------------------------------------------------------ budget
+@pytest.mark.parametrize("name", ALL)
+def test_agent_end_to_end_respects_budget(name):
+    env, counter = counted_env()
+    before = {k: v.clone() for k, v in env.task.model.state_dict().items()}
+    budget = 13
+    res = agents.search(name, env, budget, seed=0, **FAST.get(name, {}))
+    assert counter.calls == res.evals <= budget
+    if name in ("random", "reinforce", "ppo", "sensitivity"):
+        assert res.evals == budget
+    if name in ("uniform", "global", "gradient"):
+        assert res.evals == 1
+    assert len(res.history) == res.evals
+    finite = [h for h in res.history if np.isfinite(h)]
+    assert finite == sorted(finite) and finite[-1] == res.val_score
+    counts = env.counts_for(res.allocation)
+    assert counts.sum() == B.budget_count(0.6, env.numels)
+    assert all(0 <= s <= env.max_sparsity + 1e-9 for s in res.allocation.values())
+    after = env.task.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the user's model was mutated"
+
+
+@pytest.mark.parametrize("name", ["random", "reinforce", "uniform", "sensitivity"])
+def test_sequential_mode_respects_budget(name):
+    env, counter = counted_env(mode="sequential")
+    res = agents.search(name, env, 11, seed=0)
+    assert counter.calls == res.evals <= 11
+    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+
+
+def test_ppo_budget_exact_when_rollouts_overshoot():
+    # 3 envs x 8 steps = 24 steps per rollout; 10 evaluations end mid-rollout.
+    env, counter = counted_env()
+    res = agents.search("ppo", env, 10, seed=0, n_envs=3, n_steps=8, n_epochs=1)
+    assert counter.calls == res.evals == 10
+
+
+def test_eval_budget_stops_scoring():
+    env, counter = counted_env()
+    wrapped = EvalBudget(env, 2)
+    wrapped.reset(seed=0)
+    for _ in range(5):
+        wrapped.reset()
+        _, reward, terminated, _, info = wrapped.step(env.action_space.sample())
+        assert terminated
+    assert counter.calls == 2 and wrapped.used == 2
+    assert info == {"over_budget": True} and reward == 0.0
+
+
+def test_split_budget_exact():
+    assert split_budget(10, 3) == [4, 3, 3]
+    assert sum(split_budget(1000, 7)) == 1000
+
+
+@pytest.mark.parametrize("name", ["random", "reinforce", "ppo", "sensitivity"])
+def test_same_seed_same_result(name):
+    results = []
+    for _ in range(2):
+        env, _ = counted_env()
+        results.append(agents.search(name, env, 12, seed=3, **FAST.get(name, {})))
+    assert results[0].allocation == results[1].allocation
+    np.testing.assert_array_equal(results[0].history, results[1].history)  # NaN (nothing eligible yet) == NaN
+
+
+def test_different_seeds_differ():
+    env, _ = counted_env()
+    a = agents.search("random", env, 5, seed=0).history
+    b = agents.search("random", env, 5, seed=1).history
+    assert a != b
+
+
+# -------------------------------------------------------------------------------------------- heuristics
+def test_global_threshold_is_the_greedy_rule():
+    rng = np.random.default_rng(0)
+    scores = [rng.random(7), rng.random(5) * 0.1, rng.random(9)]
+    cap = np.array([7, 3, 9])
+    counts = global_threshold_counts(scores, 8, cap)
+    # Brute force: repeatedly take the smallest remaining score whose layer has room.
+    pool = sorted((s, i) for i, arr in enumerate(scores) for s in arr)
+    expect = np.zeros(3, dtype=int)
+    for _, i in pool:
+        if expect.sum() == 8:
+            break
+        if expect[i] < cap[i]:
+            expect[i] += 1
+    assert counts.tolist() == expect.tolist()
+    assert counts[1] == 3  # the layer of small weights is held at its cap
+
+
+def test_global_matches_magnitude_threshold_when_uncapped():
+    env, _ = counted_env(target=0.3)
+    res = agents.search("global", env, 1)
+    w = np.concatenate([get_param(env.task.model, layer).detach().abs().reshape(-1).numpy()
+                        for layer in env.layers])
+    thr = np.sort(w)[B.budget_count(0.3, env.numels) - 1]
+    for layer in env.layers:
+        lw = get_param(env.task.model, layer).detach().abs().reshape(-1).numpy()
+        assert res.allocation[layer.name] == pytest.approx(float((lw <= thr).mean()), abs=1.5 / lw.size)
+
+
+def test_gradient_prunes_small_gradient_layers_harder():
+    env, _ = counted_env(target=0.5)
+    res = agents.search("gradient", env, 1)
+    g = {n: s["grad_mean"] for n, s in zip(env.layer_names, env.layer_stats)}
+    lo, hi = min(g, key=g.get), max(g, key=g.get)
+    assert res.allocation[lo] > res.allocation[hi]
+    res_g = agents.search("gradient", env, 1, variant="global")
+    assert env.counts_for(res_g.allocation).sum() == B.budget_count(0.5, env.numels)
+
+
+def test_heuristics_penalty_mode_need_sparsity():
+    env = PruneRNNEnv(tiny_task(), device="cpu")
+    with pytest.raises(ValueError, match="sparsity"):
+        agents.search("uniform", env, 1)
+    res = agents.search("uniform", env, 1, sparsity=0.5)
+    assert all(s == pytest.approx(0.5, abs=0.02) for s in res.allocation.values())
+
+
+# ------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "nope", "budget": 3}, "unknown agent"),
+    ({"name": "random", "budget": 0}, "budget"),
+    ({"name": "random", "budget": 2.5}, "budget"),
+    ({"name": "random", "budget": True}, "budget"),
+    ({"name": "random", "budget": 3, "seed": -1}, "seed"),
+    ({"name": "reinforce", "budget": 3, "learning_rte": 0.1}, "learning_rte"),
+    ({"name": "ppo", "budget": 3, "algo": "DQN"}, "algo"),
+    ({"name": "ppo", "budget": 3, "vec_env": "ray"}, "vec_env"),
+    ({"name": "gradient", "budget": 3, "variant": "x"}, "variant"),
+    ({"name": "policy", "budget": 3}, "policy"),
+])
+def test_bad_arguments(kwargs, match):
+    env, _ = counted_env()
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=match):
+        agents.search(name, env, **kwargs)
+
+
+def test_gradient_needs_loss():
+    task = tiny_task()
+    task.loss = None
+    env = PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
+    with pytest.raises(ValueError, match="loss"):
+        agents.search("gradient", env, 2)
+
+
+# ------------------------------------------------------------------------------------------ custom policy
+class KeepHeadDense:
+    """Prune everything but the head; learns nothing, counts what it observes."""
+
+    def __init__(self, env: PruneRNNEnv):
+        self.env = env
+        self.seen: list[float] = []
+
+    def act(self, obs, info):
+        return self.env.action_for({n: (0.0 if n == "head.weight" else 0.9) for n in self.env.layer_names})
+
+    def observe(self, reward, info):
+        self.seen.append(reward)
+
+
+def test_custom_policy_protocol():
+    env, counter = counted_env()
+    policy = KeepHeadDense(env)
+    assert isinstance(policy, agents.Policy)
+    res = agents.search("policy", env, 4, policy=policy)
+    assert res.evals == counter.calls == 4 and len(policy.seen) == 4
+    assert res.allocation["head.weight"] < 0.6 < res.allocation["rnn.weight_hh_l0"]
+    assert agents.search("policy", env, 4, policy=policy, episodes=1).evals == 1
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo"])
+def test_trained_policy_save_load(tmp_path, name):
+    env, _ = counted_env()
+    path = str(tmp_path / ("policy.zip" if name == "ppo" else "policy.pt"))
+    res = agents.search(name, env, 8, seed=0, save_path=path, **FAST.get(name, {}))
+    module = __import__(f"agents.{name}", fromlist=["load"])
+    loaded = module.load(path, env=env) if name == "ppo" else module.load(path)
+    obs, info = env.reset()
+    np.testing.assert_allclose(loaded.act(obs, info), res.policy.act(obs, info), atol=1e-6)
+    assert not list(tmp_path.glob("*.tmp*")), "a temporary file was left behind"
+
+
+# -------------------------------------------------------------------------------------------- learning
+class _SynModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 6)
+        self.rnn = nn.GRU(6, 8, batch_first=True)
+        self.head = nn.Linear(8, 12)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.emb(x))[0])
+
+
+class SyntheticScore:
+    """``1 - 4 * mean((s - s*)^2)`` over per-layer sparsities read off the model (count of zeros): optimum 1."""
+
+    def __init__(self, optimum: np.ndarray):
+        self.optimum = optimum
+
+    def __call__(self, model: nn.Module) -> float:
+        s = np.array([float((get_param(model, layer) == 0).float().mean()) for layer in find_prunable_layers(model)])
+        return float(1.0 - 4.0 * np.mean((s - self.optimum) ** 2))
+
+
+def synthetic_env(mode: str = "joint", target: float = 0.5) -> PruneRNNEnv:
+    """A real PruneRNNEnv whose score is a known smooth function of the allocation, maximal at a known point."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _SynModel().eval()
+    numels = np.array([layer.numel for layer in find_prunable_layers(model)])
+    # A lopsided optimum, moved onto the budget with the env's own projection, so it is exactly reachable.
+    want = np.array([0.9, 0.1, 0.8, 0.2])
+    optimum = B.project_to_budget(want, numels, B.budget_count(target, numels), B.caps(numels, 0.98)) / numels
+    task = RNNTask(model, evaluate=SyntheticScore(optimum), test=SyntheticScore(optimum), name="synthetic")
+    return PruneRNNEnv(task, target_sparsity=target, mode=mode, device="cpu")
+
+
+MARGIN = 0.03  # the learned policy's own (deterministic) allocation must score >= 1 - MARGIN
+
+
+def _policy_score(env: PruneRNNEnv, res: agents.SearchResult) -> float:
+    """Score of the trained policy's deterministic allocation, outside the search budget."""
+    return play(env, res.policy)[1]["score"]
+
+
+@pytest.mark.parametrize("name, kwargs", [("reinforce", {}), ("ppo", {"n_envs": 4})])
+def test_learning_reaches_known_optimum(name, kwargs):
+    env = synthetic_env()
+    uniform = agents.search("uniform", env, 1).val_score
+    assert uniform < 1 - 10 * MARGIN, "the synthetic task must separate learning from uniform pruning"
+    res = agents.search(name, env, 240, seed=0, **kwargs)
+    assert _policy_score(env, res) >= 1 - MARGIN
+    assert res.val_score >= 1 - MARGIN
+
+
+@pytest.mark.parametrize("name, kwargs", [("reinforce", {"learning_rate": 0.0}),
+                                          ("ppo", {"n_envs": 4, "learning_rate": 0.0})])
+def test_learning_test_fails_an_agent_that_learns_nothing(name, kwargs):
+    env = synthetic_env()
+    res = agents.search(name, env, 240, seed=0, **kwargs)
+    assert _policy_score(env, res) < 1 - MARGIN
+
+
+def test_reinforce_learns_in_sequential_mode():
+    env = synthetic_env(mode="sequential")
+    res = agents.search("reinforce", env, 300, seed=0)
+    assert _policy_score(env, res) >= 1 - 2 * MARGIN
