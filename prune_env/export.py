@@ -109,7 +109,14 @@ def _encode_model(model: nn.Module, per_layer: dict[str, int], method: str) -> t
 
 
 def _skeleton(model: nn.Module) -> bytes:
-    skel = copy.deepcopy(model).to("meta")
+    # deepcopy with every tensor pre-mapped to a data-free meta twin: shared (tied) tensors stay shared, which
+    # ``model.to("meta")`` would not preserve.
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    skel = copy.deepcopy(model, memo)
     buf = io.BytesIO()
     torch.save(skel, buf)
     return buf.getvalue()
@@ -276,10 +283,23 @@ def _decode_model(header: dict, body: bytes, device: torch.device) -> nn.Module:
         else:
             state[entry["name"]] = _decode_weight(entry, get)
     model.load_state_dict(state)
+    for entry in header["tensors"]:
+        if "alias" in entry:  # to_empty() gave each use of a tied tensor its own copy: tie them again
+            _retie(model, entry["name"], entry["alias"])
     model = model.to(device).eval()
     for m in rnn_modules(model):
         m.flatten_parameters()
     return model
+
+
+def _retie(model: nn.Module, name: str, source: str) -> None:
+    def resolve(full: str):
+        mname, _, attr = full.rpartition(".")
+        return (model.get_submodule(mname) if mname else model), attr
+
+    owner, attr = resolve(name)
+    src_owner, src_attr = resolve(source)
+    setattr(owner, attr, getattr(src_owner, src_attr))
 
 
 def _decode_weight(entry: dict, get) -> torch.Tensor:

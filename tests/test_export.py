@@ -1,0 +1,234 @@
+"""Compressed export/load: round trips, exact size accounting, bad and corrupt files, prune-compatible masks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+from tiny import VOCAB, TinyLM, tiny_task
+from torch import nn
+
+from prune_env import PruneRNNEnv
+from prune_env.export import ExportError, apply_masks, export, load, masks
+from prune_env.quantize import quantize
+from prune_env.size import dense_bits, encoding, model_size
+
+
+def _env_model(granularity: str, rnn: str = "gru"):
+    task = tiny_task(rnn, hidden=16, bidirectional=True)
+    env = PruneRNNEnv(task, granularity=granularity, target_sparsity=0.6)
+    env.reset(seed=0)
+    env.step(env.action_space.sample() * 0 + 0.3)
+    return task, env
+
+
+def _quantized(model: nn.Module, bits, method: str) -> nn.Module:
+    ref = copy.deepcopy(model)
+    if bits is not None:
+        names = {n for n in model_size(ref).layers}
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                if n in names:
+                    p.copy_(quantize(p, bits, method))
+    return ref
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "hidden_unit"])
+@pytest.mark.parametrize("bits, method", [(None, "linear"), (2, "linear"), (3, "kmeans"), (4, "linear"),
+                                          (6, "kmeans"), (8, "linear"), (8, "kmeans"), (16, "linear")])
+def test_round_trip_every_granularity_and_bit_width(tmp_path, granularity, bits, method):
+    task, env = _env_model(granularity)
+    model = env.pruned_model()
+    path = tmp_path / "m.prnn"
+    size = export(model, path, bits=bits, method=method)
+    assert size == path.stat().st_size
+    loaded = load(path)
+    assert isinstance(loaded, nn.Module) and not loaded.training
+    ref = _quantized(model, bits, method)
+    x = task.eval_batch[0]
+    torch.testing.assert_close(loaded(x), ref(x), atol=1e-6, rtol=0)
+    assert task.evaluate(loaded)["score"] == task.evaluate(ref)["score"]
+    if bits is None:
+        assert task.evaluate(loaded)["score"] == env._last_info["score"]
+    assert list(os.listdir(tmp_path)) == ["m.prnn"]  # no temp file left
+
+
+def test_env_quantized_model_exports_to_the_same_values(tmp_path):
+    task = tiny_task("lstm")
+    env = PruneRNNEnv(task, quantize="kmeans", target_sparsity=0.7)
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    model = env.pruned_model()
+    export(model, tmp_path / "q.prnn", bits=env.bit_allocation, method="kmeans")
+    loaded = load(tmp_path / "q.prnn")
+    for (n, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert task.evaluate(loaded)["score"] == info["score"]
+    assert info["size_bytes"] * 8 >= model_size(model, env.bit_allocation, "kmeans").total_bits
+
+
+def _header(path):
+    data = path.read_bytes()
+    _, _, hlen = struct.unpack_from("<8sIQ", data)
+    return json.loads(data[20:20 + hlen]), hlen
+
+
+@pytest.mark.parametrize("bits", [None, 4, 8])
+def test_file_streams_match_size_accounting_exactly(tmp_path, bits):
+    _, env = _env_model("unstructured", "lstm")
+    model = env.pruned_model()
+    path = tmp_path / "m.prnn"
+    total = export(model, path, bits=bits)
+    header, hlen = _header(path)
+    report = model_size(_quantized(model, bits, "linear"), bits)
+    streams = 0
+    for entry in header["tensors"]:
+        if entry.get("layout", "raw") == "raw" or "alias" in entry:
+            continue
+        enc = report.layers[entry["name"]]
+        assert enc.layout == entry["layout"] and enc.entries == entry["entries"]
+        got = {k: entry[k][1] for k in ("index", "values", "table")}
+        assert got == enc.stream_bytes
+        streams += sum(got.values())
+    raw = sum(e["raw"][1] for e in header["tensors"] if e.get("layout") == "raw")
+    assert raw * 8 == report.other_bits
+    assert total == 20 + hlen + header["skeleton"][1] + streams + raw
+    assert streams + raw == report.total_bytes
+
+
+def test_layout_choice_and_relative_fillers_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = TinyLM("gru", hidden=40, layers=1).eval()
+    # 150 gaps of 19 zeros and 2 of 39: 5-bit skips plus 2 fillers beat 6-bit skips without any.
+    positions = torch.cumsum(torch.tensor([20] * 150 + [40] * 2), 0)
+    with torch.no_grad():
+        w = model.rnn.weight_hh_l0.view(-1)
+        w.zero_()
+        w[positions] = torch.linspace(-1, 1, positions.numel())
+    enc = encoding(model.rnn.weight_hh_l0)
+    assert (enc.layout, enc.rel_bits, enc.entries) == ("relative", 5, 154)
+    assert encoding(model.head.weight).layout == "dense"
+    half = model.emb.weight.detach().clone()
+    half[torch.rand(half.shape, generator=torch.Generator().manual_seed(0)) < 0.5] = 0
+    assert encoding(half).layout == "bitmask"
+    for bits in (None, 8):
+        export(model, tmp_path / "r.prnn", bits=bits)
+        loaded = load(tmp_path / "r.prnn")
+        torch.testing.assert_close(loaded.rnn.weight_hh_l0, _quantized(model, bits, "linear").rnn.weight_hh_l0)
+
+
+def test_dense_baseline_and_ninety_percent_is_much_smaller(tmp_path):
+    model = TinyLM("lstm", hidden=64, layers=2).eval()
+    torch.save(model.state_dict(), tmp_path / "dense.pt")
+    pruned = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in pruned.named_parameters():
+            if "weight" in n:
+                p.view(-1)[p.abs().view(-1).argsort()[: int(0.9 * p.numel())]] = 0
+    export(pruned, tmp_path / "p.prnn")
+    assert dense_bits(model) == 32 * sum(p.numel() for p in model.parameters())
+    assert (tmp_path / "p.prnn").stat().st_size < 0.25 * (tmp_path / "dense.pt").stat().st_size
+
+
+def test_tied_weights_are_stored_once(tmp_path):
+    model = TinyLM("gru", hidden=6, layers=1).eval()
+    model.head = nn.Linear(6, VOCAB)
+    model.emb = nn.Embedding(VOCAB, 6)
+    model.rnn = nn.GRU(6, 6, batch_first=True)
+    model.head.weight = model.emb.weight
+    export(model, tmp_path / "t.prnn")
+    loaded = load(tmp_path / "t.prnn")
+    assert loaded.head.weight is loaded.emb.weight
+    x = torch.randint(0, VOCAB, (2, 5))
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def _good_file(tmp_path):
+    path = tmp_path / "g.prnn"
+    export(TinyLM("gru", hidden=4, layers=1), path)
+    return path
+
+
+def test_corrupt_body_is_detected(tmp_path):
+    path = _good_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="checksum"):
+        load(path)
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    path = _good_file(tmp_path)
+    data = path.read_bytes()
+    (tmp_path / "short.prnn").write_bytes(data[:30])
+    with pytest.raises(ExportError, match="truncated|checksum"):
+        load(tmp_path / "short.prnn")
+    torch.save({"a": torch.ones(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ExportError, match="magic"):
+        load(tmp_path / "foreign.pt")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="magic"):
+        load(tmp_path / "empty")
+    newer = data[:8] + struct.pack("<I", 99) + data[12:]
+    (tmp_path / "new.prnn").write_bytes(newer)
+    with pytest.raises(ExportError, match="newer"):
+        load(tmp_path / "new.prnn")
+    bad_json = data[:20] + b"{" * (len(data) - 20)
+    (tmp_path / "bad.prnn").write_bytes(bad_json)
+    with pytest.raises(ExportError, match="corrupt"):
+        load(tmp_path / "bad.prnn")
+    with pytest.raises(ValueError, match="not a file"):
+        load(tmp_path / "missing.prnn")
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = _good_file(tmp_path)
+    before = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        export(TinyLM("lstm", hidden=4, layers=1), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["g.prnn"]
+
+
+@pytest.mark.parametrize("kwargs, words", [({"bits": 1}, "bits"), ({"bits": {"nope": 8}}, "unknown"),
+                                           ({"method": "zip"}, "method")])
+def test_bad_export_arguments(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        export(TinyLM(), tmp_path / "x.prnn", **kwargs)
+    with pytest.raises(ValueError, match="model"):
+        export("not a model", tmp_path / "x.prnn")
+    with pytest.raises(ValueError, match="directory"):
+        export(TinyLM(), tmp_path)
+
+
+def test_prune_compatible_masks_hold_zeros_in_a_user_training_loop():
+    task, env = _env_model("unstructured", "lstm")
+    model = env.pruned_model()
+    m = masks(model)
+    assert set(m) == set(env.layer_names)
+    apply_masks(model, m)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for _ in range(3):
+        loss = task.loss(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    named = dict(model.named_parameters())
+    for name, mask in m.items():
+        mname, _, pname = name.rpartition(".")
+        weight = getattr(model.get_submodule(mname), pname)
+        assert torch.all(weight[mask == 0] == 0)
+        assert name.replace(pname, pname + "_orig") in named
+    assert np.isfinite(loss.item())
