@@ -4,8 +4,10 @@ from .env import PruneRNNEnv
 from .layers import PrunableLayer, find_prunable_layers
 from .registration import register_envs
 from .task import RNNTask
+from .vector_env import PruneRNNVectorEnv, SB3VecEnv
 
-__all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs"]
+__all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
+           "SB3VecEnv"]
 __version__ = "0.1.0"
 
 register_envs()

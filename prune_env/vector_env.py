@@ -1,0 +1,318 @@
+"""``PruneRNNVectorEnv``: K pruning episodes of one model, their ended episodes scored in one batched pass.
+
+Every sub-environment is a full :class:`~prune_env.PruneRNNEnv` with its own masked copy of the model (so its
+observations, infos and sizes are exactly a single env's), but they share the task and the one-off analysis
+(statistics, gradients, prune orders, dense weights, dense score), so building K of them costs one analysis. When
+episodes end in a step, their allocations are scored together by a :class:`~prune_env.batched.BatchedScorer`
+(structured tasks), or one after the other with each sub-environment's own scoring.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.vec_env import VecEnv
+
+from .batched import BatchedScorer
+from .env import PruneRNNEnv
+from .task import split_score
+
+#: Attributes of the template env that every sub-environment shares rather than copies: the task and the static
+#: analysis. Everything else (the model, its masker and the per-episode state) is deep-copied.
+_SHARED = ("task", "_orders", "_grads", "layer_stats", "_features", "layers", "_weight_layers", "_plan",
+           "layer_names", "numels", "_cap", "observation_space", "action_space", "config")
+#: Scores compared by the construction-time probe of the batched path must agree to this (absolute).
+PROBE_TOLERANCE = 1e-5
+
+
+class PruneRNNVectorEnv(VectorEnv):
+    """K copies of :class:`~prune_env.PruneRNNEnv` on one model, whose ended episodes are scored in one pass.
+
+    A real :class:`gymnasium.vector.VectorEnv`: batched ``Box`` spaces, ``reset(seed=s)`` seeds sub-env ``i``
+    with ``s + i``, infos are dicts of arrays with ``_key`` masks, and ``metadata["autoreset_mode"]`` says how
+    ended sub-environments restart (gymnasium's default ``NEXT_STEP``: the step after the end resets and ignores
+    its action; ``SAME_STEP``: the reset observation is returned at once and the final one is in
+    ``infos["final_obs"]``; ``DISABLED``: reset them with ``reset(options={"reset_mask": ...})``). Use
+    :class:`SB3VecEnv` to hand it to Stable-Baselines3.
+
+    Scoring: a structured task (``eval_batch`` + ``metric``) is scored by :class:`~prune_env.batched.BatchedScorer`
+    when that is correct and not slower per candidate; otherwise each ended episode is scored by ``task.evaluate``
+    in turn. The choice is in :attr:`eval_path` and the reason in :attr:`eval_path_reason`.
+
+    :param task: an :class:`~prune_env.RNNTask` or a preset name.
+    :param num_envs: number of sub-environments K.
+    :param batched: ``None`` (default) picks the batched path only if a construction-time probe finds it equal to
+        sequential evaluation (to :data:`PROBE_TOLERANCE`) and faster per candidate on this device; ``True``
+        requires it (the probe still runs, a failure raises); ``False`` always scores sequentially.
+    :param max_batch: most candidates per batched pass (``None``: sized to memory, see ``BatchedScorer``).
+    :param autoreset_mode: a :class:`gymnasium.vector.AutoresetMode` or its value (``"NextStep"``,
+        ``"SameStep"``, ``"Disabled"``).
+    :param env_kwargs: keyword arguments of :class:`~prune_env.PruneRNNEnv` (``target_sparsity``, ``mode``,
+        ``size_penalty``, ``criterion``, ``max_sparsity``, ``device``, ``task_kwargs``, ...).
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, task, num_envs: int = 8, *, batched: bool | None = None, max_batch: int | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        if batched not in (None, True, False):
+            raise ValueError(f"`batched` must be None (auto), True or False, got {batched!r}")
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ValueError(f"unknown `autoreset_mode` {autoreset_mode!r}; expected one of "
+                             f"{[m.value for m in AutoresetMode]}") from None
+        if env_kwargs.get("render_mode") is not None:
+            raise ValueError("PruneRNNVectorEnv does not render; leave `render_mode` unset")
+        self.template = PruneRNNEnv(task, **env_kwargs)
+        self.task = self.template.task
+        self.device = self.template.device
+        self.num_envs = int(num_envs)
+        self.envs = [self._sub_env() for _ in range(self.num_envs)]
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = None
+        self.single_observation_space = self.template.observation_space
+        self.single_action_space = self.template.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._obs = np.zeros((self.num_envs, *self.single_observation_space.shape), np.float32)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self.calibration: dict[str, float] = {}
+        self.scorer: BatchedScorer | None = None
+        self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def _sub_env(self) -> PruneRNNEnv:
+        """A sub-environment: a deep copy of the template that shares its task and analysis (read-only)."""
+        shared = [getattr(self.template, name, None) for name in _SHARED]
+        masker = self.template._masker
+        # The masker's prune orders and dense weights are read-only too: share them instead of K copies.
+        shared += list(getattr(masker, "orders", [])) + list(getattr(masker, "dense", []))
+        memo = {id(obj): obj for obj in shared if obj is not None}
+        return copy.deepcopy(self.template, memo)
+
+    def _choose_path(self, batched: bool | None, max_batch: int | None) -> tuple[str, str]:
+        if batched is False:
+            return "sequential", "batched=False"
+        if not self.task.structured:
+            return self._fallback(batched, "the task has only a black-box `evaluate` (no eval_batch/metric)")
+        env = self.template
+        if env.granularity != "unstructured" or env.quantize or env.finetune_steps:
+            return self._fallback(batched, "batched scoring covers unstructured pruning without quantize or "
+                                           "finetune_steps")
+        try:
+            self.scorer = BatchedScorer(self.task, self.template.layers, self.template._orders, self.device,
+                                        max_batch=max_batch)
+            return self._probe(batched)
+        except Exception as e:  # any forward vmap cannot batch: fall back rather than fail the user's run
+            self.scorer = None
+            return self._fallback(batched, f"batched evaluation failed: {type(e).__name__}: {e}")
+
+    def _fallback(self, batched: bool | None, reason: str) -> tuple[str, str]:
+        if batched:
+            raise ValueError(f"`batched=True` but {reason}")
+        warnings.warn(f"PruneRNNVectorEnv scores candidates one by one: {reason}", stacklevel=3)
+        return "sequential", reason
+
+    def _probe(self, batched: bool | None) -> tuple[str, str]:
+        """Check the batched scores against ``task.evaluate`` on two allocations, and time both paths."""
+        env = self.template
+        probe = np.stack([np.zeros(env.num_layers, np.int64), env._cap // 2])
+        t0 = time.perf_counter()
+        seq = [env.dense_score, self._evaluate(probe[1])[0]]
+        t_seq = time.perf_counter() - t0  # one sequential evaluation (plus a free cached dense score)
+        k = min(self.num_envs, self.scorer.max_batch)
+        counts = np.resize(probe, (max(k, 2), env.num_layers))
+        t0 = time.perf_counter()
+        got = [s for s, _ in self.scorer.score(counts)]
+        t_batch = time.perf_counter() - t0
+        self.calibration = {"sequential_s_per_candidate": t_seq, "batched_s_per_candidate": t_batch / len(counts),
+                            "candidates_per_pass": float(self.scorer.max_batch)}
+        env._masker.reset()
+        diff = max(abs(a - b) for a, b in zip(got[:2], seq))
+        if diff > PROBE_TOLERANCE:
+            self.scorer = None
+            return self._fallback(batched, f"batched scores differ from task.evaluate by {diff:.2e} (is "
+                                           "`evaluate` the same as eval_batch + metric?)")
+        if batched is None and self.calibration["batched_s_per_candidate"] >= t_seq:
+            self.scorer = None
+            return "sequential", (f"sequential is faster per candidate on {self.device} "
+                                  f"({t_seq * 1e3:.2f} ms vs {self.calibration['batched_s_per_candidate'] * 1e3:.2f}"
+                                  f" ms batched at K={len(counts)})")
+        return "batched", f"batched passes of up to {self.scorer.max_batch} candidates on {self.device}"
+
+    # ------------------------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Reset every sub-environment, or those in ``options["reset_mask"]``; returns ``(obs, infos)``.
+
+        :param seed: ``None``, an int (sub-env ``i`` gets ``seed + i``) or one seed per sub-environment.
+        :param options: passed to each sub-env's ``reset``; a ``"reset_mask"`` boolean array picks which reset.
+        """
+        seeds = self._seeds(seed)
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            mask = np.ones(self.num_envs, dtype=bool)
+        elif not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (self.num_envs,)):
+            raise ValueError(f"`options['reset_mask']` must be a bool array of shape ({self.num_envs},)")
+        infos: dict[str, Any] = {}
+        for i in np.flatnonzero(mask):
+            self._obs[i], info = self.envs[i].reset(seed=seeds[i], options=options or None)
+            infos = self._add_info(infos, info, i)
+        self._autoreset[mask] = False
+        return self._obs.copy(), infos
+
+    def step(self, actions):
+        """Step every sub-environment; episodes that end are scored together. Returns the batched 5-tuple."""
+        actions = np.asarray(actions)
+        if actions.shape[:1] != (self.num_envs,):
+            raise ValueError(f"`actions` must have shape {self.action_space.shape}, got {actions.shape}")
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
+            raise RuntimeError(f"sub-environments {np.flatnonzero(self._autoreset).tolist()} have ended; reset "
+                               "them with reset(options={'reset_mask': ...}) (autoreset_mode=DISABLED)")
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        resetting = self._autoreset.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
+        infos: dict[str, Any] = {}
+        ended = []
+        for i, env in enumerate(self.envs):
+            if resetting is not None and resetting[i]:
+                self._obs[i], info = env.reset()
+                infos = self._add_info(infos, info, i)
+            elif env._advance(actions[i]):
+                ended.append(i)
+            else:
+                self._obs[i], _, _, _, info = env._conclude(None)
+                infos = self._add_info(infos, info, i)
+        for i, scored in zip(ended, self._score(ended)):
+            env = self.envs[i]
+            self._obs[i], rewards[i], terminated[i], _, info = env._conclude(scored)
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
+                self._obs[i], info = env.reset()
+            infos = self._add_info(infos, info, i)
+        self._autoreset = terminated.copy() if self.autoreset_mode != AutoresetMode.SAME_STEP else self._autoreset
+        return self._obs.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.template.close()
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        if isinstance(seed, (list, tuple)) and len(seed) == self.num_envs:
+            return list(seed)
+        raise ValueError(f"`seed` must be None, an int or a list of {self.num_envs} seeds, got {seed!r}")
+
+    def _score(self, ended: list[int]) -> list[tuple[float, dict[str, float]]]:
+        if not ended:
+            return []
+        if self.scorer is not None:
+            return self.scorer.score(np.stack([self.envs[i]._counts for i in ended]))
+        return [self.envs[i]._score() for i in ended]
+
+    def _evaluate(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
+        """Score one allocation with ``task.evaluate`` on the template's model (the probe's reference)."""
+        self.template._masker.set_counts(counts)
+        return split_score(self.task.evaluate(self.template._model))
+
+    @property
+    def allocations(self) -> list[dict[str, float] | None]:
+        """Each sub-environment's last finished allocation (see :attr:`PruneRNNEnv.allocation`)."""
+        return [env.allocation for env in self.envs]
+
+    def __repr__(self) -> str:
+        return (f"PruneRNNVectorEnv({self.task.name}, num_envs={self.num_envs}, mode={self.template.mode!r}, "
+                f"eval_path={self.eval_path!r}, device={self.device})")
+
+
+class SB3VecEnv(VecEnv):
+    """Stable-Baselines3 ``VecEnv`` view of a :class:`PruneRNNVectorEnv`, so PPO & co. collect K episodes per pass.
+
+    SB3 resets ended environments in the same step and puts the final observation in
+    ``infos[i]["terminal_observation"]``, so the vector env must use ``autoreset_mode="SameStep"``.
+
+    :param venv: the vector env to expose.
+    """
+
+    def __init__(self, venv: PruneRNNVectorEnv):
+        if not isinstance(venv, PruneRNNVectorEnv):
+            raise ValueError(f"`venv` must be a PruneRNNVectorEnv, got {type(venv).__name__}")
+        if venv.autoreset_mode != AutoresetMode.SAME_STEP:
+            raise ValueError("`venv` must be built with autoreset_mode='SameStep' (SB3 resets in the same step); "
+                             f"got {venv.autoreset_mode.value!r}")
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        seeds = [int(s) if s is not None else None for s in self._seeds]
+        options = self._options[0] if all(o == self._options[0] for o in self._options) else None
+        obs, infos = self.venv.reset(seed=seeds, options=options or None)
+        self.reset_infos = _split_infos(infos, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        final_infos = _split_infos(infos.pop("final_info", {}), self.num_envs)
+        final_obs = infos.pop("final_obs", None)
+        dones = terminated | truncated
+        out = _split_infos(infos, self.num_envs)
+        for i in np.flatnonzero(dones):
+            # The reset info of a restarted env goes to reset_infos; the step's info is the final one, as in SB3.
+            self.reset_infos[i] = out[i]
+            out[i] = final_infos[i]
+            out[i]["terminal_observation"] = final_obs[i]
+        for i in range(self.num_envs):
+            out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        return obs, rewards.astype(np.float32), dones, out
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.venv.envs[i], attr_name) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        for i in self._get_indices(indices):
+            setattr(self.venv.envs[i], attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        return [getattr(self.venv.envs[i], method_name)(*method_args, **method_kwargs)
+                for i in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def _split_infos(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Gymnasium's dict-of-arrays infos (with ``_key`` masks) as one dict per sub-environment."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, values in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get("_" + key, np.ones(n, dtype=bool))
+        per_env = _split_infos(values, n) if isinstance(values, dict) else values
+        for i in np.flatnonzero(mask):
+            out[i][key] = per_env[i]
+    return out
+
+
+__all__ = ["PruneRNNVectorEnv", "SB3VecEnv"]

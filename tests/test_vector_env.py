@@ -1,0 +1,231 @@
+"""PruneRNNVectorEnv: equal to K independent PruneRNNEnvs, batched scoring, fallbacks, SB3 adapter."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+from tiny import tiny_task
+
+from prune_env import PruneRNNEnv, PruneRNNVectorEnv, SB3VecEnv, find_prunable_layers
+from prune_env.batched import BatchedScorer, LoopRNN, loop_model
+from prune_env.criteria import apply_counts, prune_order
+
+K = 3
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _episode_pairs(venv: PruneRNNVectorEnv, envs: list[PruneRNNEnv], steps: int, seed: int = 0):
+    """Drive the vector env and K plain envs with the same actions (NEXT_STEP autoreset done by hand)."""
+    rng = np.random.default_rng(seed)
+    obs, _ = venv.reset(seed=7)
+    ref = np.stack([e.reset(seed=7 + i)[0] for i, e in enumerate(envs)])
+    yield obs, ref, np.zeros(K), np.zeros(K)
+    done = [False] * K
+    for _ in range(steps):
+        actions = rng.uniform(-1.2, 1.2, venv.action_space.shape).astype(np.float32)
+        obs, rewards, terminated, truncated, _ = venv.step(actions)
+        ref_obs, ref_rew = [], []
+        for i, e in enumerate(envs):
+            if done[i]:
+                o, _ = e.reset()
+                r, done[i] = 0.0, False
+            else:
+                o, r, done[i], _, _ = e.step(actions[i])
+            ref_obs.append(o)
+            ref_rew.append(r)
+        assert not truncated.any()
+        assert terminated.tolist() == [bool(d) for d in done]
+        yield obs, np.stack(ref_obs), rewards, np.array(ref_rew)
+
+
+# Every pair of (cell, direction, mode, budget) values appears at least once: a covering set, not the full product.
+CASES = [("gru", False, "joint", None), ("gru", True, "sequential", 0.6), ("lstm", True, "joint", 0.6),
+         ("lstm", False, "sequential", None), ("lstm", True, "sequential", None), ("gru", False, "joint", 0.6)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rnn,bidirectional,mode,target", CASES)
+def test_equals_independent_envs(rnn, bidirectional, mode, target, device):
+    task = tiny_task(rnn, bidirectional=bidirectional, hidden=6)
+    kw = dict(mode=mode, target_sparsity=target, device=device)
+    venv = PruneRNNVectorEnv(task, K, batched=True, **kw)
+    assert venv.eval_path == "batched"
+    envs = [PruneRNNEnv(task, **kw) for _ in range(K)]
+    length = envs[0]._episode_length
+    scored = 0
+    for obs, ref_obs, rew, ref_rew in _episode_pairs(venv, envs, 2 * length + 1):
+        np.testing.assert_allclose(obs, ref_obs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(rew, ref_rew, atol=1e-5, rtol=0)
+        scored += int(np.count_nonzero(rew))
+    assert scored >= K, "no episode ended with a reward"
+
+
+def test_batched_scores_match_masked_models_and_nll_metric():
+    task = tiny_task("lstm", bidirectional=True)
+    task.metric = "nll"  # the scorer reads task.metric; evaluate stays accuracy, which this test does not use
+    layers = find_prunable_layers(task.model)
+    orders = [prune_order(dict(task.model.named_parameters())[x.name].detach().abs()) for x in layers]
+    scorer = BatchedScorer(task, layers, orders, torch.device("cpu"), max_batch=2)
+    rng = np.random.default_rng(1)
+    counts = np.stack([rng.integers(0, [x.numel + 1 for x in layers]) for _ in range(5)])
+    got = scorer.score(counts)  # 5 candidates in chunks of 2
+    assert len(got) == 5
+    x, y = task.eval_batch
+    for c, (score, extras) in zip(counts, got):
+        model = apply_counts(copy.deepcopy(task.model), layers, orders, c)
+        with torch.no_grad():
+            nll = torch.nn.functional.cross_entropy(model(x).reshape(-1, 12), y.reshape(-1)).item()
+        assert score == pytest.approx(-nll, abs=1e-5)
+        assert extras["nll"] == pytest.approx(nll, abs=1e-5)
+
+
+@pytest.mark.parametrize("cls,kwargs", [(torch.nn.LSTM, {"proj_size": 3}), (torch.nn.GRU, {}), (torch.nn.RNN, {}),
+                                        (torch.nn.RNN, {"nonlinearity": "relu", "bias": False})])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_loop_rnn_matches_pytorch(cls, kwargs, batch_first):
+    torch.manual_seed(0)
+    rnn = cls(5, 7, num_layers=2, batch_first=batch_first, bidirectional=True, **kwargs).eval()
+    loop = LoopRNN(rnn)
+    x = torch.randn(4, 6, 5)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oneDNN has no LSTM projection; PyTorch says so
+        want, got = rnn(x), loop(x)
+        again_want, again_got = rnn(x, want[1]), loop(x, want[1])  # given initial state
+        single_want, single_got = rnn(x[0]), loop(x[0])  # unbatched input
+    for a, b in ((want, got), (again_want, again_got), (single_want, single_got)):
+        torch.testing.assert_close(b[0], a[0], atol=1e-5, rtol=0)
+        for p, q in zip(torch.utils._pytree.tree_leaves(a[1]), torch.utils._pytree.tree_leaves(b[1])):
+            torch.testing.assert_close(q, p, atol=1e-5, rtol=0)
+
+
+def test_loop_model_leaves_the_user_model_alone():
+    task = tiny_task("gru")
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    work = loop_model(task.model)
+    assert isinstance(work.rnn, LoopRNN) and isinstance(task.model.rnn, torch.nn.GRU)
+    with torch.no_grad():
+        work.rnn.weight_hh_l0.zero_()
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_black_box_task_falls_back_with_one_warning_and_still_matches():
+    task = tiny_task("gru", structured=False)
+    with pytest.warns(UserWarning, match="one by one") as record:
+        venv = PruneRNNVectorEnv(task, K, device="cpu")
+    assert len([w for w in record if "one by one" in str(w.message)]) == 1
+    assert venv.eval_path == "sequential" and venv.scorer is None
+    envs = [PruneRNNEnv(task, device="cpu") for _ in range(K)]
+    for obs, ref_obs, rew, ref_rew in _episode_pairs(venv, envs, 3):
+        np.testing.assert_allclose(obs, ref_obs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(rew, ref_rew, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="batched=True"):
+        PruneRNNVectorEnv(task, K, device="cpu", batched=True)
+
+
+def test_mismatched_evaluate_is_caught_by_the_probe():
+    task = tiny_task("gru")
+    task.evaluate = lambda m: 0.5  # no longer what eval_batch + metric compute
+    with pytest.warns(UserWarning, match="differ from task.evaluate"):
+        venv = PruneRNNVectorEnv(task, 2, device="cpu")
+    assert venv.eval_path == "sequential"
+
+
+def test_auto_path_is_recorded_and_batched_false_is_respected():
+    task = tiny_task("gru")
+    auto = PruneRNNVectorEnv(task, 2, device="cpu")
+    assert auto.eval_path in ("batched", "sequential")
+    assert set(auto.calibration) == {"sequential_s_per_candidate", "batched_s_per_candidate", "candidates_per_pass"}
+    off = PruneRNNVectorEnv(task, 2, device="cpu", batched=False)
+    assert off.eval_path == "sequential" and off.scorer is None
+
+
+def test_same_step_autoreset_reports_final_obs():
+    task = tiny_task("gru")
+    venv = PruneRNNVectorEnv(task, 2, device="cpu", autoreset_mode="SameStep", batched=True)
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    reset_obs, _ = venv.reset(seed=0)
+    obs, rewards, terminated, _, infos = venv.step(venv.action_space.sample())
+    assert terminated.all() and (rewards != 0).all()
+    np.testing.assert_array_equal(obs, reset_obs)  # joint mode: already reset, back to the dense start
+    assert infos["_final_obs"].all() and infos["final_obs"][0].shape == venv.single_observation_space.shape
+    assert "score" in infos["final_info"]
+
+
+def test_disabled_autoreset_needs_reset_mask():
+    task = tiny_task("gru")
+    venv = PruneRNNVectorEnv(task, 2, device="cpu", autoreset_mode=AutoresetMode.DISABLED, batched=True)
+    venv.reset(seed=0)
+    venv.step(venv.action_space.sample())
+    with pytest.raises(RuntimeError, match="reset_mask"):
+        venv.step(venv.action_space.sample())
+    venv.reset(options={"reset_mask": np.array([True, True])})
+    venv.step(venv.action_space.sample())
+
+
+def test_same_seed_same_result_and_user_model_untouched():
+    task = tiny_task("lstm")
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    runs = []
+    for _ in range(2):
+        venv = PruneRNNVectorEnv(task, 2, device="cpu", mode="sequential", target_sparsity=0.5, batched=True)
+        venv.reset(seed=3)
+        venv.action_space.seed(3)
+        out = [venv.step(venv.action_space.sample())[1] for _ in range(venv.template.num_layers)]
+        runs.append(np.stack(out))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(num_envs=0), "num_envs"),
+    (dict(batched="yes"), "batched"),
+    (dict(autoreset_mode="sometimes"), "autoreset_mode"),
+    (dict(max_batch=0), "max_batch"),
+    (dict(render_mode="ansi"), "render_mode"),
+])
+def test_bad_arguments_raise_value_error(bad, match):
+    kwargs = {"num_envs": 2, "device": "cpu", **bad}
+    with pytest.raises(ValueError, match=match):
+        PruneRNNVectorEnv(tiny_task("gru"), batched=True if "batched" not in bad else bad["batched"],
+                          **{k: v for k, v in kwargs.items() if k != "batched"})
+
+
+def test_bad_step_and_reset_input():
+    venv = PruneRNNVectorEnv(tiny_task("gru"), 2, device="cpu", batched=False)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        venv.step(np.zeros((3, venv.single_action_space.shape[0]), np.float32))
+    with pytest.raises(ValueError, match="seed"):
+        venv.reset(seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="reset_mask"):
+        venv.reset(options={"reset_mask": [True, False]})
+
+
+def test_sb3_adapter_collects_episodes_with_ppo():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecEnv
+
+    task = tiny_task("gru")
+    with pytest.raises(ValueError, match="SameStep"):
+        SB3VecEnv(PruneRNNVectorEnv(task, 2, device="cpu", batched=True))
+    vec = SB3VecEnv(PruneRNNVectorEnv(task, 4, device="cpu", autoreset_mode="SameStep", batched=True,
+                                      target_sparsity=0.5))
+    assert isinstance(vec, VecEnv)
+    vec.seed(0)
+    obs = vec.reset()
+    assert obs.shape == (4, *vec.observation_space.shape)
+    vec.step_async(np.stack([vec.action_space.sample() for _ in range(4)]))
+    obs, rewards, dones, infos = vec.step_wait()
+    assert dones.all() and rewards.dtype == np.float32
+    assert all("terminal_observation" in i and i["overall_sparsity"] == pytest.approx(0.5, abs=1e-3)
+               for i in infos)
+    assert vec.get_attr("mode") == ["joint"] * 4
+    model = PPO("MlpPolicy", vec, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=16)
