@@ -169,7 +169,7 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
             writer.add_scalar("charts/best_score", env.tracker.best_score, step)
             writer.add_scalar("losses/policy_loss", loss.item(), step)
             writer.add_scalar("losses/entropy", entropy.item(), step)
-            writer.add_scalar("charts/std", float(torch.exp(policy.log_std).mean()), step)
+            writer.add_scalar("charts/std", torch.exp(policy.log_std.detach()).mean().item(), step)
             writer.add_scalar("charts/evals_per_s", step / (time.perf_counter() - t0), step)
     if writer is not None:
         writer.close()

@@ -1,0 +1,582 @@
+"""``prune-rnn``: benchmark pruning agents, train one, evaluate a saved allocation or policy, list the tasks.
+
+Every run writes to a fresh ``<out>/<time>/`` directory (never an earlier run's), files written atomically. A bad
+argument (unknown task or agent, sparsity outside [0, 1), missing corpus directory, ...) prints one line on stderr
+and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+#: Agents ``bench`` runs by default (``policy`` needs a Python object, so it is API-only).
+BENCH_AGENTS = ("uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo")
+#: Agents whose trained policy ``train`` saves, with the file name.
+POLICY_FILES = {"ppo": "policy.zip", "reinforce": "policy.pt"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise CLIError(message)
+
+
+# ------------------------------------------------------------------------------------------------ entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prune-rnn`` command line; returns the exit code.
+
+    :param argv: arguments without the program name; default ``sys.argv[1:]``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise CLIError("choose a command: bench, train, evaluate or tasks (see prune-rnn --help)")
+        args.argv = argv
+        return args.func(args)
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        print(f"prune-rnn: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``prune-rnn``."""
+    p = _Parser(prog="prune-rnn", description="Learn how to prune recurrent networks: benchmark agents, train "
+                                              "one, evaluate the result.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    b = sub.add_parser("bench", help="compare agents on one task at several target sparsities")
+    _task_args(b)
+    b.add_argument("--sparsity", type=float, nargs="+", default=[0.8, 0.9], help="target overall sparsities")
+    b.add_argument("--agents", nargs="+", default=list(BENCH_AGENTS), help="agents to compare")
+    b.add_argument("--budget", type=int, default=100, help="evaluations per agent, run and sparsity (hard cap)")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="agent seeds; scores are mean +- std")
+    _run_args(b)
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="run one agent; save its best allocation (and policy)")
+    _task_args(t)
+    t.add_argument("--sparsity", type=float, required=True, help="target overall sparsity")
+    t.add_argument("--agent", default="reinforce", help="agent name")
+    t.add_argument("--budget", type=int, default=300, help="evaluations (hard cap)")
+    t.add_argument("--seed", type=int, default=0, help="agent seed")
+    _run_args(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="apply a saved allocation or policy; report test score and size")
+    _task_args(e)
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--allocation", help="allocation.json written by train/bench, or a {layer: sparsity} JSON")
+    src.add_argument("--policy", help="policy.zip (ppo) or policy.pt (reinforce) written by train")
+    e.add_argument("--sparsity", type=float, help="target sparsity the policy acts under (with --policy)")
+    e.add_argument("--algo", default=None, help="SB3 algorithm of a .zip policy (default: from train's meta)")
+    e.add_argument("--mode", default="joint", choices=("joint", "sequential"))
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_evaluate)
+
+    ls = sub.add_parser("tasks", help="list the built-in tasks")
+    ls.set_defaults(func=cmd_tasks)
+    return p
+
+
+def _task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="digits",
+                   help="preset name, corpus directory, or module:function returning an RNNTask")
+    p.add_argument("--task-seed", type=int, default=0, help="seed of the preset's trained model")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", default="joint", choices=("joint", "sequential"), help="env mode")
+    p.add_argument("--option", action="append", default=[], metavar="AGENT.KEY=VALUE",
+                   help="agent option, e.g. reinforce.learning_rate=0.1 (repeatable)")
+    p.add_argument("--out", default="runs", help="parent directory of the run directory")
+    p.add_argument("--device", default="cpu", help="device of the env's model copy")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """Print the presets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .tasks import PRESETS
+
+    table = Table(title="prune-rnn tasks")
+    table.add_column("name")
+    table.add_column("description")
+    for name, desc in PRESETS.items():
+        table.add_row(name, desc)
+    table.add_row("<dir>", "a corpus directory (train/valid/test .txt), same as corpus with path=<dir>")
+    table.add_row("<module:function>", "your own factory returning an RNNTask")
+    Console().print(table)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run every agent at every sparsity and seed; print the table and write the results."""
+    import agents as A
+
+    sparsities = [_check_sparsity(s) for s in args.sparsity]
+    names = _check_agents(args.agents)
+    A.check_budget(args.budget)
+    seeds = [_check_seed(s) for s in args.seeds]
+    options = _parse_options(args.option, names)
+    progress = not args.no_progress
+    task = resolve_cli_task(args.task, args.task_seed, progress)
+    out = new_run_dir(args.out)
+    t_start = time.perf_counter()
+
+    rows = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sparsities) * len(names) * len(seeds), desc="bench", disable=not progress)
+    for target in sparsities:
+        env = _make_env(task, target, args)
+        for name in names:
+            for seed in seeds:
+                bar.set_postfix_str(f"{name} @ {target:g} seed {seed}")
+                kw = dict(options.get(name, {}))
+                if name in ("reinforce", "ppo"):
+                    kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
+                rows.append(_run_one(env, task, name, target, seed, args.budget, kw))
+                bar.update(1)
+    bar.close()
+    summary = summarize(rows)
+    meta = run_meta(args.argv, t_start, task)
+    write_results(out, meta, rows, summary)
+    plot_pareto(out / "pareto.png", rows, summary)
+    plot_allocations(out / "allocation.png", summary)
+    print_summary(summary, title=f"{task.name}: budget {args.budget} evaluations, seeds {seeds}")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run one agent; save the allocation, the result and (for learning agents) the policy."""
+    import agents as A
+
+    target = _check_sparsity(args.sparsity)
+    (name,) = _check_agents([args.agent])
+    A.check_budget(args.budget)
+    seed = _check_seed(args.seed)
+    kw = _parse_options(args.option, [name]).get(name, {})
+    task = resolve_cli_task(args.task, args.task_seed, not args.no_progress)
+    out = new_run_dir(args.out)
+    env = _make_env(task, target, args)
+    if name in POLICY_FILES:
+        kw.setdefault("save_path", str(out / POLICY_FILES[name]))
+        kw.setdefault("tensorboard_log", str(out / "tensorboard"))
+    if name == "ppo":
+        kw.setdefault("progress_bar", not args.no_progress)
+    row = _run_one(env, task, name, target, seed, args.budget, kw)
+    meta = run_meta(args.argv, time.perf_counter() - row["wall_time_s"], task)
+    meta.update(agent=name, algo=kw.get("algo", "PPO") if name == "ppo" else None, mode=args.mode)
+    write_json(out / "allocation.json", {"task": task.name, "target_sparsity": target,
+                                         "allocation": row["allocation"]})
+    write_json(out / "result.json", {"meta": meta, "result": row})
+    print_summary(summarize([row]), title=f"{task.name}: {name}, budget {args.budget}")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a saved allocation (or a saved policy's allocation) on validation and test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import PruneRNNEnv
+    from .task import split_score
+
+    task = resolve_cli_task(args.task, args.task_seed, True)
+    if args.allocation:
+        allocation = _read_allocation(args.allocation)
+        env = PruneRNNEnv(task, mode=args.mode, device=args.device)
+    else:
+        if args.sparsity is None:
+            raise CLIError("--policy needs --sparsity, the target the policy acts under")
+        env = PruneRNNEnv(task, target_sparsity=_check_sparsity(args.sparsity), mode=args.mode, device=args.device)
+        allocation = _policy_allocation(env, args.policy, args.algo)
+    model = env.pruned_model(allocation)
+    counts = env.counts_for(allocation)
+    val = split_score(task.evaluate(model))[0]
+    test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
+    from .size import size_bytes
+
+    table = Table(title=f"{task.name}: evaluate")
+    for col in ("test score", "val score", "dense test", "sparsity", "nonzero params", "size bytes (fp32)"):
+        table.add_column(col, justify="right")
+    dense_test = split_score(task.test(task.model), "test")[0] if task.test is not None else float("nan")
+    table.add_row(f"{test:.4f}", f"{val:.4f}", f"{dense_test:.4f}", f"{counts.sum() / env.numels.sum():.4f}",
+                  f"{env.total_params - int(counts.sum())}",
+                  f"{size_bytes(model)}")
+    Console().print(table)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: int,
+             kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One search plus its single test scoring, as a result row."""
+    import agents as A
+
+    from .task import split_score
+
+    res = A.search(name, env, budget, seed=seed, **kwargs)
+    counts = env.counts_for(res.allocation)
+    model = env.pruned_model(res.allocation)
+    test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
+    return {"task": task.name, "agent": name, "target_sparsity": target, "seed": seed, "budget": budget,
+            "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score,
+            "achieved_sparsity": float(counts.sum() / env.numels.sum()),
+            "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
+            "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history}
+
+
+def _make_env(task: Any, target: float, args: argparse.Namespace) -> Any:
+    from . import PruneRNNEnv
+
+    return PruneRNNEnv(task, target_sparsity=target, mode=args.mode, device=args.device)
+
+
+def resolve_cli_task(spec: str, seed: int, progress: bool) -> Any:
+    """An :class:`RNNTask` from a preset name, a corpus directory or ``module:function``.
+
+    :param spec: what the user typed after ``--task``.
+    :param seed: the preset's model seed.
+    :param progress: show training progress for presets.
+    :raises CLIError: for an unknown task or a missing directory.
+    """
+    from .task import RNNTask
+    from .tasks import PRESETS, make_task
+
+    if spec == "corpus":
+        raise CLIError("--task corpus needs the corpus directory: pass --task <dir>")
+    if spec in PRESETS:
+        return make_task(spec, seed=seed, progress=progress)
+    if os.path.isdir(spec):
+        return make_task("corpus", seed=seed, progress=progress, path=spec)
+    if ":" in spec and os.sep not in spec:
+        import importlib
+
+        module, _, func = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as e:
+            raise CLIError(f"--task {spec!r}: cannot import it ({_one_line(e)})") from None
+        task = factory()
+        if not isinstance(task, RNNTask):
+            raise CLIError(f"--task {spec!r} returned {type(task).__name__}, expected an RNNTask")
+        return task
+    if os.sep in spec or spec.startswith("."):
+        raise CLIError(f"--task: corpus directory not found: {spec}")
+    raise CLIError(f"unknown --task {spec!r}; expected one of {sorted(p for p in PRESETS if p != 'corpus')}, "
+                   "a corpus directory, or module:function")
+
+
+def new_run_dir(parent: str) -> Path:
+    """A new ``<parent>/<YYYYmmdd-HHMMSS>[-n]`` directory that no earlier run used."""
+    root = Path(parent)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise CLIError(f"could not create a new run directory under {root}")
+
+
+def _check_sparsity(s: float) -> float:
+    if not isinstance(s, (int, float)) or not 0 <= s < 1:
+        raise CLIError(f"--sparsity must be in [0, 1), got {s}")
+    return float(s)
+
+
+def _check_agents(names: Sequence[str]) -> list[str]:
+    import agents as A
+
+    valid = [n for n in A.AGENTS if n != "policy"]
+    for n in names:
+        if n not in valid:
+            raise CLIError(f"unknown agent {n!r}; expected one of {valid}")
+    if len(set(names)) != len(names):
+        raise CLIError(f"--agents lists an agent twice: {list(names)}")
+    return list(names)
+
+
+def _check_seed(s: int) -> int:
+    if s < 0:
+        raise CLIError(f"seeds must be non-negative ints, got {s}")
+    return s
+
+
+def _parse_options(items: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["reinforce.learning_rate=0.1"]`` -> ``{"reinforce": {"learning_rate": 0.1}}`` (values as Python literals)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        agent, dot, opt = key.partition(".")
+        if not (eq and dot and agent and opt):
+            raise CLIError(f"--option must look like AGENT.KEY=VALUE, got {item!r}")
+        if agent not in names:
+            raise CLIError(f"--option {item!r} names agent {agent!r}, which is not being run ({list(names)})")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out.setdefault(agent, {})[opt] = value
+    return out
+
+
+def _read_allocation(path: str) -> dict[str, float]:
+    if not os.path.isfile(path):
+        raise CLIError(f"--allocation: file not found: {path}")
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CLIError(f"--allocation: {path} is not JSON ({e})") from None
+    alloc = data.get("allocation", data) if isinstance(data, dict) else None
+    if not isinstance(alloc, dict):
+        raise CLIError(f"--allocation: {path} holds no {{layer: sparsity}} mapping")
+    return {str(k): float(v) for k, v in alloc.items()}
+
+
+def _policy_allocation(env: Any, path: str, algo: str | None) -> dict[str, float]:
+    from agents.policy import play
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--policy: file not found: {path}")
+    if path.endswith(".zip"):
+        from agents import ppo
+
+        if algo is None:
+            meta = Path(path).with_name("result.json")
+            algo = json.loads(meta.read_text())["meta"].get("algo") if meta.is_file() else None
+        policy = ppo.load(path, algo or "PPO", env)
+    else:
+        from agents import reinforce
+
+        policy = reinforce.load(path)
+    play(env, policy)
+    return env.allocation
+
+
+# --------------------------------------------------------------------------------------------- results
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (agent, target): means and standard deviations over seeds, plus the evaluations each
+    agent needed to pass global magnitude's validation score (median over seeds; ``None`` if it never did)."""
+    import numpy as np
+
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["agent"], r["target_sparsity"]), []).append(r)
+    global_val = {t: float(np.mean([r["val_score"] for r in g])) for (a, t), g in groups.items() if a == "global"}
+    out = []
+    for (agent, target), g in groups.items():
+        def stat(key: str, rows_: list[dict[str, Any]] = g) -> tuple[float, float]:
+            v = np.array([r[key] for r in rows_], dtype=float)
+            return float(v.mean()), float(v.std())
+
+        to_beat = None
+        if target in global_val and agent != "global":
+            firsts = [next((i + 1 for i, h in enumerate(r["history"]) if h > global_val[target]), None) for r in g]
+            hits = [f for f in firsts if f is not None]
+            to_beat = float(np.median(hits)) if len(hits) == len(firsts) else None
+        mean_alloc = {k: float(np.mean([r["allocation"][k] for r in g])) for k in g[0]["allocation"]}
+        out.append({"agent": agent, "target_sparsity": target, "seeds": len(g),
+                    "test_mean": stat("test_score")[0], "test_std": stat("test_score")[1],
+                    "val_mean": stat("val_score")[0], "val_std": stat("val_score")[1],
+                    "achieved_sparsity": stat("achieved_sparsity")[0],
+                    "nonzero_params": stat("nonzero_params")[0], "evals": stat("evals")[0],
+                    "wall_time_s": stat("wall_time_s")[0], "evals_to_beat_global": to_beat,
+                    "allocation": mean_alloc})
+    return out
+
+
+def run_meta(argv: Sequence[str], t_start: float, task: Any) -> dict[str, Any]:
+    """The facts a results file records: command, commit, machine, versions, wall time."""
+    import torch
+
+    return {"command": "prune-rnn " + " ".join(argv), "git_commit": _git_commit(),
+            "machine": {"node": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                        "torch_threads": torch.get_num_threads()},
+            "python": platform.python_version(), "torch": torch.__version__,
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - t_start, 2), "task": task.name,
+            "task_metadata": _jsonable(task.metadata)}
+
+
+def write_results(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
+                  summary: list[dict[str, Any]]) -> None:
+    """``results.json`` (everything) and ``results.csv`` (one line per run, no history)."""
+    write_json(out / "results.json", {"meta": meta, "summary": summary, "runs": rows})
+    buf = io.StringIO()
+    cols = [k for k in rows[0] if k not in ("history", "allocation")] + ["allocation"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "allocation": json.dumps(r["allocation"])})
+    write_text(out / "results.csv", buf.getvalue())
+
+
+def print_summary(summary: list[dict[str, Any]], title: str) -> None:
+    """The rich table: one row per agent and sparsity."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("agent", "target", "test (mean ± std)", "val", "sparsity", "nonzero", "evals", "wall s",
+                "evals to beat global"):
+        table.add_column(col, justify="left" if col == "agent" else "right", no_wrap=col == "agent")
+    for s in sorted(summary, key=lambda s: (s["target_sparsity"], -s["test_mean"])):
+        beat = "-" if s["evals_to_beat_global"] is None else f"{s['evals_to_beat_global']:.0f}"
+        table.add_row(s["agent"], f"{s['target_sparsity']:g}", f"{s['test_mean']:.4f} ± {s['test_std']:.4f}",
+                      f"{s['val_mean']:.4f}", f"{s['achieved_sparsity']:.4f}", f"{s['nonzero_params']:.0f}",
+                      f"{s['evals']:.0f}", f"{s['wall_time_s']:.1f}", beat)
+    Console().print(table)
+
+
+def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
+    """Left: test score vs achieved sparsity per agent (mean ± std over seeds). Right, one panel per target:
+    best validation score so far vs evaluations (median over seeds), the sample-efficiency curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    targets = sorted({s["target_sparsity"] for s in summary})
+    agents_ = list(dict.fromkeys(s["agent"] for s in summary))
+    fig, axes = plt.subplots(1, 1 + len(targets), figsize=(5 * (1 + len(targets)), 4), squeeze=False)
+    ax = axes[0, 0]
+    for a in agents_:
+        pts = sorted((s["achieved_sparsity"], s["test_mean"], s["test_std"]) for s in summary if s["agent"] == a)
+        xs, ys, es = zip(*pts)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=a)
+    ax.set_xlabel("overall sparsity")
+    ax.set_ylabel("test score")
+    ax.set_title("test score vs sparsity")
+    ax.legend(fontsize=8)
+    for j, t in enumerate(targets, start=1):
+        ax = axes[0, j]
+        for a in agents_:
+            hs = [np.asarray(r["history"], dtype=float) for r in rows if r["agent"] == a and r["target_sparsity"] == t]
+            n = max(len(h) for h in hs)
+            padded = np.array([np.pad(h, (0, n - len(h)), mode="edge") for h in hs])
+            curve = np.nanmedian(padded, axis=0) if np.isfinite(padded).any() else padded[0]
+            if n == 1:
+                ax.axhline(curve[0], linestyle="--", linewidth=1, label=a)
+            else:
+                ax.plot(np.arange(1, n + 1), curve, label=a)
+        ax.set_xscale("log")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best validation score so far")
+        ax.set_title(f"sample efficiency @ {t:g}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_allocations(path: Path, summary: list[dict[str, Any]]) -> None:
+    """Per-layer sparsity of each agent's allocation (mean over seeds), one panel per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    targets = sorted({s["target_sparsity"] for s in summary})
+    fig, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
+    for ax, t in zip(axes[:, 0], targets):
+        group = [s for s in summary if s["target_sparsity"] == t]
+        layers = list(group[0]["allocation"])
+        width = 0.8 / len(group)
+        for k, s in enumerate(group):
+            ax.bar(np.arange(len(layers)) + k * width, [s["allocation"][n] for n in layers], width, label=s["agent"])
+        ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20, fontsize=7, ha="right")
+        ax.set_ylabel("sparsity")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"per-layer allocation @ {t:g}")
+        ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------- atomic writes
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and ``os.replace``: never a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON; NaN and infinities become ``null`` so the file is valid JSON."""
+    write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Atomic PNG."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
