@@ -278,6 +278,8 @@ def resolve_cli_task(spec: str, seed: int, progress: bool) -> Any:
         import importlib
 
         module, _, func = spec.partition(":")
+        if os.getcwd() not in sys.path:  # like `python -m`: the user's own modules are found from where they stand
+            sys.path.insert(0, os.getcwd())
         try:
             factory = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as e:

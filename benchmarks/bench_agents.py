@@ -1,0 +1,70 @@
+"""The agents benchmark: runs ``prune-rnn bench`` configurations and files their results under
+``benchmarks/results/bench_agents/<config>/`` (results.json with command, commit, machine, torch version and wall
+time; results.csv; pareto.png; allocation.png).
+
+    python benchmarks/bench_agents.py digits-main      # the README's main job
+    python benchmarks/bench_agents.py pydoc-0.9 pydoc-0.8 gru digits
+
+Each configuration is one CLI call, so a configuration that finishes is filed even if a later one is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "bench_agents"
+ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
+
+CONFIGS: dict[str, list[str]] = {
+    "digits-main": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "uniform", "global", "random",
+                    "reinforce", "ppo", "--budget", "100", "--seeds", "0"],
+    "digits": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "300",
+               "--seeds", "0", "1", "2"],
+    "pydoc-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", *ALL, "--budget", "1000", "--seeds", "0"],
+    "pydoc-0.8": ["--task", "pydoc-char", "--sparsity", "0.8", "--agents", *ALL, "--budget", "1000", "--seeds", "0"],
+    "pydoc-oracle-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", "random", "--budget", "10000",
+                         "--seeds", "0"],
+    "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "300",
+            "--seeds", "0", "1", "2"],
+}
+
+
+def run(name: str, out: Path) -> Path:
+    """Run configuration ``name`` through the CLI and copy its files to ``RESULTS/name``.
+
+    :param name: a key of :data:`CONFIGS`.
+    :param out: parent of the CLI's run directory.
+    """
+    from prune_env.cli import main
+
+    before = set(out.iterdir()) if out.is_dir() else set()
+    code = main(["bench", *CONFIGS[name], "--out", str(out), "--no-progress"])
+    if code != 0:
+        raise SystemExit(f"bench {name} failed with exit code {code}")
+    (run_dir,) = set(out.iterdir()) - before
+    dest = RESULTS / name
+    tmp = RESULTS / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("results.json", "results.csv", "pareto.png", "allocation.png"):
+        shutil.copy2(run_dir / f, tmp / f)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
+    parser.add_argument("--out", default=str(ROOT / "runs"), help="where the CLI writes its run directories")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    for name in args.configs:
+        print(f"== {name}: prune-rnn bench {' '.join(CONFIGS[name])}", flush=True)
+        print(f"filed under {run(name, Path(args.out))}", flush=True)
