@@ -5,8 +5,8 @@ File layout (little-endian)::
     b"PRNNGYM\\0"  magic (8 bytes)
     uint32         format version (:data:`VERSION`)
     uint64         header length H
-    H bytes        UTF-8 JSON header: the tensor table (name, shape, dtype, layout, bits, stream offsets) and the
-                   SHA-256 of the body
+    H bytes        zlib-compressed UTF-8 JSON header: the tensor table (name, shape, dtype, layout, bits,
+                   stream offsets) and the SHA-256 of the body
     body           zlib-compressed module skeleton, then each tensor's streams, byte-aligned
 
 The module skeleton is the model pickled with every parameter and buffer on the ``meta`` device (no data), so
@@ -72,7 +72,7 @@ def export(model: nn.Module, path: str | os.PathLike, bits: int | dict[str, int]
     names = [layer.name for layer in find_prunable_layers(model)]
     per_layer = resolve_bits(bits, names)
     body, header = _encode_model(model, per_layer, method)
-    blob = json.dumps(header, sort_keys=True).encode()
+    blob = zlib.compress(json.dumps(header, sort_keys=True).encode(), 9)
     data = _PREFIX.pack(MAGIC, VERSION, len(blob)) + blob + body
     _atomic_write(path, data)
     return len(data)
@@ -256,8 +256,8 @@ def _read_header(data: bytes, path: Path) -> tuple[dict, bytes]:
     if start > len(data):
         raise ExportError(f"{path}: truncated prune-rnn-gym export (header runs past the end of the file)")
     try:
-        header = json.loads(data[_PREFIX.size:start].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(zlib.decompress(data[_PREFIX.size:start]).decode())
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"{path}: corrupt prune-rnn-gym export header ({exc})") from None
     body = data[start:]
     if not isinstance(header, dict) or hashlib.sha256(body).hexdigest() != header.get("body_sha256"):

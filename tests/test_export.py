@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_env_quantized_model_exports_to_the_same_values(tmp_path):
 def _header(path):
     data = path.read_bytes()
     _, _, hlen = struct.unpack_from("<8sIQ", data)
-    return json.loads(data[20:20 + hlen]), hlen
+    return json.loads(zlib.decompress(data[20:20 + hlen])), hlen
 
 
 @pytest.mark.parametrize("bits", [None, 4, 8])
