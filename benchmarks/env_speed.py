@@ -1,0 +1,214 @@
+"""Per-step overhead of ``PruneRNNEnv`` over the physical floor: one forward pass of the model (issue 5).
+
+Side by side in one process, with the repetitions interleaved (floor, joint, sequential, floor, ...) so that load
+from other processes hits all three alike, it times:
+
+- the floor: ``task.evaluate(model)`` on a dense copy of the model;
+- ``env.reset()`` + ``env.step()`` in joint mode (one episode);
+- ``env.reset()`` + one ``env.step()`` per layer in sequential mode (one episode).
+
+Both envs are in budget mode (``target_sparsity=0.5``) with random actions. It reports medians, the ratio of the
+medians and the median of the per-repetition ratios (the most load-robust number), against the targets (joint
+<= 1.15x, sequential episode <= 1.25x), and splits the env's own time into its parts (masking, budget projection,
+size accounting, observation) to show what dominates the remaining overhead.
+
+Run: ``python benchmarks/env_speed.py --tasks digits gru pydoc-char``
+Writes ``benchmarks/results/env_speed.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import prune_env
+from prune_env import RNNTask
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {"joint": 1.15, "sequential": 1.25}
+
+
+def meta(threads: int) -> dict:
+    """Provenance of a benchmark result: command, commit, machine, versions, load."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "prune_env"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent).stdout.strip()
+    return {"command": " ".join(["python", *sys.argv]), "git_commit": commit + ("+dirty" if dirty else ""),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs" + (
+                f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": threads,
+            "load_average_1m_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+class GRULM(nn.Module):
+    """The custom task's model: Embedding -> GRU -> Linear over every position."""
+
+    def __init__(self, vocab: int, emb: int, hidden: int, layers: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, emb)
+        self.rnn = nn.GRU(emb, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(self.embed(x))[0])
+
+
+def gru_task(hidden: int = 128, seq_len: int = 64, batch: int = 32, layers: int = 2, vocab: int = 64,
+             seed: int = 0) -> RNNTask:
+    """A custom structured GRU task with random weights and data (timing only: the scores mean nothing).
+
+    :param hidden: GRU units per layer.
+    :param seq_len: time steps per sequence.
+    :param batch: sequences in the evaluation batch.
+    :param layers: stacked GRU layers.
+    :param vocab: token ids.
+    :param seed: weights and data.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GRULM(vocab, 32, hidden, layers).eval()
+    x = torch.randint(0, vocab, (batch, seq_len), generator=g)
+    return RNNTask(model, eval_batch=(x, torch.roll(x, -1, 1)), metric="accuracy", name=f"gru-h{hidden}-t{seq_len}")
+
+
+def load_task(name: str) -> RNNTask:
+    if name == "gru":
+        return gru_task()
+    from prune_env.tasks import make_task
+
+    return make_task(name, progress=False)
+
+
+def _timed(fn, sink: list[float]):
+    """Wrap ``fn`` so each call's duration is appended to ``sink``."""
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sink.append(time.perf_counter() - t0)
+        return out
+    return wrapper
+
+
+def _instrument(env: prune_env.PruneRNNEnv) -> dict[str, list[float]]:
+    """Time the parts of a step: scoring, masking, budget, size accounting, observation."""
+    parts: dict[str, list[float]] = defaultdict(list)
+    env._score = _timed(env._score, parts["score (forward pass)"])
+    env._masker.set_counts = _timed(env._masker.set_counts, parts["mask (in place)"])
+    env._joint_counts = _timed(env._joint_counts, parts["budget projection"])
+    env._sequential_count = _timed(env._sequential_count, parts["action wall"])
+    env._model_size_bytes = _timed(env._model_size_bytes, parts["size_bytes (info)"])
+    env._obs = _timed(env._obs, parts["observation"])
+    return parts
+
+
+def measure(task_name: str, reps: int, seed: int = 0) -> dict:
+    task = load_task(task_name)
+    envs = {m: prune_env.PruneRNNEnv(task, mode=m, target_sparsity=0.5, device="cpu") for m in TARGETS}
+    dense = prune_env.PruneRNNEnv(task, device="cpu")._model  # a private dense copy, in eval mode
+    parts = {m: _instrument(env) for m, env in envs.items()}
+    rng = np.random.default_rng(seed)
+    times: dict[str, list[float]] = {"floor": [], "joint": [], "sequential": []}
+
+    def episode(env: prune_env.PruneRNNEnv) -> None:
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+
+    for r in range(reps + 2):  # two warm-up repetitions, then interleaved timing
+        sample = {}
+        t0 = time.perf_counter()
+        task.evaluate(dense)
+        sample["floor"] = time.perf_counter() - t0
+        for m, env in envs.items():
+            t0 = time.perf_counter()
+            episode(env)
+            sample[m] = time.perf_counter() - t0
+        if r >= 2:
+            for k, v in sample.items():
+                times[k].append(v)
+        else:
+            for p in parts.values():
+                for v in p.values():
+                    v.clear()
+    floor = np.array(times["floor"])
+    out = {"task": task_name, "layers": envs["joint"].num_layers, "prunable_weights": int(envs["joint"].numels.sum()),
+           "eval_batch": list(task.eval_batch[0].shape), "reps": reps, "floor_ms": 1e3 * float(np.median(floor))}
+    for m in TARGETS:
+        t = np.array(times[m])
+        per_rep = t / floor
+        breakdown = {k: 1e3 * float(np.sum(v)) / reps for k, v in parts[m].items() if v}
+        breakdown["other (python, reset, info)"] = 1e3 * float(np.median(t)) - sum(breakdown.values())
+        out[m] = {"median_ms": 1e3 * float(np.median(t)), "ratio_of_medians": float(np.median(t) / np.median(floor)),
+                  "median_ratio": float(np.median(per_rep)), "ratio_q25_q75": [float(np.quantile(per_rep, 0.25)),
+                                                                              float(np.quantile(per_rep, 0.75))],
+                  "target": TARGETS[m], "meets_target": bool(np.median(per_rep) <= TARGETS[m]),
+                  "per_episode_ms": {k: round(v, 3) for k, v in breakdown.items()}}
+    return out
+
+
+def to_markdown(result: dict) -> str:
+    m = result["meta"]
+    lines = ["# env_speed", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']}, torch {m['torch']}, "
+             f"{m['torch_threads']} thread(s), 1-min load {m['load_average_1m_at_start']:.1f} at start, {m['date']}.",
+             "", "| task | floor (ms) | joint (ms) | joint / floor | sequential episode (ms) | seq / floor |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in result["tasks"]:
+        j, s = r["joint"], r["sequential"]
+        lines.append(f"| {r['task']} | {r['floor_ms']:.2f} | {j['median_ms']:.2f} | {j['median_ratio']:.3f} "
+                     f"{'ok' if j['meets_target'] else 'MISS'} | {s['median_ms']:.2f} | {s['median_ratio']:.3f} "
+                     f"{'ok' if s['meets_target'] else 'MISS'} |")
+    lines += ["", "Ratios are medians of per-repetition ratios (interleaved runs); targets 1.15 (joint) and 1.25 "
+              "(sequential episode).", "", "Where an episode's time goes (ms, mean per episode):", ""]
+    for r in result["tasks"]:
+        for mode in TARGETS:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in r[mode]["per_episode_ms"].items())
+            lines.append(f"- {r['task']} {mode}: {parts}")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, stem: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", to_markdown(result))):
+        path = RESULTS / f"{stem}{suffix}"
+        tmp = path.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["digits", "gru", "pydoc-char"],
+                        help="presets and/or 'gru' (a custom random GRU task built here)")
+    parser.add_argument("--reps", type=int, default=30, help="timed repetitions per task")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared box)")
+    parser.add_argument("--out", default="env_speed", help="file stem under benchmarks/results/")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    result = {"meta": meta(args.threads), "tasks": []}
+    for name in args.tasks:
+        r = measure(name, args.reps)
+        print(json.dumps({k: r[k] for k in ("task", "floor_ms")} | {m: r[m]["median_ratio"] for m in TARGETS}),
+              flush=True)
+        result["tasks"].append(r)
+    write(result, args.out)
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The one prepared GPU check of issue 5: CUDA equality tests of PruneRNNVectorEnv, then sequential vs vector env
+# timings at K in {1, 16, 64} for the pydoc-char model (and the custom GRU task), all in one call.
+#
+# Run from the repository root:  bash benchmarks/gpu_check.sh
+# Results go to $OUT (default benchmarks/results/gpu): gpu.txt (card, driver), equality_tests.txt,
+# gpu_vector_speed.{json,md}, gpu_check.json (summary). Without CUDA it writes {"skipped": ...} and exits 0.
+#
+# The pydoc-char model trains on first use (minutes, on the CPU). To skip that on a bare machine, copy the cached
+# model into the repository first and carry it:
+#   mkdir -p .gpu_cache && cp ~/.cache/prune-rnn-gym/pydoc-char-*.pt .gpu_cache/   (then carry ".gpu_cache")
+# Environment: PYTHON (default: .venv/bin/python if present, else python3), OUT, KS (default "1 16 64"),
+# TASKS (default "pydoc-char gru"), REPS (default 5).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results/gpu}"
+mkdir -p "$OUT"
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu_cache ] && export PRUNE_RNN_CACHE="$PWD/.gpu_cache"
+KS="${KS:-1 16 64}"
+TASKS="${TASKS:-pydoc-char gru}"
+REPS="${REPS:-5}"
+
+skip() {
+  printf '{"skipped": "%s"}\n' "$1" > "$OUT/gpu_check.json"
+  echo "gpu_check: skipped: $1"
+  exit 0
+}
+
+"$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
+  || skip "CUDA is not available to $PYTHON (torch missing or CPU-only)"
+"$PYTHON" -c "import gymnasium, stable_baselines3, pytest" 2>/dev/null \
+  || skip "gymnasium, stable-baselines3 or pytest missing for $PYTHON"
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+  "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+} > "$OUT/gpu.txt"
+cat "$OUT/gpu.txt"
+
+# 1. Equality on CUDA: the vector env's observations and rewards equal K independent envs' to 1e-5.
+start=$(date +%s)
+"$PYTHON" -m pytest tests/test_vector_env.py -q -p no:cacheprovider -k "cuda" 2>&1 | tail -n 30 \
+  > "$OUT/equality_tests.txt"
+eq_status=${PIPESTATUS[0]}
+cat "$OUT/equality_tests.txt"
+
+# 2. Timings: sequential env vs vector env (batched and auto) at each K, medians of interleaved repetitions.
+# shellcheck disable=SC2086
+"$PYTHON" benchmarks/vector_speed.py --device cuda --tasks $TASKS --ks $KS --reps "$REPS" --threads 4 \
+  --out gpu_vector_speed --dir "$OUT"
+speed_status=$?
+
+printf '{"card": "%s", "equality_tests_exit": %d, "vector_speed_exit": %d, "seconds": %d}\n' \
+  "$(head -n 2 "$OUT/gpu.txt" | tail -n 1 | cut -d, -f1)" "$eq_status" "$speed_status" "$(( $(date +%s) - start ))" \
+  > "$OUT/gpu_check.json"
+cat "$OUT/gpu_check.json"
+exit $(( eq_status || speed_status ))

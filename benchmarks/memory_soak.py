@@ -1,0 +1,89 @@
+"""Memory soak: 10,000 env steps must grow the process's RSS by less than 5% (issue 5: no leak).
+
+Runs ``--steps`` joint-mode steps (each a full episode: reset, step, score) of a ``PruneRNNEnv`` and then of a
+``PruneRNNVectorEnv`` (K candidates per step, counted as K steps), sampling the resident set size every
+``--every`` steps after a warm-up. Growth is measured from the first sample after the warm-up to the last.
+
+Run: ``python benchmarks/memory_soak.py --task digits --steps 10000``
+Writes ``benchmarks/results/memory_soak.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from env_speed import RESULTS, load_task, meta  # noqa: E402
+
+import prune_env  # noqa: E402
+
+TARGET_GROWTH = 0.05
+
+
+def soak(env, steps: int, every: int, warmup: int, per_step: int, seed: int = 0) -> dict:
+    """Step ``env`` until ``steps`` candidates were scored; RSS samples in MiB."""
+    proc = psutil.Process()
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    samples, done = [], 0
+    while done < steps + warmup:
+        action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        out = env.step(action)
+        if isinstance(env, prune_env.PruneRNNEnv) and out[2]:
+            env.reset()
+        done += per_step
+        if done >= warmup and (done - warmup) % every < per_step:
+            samples.append(proc.memory_info().rss / 2**20)
+    growth = samples[-1] / samples[0] - 1.0
+    return {"steps": steps, "warmup": warmup, "rss_mib": [round(s, 1) for s in samples],
+            "growth": growth, "meets_target": bool(growth < TARGET_GROWTH)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="digits", help="preset name or 'gru'")
+    parser.add_argument("--steps", type=int, default=10_000, help="scored candidates per env")
+    parser.add_argument("--every", type=int, default=1000, help="RSS sample interval (steps)")
+    parser.add_argument("--warmup", type=int, default=500, help="steps before the first sample")
+    parser.add_argument("--num-envs", type=int, default=16, help="K of the vector env")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    task = load_task(args.task)
+    single = prune_env.PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
+    result = {"meta": meta(args.threads), "task": args.task, "target_growth": TARGET_GROWTH,
+              "single": soak(single, args.steps, args.every, args.warmup, 1)}
+    print(json.dumps({"single": result["single"]["growth"]}), flush=True)
+    vec = prune_env.PruneRNNVectorEnv(task, args.num_envs, target_sparsity=0.5, device="cpu",
+                                      autoreset_mode="SameStep", batched=True)
+    result["vector"] = soak(vec, args.steps, args.every, args.warmup, args.num_envs)
+    result["vector"]["num_envs"] = args.num_envs
+    print(json.dumps({"vector": result["vector"]["growth"]}), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    m = result["meta"]
+    md = ["# memory_soak", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']}, torch {m['torch']}, "
+          f"{m['date']}.", "", "| env | steps | RSS first -> last (MiB) | growth | < 5% |", "|---|---:|---|---:|---|"]
+    for name in ("single", "vector"):
+        r = result[name]
+        md.append(f"| {name} | {r['steps']} | {r['rss_mib'][0]} -> {r['rss_mib'][-1]} | {100 * r['growth']:.2f}% | "
+                  f"{'yes' if r['meets_target'] else 'NO'} |")
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", "\n".join(md) + "\n")):
+        path = RESULTS / f"memory_soak{suffix}"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""What keeps a step at one forward pass, checked without timing: no model copy, no sort, no statistics, masks
+applied in place, bounded memory. (Timings live in benchmarks/env_speed.py and benchmarks/vector_speed.py.)"""
+
+from __future__ import annotations
+
+import copy
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_task
+
+import prune_env.env as env_module
+from prune_env import PruneRNNEnv, PruneRNNVectorEnv
+
+
+def _run_episodes(env, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+
+
+def _forbid(*targets: str):
+    """Patch each dotted target to raise if called."""
+    patches = [mock.patch(t, side_effect=AssertionError(f"{t} called during a step")) for t in targets]
+    return patches
+
+
+@pytest.mark.parametrize("mode", ["joint", "sequential"])
+def test_steps_copy_no_model_sort_nothing_and_recompute_no_statistics(mode):
+    env = PruneRNNEnv(tiny_task("lstm"), mode=mode, target_sparsity=0.5, device="cpu")
+    env.reset(seed=0)
+    _run_episodes(env, 1)  # warm
+    forbidden = ["torch.sort", "torch.argsort", "torch.Tensor.sort", "torch.Tensor.argsort",
+                 "prune_env.env.raw_layer_stats", "prune_env.env.compute_gradients", "prune_env.env.prune_order",
+                 "prune_env.env.layer_features"]
+    patches = _forbid(*forbidden)
+    with mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):
+        for p in patches:
+            p.start()
+        try:
+            _run_episodes(env, 3)
+        finally:
+            for p in patches:
+                p.stop()
+
+
+def test_masks_are_applied_in_place_and_only_the_changed_weights_move():
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5, device="cpu")
+    params = env._masker.params
+    ptrs = [p.data_ptr() for p in params]
+    env.reset(seed=0)
+    first = [p.detach().clone() for p in params]
+    env.step(np.full(env.action_space.shape, -0.5, np.float32))
+    after = [p.detach().clone() for p in params]
+    assert [p.data_ptr() for p in params] == ptrs  # the same storage: edited in place, never replaced
+    for i, (a, b) in enumerate(zip(first, after)):
+        changed = int((a != b).sum())
+        k = int(env._counts[i])
+        assert changed <= k  # only pruned weights changed (exact zeros in the dense weights stay unchanged)
+        assert int((b.reshape(-1)[env._orders[i][:k]] != 0).sum()) == 0
+
+
+def test_vector_env_steps_make_no_model_copies():
+    venv = PruneRNNVectorEnv(tiny_task("gru"), 3, device="cpu", batched=True, autoreset_mode="SameStep")
+    venv.reset(seed=0)
+    venv.step(venv.action_space.sample())
+    import prune_env.vector_env as vector_module
+
+    with mock.patch.object(vector_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")), \
+            mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):
+        for _ in range(3):
+            venv.step(venv.action_space.sample())
+
+
+def test_sub_envs_share_the_analysis_but_not_the_model():
+    venv = PruneRNNVectorEnv(tiny_task("lstm"), 3, device="cpu", batched=False)
+    a, b = venv.envs[0], venv.envs[1]
+    assert a._orders is b._orders and a.task is b.task and a._features is b._features
+    assert a._masker.orders[0] is b._masker.orders[0]  # read-only prune orders: one copy for all
+    assert a._model is not b._model
+    assert a._model.rnn.weight_hh_l0.data_ptr() != b._model.rnn.weight_hh_l0.data_ptr()
+
+
+@pytest.mark.parametrize("steps", [300, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_rss_does_not_grow_over_many_steps(steps):
+    psutil = pytest.importorskip("psutil")
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5, device="cpu")
+    env.reset(seed=0)
+    _run_episodes(env, 50)  # warm-up: allocator pools, lazy imports
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    _run_episodes(env, steps)
+    growth = proc.memory_info().rss / before - 1.0
+    assert growth < 0.05, f"RSS grew {100 * growth:.1f}% over {steps} steps"
+
+
+def test_dense_weights_are_restored_on_reset():
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.7, device="cpu")
+    dense = copy.deepcopy(env._model.state_dict())
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    env.reset()
+    for k, v in env._model.state_dict().items():
+        assert torch.equal(v, dense[k]), k
