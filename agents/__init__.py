@@ -68,7 +68,7 @@ class SearchResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def search(name: str, env: Any, budget: int, seed: int = 0, **kwargs: Any) -> SearchResult:
+def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int = 0, **kwargs: Any) -> SearchResult:
     """Run agent ``name`` on ``env`` with at most ``budget`` evaluations and return the best allocation found.
 
     :param name: a key of :data:`AGENTS`.
@@ -76,6 +76,9 @@ def search(name: str, env: Any, budget: int, seed: int = 0, **kwargs: Any) -> Se
         :class:`~agents.budget.EvalBudget`).
     :param budget: the hard cap on evaluations (finished episodes), a positive int.
     :param seed: seeds the agent (and the env's ``reset``); the same seed gives the same result.
+    :param vector_envs: ``K > 1`` lets the agents that propose candidates in batches (``random``, ``reinforce``
+        in joint mode) score ``K`` at a time in one batched pass (:class:`~prune_env.PruneRNNVectorEnv`). The
+        budget and the results are the same; only the wall time changes.
     :param kwargs: agent-specific options, see each agent module (e.g. ``agents.reinforce.Args``).
     :raises ValueError: for an unknown agent, a bad budget or seed, or an agent option it does not take.
     """
@@ -85,10 +88,13 @@ def search(name: str, env: Any, budget: int, seed: int = 0, **kwargs: Any) -> Se
     check_budget(budget)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
-    wrapped = EvalBudget(env, budget)
+    wrapped = EvalBudget(env, budget, vector_envs=vector_envs)
     wrapped.reset(seed=seed)
     t0 = time.perf_counter()
-    extras = fn(wrapped, seed=seed, **kwargs) or {}
+    try:
+        extras = fn(wrapped, seed=seed, **kwargs) or {}
+    finally:
+        wrapped.release()
     wall = time.perf_counter() - t0
     tracker = extras.pop("tracker", None) or wrapped.tracker
     if tracker.best_allocation is None:

@@ -55,14 +55,21 @@ class EvalBudget(gym.Wrapper):
     :param env: a :class:`~prune_env.PruneRNNEnv` (possibly wrapped).
     :param budget: the most evaluations this wrapper lets through.
     :param tracker: where to record evaluations; a fresh :class:`Tracker` by default.
+    :param vector_envs: ``K > 1`` lets :meth:`evaluate_actions` score batches of ``K`` joint actions in one
+        batched pass of a :class:`~prune_env.PruneRNNVectorEnv` (built on first use from the env's task and
+        config); ``0`` or ``1``: one episode at a time.
     """
 
-    def __init__(self, env: gym.Env, budget: int, tracker: Tracker | None = None):
+    def __init__(self, env: gym.Env, budget: int, tracker: Tracker | None = None, vector_envs: int = 0):
         super().__init__(env)
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
             raise ValueError(f"`budget` must be an int >= 0, got {budget!r}")
+        if isinstance(vector_envs, bool) or not isinstance(vector_envs, int) or vector_envs < 0:
+            raise ValueError(f"`vector_envs` must be an int >= 0, got {vector_envs!r}")
         self.budget = budget
         self.tracker = tracker or Tracker(env.unwrapped.target_sparsity)
+        self.vector_envs = vector_envs
+        self._vec: Any = None
         self._used = 0
         self._last_obs: np.ndarray | None = None
 
@@ -98,6 +105,57 @@ class EvalBudget(gym.Wrapper):
             self._used += 1
             self.tracker.record(reward, info, target)
         return obs, reward, terminated, truncated, info
+
+
+    def evaluate_actions(self, actions: np.ndarray) -> list[tuple[float, dict[str, Any]]]:
+        """Joint mode: play one episode per row of ``actions`` (at most :attr:`remaining` rows are played).
+
+        Full batches of ``vector_envs`` rows are scored in one batched pass; the rest one by one. Either way
+        each row is one evaluation, counted and recorded like any other.
+
+        :param actions: ``(n, num_layers)`` joint actions.
+        :returns: ``(reward, info)`` per played row.
+        """
+        base = self.env.unwrapped
+        if base.mode != "joint":
+            raise ValueError("evaluate_actions plays joint-mode episodes; this env is in sequential mode")
+        actions = np.asarray(actions)[: self.remaining]
+        out: list[tuple[float, dict[str, Any]]] = []
+        k = self.vector_envs
+        start = 0
+        if k > 1:
+            while len(actions) - start >= k:
+                out += self._evaluate_vector(actions[start:start + k])
+                start += k
+        for a in actions[start:]:
+            self.reset()
+            _, reward, _, _, info = self.step(a)
+            out.append((float(reward), info))
+        return out
+
+    def _evaluate_vector(self, actions: np.ndarray) -> list[tuple[float, dict[str, Any]]]:
+        from prune_env import PruneRNNVectorEnv
+
+        base = self.env.unwrapped
+        if self._vec is None:
+            cfg = {k: v for k, v in base.config.items() if k not in ("task", "task_kwargs", "render_mode")}
+            cfg["target_sparsity"] = base.target_sparsity
+            self._vec = PruneRNNVectorEnv(base.task, num_envs=self.vector_envs, autoreset_mode="Disabled", **cfg)
+        self._vec.reset()
+        _, rewards, _, _, infos = self._vec.step(actions)
+        out = []
+        for i, alloc in enumerate(self._vec.allocations):
+            info = {"score": float(infos["score"][i]), "layer_sparsity": alloc}
+            self._used += 1
+            self.tracker.record(float(rewards[i]), info, base.target_sparsity)
+            out.append((float(rewards[i]), info))
+        return out
+
+    def release(self) -> None:
+        """Free the batched scorer's env copies (the wrapped env stays open: it is the caller's)."""
+        if self._vec is not None:
+            self._vec.close()
+            self._vec = None
 
 
 def split_budget(budget: int, parts: int) -> list[int]:

@@ -143,12 +143,16 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     update = 0
     t0 = time.perf_counter()
     while not env.exhausted:
-        obs_b, act_b, ret_b = [], [], []
-        for _ in range(min(args.batch_size, env.remaining)):
-            obs_ep, act_ep, reward = _episode(env, policy, gen, args.min_std)
-            obs_b += obs_ep
-            act_b += act_ep
-            ret_b += [reward] * len(obs_ep)
+        n = min(args.batch_size, env.remaining)
+        if base.mode == "joint":
+            obs_b, act_b, ret_b = _joint_batch(env, policy, gen, args.min_std, n)
+        else:
+            obs_b, act_b, ret_b = [], [], []
+            for _ in range(n):
+                obs_ep, act_ep, reward = _episode(env, policy, gen, args.min_std)
+                obs_b += obs_ep
+                act_b += act_ep
+                ret_b += [reward] * len(obs_ep)
         episode_returns = np.array(ret_b)
         mean_r = float(episode_returns.mean())
         baseline = mean_r if baseline is None else args.baseline_decay * baseline + (1 - args.baseline_decay) * mean_r
@@ -176,6 +180,18 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     if args.save_path:
         save(policy, args.save_path)
     return {"policy": policy, "updates": update, "save_path": args.save_path}
+
+
+def _joint_batch(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator, min_std: float,
+                 n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """Sample ``n`` one-step episodes at once (scored together when ``env.vector_envs`` allows)."""
+    obs, _ = env.reset()
+    with torch.no_grad():
+        d = policy.dist(torch.as_tensor(obs, dtype=torch.float32), min_std)
+        a = (d.mean + d.stddev * torch.randn((n, *d.mean.shape), generator=gen)).numpy().astype(np.float32)
+    played = env.evaluate_actions(np.clip(a, -1.0, 1.0))
+    obs32 = np.asarray(obs, dtype=np.float32)
+    return [obs32] * len(played), list(a[: len(played)]), [r for r, _ in played]
 
 
 def _episode(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator,

@@ -42,11 +42,11 @@ def run(name: str, out: Path) -> Path:
     """
     from prune_env.cli import main
 
-    before = set(out.iterdir()) if out.is_dir() else set()
-    code = main(["bench", *CONFIGS[name], "--out", str(out), "--no-progress"])
+    parent = out / f"{name}-{os.getpid()}"  # a parent of our own: other runs may share `out`
+    code = main(["bench", *CONFIGS[name], "--out", str(parent), "--no-progress"])
     if code != 0:
         raise SystemExit(f"bench {name} failed with exit code {code}")
-    (run_dir,) = set(out.iterdir()) - before
+    (run_dir,) = list(parent.iterdir())
     dest = RESULTS / name
     tmp = RESULTS / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,6 +59,12 @@ def run(name: str, out: Path) -> Path:
     return dest
 
 
+def _cached(preset: str) -> bool:
+    from prune_env.tasks.cache import cache_dir
+
+    return any(cache_dir().glob(f"{preset}-*.pt"))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
@@ -66,5 +72,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     for name in args.configs:
+        if name.startswith("pydoc") and not _cached("pydoc-char"):
+            print(f"== {name}: the pydoc-char model is trained first (cached afterwards)", flush=True)
         print(f"== {name}: prune-rnn bench {' '.join(CONFIGS[name])}", flush=True)
         print(f"filed under {run(name, Path(args.out))}", flush=True)

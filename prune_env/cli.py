@@ -109,13 +109,14 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="agent option, e.g. reinforce.learning_rate=0.1 (repeatable)")
     p.add_argument("--out", default="runs", help="parent directory of the run directory")
     p.add_argument("--device", default="cpu", help="device of the env's model copy")
+    p.add_argument("--vector-envs", type=int, default=0, metavar="K",
+                   help="score K candidates per batched pass (random, reinforce); same budget and results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_tasks(args: argparse.Namespace) -> int:
     """Print the presets."""
-    from rich.console import Console
     from rich.table import Table
 
     from .tasks import PRESETS
@@ -127,7 +128,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         table.add_row(name, desc)
     table.add_row("<dir>", "a corpus directory (train/valid/test .txt), same as corpus with path=<dir>")
     table.add_row("<module:function>", "your own factory returning an RNNTask")
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -157,7 +158,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 kw = dict(options.get(name, {}))
                 if name in ("reinforce", "ppo"):
                     kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
-                rows.append(_run_one(env, task, name, target, seed, args.budget, kw))
+                rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
                 bar.update(1)
     bar.close()
     summary = summarize(rows)
@@ -187,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         kw.setdefault("tensorboard_log", str(out / "tensorboard"))
     if name == "ppo":
         kw.setdefault("progress_bar", not args.no_progress)
-    row = _run_one(env, task, name, target, seed, args.budget, kw)
+    row = _run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs)
     meta = run_meta(args.argv, time.perf_counter() - row["wall_time_s"], task)
     meta.update(agent=name, algo=kw.get("algo", "PPO") if name == "ppo" else None, mode=args.mode)
     write_json(out / "allocation.json", {"task": task.name, "target_sparsity": target,
@@ -200,7 +201,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a saved allocation (or a saved policy's allocation) on validation and test."""
-    from rich.console import Console
     from rich.table import Table
 
     from . import PruneRNNEnv
@@ -228,19 +228,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table.add_row(f"{test:.4f}", f"{val:.4f}", f"{dense_test:.4f}", f"{counts.sum() / env.numels.sum():.4f}",
                   f"{env.total_params - int(counts.sum())}",
                   f"{size_bytes(model)}")
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- pieces
-def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: int,
-             kwargs: dict[str, Any]) -> dict[str, Any]:
+def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: int, kwargs: dict[str, Any],
+             vector_envs: int = 0) -> dict[str, Any]:
     """One search plus its single test scoring, as a result row."""
     import agents as A
 
     from .task import split_score
 
-    res = A.search(name, env, budget, seed=seed, **kwargs)
+    if vector_envs < 0:
+        raise CLIError(f"--vector-envs must be >= 0, got {vector_envs}")
+    res = A.search(name, env, budget, seed=seed, vector_envs=vector_envs if name in ("random", "reinforce") else 0,
+                   **kwargs)
     counts = env.counts_for(res.allocation)
     model = env.pruned_model(res.allocation)
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
@@ -444,7 +447,6 @@ def write_results(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
 
 def print_summary(summary: list[dict[str, Any]], title: str) -> None:
     """The rich table: one row per agent and sparsity."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -456,7 +458,7 @@ def print_summary(summary: list[dict[str, Any]], title: str) -> None:
         table.add_row(s["agent"], f"{s['target_sparsity']:g}", f"{s['test_mean']:.4f} ± {s['test_std']:.4f}",
                       f"{s['val_mean']:.4f}", f"{s['achieved_sparsity']:.4f}", f"{s['nonzero_params']:.0f}",
                       f"{s['evals']:.0f}", f"{s['wall_time_s']:.1f}", beat)
-    Console().print(table)
+    _console().print(table)
 
 
 def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
@@ -470,12 +472,13 @@ def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
 
     targets = sorted({s["target_sparsity"] for s in summary})
     agents_ = list(dict.fromkeys(s["agent"] for s in summary))
+    color = {a: f"C{i % 10}" for i, a in enumerate(agents_)}  # one colour per agent in every panel
     fig, axes = plt.subplots(1, 1 + len(targets), figsize=(5 * (1 + len(targets)), 4), squeeze=False)
     ax = axes[0, 0]
     for a in agents_:
         pts = sorted((s["achieved_sparsity"], s["test_mean"], s["test_std"]) for s in summary if s["agent"] == a)
         xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=a)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=a, color=color[a])
     ax.set_xlabel("overall sparsity")
     ax.set_ylabel("test score")
     ax.set_title("test score vs sparsity")
@@ -488,9 +491,9 @@ def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
             padded = np.array([np.pad(h, (0, n - len(h)), mode="edge") for h in hs])
             curve = np.nanmedian(padded, axis=0) if np.isfinite(padded).any() else padded[0]
             if n == 1:
-                ax.axhline(curve[0], linestyle="--", linewidth=1, label=a)
+                ax.axhline(curve[0], linestyle="--", linewidth=1, label=a, color=color[a])
             else:
-                ax.plot(np.arange(1, n + 1), curve, label=a)
+                ax.plot(np.arange(1, n + 1), curve, label=a, color=color[a])
         ax.set_xscale("log")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best validation score so far")
@@ -574,6 +577,14 @@ def _git_commit() -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _console() -> Any:
+    """A rich console; wide when writing to a file or pipe, so logs keep one line per table row."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _one_line(e: BaseException) -> str:

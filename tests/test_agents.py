@@ -293,3 +293,22 @@ def test_reinforce_learns_in_sequential_mode():
     env = synthetic_env(mode="sequential")
     res = agents.search("reinforce", env, 300, seed=0)
     assert _policy_score(env, res) >= 1 - 2 * MARGIN
+
+
+@pytest.mark.parametrize("name", ["random", "reinforce"])
+def test_vector_envs_same_result_same_budget(name):
+    from prune_env import PruneRNNVectorEnv
+
+    env, counter = counted_env()
+    plain = agents.search(name, env, 10, seed=0)
+    counter.calls = 0
+    PruneRNNVectorEnv(env.task, num_envs=4, target_sparsity=0.6, device="cpu", autoreset_mode="Disabled")
+    setup = counter.calls  # the vector env's own dense score and probe: calibration, not candidates
+    counter.calls = 0
+    batched = agents.search(name, env, 10, seed=0, vector_envs=4)  # 2 batched passes of 4, then 2 single
+    assert batched.evals == 10 and len(batched.history) == 10
+    # Batched passes bypass task.evaluate; a vector env that found one-by-one scoring faster uses it. Either way
+    # no candidate is scored twice and none past the budget.
+    assert 2 <= counter.calls - setup <= 10
+    assert batched.allocation == plain.allocation
+    np.testing.assert_allclose(batched.history, plain.history, atol=1e-5)
