@@ -1,0 +1,105 @@
+"""CPU inference latency of the exported 50%-hidden-unit-pruned model vs the dense model (issue 4 target).
+
+Target: <= 0.35x dense on ``pydoc-char``. Both models run the task's validation inputs in the same process,
+interleaved (dense, pruned, dense, ...), after warm-up; the ratio of medians is reported. The pruned model is the
+file written by :func:`prune_env.export` and read back by :func:`prune_env.load`, i.e. what a user deploys.
+
+Run: ``python benchmarks/structured_latency.py --task pydoc-char``
+Writes ``benchmarks/results/structured_latency.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_size import RESULTS, meta  # noqa: E402
+
+import prune_env  # noqa: E402
+from prune_env.export import export, load  # noqa: E402
+from prune_env.task import split_score  # noqa: E402
+from prune_env.tasks import make_task  # noqa: E402
+
+
+@torch.no_grad()
+def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    model(x)
+    return time.perf_counter() - t0
+
+
+def measure(task_name: str, fraction: float, batch: int, reps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    task = make_task(task_name, progress=False)
+    env = prune_env.PruneRNNEnv(task, granularity="hidden_unit", device="cpu")
+    allocation = dict.fromkeys(env.layer_names, fraction)
+    small = env.pruned_model(allocation)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "small.prnn"
+        export(small, path)
+        deployed = load(path)
+    dense = task.model.eval()
+    x = task.eval_batch[0][:batch]
+    for _ in range(3):
+        _time(dense, x), _time(deployed, x)
+    t_dense, t_small = [], []
+    for _ in range(reps):
+        t_dense.append(_time(dense, x))
+        t_small.append(_time(deployed, x))
+    val = split_score(task.evaluate(deployed))[0]
+    test = split_score(task.test(deployed))[0] if task.test else float("nan")
+    return {"task": task_name, "unit_fraction_removed": fraction, "input_shape": list(x.shape), "threads": threads,
+            "reps": reps, "dense_median_s": statistics.median(t_dense), "pruned_median_s": statistics.median(t_small),
+            "ratio": statistics.median(t_small) / statistics.median(t_dense),
+            "dense_params": sum(p.numel() for p in dense.parameters()),
+            "pruned_params": sum(p.numel() for p in deployed.parameters()),
+            "dense_val": env.dense_score, "pruned_val": val,
+            "dense_test": split_score(task.test(dense))[0] if task.test else float("nan"), "pruned_test": test,
+            "modules": {n: f"{type(m).__name__}(hidden={m.hidden_size})" for n, m in deployed.named_modules()
+                        if isinstance(m, torch.nn.RNNBase)}}
+
+
+def to_markdown(result: dict) -> str:
+    m = result["meta"]
+    lines = ["# CPU latency of a hidden-unit-pruned model (exported, then loaded)", "",
+             f"`{m['command']}` at commit {m['git_commit']}, torch {m['torch']}, {m['machine']}, {m['date']}. "
+             "Target: pruned <= 0.35x dense.", "",
+             "| task | removed units | input | threads | dense median ms | pruned median ms | ratio | params "
+             "dense -> pruned | val dense -> pruned | test dense -> pruned |",
+             "|---|---:|---|---:|---:|---:|---:|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['task']} | {r['unit_fraction_removed']:.0%} | {'x'.join(map(str, r['input_shape']))} | "
+                     f"{r['threads']} | {1e3 * r['dense_median_s']:.2f} | {1e3 * r['pruned_median_s']:.2f} | "
+                     f"{r['ratio']:.3f} | {r['dense_params']} -> {r['pruned_params']} | "
+                     f"{r['dense_val']:.4f} -> {r['pruned_val']:.4f} | "
+                     f"{r['dense_test']:.4f} -> {r['pruned_test']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="pydoc-char")
+    parser.add_argument("--fraction", type=float, default=0.5, help="fraction of hidden units removed per layer")
+    parser.add_argument("--batch", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", default=str(RESULTS / "structured_latency"))
+    args = parser.parse_args()
+    runs = [measure(args.task, args.fraction, args.batch, args.reps, t) for t in args.threads]
+    result = {"meta": meta(), "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(result, indent=2))
+    Path(args.out + ".md").write_text(to_markdown(result))
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()
