@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--algo", default=None, help="SB3 algorithm of a .zip policy (default: from train's meta)")
     e.add_argument("--mode", default="joint", choices=("joint", "sequential"))
     e.add_argument("--device", default="cpu")
+    e.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="fine-tune the pruned model for N Adam steps, masks fixed, before scoring (seed 0)")
     e.set_defaults(func=cmd_evaluate)
 
     ls = sub.add_parser("tasks", help="list the built-in tasks")
@@ -206,6 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import PruneRNNEnv
     from .task import split_score
 
+    if args.finetune_steps < 0:
+        raise CLIError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
     task = resolve_cli_task(args.task, args.task_seed, True)
     if args.allocation:
         allocation = _read_allocation(args.allocation)
@@ -216,6 +220,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         env = PruneRNNEnv(task, target_sparsity=_check_sparsity(args.sparsity), mode=args.mode, device=args.device)
         allocation = _policy_allocation(env, args.policy, args.algo)
     model = env.pruned_model(allocation)
+    if args.finetune_steps:
+        import torch
+
+        from .export import masks
+        from .finetune import finetune
+
+        finetune(model, task, args.finetune_steps, masks(model), torch.Generator().manual_seed(0))
     counts = env.counts_for(allocation)
     val = split_score(task.evaluate(model))[0]
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
