@@ -53,8 +53,12 @@ class Args:
     baseline_decay: float = 0.8
     """decay of the moving-average reward baseline"""
     hidden: int = 64
-    """width of the hidden layer in sequential mode (joint mode's observation never changes, so its policy is a
-    free mean vector: an MLP there only multiplies the effective step size by its width)"""
+    """width of the hidden layer in sequential mode"""
+    joint_hidden: int = 0
+    """width of the hidden layer in joint mode; 0 (default): a free mean vector, since the joint observation never
+    changes for a given target and an MLP there only multiplies the effective step size by its width"""
+    center: bool | None = None
+    """centre the joint mean on the uniform request; None: automatically in joint budget mode (see the module)"""
     tensorboard_log: str | None = None
     """TensorBoard log directory; None: no logging"""
     save_path: str | None = None
@@ -128,8 +132,8 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
         # Joint budget mode: the env's projection ignores a common shift of all requests, so an uncentred mean
         # drifts along that direction (Adam rescales its noisy gradient to full steps) until it clips at +-1 and
         # the allocation collapses to uniform. Centring removes the direction.
-        center = base.mode == "joint" and base.target_sparsity is not None
-        hidden = args.hidden if base.mode == "sequential" else 0
+        center = base.mode == "joint" and base.target_sparsity is not None if args.center is None else args.center
+        hidden = args.hidden if base.mode == "sequential" else args.joint_hidden
         policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
                                 init_action=2.0 * target / base.max_sparsity - 1.0, init_std=args.init_std,
                                 center=center)
@@ -243,10 +247,10 @@ def _parse_args(kwargs: dict[str, Any]) -> Args:
             raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
     if not 0 <= args.baseline_decay < 1:
         raise ValueError(f"reinforce `baseline_decay` must be in [0, 1), got {args.baseline_decay!r}")
-    for name in ("batch_size", "hidden"):
+    for name, least in (("batch_size", 1), ("hidden", 1), ("joint_hidden", 0)):
         v = getattr(args, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"reinforce `{name}` must be a positive int, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ValueError(f"reinforce `{name}` must be an int >= {least}, got {v!r}")
     return args
 
 
@@ -261,6 +265,16 @@ def _writer(logdir: str | None, args: Args):
     return writer
 
 
+def _literal(text: str) -> Any:
+    """A command-line value as a Python literal (``None``, ``True``, ``0.1``), else the string itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 if __name__ == "__main__":
     import agents
     import prune_env
@@ -272,7 +286,7 @@ if __name__ == "__main__":
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     for f in dataclasses.fields(Args):
-        kind = float if f.type in ("float", float) else int if f.type in ("int", int) else str
+        kind = float if f.type in ("float", float) else int if f.type in ("int", int) else _literal
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     cli = vars(parser.parse_args())
     env = prune_env.PruneRNNEnv(cli.pop("task"), target_sparsity=cli.pop("target_sparsity"), mode=cli.pop("mode"))
