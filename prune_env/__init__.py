@@ -1,13 +1,14 @@
 """prune-rnn-gym: a Gymnasium environment for learning per-layer pruning of recurrent networks."""
 
 from .env import PruneRNNEnv
+from .export import export, load
 from .layers import PrunableLayer, find_prunable_layers
 from .registration import register_envs
 from .task import RNNTask
 from .vector_env import PruneRNNVectorEnv, SB3VecEnv
 
 __all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
-           "SB3VecEnv"]
+           "SB3VecEnv", "export", "load"]
 __version__ = "0.1.0"
 
 register_envs()
