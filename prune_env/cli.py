@@ -145,6 +145,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = _parse_options(args.option, names)
     progress = not args.no_progress
     task = resolve_cli_task(args.task, args.task_seed, progress)
+    if "gradient" in names and task.loss is None:
+        raise CLIError(f"agent 'gradient' needs gradients, but task {task.name!r} has no `loss`; drop it from --agents")
     out = new_run_dir(args.out)
     t_start = time.perf_counter()
 
