@@ -55,12 +55,25 @@ class PruneRNNEnv(gym.Env):
     - ``"sequential"`` (AMC style): one layer per step in the order of ``layer_names``; the episode ends after
       the last layer. Intermediate rewards are 0; the model is scored once, at the end.
 
+    Two granularities:
+
+    - ``"unstructured"`` (default): the layers above; individual weights are zeroed.
+    - ``"hidden_unit"``: each stacked layer of a recurrent module is one layer of the allocation (named
+      ``rnn.l0``, ``rnn.l1``, ...; both directions together) and a sparsity is the fraction of its hidden units
+      removed in each direction, with all their weights (gate rows, recurrent column, the consumer's input column;
+      see :mod:`prune_env.structured`). Budgets and ``overall_sparsity`` count units; every layer keeps one unit.
+      :meth:`pruned_model` returns a physically smaller model that computes what the env scored.
+
     ## Action Space
 
     ``Box(-1, 1, (num_layers,), float32)`` in joint mode, ``Box(-1, 1, (1,), float32)`` in sequential mode.
     An action ``a`` maps linearly to a sparsity ``s = (a + 1) / 2 * max_sparsity``, so -1 keeps a layer dense and
     +1 prunes ``max_sparsity`` of it. Actions outside [-1, 1] are clipped; NaN, inf or a wrong shape raise
     ``ValueError``.
+
+    With ``quantize`` the action doubles: joint ``(2 * num_layers,)`` = sparsities then bit-widths, sequential
+    ``(2,)`` = ``[sparsity, bits]``; a bit coordinate's [-1, 1] is split into equal bins over
+    :data:`prune_env.quantize.BITS` ``(2, 3, 4, 6, 8, 16, 32)``.
 
     In budget mode (``target_sparsity`` set) the requested sparsities are corrected so that every episode ends
     at exactly ``round(target_sparsity * N)`` pruned weights (``N`` = prunable weights):
@@ -102,6 +115,8 @@ class PruneRNNEnv(gym.Env):
     | prev_action           | the previous step's applied sparsity                                        |
     | progress              | steps taken / ``num_layers`` (sequential), 0 or 1 (joint)                   |
     | rest_share            | share of prunable weights in the layers after the current one (sequential)  |
+    | bits_0 .. bits_L-1    | ``quantize`` only: each layer's chosen bit-width / 32 (1 until chosen)      |
+    | size_fraction         | ``quantize`` only: current compressed bits / float32 bits of prunable weights|
 
     ## Rewards
 
@@ -110,7 +125,13 @@ class PruneRNNEnv(gym.Env):
 
     - budget mode (``target_sparsity`` set): ``rel``;
     - penalty mode: ``rel - size_penalty * remaining_fraction``, where ``remaining_fraction`` is the fraction of
-      prunable weights kept.
+      prunable weights kept (``hidden_unit``: counted exactly from the removed units' weights);
+    - ``quantize``, in both modes: ``rel - size_penalty * size_fraction``, where ``size_fraction`` is the
+      compressed size (values x bits, sparse index, scales or codebooks; :mod:`prune_env.size`) of the prunable
+      weights over their float32 size. The budget fixes the sparsity; the penalty prices the bits.
+
+    With ``finetune_steps`` the pruned model is fine-tuned (a copy, masks fixed, batches from
+    ``task.train_loss`` seeded by ``np_random``) before it is scored.
 
     The reward is given at the last step of an episode; its two terms are in ``info["reward_terms"]``. Only
     ``task.evaluate`` (validation) is used; the test score never reaches the reward or ``info``.
@@ -129,12 +150,16 @@ class PruneRNNEnv(gym.Env):
     sparsity), ``nonzero_params`` (parameters of the whole model that are not pruned, biases included),
     ``size_bytes`` (see :mod:`prune_env.size`), ``reward_terms``, and any extra metrics the task's ``evaluate``
     returned (e.g. ``perplexity``). Earlier sequential steps carry ``layer_sparsity`` and ``overall_sparsity``.
+    ``hidden_unit`` adds ``weight_sparsity`` (fraction of prunable weights removed); ``quantize`` adds
+    ``layer_bits`` (dict name -> bits) and ``size_fraction``. ``size_bytes`` is the exact encoded size of the
+    model (``hidden_unit``: the smaller model's float32 parameters).
 
     ## Arguments
 
     ```python
     PruneRNNEnv(task, *, target_sparsity=None, mode="joint", size_penalty=0.5, criterion="magnitude",
-                max_sparsity=0.98, device=None, render_mode=None, task_kwargs=None, config=None)
+                max_sparsity=0.98, device=None, render_mode=None, task_kwargs=None, granularity="unstructured",
+                quantize=False, finetune_steps=0, config=None)
     ```
 
     - ``task``: an :class:`~prune_env.RNNTask` or a preset name (see ``prune_env.tasks.PRESETS``). A ``dict``
@@ -147,6 +172,11 @@ class PruneRNNEnv(gym.Env):
     - ``max_sparsity``: the most any one layer may be pruned, in (0, 1].
     - ``device``: where the env's copy of the model runs; default ``"cuda"`` when available, else ``"cpu"``.
     - ``task_kwargs``: keyword arguments for building a preset task (e.g. ``{"seed": 1}``).
+    - ``granularity``: ``"unstructured"`` or ``"hidden_unit"``; with ``hidden_unit`` the ``criterion`` ranks units:
+      L2 norm of the unit's weights, of their gradient, or ``(sum w * g) ** 2``.
+    - ``quantize``: ``False``, ``True``/``"linear"`` (per-output-channel symmetric) or ``"kmeans"`` (shared
+      codebook per layer); adds per-layer bit-widths to the action. Unstructured granularity only.
+    - ``finetune_steps``: Adam steps of recovery fine-tuning before each episode is scored (0: none).
     - ``config``: a dict merged over :meth:`default_config` and the keyword arguments; its entries win.
 
     ## Example
