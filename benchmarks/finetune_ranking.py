@@ -105,8 +105,10 @@ def main() -> None:
     parser.add_argument("--allocations", type=int, default=12)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if len(args.sparsity) != len(args.granularity):
         args.sparsity = args.sparsity * len(args.granularity)
     runs = [run(args.task, g, s, args.allocations, args.steps, args.lr)

@@ -88,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pydoc-char")
     parser.add_argument("--fraction", type=float, default=0.5, help="fraction of hidden units removed per layer")
-    parser.add_argument("--batch", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--batch", type=int, default=64, help="sequences per forward pass")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", default=str(RESULTS / "structured_latency"))
