@@ -163,10 +163,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if name in ("reinforce", "ppo"):
                     kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
                 rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
+                # Rewritten after every run, so a bench stopped part-way keeps what it finished.
+                write_results(out, {**run_meta(args.argv, t_start, task), "complete": False}, rows, summarize(rows))
                 bar.update(1)
     bar.close()
     summary = summarize(rows)
-    meta = run_meta(args.argv, t_start, task)
+    meta = {**run_meta(args.argv, t_start, task), "complete": True}
     write_results(out, meta, rows, summary)
     plot_pareto(out / "pareto.png", rows, summary)
     plot_allocations(out / "allocation.png", summary)
