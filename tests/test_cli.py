@@ -33,7 +33,7 @@ def test_bench_writes_results_and_never_overwrites(tmp_path, capsys):
     data = json.loads((runs[0] / "results.json").read_text())
     meta = data["meta"]
     assert meta["command"].startswith("prune-rnn bench") and meta["torch"] and "wall_time_s" in meta
-    assert "git_commit" in meta and meta["machine"]["cpus"] >= 1
+    assert "git_commit" in meta and meta["machine"]["cpus"] >= 1 and meta["complete"] is True
     assert len(data["runs"]) == 2 * 4 * 2
     assert all(r["evals"] <= 4 for r in data["runs"])
     assert {(s["agent"], s["target_sparsity"]) for s in data["summary"]} == {
