@@ -23,16 +23,16 @@ ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "p
 CONFIGS: dict[str, list[str]] = {
     "digits-main": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "uniform", "global", "random",
                     "reinforce", "ppo", "--budget", "100", "--seeds", "0"],
-    "digits": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "300",
-               "--seeds", "0", "1", "2"],
+    "digits": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
+               "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "pydoc-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", *ALL, "--budget", "1000", "--seeds", "0",
                   "--vector-envs", "8"],
     "pydoc-0.8": ["--task", "pydoc-char", "--sparsity", "0.8", "--agents", *ALL, "--budget", "1000", "--seeds", "0",
                   "--vector-envs", "8"],
     "pydoc-oracle-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", "random", "--budget", "10000",
                          "--seeds", "0", "--vector-envs", "8"],
-    "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "300",
-            "--seeds", "0", "1", "2"],
+    "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
+            "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
 
 
