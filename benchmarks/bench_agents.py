@@ -31,6 +31,8 @@ CONFIGS: dict[str, list[str]] = {
                   "--vector-envs", "8"],
     "pydoc-oracle-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", "random", "--budget", "10000",
                          "--seeds", "0", "--vector-envs", "8"],
+    "digits-oracle": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "random", "--budget", "1000",
+                      "--seeds", "0", "--vector-envs", "8"],
     "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
             "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
@@ -58,7 +60,29 @@ def run(name: str, out: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+    write_markdown(dest)
     return dest
+
+
+def write_markdown(dest: Path) -> None:
+    """``results.md``: the summary table of ``dest/results.json`` with the command that produced it."""
+    import json
+
+    data = json.loads((dest / "results.json").read_text())
+    meta = data["meta"]
+    lines = [f"`{meta['command']}`", "",
+             f"commit {meta['git_commit']}, torch {meta['torch']}, {meta['machine']['cpus']} CPUs "
+             f"({meta['machine']['platform']}), wall time {meta['wall_time_s']:.0f} s"
+             + ("" if meta.get("complete", True) else ", **incomplete: stopped part-way**"), "",
+             "| sparsity | agent | test (mean ± std) | val | evals | evals to beat global | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(data["summary"], key=lambda r: (r["target_sparsity"], -r["test_mean"])):
+        beat = "-" if r["evals_to_beat_global"] is None else f"{r['evals_to_beat_global']:.0f}"
+        lines.append(f"| {r['target_sparsity']:g} | {r['agent']} | {r['test_mean']:.4f} ± {r['test_std']:.4f} | "
+                     f"{r['val_mean']:.4f} | {r['evals']:.0f} | {beat} | {r['wall_time_s']:.1f} |")
+    tmp = dest / "results.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, dest / "results.md")
 
 
 def _cached(preset: str) -> bool:
@@ -69,10 +93,17 @@ def _cached(preset: str) -> bool:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
+    parser.add_argument("configs", nargs="*", help=f"any of {sorted(CONFIGS)}")
+    parser.add_argument("--markdown", action="store_true", help="only rewrite results.md of the filed configs")
     parser.add_argument("--out", default=str(ROOT / "runs"), help="where the CLI writes its run directories")
     args = parser.parse_args()
+    unknown = sorted(set(args.configs) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {sorted(CONFIGS)}")
     sys.path.insert(0, str(ROOT))
+    if args.markdown:
+        for d in sorted(p for p in RESULTS.iterdir() if (p / "results.json").is_file()):
+            write_markdown(d)
     for name in args.configs:
         if name.startswith("pydoc") and not _cached("pydoc-char"):
             print(f"== {name}: the pydoc-char model is trained first (cached afterwards)", flush=True)
