@@ -72,6 +72,16 @@ class ColumnSource:
     start: int
 
 
+@dataclass(frozen=True)
+class StateRead:
+    """A read ``h_n[i]`` of one layer's and direction's final hidden state, at graph node ``node``."""
+
+    module: str
+    node: str
+    layer: int
+    direction: int
+
+
 @dataclass
 class MaskedTensor:
     """How one parameter is masked: rows by a group's units (repeated per gate), columns by producing groups.
@@ -110,6 +120,7 @@ class UnitPlan:
             self._add_groups(mname, self.modules[mname])
         self.calls = _rnn_calls(self.graph_module, self.rnn_names)
         self.linears: dict[str, list[ColumnSource]] = {}
+        self.state_reads: list[StateRead] = []
         self.rnn_inputs: dict[str, list[ColumnSource]] = {}
         for mname in self.rnn_names:
             self._find_consumers(mname)
@@ -135,14 +146,20 @@ class UnitPlan:
         m = self.modules[mname]
         last = self._first_group[mname] + m.num_layers - 1
         sources = [ColumnSource(last, d, d * m.hidden_size) for d in range(self.groups[last].directions)]
-        out = _sequence_output(node, mname)
-        for consumer in _follow(out, mname, self.graph_module):
-            target = self.graph_module.get_submodule(consumer.target)
-            table = self.rnn_inputs if isinstance(target, nn.RNNBase) else self.linears
-            if consumer.target in table:
-                raise ValueError(f"`{consumer.target}` consumes more than one recurrent output; hidden_unit "
-                                 "pruning needs each consumer fed by a single recurrent module")
-            table[consumer.target] = sources
+        out, reads = _outputs(node, mname, m)
+        paths = [(out, 3, sources)]
+        for read, layer, d in reads:  # h_n[i]: one direction of one layer, (batch, hidden)
+            g = self._first_group[mname] + layer
+            paths.append((read, 2, [ColumnSource(g, d, 0)]))
+            self.state_reads.append(StateRead(mname, read.name, layer, d))
+        for start, ndim, srcs in paths:
+            for consumer in _follow(start, mname, self.graph_module, ndim):
+                target = self.graph_module.get_submodule(consumer.target)
+                table = self.rnn_inputs if isinstance(target, nn.RNNBase) else self.linears
+                if consumer.target in table:
+                    raise ValueError(f"`{consumer.target}` consumes more than one recurrent output; hidden_unit "
+                                     "pruning needs each consumer fed by a single recurrent output")
+                table[consumer.target] = srcs
 
     def _masked_tensors(self) -> list[MaskedTensor]:
         out: list[MaskedTensor] = []
@@ -339,28 +356,59 @@ def _rnn_calls(gm: fx.GraphModule, names: Sequence[str]) -> dict[str, fx.Node]:
     return calls
 
 
-def _sequence_output(node: fx.Node, mname: str) -> fx.Node | None:
-    """The ``output`` element of ``output, h_n = rnn(x)``; fails if ``h_n`` (or the tuple itself) is used."""
-    out = None
+def _is_getitem(node: fx.Node, index=None) -> bool:
+    return (node.op == "call_function" and node.target is operator.getitem
+            and (index is None or (isinstance(node.args[1], int) and node.args[1] == index)))
+
+
+def _outputs(node: fx.Node, mname: str, m: nn.RNNBase) -> tuple[fx.Node | None, list[tuple[fx.Node, int, int]]]:
+    """The ``output`` node of ``output, h_n = rnn(x)`` and the reads ``h_n[i]`` as ``(node, layer, direction)``.
+
+    ``h_n`` may only be indexed by a constant int (``h_n[-1]``: the last layer's last direction); an LSTM's ``c_n``
+    may not be used.
+    """
+    out, reads = None, []
+    dirs = 2 if m.bidirectional else 1
     for user in node.users:
-        if user.op == "call_function" and user.target is operator.getitem and user.args[1] == 0:
+        if _is_getitem(user, 0):
             out = user
-        elif user.op == "call_function" and user.target is operator.getitem and user.args[1] == 1:
-            if user.users:
-                raise ValueError(f"the model uses the final hidden state h_n of `{mname}`; hidden_unit pruning "
-                                 "supports models that consume the output sequence only")
+        elif _is_getitem(user, 1):
+            for h_n in _final_states(user, mname, isinstance(m, nn.LSTM)):
+                for read in h_n.users:
+                    if not (_is_getitem(read) and isinstance(read.args[1], int)):
+                        raise ValueError(f"the final hidden state h_n of `{mname}` is used by {_describe(read)}; "
+                                         "hidden_unit pruning supports h_n[i] with a constant int i only")
+                    i = read.args[1] % (m.num_layers * dirs)
+                    reads.append((read, i // dirs, i % dirs))
         else:
             raise ValueError(f"the output tuple of `{mname}` is used by {_describe(user)}; expected "
                              "`output, h_n = rnn(x)`")
-    return out
+    return out, reads
 
 
-def _follow(start: fx.Node | None, mname: str, gm: fx.GraphModule) -> list[fx.Node]:
-    """The consumers (``nn.Linear`` or recurrent modules) of a recurrent output, through feature-preserving ops."""
+def _final_states(node: fx.Node, mname: str, lstm: bool) -> list[fx.Node]:
+    """The ``h_n`` nodes under the second element of a recurrent call (``(h_n, c_n)`` for an LSTM)."""
+    if not lstm:
+        return [node]
+    found = []
+    for user in node.users:
+        if _is_getitem(user, 0):
+            found.append(user)
+        elif user.users:
+            raise ValueError(f"the model uses the final cell state c_n of `{mname}` (or the (h_n, c_n) tuple); "
+                             "hidden_unit pruning supports the output sequence and h_n[i] only")
+    return found
+
+
+def _follow(start: fx.Node | None, mname: str, gm: fx.GraphModule, ndim: int = 3) -> list[fx.Node]:
+    """The consumers (``nn.Linear`` or recurrent modules) of a recurrent output, through feature-preserving ops.
+
+    ``ndim`` is the rank of ``start``'s value: 3 for a batched output sequence, 2 for ``h_n[i]``.
+    """
     if start is None:
         return []
     consumers: list[fx.Node] = []
-    frontier = [(start, 3)]  # (node, ndim of the value): a batched recurrent output is (B, T, H) or (T, B, H)
+    frontier = [(start, ndim)]
     while frontier:
         node, ndim = frontier.pop()
         for user in node.users:
@@ -496,23 +544,39 @@ def _shrink_rnn(gm: fx.GraphModule, plan: UnitPlan, mname: str, kept) -> None:
     if old.dropout > 0:
         stack["dropout"] = nn.Dropout(old.dropout)
     _set_submodule(gm, mname, stack)
-    _chain_layers(gm, _call_node(gm, mname), mname, len(layers), old.dropout > 0)
+    calls = _chain_layers(gm, _call_node(gm, mname), mname, len(layers), old.dropout > 0)
+    _reroute_state_reads(gm, [r for r in plan.state_reads if r.module == mname], calls, isinstance(old, nn.LSTM))
 
 
-def _chain_layers(gm: fx.GraphModule, node: fx.Node, mname: str, n: int, dropout: bool) -> None:
-    """Replace the call of a stacked module by calls of its single-layer parts, output to input."""
+def _chain_layers(gm: fx.GraphModule, node: fx.Node, mname: str, n: int, dropout: bool) -> list[fx.Node]:
+    """Replace the call of a stacked module by calls of its single-layer parts, output to input; returns them."""
     graph = gm.graph
     x = node.args[0] if node.args else next(iter(node.kwargs.values()))
+    calls: list[fx.Node] = []
     with graph.inserting_before(node):
-        call = None
         for i in range(n):
             if i:
-                x = graph.call_function(operator.getitem, (call, 0))
+                x = graph.call_function(operator.getitem, (calls[-1], 0))
                 if dropout:
                     x = graph.call_module(f"{mname}.dropout", (x,))
-            call = graph.call_module(f"{mname}.l{i}", (x,))
-    node.replace_all_uses_with(call)
+            calls.append(graph.call_module(f"{mname}.l{i}", (x,)))
+    node.replace_all_uses_with(calls[-1])
     graph.erase_node(node)
+    return calls
+
+
+def _reroute_state_reads(gm: fx.GraphModule, reads: Sequence[StateRead], calls: Sequence[fx.Node],
+                         lstm: bool) -> None:
+    """Point each ``h_n[i]`` of a split stacked module at the single-layer module that now holds that layer."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for read in reads:
+        old = nodes[read.node]
+        with gm.graph.inserting_before(old):
+            h = gm.graph.call_function(operator.getitem, (calls[read.layer], 1))
+            if lstm:
+                h = gm.graph.call_function(operator.getitem, (h, 0))
+            new = gm.graph.call_function(operator.getitem, (h, read.direction))
+        old.replace_all_uses_with(new)
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:

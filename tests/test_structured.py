@@ -107,15 +107,52 @@ def test_two_recurrent_modules_in_a_chain():
     assert small.b.input_size == 8 and small.b.hidden_size == 4
 
 
-class _UsesHidden(nn.Module):
+class _LastState(nn.Module):
+    """A classifier on the final hidden state ``h_n[index]`` (the common ``h[-1]`` pattern)."""
+
+    def __init__(self, rnn: str, layers: int, bidirectional: bool, index: int = -1):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 5)
+        self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[rnn](5, 8, layers, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(8, 3)
+        self.index = index
+
+    def forward(self, x):
+        _, h = self.rnn(self.emb(x))
+        if isinstance(self.rnn, nn.LSTM):
+            h = h[0]
+        return self.head(torch.relu(h[self.index]))
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("layers, bidirectional, index", [(1, False, -1), (2, False, -1), (2, True, -1),
+                                                          (2, True, -2), (3, False, 0)])
+def test_classifier_on_final_hidden_state(rnn, layers, bidirectional, index):
+    torch.manual_seed(4)
+    model = _LastState(rnn, layers, bidirectional, index).eval()
+    plan, masker, work, small = _masked_and_small(model, lambda p: [2 + i for i in range(len(p.groups))])
+    x = torch.randint(0, VOCAB, (4, 6))
+    torch.testing.assert_close(small(x), work(x), atol=1e-5, rtol=1e-5)
+    dirs = 2 if bidirectional else 1
+    layer = (index % (layers * dirs)) // dirs
+    assert small.head.in_features == 8 - 2 - layer
+
+
+class _UsesCell(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.GRU(4, 5, batch_first=True)
+        self.rnn = nn.LSTM(4, 5, batch_first=True)
         self.head = nn.Linear(5, 2)
 
     def forward(self, x):
-        _, h = self.rnn(x)
-        return self.head(h[-1])
+        _, (h, c) = self.rnn(x)
+        return self.head(c[-1])
+
+
+class _SumsHidden(_UsesCell):
+    def forward(self, x):
+        _, (h, c) = self.rnn(x)
+        return self.head(h.sum(0))
 
 
 class _Norm(nn.Module):
@@ -146,7 +183,7 @@ class _Sliced(_Norm):
         return self.head(torch.cat([self.rnn(x)[0][..., :3], x[..., :2]], -1))
 
 
-@pytest.mark.parametrize("model, words", [(_UsesHidden(), "h_n"), (_Norm(), "LayerNorm"),
+@pytest.mark.parametrize("model, words", [(_UsesCell(), "c_n"), (_SumsHidden(), "h_n"), (_Norm(), "LayerNorm"),
                                           (_Branchy(), "torch.fx"), (_Sliced(), "getitem")])
 def test_untraceable_or_unsupported_models_name_the_blocker(model, words):
     with pytest.raises(ValueError, match=words):
