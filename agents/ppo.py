@@ -215,7 +215,8 @@ def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[s
     name = algo_cls.__name__
     kw: dict[str, Any] = {"learning_rate": args.learning_rate, "policy_kwargs": {"net_arch": list(args.net_arch)}}
     if name in ("PPO", "A2C"):
-        kw["n_steps"] = max(1, min(args.n_steps, budget // n_envs))
+        # SB3 needs a rollout of at least 2 steps; with a budget of 1 the second one is a free over-budget step.
+        kw["n_steps"] = max(2 if n_envs == 1 else 1, min(args.n_steps, budget // n_envs))
         kw["policy_kwargs"]["log_std_init"] = args.log_std_init
         kw["gamma"] = 0.99
     if name == "PPO":

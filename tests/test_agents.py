@@ -74,6 +74,14 @@ def test_sequential_mode_respects_budget(name):
     assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
 
 
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("budget", [1, 2])
+def test_tiny_budgets(name, budget):
+    env, counter = counted_env()
+    res = agents.search(name, env, budget, seed=0, **FAST.get(name, {}))
+    assert counter.calls == res.evals <= budget and res.allocation
+
+
 def test_ppo_budget_exact_when_rollouts_overshoot():
     # 3 envs x 8 steps = 24 steps per rollout; 10 evaluations end mid-rollout.
     env, counter = counted_env()
