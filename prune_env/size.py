@@ -116,7 +116,9 @@ def encoding(weight: torch.Tensor, bits: int = 32, method: str = "linear") -> En
     best = Encoding(n, rows, nnz, "dense", 0, n, bits, method)
     options = [Encoding(n, rows, nnz, "bitmask", 0, nnz, bits, method)]
     skips = _skips(mask)
-    for b in range(1, MAX_RELATIVE_BITS + 1):
+    # Past the bit length of the longest skip there are no fillers and wider indices only cost more.
+    widest = max(1, int(skips.max()).bit_length()) if skips.numel() else 1
+    for b in range(1, min(MAX_RELATIVE_BITS, widest) + 1):
         entries = int(skips.numel() + (skips >> b).sum())
         options.append(Encoding(n, rows, nnz, "relative", b, entries, bits, method))
     for option in options:
