@@ -124,6 +124,19 @@ def test_corpus_ptb_slice(level):
         assert task.metadata["unk_rate"]["val"] > task.metadata["unk_rate"]["train"]
 
 
+@pytest.mark.parametrize("model, x", [
+    (SequenceClassifier(8, 6, 2, 10), torch.rand(3, 8, 8)),
+    (CharLM(20, 4, 6, 2), torch.randint(0, 20, (3, 5))),
+    (WordLM(30, 4, 6, 1), torch.randint(0, 30, (3, 5))),
+])
+def test_models_trace_pickle_and_copy(model, x):
+    # Hidden-unit removal rewrites the torch.fx graph, so the forwards must trace.
+    traced = torch.fx.symbolic_trace(model)
+    assert torch.equal(traced(x), model(x))
+    assert torch.equal(pickle.loads(pickle.dumps(model))(x), model(x))
+    assert torch.equal(copy.deepcopy(model)(x), model(x))
+
+
 # --- determinism -----------------------------------------------------------------------------------------------
 
 def test_same_seed_same_weights_and_rng_untouched(fresh_cache):
@@ -269,6 +282,8 @@ def test_resolve_task():
     ("pydoc-char", {"layer": 1}, r"unknown config key.*layer.*layers"),
     ("corpus", {"path": str(PTB), "levle": "word"}, r"levle.*valid keys"),
     ("digits", {"hidden": 0}, r"`hidden` must be a positive int"),
+    ("pydoc-char", {"steps": None}, r"`steps` must be a positive int, got None"),
+    ("pydoc-char", {"emb": 2.5}, r"`emb` must be a positive int"),
     ("digits", {"lr": -1}, r"`lr` must be a positive number"),
     ("digits", {"val_frac": 0.7}, r"`val_frac`"),
     ("digits", {"seed": -1}, r"`seed`"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -39,12 +40,13 @@ def check_config(preset: str, defaults: Mapping[str, Any], config: Mapping[str, 
                          f"{sorted(defaults)}")
     cfg = {**defaults, **config}
     for k, v in cfg.items():
-        if k in _POSITIVE_INTS and v is not None:
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if k in _POSITIVE_INTS and not (v is None and defaults[k] is None):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
                 raise ValueError(f"make_task({preset!r}): config `{k}` must be a positive int"
                                  f"{' or None' if defaults.get(k) is None else ''}, got {v!r}")
+            cfg[k] = int(v)  # numpy ints hash and serialise like Python ints
         if k in _POSITIVE_FLOATS:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
                 raise ValueError(f"make_task({preset!r}): config `{k}` must be a positive number, got {v!r}")
             cfg[k] = float(v)
     return cfg
@@ -52,9 +54,9 @@ def check_config(preset: str, defaults: Mapping[str, Any], config: Mapping[str, 
 
 def check_seed(seed: Any) -> int:
     """:raises ValueError: unless ``seed`` is a non-negative int."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"make_task: `seed` must be a non-negative int, got {seed!r}")
-    return seed
+    return int(seed)
 
 
 @contextlib.contextmanager

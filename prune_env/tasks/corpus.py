@@ -37,8 +37,8 @@ _COMMON: dict[str, Any] = {
 WORD_DEFAULTS: dict[str, Any] = {**_COMMON, "emb": 200, "hidden": 200, "layers": 2, "steps": 1000,
                                  "seq_len": 35, "batch": 32, "lr": 3e-3}
 #: Character-level defaults: the ``pydoc-char`` model size.
-CHAR_DEFAULTS: dict[str, Any] = {**_COMMON, "emb": 64, "hidden": 256, "layers": 2, "steps": 1500,
-                                 "seq_len": 128, "batch": 64, "lr": 3e-3}
+CHAR_DEFAULTS: dict[str, Any] = {**_COMMON, "emb": 64, "hidden": 256, "layers": 2, "steps": 500,
+                                 "seq_len": 128, "batch": 64, "lr": 6e-3}
 DEFAULTS = WORD_DEFAULTS
 
 
