@@ -158,6 +158,7 @@ def _recurrence(x, w_ih, w_hh, b_ih, b_hh, w_hr, h, c, mode: str, reverse: bool)
     k = gi.shape[0]
     gi = gi.view(k, batch, steps, -1).permute(2, 0, 1, 3).contiguous()  # time-major: gi[t] is contiguous
     w_hh_t = w_hh.transpose(1, 2)
+    hidden = w_hh.shape[1] // {"LSTM": 4, "GRU": 3}.get(mode, 1)
     w_hr_t = None if w_hr is None else w_hr.transpose(1, 2)
     bias = None if b_hh is None else b_hh.unsqueeze(1)
     k = max(k, w_hh.shape[0])
@@ -167,19 +168,19 @@ def _recurrence(x, w_ih, w_hh, b_ih, b_hh, w_hr, h, c, mode: str, reverse: bool)
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
         gh = torch.bmm(h, w_hh_t.expand(k, -1, -1)) if bias is None else torch.baddbmm(bias, h, w_hh_t.expand(
             k, -1, -1))
+        # Few, whole-tensor kernels per step: on a GPU the loop is bound by kernel launches, not arithmetic.
         if mode == "LSTM":
-            i, f, g, o = gh.add_(gi[t]).chunk(4, -1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            gates = gh.add_(gi[t])
+            i, f, _, o = torch.sigmoid(gates).chunk(4, -1)
+            g = torch.tanh(gates[..., 2 * hidden:3 * hidden])
+            c = torch.addcmul(f * c, i, g)
+            h = o * torch.tanh(c)
             if w_hr_t is not None:
                 h = torch.bmm(h, w_hr_t.expand(k, -1, -1))
         elif mode == "GRU":
-            ir, iz, in_ = gi[t].chunk(3, -1)
-            hr, hz, hn = gh.chunk(3, -1)
-            r = torch.sigmoid(ir + hr)
-            z = torch.sigmoid(iz + hz)
-            n = torch.tanh(in_ + r * hn)
-            h = n + z * (h - n)
+            r, z = torch.sigmoid(gi[t][..., :2 * hidden] + gh[..., :2 * hidden]).chunk(2, -1)
+            n = torch.tanh(torch.addcmul(gi[t][..., 2 * hidden:], r, gh[..., 2 * hidden:]))
+            h = torch.addcmul(n, z, h - n)
         else:
             pre = gh.add_(gi[t])
             h = torch.tanh(pre) if mode == "RNN_TANH" else torch.relu(pre)

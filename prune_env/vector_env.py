@@ -30,6 +30,8 @@ _SHARED = ("task", "_orders", "_grads", "layer_stats", "_features", "layers", "_
            "layer_names", "numels", "_cap", "observation_space", "action_space", "config")
 #: Scores compared by the construction-time probe of the batched path must agree to this (absolute).
 PROBE_TOLERANCE = 1e-5
+#: ``batched=None`` keeps the batched path only if its time per candidate is below this share of sequential's.
+CALIBRATION_MARGIN = 0.9
 
 
 class PruneRNNVectorEnv(VectorEnv):
@@ -124,30 +126,37 @@ class PruneRNNVectorEnv(VectorEnv):
         return "sequential", reason
 
     def _probe(self, batched: bool | None) -> tuple[str, str]:
-        """Check the batched scores against ``task.evaluate`` on two allocations, and time both paths."""
+        """Check the batched scores against ``task.evaluate`` on two allocations; for ``batched=None`` also time
+        both paths (best of two runs each) and keep batched only if it is clearly faster per candidate."""
         env = self.template
         probe = np.stack([np.zeros(env.num_layers, np.int64), env._cap // 2])
-        t0 = time.perf_counter()
         seq = [env.dense_score, self._evaluate(probe[1])[0]]
-        t_seq = time.perf_counter() - t0  # one sequential evaluation (plus a free cached dense score)
-        k = min(self.num_envs, self.scorer.max_batch)
-        counts = np.resize(probe, (max(k, 2), env.num_layers))
-        t0 = time.perf_counter()
-        got = [s for s, _ in self.scorer.score(counts)]
-        t_batch = time.perf_counter() - t0
-        self.calibration = {"sequential_s_per_candidate": t_seq, "batched_s_per_candidate": t_batch / len(counts),
-                            "candidates_per_pass": float(self.scorer.max_batch)}
-        env._masker.reset()
-        diff = max(abs(a - b) for a, b in zip(got[:2], seq))
+        got = [s for s, _ in self.scorer.score(probe)]
+        diff = max(abs(a - b) for a, b in zip(got, seq))
         if diff > PROBE_TOLERANCE:
+            env._masker.reset()
             self.scorer = None
             return self._fallback(batched, f"batched scores differ from task.evaluate by {diff:.2e} (is "
                                            "`evaluate` the same as eval_batch + metric?)")
-        if batched is None and self.calibration["batched_s_per_candidate"] >= t_seq:
+        k = min(self.num_envs, self.scorer.max_batch)
+        if batched is None and k < 2:
+            env._masker.reset()
             self.scorer = None
-            return "sequential", (f"sequential is faster per candidate on {self.device} "
-                                  f"({t_seq * 1e3:.2f} ms vs {self.calibration['batched_s_per_candidate'] * 1e3:.2f}"
-                                  f" ms batched at K={len(counts)})")
+            return "sequential", "one candidate per pass: nothing to batch"
+        if batched is None:
+            # On a CPU the per-candidate cost hardly changes beyond a few candidates: time 8 at most.
+            k = k if self.device.type == "cuda" else min(k, 8)
+            t_seq = min(_seconds(lambda: self._evaluate(probe[1])) for _ in range(2))
+            counts = np.resize(probe, (k, env.num_layers))
+            t_batch = min(_seconds(lambda: self.scorer.score(counts)) for _ in range(2)) / k
+            self.calibration = {"sequential_s_per_candidate": t_seq, "batched_s_per_candidate": t_batch,
+                                "candidates_timed": float(k)}
+            if t_batch > CALIBRATION_MARGIN * t_seq:
+                env._masker.reset()
+                self.scorer = None
+                return "sequential", (f"sequential is faster per candidate on {self.device} ({t_seq * 1e3:.2f} "
+                                      f"ms vs {t_batch * 1e3:.2f} ms batched at K={k})")
+        env._masker.reset()
         return "batched", f"batched passes of up to {self.scorer.max_batch} candidates on {self.device}"
 
     # ------------------------------------------------------------------------------------------- gym API
@@ -313,6 +322,12 @@ def _split_infos(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
         for i in np.flatnonzero(mask):
             out[i][key] = per_env[i]
     return out
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 __all__ = ["PruneRNNVectorEnv", "SB3VecEnv"]

@@ -140,7 +140,11 @@ def test_auto_path_is_recorded_and_batched_false_is_respected():
     task = tiny_task("gru")
     auto = PruneRNNVectorEnv(task, 2, device="cpu")
     assert auto.eval_path in ("batched", "sequential")
-    assert set(auto.calibration) == {"sequential_s_per_candidate", "batched_s_per_candidate", "candidates_per_pass"}
+    assert set(auto.calibration) == {"sequential_s_per_candidate", "batched_s_per_candidate", "candidates_timed"}
+    if auto.eval_path == "batched":  # kept only when clearly faster
+        assert auto.calibration["batched_s_per_candidate"] <= 0.9 * auto.calibration["sequential_s_per_candidate"]
+    single = PruneRNNVectorEnv(task, 1, device="cpu")
+    assert single.eval_path == "sequential" and "nothing to batch" in single.eval_path_reason
     off = PruneRNNVectorEnv(task, 2, device="cpu", batched=False)
     assert off.eval_path == "sequential" and off.scorer is None
 
