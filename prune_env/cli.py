@@ -25,6 +25,8 @@ from typing import Any
 
 #: Agents ``bench`` runs by default (``policy`` needs a Python object, so it is API-only).
 BENCH_AGENTS = ("uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo")
+#: Agents that ignore the seed: ``bench`` runs them once (the first seed), since more seeds would repeat them.
+DETERMINISTIC = ("uniform", "global", "gradient", "sensitivity")
 #: Agents whose trained policy ``train`` saves, with the file name.
 POLICY_FILES = {"ppo": "policy.zip", "reinforce": "policy.pt"}
 
@@ -153,11 +155,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(sparsities) * len(names) * len(seeds), desc="bench", disable=not progress)
+    runs = sum(1 if n in DETERMINISTIC else len(seeds) for n in names) * len(sparsities)
+    bar = tqdm(total=runs, desc="bench", disable=not progress)
     for target in sparsities:
         env = _make_env(task, target, args)
         for name in names:
-            for seed in seeds:
+            for seed in seeds[:1] if name in DETERMINISTIC else seeds:
                 bar.set_postfix_str(f"{name} @ {target:g} seed {seed}")
                 kw = dict(options.get(name, {}))
                 if name in ("reinforce", "ppo"):

@@ -34,12 +34,12 @@ def test_bench_writes_results_and_never_overwrites(tmp_path, capsys):
     meta = data["meta"]
     assert meta["command"].startswith("prune-rnn bench") and meta["torch"] and "wall_time_s" in meta
     assert "git_commit" in meta and meta["machine"]["cpus"] >= 1 and meta["complete"] is True
-    assert len(data["runs"]) == 2 * 4 * 2
+    assert len(data["runs"]) == 2 * (2 * 2 + 2)  # uniform and global are deterministic: run once per sparsity
     assert all(r["evals"] <= 4 for r in data["runs"])
     assert {(s["agent"], s["target_sparsity"]) for s in data["summary"]} == {
         (a, t) for a in ("uniform", "global", "random", "reinforce") for t in (0.5, 0.7)}
     lines = (runs[0] / "results.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 16 and lines[0].startswith("task,agent,target_sparsity")
+    assert len(lines) == 1 + 12 and lines[0].startswith("task,agent,target_sparsity")
     out = capsys.readouterr().out
     assert "reinforce" in out and "results:" in out
 
