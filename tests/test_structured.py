@@ -236,3 +236,25 @@ def test_env_rejects_bad_granularity_and_quantize_combination():
         PruneRNNEnv(tiny_task(), granularity="channel")
     with pytest.raises(ValueError, match="quantize"):
         PruneRNNEnv(tiny_task(), granularity="hidden_unit", quantize=True)
+
+
+@pytest.mark.parametrize("kwargs", [{"granularity": "hidden_unit"}, {"quantize": "kmeans", "mode": "sequential"}])
+def test_new_modes_pass_gymnasium_checker_and_pickle(kwargs):
+    import pickle
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+    clone = pickle.loads(pickle.dumps(env))
+    results = []
+    for e in (env, clone):
+        e.reset(seed=5)
+        done = False
+        while not done:
+            _, reward, done, _, _ = e.step(np.full(e.action_space.shape, 0.25, dtype=np.float32))
+        results.append(reward)
+    assert results[0] == results[1]
