@@ -14,8 +14,8 @@ from ..task import RNNTask
 
 #: Preset name -> one-line description.
 PRESETS: dict[str, str] = {
-    "digits": "sklearn 8x8 digits read row by row; 2x64 LSTM classifier; accuracy; trains in seconds (CI default)",
-    "pydoc-char": "CPython help-topics text (~465k chars); 2x256 char LSTM LM; next-char accuracy; ~2.5 min CPU",
+    "digits": "sklearn 8x8 digits read row by row; 2x64 LSTM classifier; accuracy ~0.97; trains in seconds (CI)",
+    "pydoc-char": "CPython help-topics text (~465k chars); 2x256 char LSTM LM; next-char accuracy ~0.67; ~2.5 min CPU",
     "corpus": "your PTB/WikiText-style dir (path=...); word- or char-level LSTM LM; next-token accuracy",
 }
 
