@@ -106,7 +106,6 @@ class EvalBudget(gym.Wrapper):
             self.tracker.record(reward, info, target)
         return obs, reward, terminated, truncated, info
 
-
     def evaluate_actions(self, actions: np.ndarray) -> list[tuple[float, dict[str, Any]]]:
         """Joint mode: play one episode per row of ``actions`` (at most :attr:`remaining` rows are played).
 
