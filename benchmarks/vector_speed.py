@@ -53,19 +53,21 @@ def measure(task, ks: list[int], reps: int, device: str, seed: int = 0) -> list[
         vec.reset(seed=seed)
         auto.reset(seed=seed)
         times: dict[str, list[float]] = {"sequential": [], "batched": [], "auto": []}
-        for r in range(reps + 1):  # one warm-up repetition
-            actions = rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32)
-            sample = {}
-            _sync(dev)
-            t0 = time.perf_counter()
+        def sequential(actions: np.ndarray) -> None:
             for a in actions:
                 single.reset()
                 single.step(a)
-            _sync(dev)
-            sample["sequential"] = time.perf_counter() - t0
-            for name, env in (("batched", vec), ("auto", auto)):
+
+        paths = [("sequential", sequential), ("batched", vec.step), ("auto", auto.step)]
+        for r in range(reps + 1):  # one warm-up repetition
+            actions = rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32)
+            sample = {}
+            # Rotate the order each repetition: a path must not always run right after the batched pass's
+            # large allocations (or always first).
+            for name, run in paths[r % 3:] + paths[:r % 3]:
+                _sync(dev)
                 t0 = time.perf_counter()
-                env.step(actions)
+                run(actions)
                 _sync(dev)
                 sample[name] = time.perf_counter() - t0
             if r:
