@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from .batched import BatchedScorer
 from .env import PruneRNNEnv
+from .size import model_size
 from .task import split_score
 
 #: Attributes of the template env that every sub-environment shares rather than copies: the task and the static
@@ -90,6 +91,8 @@ class PruneRNNVectorEnv(VectorEnv):
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self.calibration: dict[str, float] = {}
         self.scorer: BatchedScorer | None = None
+        self._batched_sizes = False
+        self._other_bits = 0
         self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -130,8 +133,15 @@ class PruneRNNVectorEnv(VectorEnv):
         both paths (best of two runs each) and keep batched only if it is clearly faster per candidate."""
         env = self.template
         probe = np.stack([np.zeros(env.num_layers, np.int64), env._cap // 2])
+        env._masker.reset()
+        self._other_bits = model_size(env._model).other_bits
+        ref_sizes = [env._model_size_bytes()]
         seq = [env.dense_score, self._evaluate(probe[1])[0]]
-        got = [s for s, _ in self.scorer.score(probe)]
+        ref_sizes.append(env._model_size_bytes())
+        results, sizes = self.scorer.score_with_sizes(probe, self._other_bits)
+        # Sizes computed with the batch replace the per-episode layout search only where they agree exactly.
+        self._batched_sizes = sizes == ref_sizes
+        got = [s for s, _ in results]
         diff = max(abs(a - b) for a, b in zip(got, seq))
         if diff > PROBE_TOLERANCE:
             env._masker.reset()
@@ -202,9 +212,14 @@ class PruneRNNVectorEnv(VectorEnv):
             else:
                 self._obs[i], _, _, _, info = env._conclude(None)
                 infos = self._add_info(infos, info, i)
-        for i, scored in zip(ended, self._score(ended)):
+        scores, sizes = self._score(ended)
+        for j, (i, scored) in enumerate(zip(ended, scores)):
             env = self.envs[i]
+            if sizes is not None:  # the batch already computed this model's stored size: skip the CPU search
+                env._model_size_bytes = lambda size=sizes[j]: size
             self._obs[i], rewards[i], terminated[i], _, info = env._conclude(scored)
+            if sizes is not None:
+                del env._model_size_bytes
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
                 self._obs[i], info = env.reset()
@@ -225,12 +240,14 @@ class PruneRNNVectorEnv(VectorEnv):
             return list(seed)
         raise ValueError(f"`seed` must be None, an int or a list of {self.num_envs} seeds, got {seed!r}")
 
-    def _score(self, ended: list[int]) -> list[tuple[float, dict[str, float]]]:
+    def _score(self, ended: list[int]) -> tuple[list[tuple[float, dict[str, float]]], list[int] | None]:
+        """Scores of the ended sub-environments and, from the batched path, their stored sizes in bytes."""
         if not ended:
-            return []
+            return [], None
         if self.scorer is not None:
-            return self.scorer.score(np.stack([self.envs[i]._counts for i in ended]))
-        return [self.envs[i]._score() for i in ended]
+            counts = np.stack([self.envs[i]._counts for i in ended])
+            return self.scorer.score_with_sizes(counts, self._other_bits if self._batched_sizes else None)
+        return [self.envs[i]._score() for i in ended], None
 
     def _evaluate(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
         """Score one allocation with ``task.evaluate`` on the template's model (the probe's reference)."""
