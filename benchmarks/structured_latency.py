@@ -25,7 +25,7 @@ from export_size import RESULTS, meta  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.export import export, load  # noqa: E402
-from prune_env.task import split_score  # noqa: E402
+from prune_env.task import RNNTask, split_score  # noqa: E402
 from prune_env.tasks import make_task  # noqa: E402
 
 
@@ -36,9 +36,21 @@ def _time(model: torch.nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
+def _untrained_pydoc_task() -> RNNTask:
+    """pydoc-char's architecture with seeded random weights and random inputs: latency only, scores meaningless."""
+    from prune_env.tasks.models import CharLM
+    from prune_env.tasks.pydoc_char import DEFAULTS, load_text
+
+    vocab = len(set(load_text()))
+    torch.manual_seed(0)
+    model = CharLM(vocab, DEFAULTS["emb"], DEFAULTS["hidden"], DEFAULTS["layers"]).eval()
+    x = torch.randint(0, vocab, (DEFAULTS["eval_tokens"] // DEFAULTS["seq_len"], DEFAULTS["seq_len"]))
+    return RNNTask(model, eval_batch=(x, x), metric="accuracy", name="pydoc-char (untrained)")
+
+
 def measure(task_name: str, fraction: float, batch: int, reps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    task = make_task(task_name, progress=False)
+    task = _untrained_pydoc_task() if task_name == "pydoc-char-untrained" else make_task(task_name, progress=False)
     env = prune_env.PruneRNNEnv(task, granularity="hidden_unit", device="cpu")
     allocation = dict.fromkeys(env.layer_names, fraction)
     small = env.pruned_model(allocation)
@@ -86,11 +98,13 @@ def to_markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="pydoc-char")
+    parser.add_argument("--task", default="pydoc-char",
+                        help="a preset, or pydoc-char-untrained (same architecture, random weights: latency only)")
     parser.add_argument("--fraction", type=float, default=0.5, help="fraction of hidden units removed per layer")
     parser.add_argument("--batch", type=int, default=64, help="sequences per forward pass")
     parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch threads; more than the idle cores makes timings meaningless")
     parser.add_argument("--out", default=str(RESULTS / "structured_latency"))
     args = parser.parse_args()
     runs = [measure(args.task, args.fraction, args.batch, args.reps, t) for t in args.threads]
