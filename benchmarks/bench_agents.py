@@ -35,6 +35,8 @@ CONFIGS: dict[str, list[str]] = {
                   "--vector-envs", "8"],
     "pydoc-0.9-short": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", "uniform", "global", "gradient",
                         "reinforce", "random", "--budget", "200", "--seeds", "0"],
+    "pydoc-0.8-short": ["--task", "pydoc-char", "--sparsity", "0.8", "--agents", "uniform", "global", "gradient",
+                        "reinforce", "random", "--budget", "200", "--seeds", "0"],
     "pydoc-oracle-0.9": ["--task", "pydoc-char", "--sparsity", "0.9", "--agents", "random", "--budget", "10000",
                          "--seeds", "0"],
     "digits-oracle": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "random", "--budget", "1000",
