@@ -43,6 +43,17 @@ def meta() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def write_results(stem: str | Path, result: dict, markdown: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` atomically (temp file, then rename): never a half-written result."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
+        fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, stem.parent / (stem.name + suffix))
+
+
 def measure(task_name: str, sparsity: float) -> dict:
     task = make_task(task_name, progress=False)
     env = prune_env.PruneRNNEnv(task, target_sparsity=sparsity, device="cpu")
@@ -94,9 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     result = {"meta": meta(), "tasks": [measure(t, args.sparsity) for t in args.tasks]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(result, indent=2))
-    Path(args.out + ".md").write_text(to_markdown(result))
+    write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 
 

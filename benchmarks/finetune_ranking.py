@@ -14,7 +14,6 @@ Writes ``benchmarks/results/finetune_ranking_<task>_<granularity>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_size import RESULTS, meta  # noqa: E402
+from export_size import RESULTS, meta, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.export import masks as weight_masks  # noqa: E402
@@ -115,9 +114,7 @@ def main() -> None:
             for g, s in zip(args.granularity, args.sparsity)]
     result = {"meta": meta(), "runs": runs}
     out = Path(args.out or RESULTS / f"finetune_ranking_{args.task}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(to_markdown(result))
+    write_results(out, result, to_markdown(result))
     print(to_markdown(result))
 
 

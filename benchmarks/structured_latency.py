@@ -11,7 +11,6 @@ Writes ``benchmarks/results/structured_latency.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_size import RESULTS, meta  # noqa: E402
+from export_size import RESULTS, meta, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.export import export, load  # noqa: E402
@@ -109,9 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = [measure(args.task, args.fraction, args.batch, args.reps, t) for t in args.threads]
     result = {"meta": meta(), "runs": runs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(result, indent=2))
-    Path(args.out + ".md").write_text(to_markdown(result))
+    write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 
 
