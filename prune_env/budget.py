@@ -59,22 +59,25 @@ def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, ca
 
 
 def _fix_sum(counts: np.ndarray, remainder: np.ndarray, total: int, cap: np.ndarray) -> None:
-    """Adjust ``counts`` in place by single weights, largest remainder first, until it sums to ``total``."""
+    """Adjust ``counts`` in place, one weight per layer per pass, until it sums to ``total``.
+
+    Largest remainder first when short, smallest first when over, so rounding never moves more than one weight
+    per layer (per pass) and the result stays as close as possible to the real-valued projection.
+    """
     short = total - int(counts.sum())
-    if short > 0:
-        for i in np.argsort(-remainder, kind="stable"):
+    step = 1 if short > 0 else -1
+    order = np.argsort(-remainder if short > 0 else remainder, kind="stable")
+    while short != 0:
+        moved = False
+        for i in order:
             if short == 0:
                 break
-            add = min(short, int(cap[i] - counts[i]))
-            counts[i] += add
-            short -= add
-    elif short < 0:
-        for i in np.argsort(remainder, kind="stable"):
-            if short == 0:
-                break
-            take = min(-short, int(counts[i]))
-            counts[i] -= take
-            short += take
+            if (counts[i] < cap[i]) if step > 0 else (counts[i] > 0):
+                counts[i] += step
+                short -= step
+                moved = True
+        if not moved:
+            raise RuntimeError(f"cannot prune exactly {total} weights within the per-layer caps")
 
 
 def action_wall(requested: int, layer: int, pruned_so_far: int, total: int, cap: np.ndarray) -> int:
