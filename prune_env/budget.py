@@ -28,10 +28,12 @@ def counts_from_sparsities(sparsities: np.ndarray, numels: np.ndarray) -> np.nda
 def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:
     """The allocation closest to the request that prunes exactly ``total`` weights.
 
-    Finds the common shift ``lam`` such that ``sum_i n_i * clip(s_i + lam, 0, c_i / n_i) = total`` (bisection; the
-    left side is monotone in ``lam``), i.e. the projection of ``s`` onto the budget set in the parameter-weighted
-    Euclidean norm. The relative order of the request survives: a layer asked to be sparser stays sparser.
-    Fractional counts are then rounded by largest remainder so that the sum is exact.
+    Finds the common shift ``lam`` such that ``sum_i n_i * clip(s_i + lam, 0, c_i / n_i) = total``, i.e. the
+    projection of ``s`` onto the budget set in the parameter-weighted Euclidean norm. The relative order of the
+    request survives: a layer asked to be sparser stays sparser. The left side is piecewise linear and
+    non-decreasing in ``lam`` with kinks at ``-s_i`` and ``c_i / n_i - s_i``, so ``lam`` is solved exactly on the
+    segment between the two kinks that bracket ``total`` (no iterative search in the env's step). Fractional
+    counts are then rounded by largest remainder so that the sum is exact.
 
     :param sparsities: requested per-layer sparsities.
     :param numels: weights per layer.
@@ -41,21 +43,23 @@ def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, ca
     if total > int(cap.sum()):
         raise ValueError(f"budget of {total} pruned weights exceeds what `max_sparsity` allows ({int(cap.sum())})")
     upper = cap / numels
-
-    def pruned(lam: float) -> np.ndarray:
-        return np.clip(sparsities + lam, 0.0, upper) * numels
-
-    lo, hi = -1.0 - float(sparsities.max()), 1.0 - float(sparsities.min())
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if pruned(mid).sum() < total:
-            lo = mid
-        else:
-            hi = mid
-    real = pruned(hi)
+    real = np.clip(sparsities + _shift(sparsities, numels, upper, total), 0.0, upper) * numels
     counts = np.minimum(np.floor(real + 1e-9).astype(np.int64), cap)
     _fix_sum(counts, real - counts, total, cap)
     return counts
+
+
+def _shift(sparsities: np.ndarray, numels: np.ndarray, upper: np.ndarray, total: int) -> float:
+    """The smallest ``lam`` with ``sum_i n_i * clip(s_i + lam, 0, u_i) = total``, solved on its linear segment."""
+    kinks = np.unique(np.concatenate([-sparsities, upper - sparsities]))
+    pruned = (np.clip(sparsities[None, :] + kinks[:, None], 0.0, upper[None, :]) * numels[None, :]).sum(axis=1)
+    j = int(np.searchsorted(pruned, total, side="left"))  # first kink at or past the total
+    if j == 0:
+        return float(kinks[0])
+    if j == len(kinks):
+        return float(kinks[-1])
+    f0, f1 = pruned[j - 1], pruned[j]
+    return float(kinks[j - 1] + (kinks[j] - kinks[j - 1]) * (total - f0) / (f1 - f0))
 
 
 def _fix_sum(counts: np.ndarray, remainder: np.ndarray, total: int, cap: np.ndarray) -> None:
