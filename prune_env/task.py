@@ -135,7 +135,7 @@ class BatchEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        device = _model_device(model)
+        device = model_device(model)
         was_training = model.training
         model.eval()
         try:
@@ -145,7 +145,8 @@ class BatchEvaluator:
         return metric_from_logits(logits, self.targets.to(device), self.metric)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameterless model)."""
     for p in model.parameters():
         return p.device
     return torch.device("cpu")

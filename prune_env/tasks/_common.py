@@ -17,13 +17,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..task import BatchEvaluator, Metric, RNNTask
+from ..task import BatchEvaluator, Metric, RNNTask, model_device
 from .cache import load_or_train
 
 #: Config values that must be positive integers / positive floats when a preset declares them.
 _POSITIVE_INTS = {"hidden", "layers", "emb", "steps", "seq_len", "batch", "epochs", "eval_tokens",
                   "loss_tokens", "loss_samples", "max_train_tokens", "max_vocab", "test_tokens"}
 _POSITIVE_FLOATS = {"lr"}
+
+
+def check_split_fractions(preset: str, cfg: Mapping[str, Any]) -> None:
+    """``val_frac`` and ``test_frac`` must each be a fraction in (0, 0.5)."""
+    for k in ("val_frac", "test_frac"):
+        if isinstance(cfg[k], bool) or not isinstance(cfg[k], (int, float)) or not 0 < cfg[k] < 0.5:
+            raise ValueError(f"make_task({preset!r}): config `{k}` must be a fraction in (0, 0.5), got {cfg[k]!r}")
 
 
 def check_config(preset: str, defaults: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,13 +98,6 @@ def training_threads(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameterless model)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 class BatchLoss:

@@ -14,7 +14,16 @@ import torch
 from torch.nn import functional as F
 
 from ..task import BatchEvaluator, RNNTask
-from ._common import BatchLoss, ChunkedScorer, SampledLoss, check_config, finish_metadata, seeded, training_threads
+from ._common import (
+    BatchLoss,
+    ChunkedScorer,
+    SampledLoss,
+    check_config,
+    check_split_fractions,
+    finish_metadata,
+    seeded,
+    training_threads,
+)
 from .cache import load_or_train
 from .models import SequenceClassifier
 
@@ -85,9 +94,7 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     :param progress: show a progress bar while training.
     """
     cfg = check_config(NAME, DEFAULTS, config)
-    for k in ("val_frac", "test_frac"):
-        if isinstance(cfg[k], bool) or not isinstance(cfg[k], (int, float)) or not 0 < cfg[k] < 0.5:
-            raise ValueError(f"make_task({NAME!r}): config `{k}` must be a fraction in (0, 0.5), got {cfg[k]!r}")
+    check_split_fractions(NAME, cfg)
     splits = load_splits(seed, cfg["val_frac"], cfg["test_frac"])
     x_train, y_train = splits["train"]
     evaluate = BatchEvaluator(splits["val"], "accuracy")

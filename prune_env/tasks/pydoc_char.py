@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..task import RNNTask
-from ._common import build_lm_task, check_config
+from ._common import build_lm_task, check_config, check_split_fractions
 from .models import CharLM
 
 NAME = "pydoc-char"
@@ -51,9 +51,7 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     :param progress: show a progress bar while training.
     """
     cfg = check_config(NAME, DEFAULTS, config)
-    for k in ("val_frac", "test_frac"):
-        if isinstance(cfg[k], bool) or not isinstance(cfg[k], (int, float)) or not 0 < cfg[k] < 0.5:
-            raise ValueError(f"make_task({NAME!r}): config `{k}` must be a fraction in (0, 0.5), got {cfg[k]!r}")
+    check_split_fractions(NAME, cfg)
     text = load_text()
     # The vocabulary covers the whole text, so no <unk> is needed; it is tiny (about 100 characters).
     chars = sorted(set(text))
