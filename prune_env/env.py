@@ -26,7 +26,7 @@ from .finetune import finetune
 from .layers import find_prunable_layers, get_param
 from .quantize import BITS, METHODS, QuantMasker
 from .quantize import quantize as quantize_weight
-from .size import model_size, size_bytes
+from .size import encoding, model_size
 from .stats import FEATURES, layer_features, raw_layer_stats
 from .structured import UnitMasker, UnitPlan, group_tensors, shrink
 from .task import RNNTask, split_score
@@ -266,6 +266,7 @@ class PruneRNNEnv(gym.Env):
             p.requires_grad_(False)
         self._bits = np.full(self.num_layers, 32, dtype=np.int64)
         self._masker = self._make_masker()
+        self._init_size_accounting()
         self._last_bits: np.ndarray | None = None
         self._last_scored: torch.nn.Module | None = None
         self.dense_score, self._dense_extras = split_score(self.task.evaluate(self._model))
@@ -333,6 +334,15 @@ class PruneRNNEnv(gym.Env):
         self.layer_stats = [raw_layer_stats(w, g) for w, g in pairs]
         self._features = layer_features(self.layers, self.layer_stats)
 
+    def _init_size_accounting(self) -> None:
+        """Everything but the pruned layers' encodings is fixed: count it once (the model is dense here)."""
+        if self._plan:
+            return
+        self._size_method = self.quantize or "linear"
+        self._size_params = [get_param(self._model, layer) for layer in self.layers]
+        dense_layers = sum(encoding(p, 32, self._size_method).total_bits for p in self._size_params)
+        self._fixed_size_bits = model_size(self._model, None, self._size_method).total_bits - dense_layers
+
     def _make_masker(self):
         if self._plan:
             return UnitMasker(self._model, self._plan, self._orders)
@@ -346,7 +356,11 @@ class PruneRNNEnv(gym.Env):
         if options and "target_sparsity" in options:
             self._check_target(options["target_sparsity"])
             self.target_sparsity = options["target_sparsity"]
-        self._masker.reset()
+        if self.quantize:  # the observation reads the model's quantized size, so it must be dense again
+            self._masker.reset()
+        # Otherwise the model keeps the last episode's masks: the next step moves each layer straight from its old
+        # count to its new one (|k - k'| weights, not a full restore and re-prune). The model matches the
+        # episode's counts whenever it is scored, at the episode's end.
         self._counts[:] = 0
         self._t = 0
         self._prev_action = 0.0
@@ -370,7 +384,12 @@ class PruneRNNEnv(gym.Env):
         else:
             i = self._t
             self._counts[i] = self._sequential_count(i, float(sparsities[0]))
-            self._masker.set_counts(self._counts)
+            if self.quantize:
+                self._masker.set_counts(self._counts)
+            else:  # only layer i; the later layers still hold the last episode's counts until their turn
+                pending = list(self._masker.counts)
+                pending[i] = int(self._counts[i])
+                self._masker.set_counts(pending)
             self._prev_action = float(self._counts[i] / self.numels[i])
         self._t += 1
         return self._t >= self._episode_length
@@ -459,7 +478,10 @@ class PruneRNNEnv(gym.Env):
     def _model_size_bytes(self) -> int:
         if self._plan:  # the physically smaller model stores its kept float32 parameters densely
             return 4 * (self.total_params - self._removed_params())
-        return size_bytes(self._model, dict(zip(self.layer_names, self._bits.tolist())), self.quantize or "linear")
+        # = size.size_bytes(self._model, bits, method), re-encoding only the layers the env prunes
+        layer_bits = sum(encoding(p, int(b), self._size_method).total_bits
+                         for p, b in zip(self._size_params, self._bits))
+        return -(-(self._fixed_size_bits + layer_bits) // 8)
 
     def _finish(self, scored: tuple[float, dict[str, float]]) -> tuple[float, dict[str, Any]]:
         score, extras = scored

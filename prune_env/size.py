@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,15 +89,36 @@ def relative_entries(mask: torch.Tensor, rel_bits: int) -> int:
     :param mask: flat boolean tensor, True where a value is kept.
     :param rel_bits: bits per skip.
     """
-    skips = _skips(mask)
-    return int(skips.numel() + (skips >> rel_bits).sum())
+    pos = _kept_positions(mask.reshape(-1))
+    return int(pos.size + (_skips(pos) >> rel_bits).sum()) if pos.size else 0
 
 
-def _skips(mask: torch.Tensor) -> torch.Tensor:
-    """Zeros skipped before each kept position."""
-    pos = torch.nonzero(mask.reshape(-1)).reshape(-1)
-    prev = torch.cat([pos.new_tensor([-1]), pos[:-1]])
-    return pos - prev - 1
+def _kept_positions(flat: torch.Tensor) -> np.ndarray:
+    """Flat positions of the nonzero entries of a 1-d tensor, as int64 numpy (no copy of a CPU float tensor)."""
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64, torch.bool):
+        # A boolean mask first: numpy finds the nonzeros of a bool array about twice as fast as of a float one.
+        return np.flatnonzero(flat.numpy() != 0)
+    return torch.nonzero(flat).reshape(-1).cpu().numpy()
+
+
+def _skips(pos: np.ndarray) -> np.ndarray:
+    """Zeros skipped before each kept position (``pos`` sorted, non-empty)."""
+    skips = np.empty_like(pos)
+    skips[0] = pos[0]
+    np.subtract(pos[1:], pos[:-1], out=skips[1:])
+    skips[1:] -= 1
+    return skips
+
+
+def _fillers(skips: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Filler entries of a relative index for each bit-width in ``widths``: ``sum(skips >> b)``.
+
+    Computed from the histogram of the skips: a weight of ``n`` values has fewer than ``sqrt(2 n)`` distinct
+    skips, so this is one pass over the kept values plus a small matrix product.
+    """
+    hist = np.bincount(skips)
+    values = np.flatnonzero(hist)
+    return (values[None, :] >> widths[:, None]) @ hist[values]
 
 
 def encoding(weight: torch.Tensor, bits: int = 32, method: str = "linear") -> Encoding:
@@ -110,21 +132,30 @@ def encoding(weight: torch.Tensor, bits: int = 32, method: str = "linear") -> En
     """
     check_bits(bits)
     method = effective_method(bits, check_method(method))
-    mask = (weight.detach().reshape(-1) != 0).cpu()
-    n, nnz = mask.numel(), int(mask.sum())
+    pos = _kept_positions(weight.detach().reshape(-1))
+    n, nnz = weight.numel(), int(pos.size)
     rows = weight.shape[0] if weight.dim() > 0 else 1
-    best = Encoding(n, rows, nnz, "dense", 0, n, bits, method)
-    options = [Encoding(n, rows, nnz, "bitmask", 0, nnz, bits, method)]
-    skips = _skips(mask)
-    # Past the bit length of the longest skip there are no fillers and wider indices only cost more.
-    widest = max(1, int(skips.max()).bit_length()) if skips.numel() else 1
-    for b in range(1, min(MAX_RELATIVE_BITS, widest) + 1):
-        entries = int(skips.numel() + (skips >> b).sum())
-        options.append(Encoding(n, rows, nnz, "relative", b, entries, bits, method))
-    for option in options:
-        if option.total_bits < best.total_bits:
-            best = option
-    return best
+    # Candidates in tie-break order: dense, bitmask, relative 1..widest bits. A relative index stores at least
+    # nnz entries, so widths of n / nnz bits or more never beat the bitmask; past the bit length of the longest
+    # skip there are no fillers and wider indices only cost more.
+    entries = [n, nnz]
+    index = [0, n]
+    useful = MAX_RELATIVE_BITS if nnz == 0 else min(MAX_RELATIVE_BITS, -(-n // nnz) - 1)
+    widths = np.arange(1, 2)
+    if nnz and useful >= 1:
+        skips = _skips(pos)
+        widths = np.arange(1, min(useful, max(1, int(skips.max()).bit_length())) + 1)
+        rel = nnz + _fillers(skips, widths)
+        entries += rel.tolist()
+        index += (rel * widths).tolist()
+    elif not nnz:
+        entries.append(0)
+        index.append(0)
+    totals = [i + e * bits for i, e in zip(index, entries)]
+    best = int(np.argmin(totals))  # the first minimum: the tie-break order above
+    layout = ("dense", "bitmask", "relative")[min(best, 2)]
+    rel_bits = int(widths[best - 2]) if best >= 2 else 0
+    return Encoding(n, rows, nnz, layout, rel_bits, entries[best], bits, method)
 
 
 @dataclass(frozen=True)

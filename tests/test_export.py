@@ -125,6 +125,31 @@ def test_layout_choice_and_relative_fillers_round_trip(tmp_path):
         torch.testing.assert_close(loaded.rnn.weight_hh_l0, _quantized(model, bits, "linear").rnn.weight_hh_l0)
 
 
+def _reference_encoding_bits(weight: torch.Tensor, bits: int) -> int:
+    """The layout search written out plainly (float32-style: no table), to check the vectorised one against."""
+    flat = weight.reshape(-1).tolist()
+    n = len(flat)
+    kept = [i for i, v in enumerate(flat) if v != 0]
+    skips = [p - q - 1 for p, q in zip(kept, [-1] + kept[:-1])]
+    options = [n * bits, n + len(kept) * bits]
+    for b in range(1, 17):
+        entries = len(kept) + sum(s >> b for s in skips)
+        options.append(entries * (b + bits))
+    return min(options)
+
+
+@pytest.mark.parametrize("density", [0.0, 1e-4, 0.01, 0.1, 0.5, 0.97, 1.0])
+def test_layout_search_matches_a_plain_reference(density):
+    g = torch.Generator().manual_seed(int(density * 1e4))
+    for n in (1, 7, 300, 70_000):  # 70k at 1e-4 density: skips past 2**16, so fillers even at 16 bits
+        w = torch.randn(n, generator=g)
+        w[torch.rand(n, generator=g) >= density] = 0
+        for dtype in (torch.float32, torch.float16):
+            enc = encoding(w.to(dtype).reshape(1, -1))
+            assert enc.total_bits == _reference_encoding_bits(w, 32), (n, density, dtype)
+            assert enc.nnz == int((w != 0).sum())
+
+
 def test_dense_baseline_and_ninety_percent_is_much_smaller(tmp_path):
     model = TinyLM("lstm", hidden=64, layers=2).eval()
     torch.save(model.state_dict(), tmp_path / "dense.pt")
