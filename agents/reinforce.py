@@ -38,7 +38,9 @@ class Args:
     """Hyper-parameters of :func:`run` (every field is also a ``--flag`` of ``python -m agents.reinforce``)."""
 
     learning_rate: float = 0.05
-    """Adam step size of the mean's bias and the log standard deviation"""
+    """Adam step size of the mean's bias (and of the log standard deviation unless ``std_learning_rate`` is set)"""
+    std_learning_rate: float | None = None
+    """Adam step size of the log standard deviation; None: ``learning_rate``"""
     net_learning_rate: float = 0.003
     """Adam step size of the sequential-mode MLP (every one of its hidden units moves the mean, so it needs a
     smaller step)"""
@@ -46,12 +48,22 @@ class Args:
     """episodes per policy update"""
     init_std: float = 0.3
     """initial standard deviation of the Gaussian, in action units (the action range is [-1, 1])"""
+    init_mean: str = "uniform"
+    """where the mean starts: "uniform" requests the target sparsity in every layer; "mid" (joint budget mode only)
+    puts every component at 0, the middle of the action range. The env's projection adds one common shift, so both
+    start at uniform pruning, but at a high target the "uniform" request sits near +1 where samples clip and lose
+    their differences"""
     min_std: float = 0.02
     """floor on the standard deviation, so exploration never collapses completely"""
     ent_coef: float = 1e-3
     """weight of the entropy bonus"""
     baseline_decay: float = 0.8
     """decay of the moving-average reward baseline"""
+    advantage: str = "std"
+    """"std": ``(R - b) / std(R)``; "rank": fitness shaping as in NES, the rank of each return among the batch and
+    the baseline, minus the baseline's rank, over the batch size (in [-1, 1]; outliers cannot dominate a step)"""
+    mirrored: bool = False
+    """joint mode: antithetic sampling, every noise vector ``eps`` is played as ``mean + eps`` and ``mean - eps``"""
     hidden: int = 64
     """width of the hidden layer in sequential mode"""
     joint_hidden: int = 0
@@ -134,10 +146,12 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
         # the allocation collapses to uniform. Centring removes the direction.
         center = base.mode == "joint" and base.target_sparsity is not None if args.center is None else args.center
         hidden = args.hidden if base.mode == "sequential" else args.joint_hidden
+        uniform_request = 2.0 * target / base.max_sparsity - 1.0
+        mid = args.init_mean == "mid" and base.mode == "joint" and base.target_sparsity is not None
         policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
-                                init_action=2.0 * target / base.max_sparsity - 1.0, init_std=args.init_std,
-                                center=center)
-    groups = [{"params": [policy.bias, policy.log_std], "lr": args.learning_rate}]
+                                init_action=0.0 if mid else uniform_request, init_std=args.init_std, center=center)
+    std_lr = args.learning_rate if args.std_learning_rate is None else args.std_learning_rate
+    groups = [{"params": [policy.bias], "lr": args.learning_rate}, {"params": [policy.log_std], "lr": std_lr}]
     if policy.net is not None:
         groups.append({"params": policy.net.parameters(), "lr": args.net_learning_rate})
     optim = torch.optim.Adam(groups)
@@ -149,7 +163,7 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     while not env.exhausted:
         n = min(args.batch_size, env.remaining)
         if base.mode == "joint":
-            obs_b, act_b, ret_b = _joint_batch(env, policy, gen, args.min_std, n)
+            obs_b, act_b, ret_b = _joint_batch(env, policy, gen, args.min_std, n, args.mirrored)
         else:
             obs_b, act_b, ret_b = [], [], []
             for _ in range(n):
@@ -160,7 +174,7 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
         episode_returns = np.array(ret_b)
         mean_r = float(episode_returns.mean())
         baseline = mean_r if baseline is None else args.baseline_decay * baseline + (1 - args.baseline_decay) * mean_r
-        adv = torch.as_tensor((episode_returns - baseline) / (episode_returns.std() + 1e-8), dtype=torch.float32)
+        adv = torch.as_tensor(_advantages(episode_returns, baseline, args.advantage), dtype=torch.float32)
 
         d = policy.dist(torch.as_tensor(np.stack(obs_b)), args.min_std)
         logp = d.log_prob(torch.as_tensor(np.stack(act_b))).sum(-1)
@@ -186,13 +200,34 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     return {"policy": policy, "updates": update, "save_path": args.save_path}
 
 
+def _advantages(returns: np.ndarray, baseline: float, kind: str) -> np.ndarray:
+    """The advantage of each return against the moving-average ``baseline`` (see ``Args.advantage``)."""
+    if kind == "std":
+        return (returns - baseline) / (returns.std() + 1e-8)
+    # Fitness shaping: rank the returns together with the baseline (ties share their mean rank) and measure each
+    # return's rank from the baseline's. Better than the running baseline: positive; the scale is the batch size.
+    pool = np.append(returns, baseline)
+    ranks = (np.argsort(np.argsort(pool, kind="stable"), kind="stable")).astype(np.float64)
+    for v in np.unique(pool):
+        ranks[pool == v] = ranks[pool == v].mean()
+    return (ranks[:-1] - ranks[-1]) / len(returns)
+
+
 def _joint_batch(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator, min_std: float,
-                 n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """Sample ``n`` one-step episodes at once (scored together when ``env.vector_envs`` allows)."""
+                 n: int, mirrored: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """Sample ``n`` one-step episodes at once (scored together when ``env.vector_envs`` allows).
+
+    ``mirrored``: the noise comes in antithetic pairs ``+eps, -eps`` (an odd ``n`` ends with one unpaired draw).
+    """
     obs, _ = env.reset()
     with torch.no_grad():
         d = policy.dist(torch.as_tensor(obs, dtype=torch.float32), min_std)
-        a = (d.mean + d.stddev * torch.randn((n, *d.mean.shape), generator=gen)).numpy().astype(np.float32)
+        if mirrored:
+            half = torch.randn(((n + 1) // 2, *d.mean.shape), generator=gen)
+            eps = torch.stack([half, -half], 1).reshape(-1, *d.mean.shape)[:n]
+        else:
+            eps = torch.randn((n, *d.mean.shape), generator=gen)
+        a = (d.mean + d.stddev * eps).numpy().astype(np.float32)
     played = env.evaluate_actions(np.clip(a, -1.0, 1.0))
     obs32 = np.asarray(obs, dtype=np.float32)
     return [obs32] * len(played), list(a[: len(played)]), [r for r, _ in played]
@@ -245,6 +280,14 @@ def _parse_args(kwargs: dict[str, Any]) -> Args:
         v = getattr(args, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
+    if args.std_learning_rate is not None and (isinstance(args.std_learning_rate, bool) or not isinstance(
+            args.std_learning_rate, (int, float)) or not args.std_learning_rate >= 0):
+        raise ValueError(f"reinforce `std_learning_rate` must be None or a number >= 0, got {args.std_learning_rate!r}")
+    for name, choices in (("init_mean", ("uniform", "mid")), ("advantage", ("std", "rank"))):
+        if getattr(args, name) not in choices:
+            raise ValueError(f"reinforce `{name}` must be one of {choices}, got {getattr(args, name)!r}")
+    if not isinstance(args.mirrored, bool):
+        raise ValueError(f"reinforce `mirrored` must be a bool, got {args.mirrored!r}")
     if not 0 <= args.baseline_decay < 1:
         raise ValueError(f"reinforce `baseline_decay` must be in [0, 1), got {args.baseline_decay!r}")
     for name, least in (("batch_size", 1), ("hidden", 1), ("joint_hidden", 0)):
