@@ -95,10 +95,10 @@ class Masker:
                 continue
             flat = self.params[i].data.view(-1)
             if k > old:
-                flat[self.orders[i][old:k]] = 0
+                flat.index_fill_(0, self.orders[i][old:k], 0)
             else:
                 idx = self.orders[i][k:old]
-                flat[idx] = self.dense[i][idx]
+                flat.index_copy_(0, idx, self.dense[i].index_select(0, idx))
             self.counts[i] = k
         for m in self._rnns:
             m.flatten_parameters()
