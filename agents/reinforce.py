@@ -8,11 +8,16 @@ episode shares the episode's final reward.
 The update, per batch of ``batch_size`` episodes with returns ``R``::
 
     b   <- baseline_decay * b + (1 - baseline_decay) * mean(R)       # moving-average baseline
-    A    = (R - b) / (std(R) + 1e-8)                                 # normalised advantage
+    A    = (R - b) / (std(R) + 1e-8)                                 # normalised advantage (advantage="std")
     loss = -mean(A * log pi(a | s)) - ent_coef * entropy(pi)
 
-The policy starts at uniform pruning (the mean action requests the target sparsity in every layer), so anything
-it learns is an improvement over that baseline. Run it directly::
+(``advantage="rank"`` replaces ``A`` by NES-style fitness shaping against the same baseline.)
+
+The policy starts at uniform pruning (every layer requests the same sparsity), so anything it learns is an
+improvement over that baseline. In joint budget mode the start is the middle of the action range (``init_mean="mid"``)
+rather than the target's own request: the env's projection adds one common shift, so both are uniform pruning, but at
+a 90% target the target's request sits near the +1 edge, where half of every sample clips and the differences
+between layers are lost (see ``benchmarks/results/reinforce_tuning/``). Run it directly::
 
     python -m agents.reinforce --task digits --target-sparsity 0.9 --budget 300
 """
@@ -48,7 +53,7 @@ class Args:
     """episodes per policy update"""
     init_std: float = 0.3
     """initial standard deviation of the Gaussian, in action units (the action range is [-1, 1])"""
-    init_mean: str = "uniform"
+    init_mean: str = "mid"
     """where the mean starts: "uniform" requests the target sparsity in every layer; "mid" (joint budget mode only)
     puts every component at 0, the middle of the action range. The env's projection adds one common shift, so both
     start at uniform pruning, but at a high target the "uniform" request sits near +1 where samples clip and lose

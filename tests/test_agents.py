@@ -297,6 +297,31 @@ def test_learning_test_fails_an_agent_that_learns_nothing(name, kwargs):
     assert _policy_score(env, res) < 1 - MARGIN
 
 
+@pytest.mark.parametrize("kwargs", [{"init_mean": "uniform"},
+                                    {"advantage": "rank", "mirrored": True, "batch_size": 16, "init_std": 0.5}])
+def test_reinforce_options_still_learn(kwargs):
+    env = synthetic_env()
+    res = agents.search("reinforce", env, 240, seed=0, **kwargs)
+    assert _policy_score(env, res) >= 1 - MARGIN
+
+
+@pytest.mark.parametrize("init_mean", ["mid", "uniform"])
+def test_reinforce_starts_at_uniform_pruning(init_mean):
+    env = synthetic_env(target=0.9)
+    res = agents.search("reinforce", env, 8, seed=0, learning_rate=0.0, init_mean=init_mean)
+    start = play(env, res.policy)[1]["layer_sparsity"]
+    uniform = agents.search("uniform", env, 1).allocation
+    assert start == pytest.approx(uniform, abs=2e-3)
+
+
+def test_rank_advantage_is_measured_from_the_baseline():
+    from agents.reinforce import _advantages
+
+    adv = _advantages(np.array([0.1, 0.3, 0.2, 0.3]), 0.25, "rank")
+    np.testing.assert_allclose(adv, [-0.5, 0.375, -0.25, 0.375])  # ties share a rank; above b: positive
+    assert (_advantages(np.array([0.5, 0.6]), 0.0, "rank") > 0).all()
+
+
 def test_reinforce_learns_in_sequential_mode():
     env = synthetic_env(mode="sequential")
     res = agents.search("reinforce", env, 300, seed=0)
