@@ -34,6 +34,39 @@ from .layers import PrunableLayer, get_param
 from .size import MAX_RELATIVE_BITS
 from .task import RNNTask, metric_from_logits, split_score
 
+TRIM_EVERY = 32
+"""CPU batched passes between two returns of freed heap memory to the OS (see :func:`_trim_heap`)."""
+
+
+def _glibc_malloc_trim():
+    """glibc's ``malloc_trim``, or ``None`` off glibc (macOS, Windows, musl)."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS.
+
+    A batched CPU pass allocates and frees many large, differently sized activations. glibc keeps such freed
+    memory in its heap (its mmap threshold rises after the first large frees), so the resident size creeps up by
+    fragmentation although nothing leaks: 16% over 10,000 candidates of `digits` at K=16, back to the start after a
+    ``malloc_trim``. Trimming every :data:`TRIM_EVERY` passes costs well under a millisecond per call.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 #: Bytes of activations one batched pass may hold on a CPU; the candidates are split into chunks to fit.
 CPU_MEMORY_BUDGET = 1 << 30
 #: Share of the free GPU memory one batched pass may use.
@@ -259,6 +292,7 @@ class BatchedScorer:
         # One dense pass up front: it fails fast on a forward vmap cannot batch and sizes the output for chunking.
         self.output_numel = self.logits(np.zeros((1, len(self.layers)), dtype=np.int64))[0].numel()
         self.max_batch = max_batch or self._auto_batch()
+        self._passes = 0
 
     def _one(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self.model, params, (self.inputs,))
@@ -310,6 +344,10 @@ class BatchedScorer:
             if sizes is not None:
                 bits = sum(float_layer_bits(w.reshape(w.shape[0], -1)) for w in weights.values()) + other_bits
                 sizes.extend(((bits + 7) // 8).tolist())
+            del weights
+            self._passes += 1
+            if self.device.type == "cpu" and self._passes % TRIM_EVERY == 0:
+                _trim_heap()
         return results, sizes
 
     def _score_logits(self, logits: torch.Tensor) -> list[tuple[float, dict[str, float]]]:
