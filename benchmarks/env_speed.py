@@ -45,7 +45,7 @@ def meta(threads: int) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "prune_env"], capture_output=True, text=True,
-                           cwd=Path(__file__).parent).stdout.strip()
+                           cwd=Path(__file__).parent.parent).stdout.strip()  # the pathspec is relative to cwd
     return {"command": " ".join(["python", *sys.argv]), "git_commit": commit + ("+dirty" if dirty else ""),
             "machine": f"{platform.machine()} {os.cpu_count()} CPUs" + (
                 f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
