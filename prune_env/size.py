@@ -113,9 +113,11 @@ def _skips(pos: np.ndarray) -> np.ndarray:
 def _fillers(skips: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Filler entries of a relative index for each bit-width in ``widths``: ``sum(skips >> b)``.
 
-    Computed from the histogram of the skips: a weight of ``n`` values has fewer than ``sqrt(2 n)`` distinct
-    skips, so this is one pass over the kept values plus a small matrix product.
+    For more than a few widths it is computed from the histogram of the skips: a weight of ``n`` values has fewer
+    than ``sqrt(2 n)`` distinct skips, so that is one pass over the kept values plus a small matrix product.
     """
+    if widths.size <= 2:
+        return np.array([int((skips >> int(b)).sum()) for b in widths], dtype=np.int64)
     hist = np.bincount(skips)
     values = np.flatnonzero(hist)
     return (values[None, :] >> widths[:, None]) @ hist[values]
