@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -507,7 +508,9 @@ def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
             hs = [np.asarray(r["history"], dtype=float) for r in rows if r["agent"] == a and r["target_sparsity"] == t]
             n = max(len(h) for h in hs)
             padded = np.array([np.pad(h, (0, n - len(h)), mode="edge") for h in hs])
-            curve = np.nanmedian(padded, axis=0) if np.isfinite(padded).any() else padded[0]
+            with warnings.catch_warnings():  # an evaluation where no run has a score yet stays NaN (not drawn)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                curve = np.nanmedian(padded, axis=0)
             if n == 1:
                 ax.axhline(curve[0], linestyle="--", linewidth=1, label=a, color=color[a])
             else:
