@@ -41,6 +41,13 @@ CONFIGS: dict[str, list[str]] = {
                          "--seeds", "0"],
     "digits-oracle": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "random", "--budget", "1000",
                       "--seeds", "0"],
+    # Session 2, REINFORCE with init_mean="mid": every agent, three seeds, the budget (GRU: 200).
+    "digits-final": ["--task", "digits", "--sparsity", "0.9", "0.8", "--agents", *ALL, "--budget", "1000",
+                     "--seeds", "0", "1", "2", "--vector-envs", "8"],
+    "pydoc-final": ["--task", "pydoc-char", "--sparsity", "0.9", "0.8", "--agents", *ALL, "--budget",
+                    "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
+    "gru-final": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.9", "0.8", "--agents", *ALL,
+                  "--budget", "200", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
             "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
