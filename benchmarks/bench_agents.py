@@ -48,6 +48,8 @@ CONFIGS: dict[str, list[str]] = {
                     "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "gru-final": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.9", "0.8", "--agents", *ALL,
                   "--budget", "200", "--seeds", "0", "1", "2", "--vector-envs", "8"],
+    "gru-final-1000": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.9", "0.8", "--agents", *ALL,
+                       "--budget", "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
             "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
