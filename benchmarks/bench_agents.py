@@ -50,6 +50,8 @@ CONFIGS: dict[str, list[str]] = {
                   "--budget", "200", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "gru-final-1000": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.9", "0.8", "--agents", *ALL,
                        "--budget", "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
+    "digits-oracle-10000": ["--task", "digits", "--sparsity", "0.9", "0.8", "--agents", "random", "--budget",
+                            "10000", "--seeds", "0", "--vector-envs", "8"],
     "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
             "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
