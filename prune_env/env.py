@@ -138,7 +138,9 @@ class PruneRNNEnv(gym.Env):
 
     ## Starting State
 
-    The dense model, nothing pruned. The dense weights are restored on every reset.
+    The dense model, nothing pruned: every episode's counts start at zero. (For speed the env's private model copy
+    keeps the last episode's masks until the next step moves each layer to its new count; the model is scored only
+    at the episode's end, when it matches the episode's counts exactly.)
 
     ## Episode End
 
