@@ -17,7 +17,6 @@ could drift along that direction until every action clips at the bound and the a
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+from ._options import parse_options
 from .budget import EvalBudget, Tracker, split_budget
 
 ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
@@ -230,11 +230,7 @@ def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[s
 
 
 def _parse_args(kwargs: dict[str, Any]) -> Args:
-    names = {f.name for f in dataclasses.fields(Args)}
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise ValueError(f"agent 'ppo' got unknown options {unknown}; valid: {sorted(names)}")
-    args = Args(**kwargs)
+    args = parse_options(Args, kwargs, "ppo")
     if args.vec_env not in VEC_ENVS:
         raise ValueError(f"unknown `vec_env` {args.vec_env!r}; expected one of {VEC_ENVS}")
     if isinstance(args.n_envs, bool) or not isinstance(args.n_envs, int) or args.n_envs < 1:

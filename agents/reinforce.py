@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._options import parse_options
 from .budget import EvalBudget
 
 
@@ -272,22 +273,17 @@ def load(path: str) -> GaussianPolicy:
 
 
 def _parse_args(kwargs: dict[str, Any]) -> Args:
-    names = {f.name for f in dataclasses.fields(Args)}
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise ValueError(f"agent 'reinforce' got unknown options {unknown}; valid: {sorted(names)}")
-    args = Args(**kwargs)
-    for name in ("learning_rate", "net_learning_rate", "ent_coef"):
+    args = parse_options(Args, kwargs, "reinforce")
+    for name in ("learning_rate", "net_learning_rate", "ent_coef", "std_learning_rate"):
         v = getattr(args, name)
+        if name == "std_learning_rate" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"reinforce `{name}` must be a number >= 0, got {v!r}")
     for name in ("init_std", "min_std"):
         v = getattr(args, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
-    if args.std_learning_rate is not None and (isinstance(args.std_learning_rate, bool) or not isinstance(
-            args.std_learning_rate, (int, float)) or not args.std_learning_rate >= 0):
-        raise ValueError(f"reinforce `std_learning_rate` must be None or a number >= 0, got {args.std_learning_rate!r}")
     for name, choices in (("init_mean", ("uniform", "mid")), ("advantage", ("std", "rank"))):
         if getattr(args, name) not in choices:
             raise ValueError(f"reinforce `{name}` must be one of {choices}, got {getattr(args, name)!r}")

@@ -83,16 +83,6 @@ def _bytes(bits: int) -> int:
     return (bits + 7) // 8
 
 
-def relative_entries(mask: torch.Tensor, rel_bits: int) -> int:
-    """Stored entries (nonzeros plus fillers) of a relative index with ``rel_bits``-bit skips.
-
-    :param mask: flat boolean tensor, True where a value is kept.
-    :param rel_bits: bits per skip.
-    """
-    pos = _kept_positions(mask.reshape(-1))
-    return int(pos.size + (_skips(pos) >> rel_bits).sum()) if pos.size else 0
-
-
 def _kept_positions(flat: torch.Tensor) -> np.ndarray:
     """Flat positions of the nonzero entries of a 1-d tensor, as int64 numpy (no copy of a CPU float tensor)."""
     if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64, torch.bool):

@@ -135,14 +135,18 @@ class BatchEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        device = model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            logits = model(self.inputs.to(device))
-        finally:
-            model.train(was_training)
-        return metric_from_logits(logits, self.targets.to(device), self.metric)
+        logits = forward_in_mode(model, self.inputs, training=False)
+        return metric_from_logits(logits, self.targets.to(logits.device), self.metric)
+
+
+def forward_in_mode(model: nn.Module, inputs: torch.Tensor, training: bool) -> torch.Tensor:
+    """``model(inputs)`` on the model's device in train or eval mode; the model's own mode is restored after."""
+    was_training = model.training
+    model.train(training)
+    try:
+        return model(inputs.to(model_device(model)))
+    finally:
+        model.train(was_training)
 
 
 def model_device(model: nn.Module) -> torch.device:

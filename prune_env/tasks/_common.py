@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..task import BatchEvaluator, Metric, RNNTask, model_device
+from ..task import BatchEvaluator, Metric, RNNTask, forward_in_mode, model_device
 from .cache import load_or_train
 
 #: Config values that must be positive integers / positive floats when a preset declares them.
@@ -115,14 +115,8 @@ class BatchLoss:
         self.targets = targets
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        device = model_device(model)
-        was_training = model.training
-        model.train()
-        try:
-            logits = model(self.inputs.to(device))
-        finally:
-            model.train(was_training)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets.to(device).reshape(-1))
+        logits = forward_in_mode(model, self.inputs, training=True)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets.to(logits.device).reshape(-1))
 
 
 class SampledLoss:
