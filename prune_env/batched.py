@@ -31,7 +31,6 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from .layers import PrunableLayer, get_param
-from .size import MAX_RELATIVE_BITS
 from .task import RNNTask, metric_from_logits, split_score
 
 TRIM_EVERY = 32
@@ -222,25 +221,6 @@ def _recurrence(x, w_ih, w_hh, b_ih, b_hh, w_hr, h, c, mode: str, reverse: bool)
     return torch.stack(outs, 2), h.contiguous(), (c.contiguous() if c.numel() else c.new_zeros(0))
 
 
-def float_layer_bits(weights: torch.Tensor) -> torch.Tensor:
-    """Stored bits of each row of ``weights`` (K candidates x n float32 values, zeros pruned) in the cheapest of
-    :func:`prune_env.size.encoding`'s layouts: dense, bitmask, or a relative index of 1..16 bits per gap with
-    filler entries for longer gaps. Equal to ``encoding(w).total_bits`` for 32-bit values, for all K at once.
-    """
-    k, n = weights.shape
-    mask = weights != 0
-    nnz = mask.sum(1)
-    pos = torch.arange(n, device=weights.device).expand(k, n)
-    last = torch.where(mask, pos, -1).cummax(1).values
-    before = torch.cat([last.new_full((k, 1), -1), last[:, :-1]], 1)
-    skips = torch.where(mask, pos - before - 1, 0)  # zeros skipped before each kept value
-    options = [torch.full_like(nnz, 32 * n), n + 32 * nnz]
-    for b in range(1, MAX_RELATIVE_BITS + 1):
-        entries = nnz + (skips >> b).sum(1)
-        options.append(entries * (b + 32))
-    return torch.stack(options, 1).min(1).values
-
-
 def loop_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose recurrent modules are :class:`LoopRNN` s (same parameter names), in eval mode."""
     work = copy.deepcopy(model).eval()
@@ -318,37 +298,18 @@ class BatchedScorer:
 
         :param counts: ``(K, num_layers)`` integer array.
         """
-        return self.score_with_sizes(counts, None)[0]
-
-    @torch.no_grad()
-    def score_with_sizes(self, counts: np.ndarray, other_bits: int | None
-                         ) -> tuple[list[tuple[float, dict[str, float]]], list[int] | None]:
-        """:meth:`score`, plus each candidate's stored size in bytes when ``other_bits`` is given.
-
-        The size is :func:`prune_env.size.size_bytes` of the pruned float32 model, computed for all candidates
-        from the same stacked weights (see :func:`float_layer_bits`), so the env need not search layouts per
-        episode on the CPU.
-
-        :param counts: ``(K, num_layers)`` integer array.
-        :param other_bits: bits of everything that is not a prunable weight (``SizeReport.other_bits``); ``None``
-            skips the sizes.
-        """
         counts = np.asarray(counts, dtype=np.int64)
         if counts.ndim != 2 or counts.shape[1] != len(self.layers):
             raise ValueError(f"`counts` must have shape (K, {len(self.layers)}), got {counts.shape}")
         results: list[tuple[float, dict[str, float]]] = []
-        sizes: list[int] | None = None if other_bits is None else []
         for start in range(0, counts.shape[0], self.max_batch):
             weights = self.stacked_weights(counts[start:start + self.max_batch])
             results.extend(self._score_logits(self._forward(weights)))
-            if sizes is not None:
-                bits = sum(float_layer_bits(w.reshape(w.shape[0], -1)) for w in weights.values()) + other_bits
-                sizes.extend(((bits + 7) // 8).tolist())
             del weights
             self._passes += 1
             if self.device.type == "cpu" and self._passes % TRIM_EVERY == 0:
                 _trim_heap()
-        return results, sizes
+        return results
 
     def _score_logits(self, logits: torch.Tensor) -> list[tuple[float, dict[str, float]]]:
         if callable(self.metric):

@@ -26,7 +26,7 @@ from .finetune import finetune
 from .layers import find_prunable_layers, get_param
 from .quantize import BITS, METHODS, QuantMasker
 from .quantize import quantize as quantize_weight
-from .size import encoding, model_size
+from .size import SIZE_TABLE_MAX_NUMEL, encoding, model_size, size_table
 from .stats import FEATURES, layer_features, raw_layer_stats
 from .structured import UnitMasker, UnitPlan, group_tensors, shrink
 from .task import RNNTask, split_score
@@ -344,6 +344,11 @@ class PruneRNNEnv(gym.Env):
         self._size_params = [get_param(self._model, layer) for layer in self.layers]
         dense_layers = sum(encoding(p, 32, self._size_method).total_bits for p in self._size_params)
         self._fixed_size_bits = model_size(self._model, None, self._size_method).total_bits - dense_layers
+        # Float32 weights: every count's exact size at once, so a step reads it instead of scanning the weights.
+        # (Quantization moves zeros with the bit-width, so that path keeps the per-step search.)
+        self._size_tables = None if self.quantize else [
+            size_table(dense, order, dense.numel()) if dense.numel() <= SIZE_TABLE_MAX_NUMEL else None
+            for dense, order in zip(self._masker.dense, self._orders)]
 
     def _make_masker(self):
         if self._plan:
@@ -481,8 +486,12 @@ class PruneRNNEnv(gym.Env):
         if self._plan:  # the physically smaller model stores its kept float32 parameters densely
             return 4 * (self.total_params - self._removed_params())
         # = size.size_bytes(self._model, bits, method), re-encoding only the layers the env prunes
-        layer_bits = sum(encoding(p, int(b), self._size_method).total_bits
-                         for p, b in zip(self._size_params, self._bits))
+        if self._size_tables is not None:  # read from the episode's counts (the model need not hold them)
+            layer_bits = sum(encoding(p).total_bits if table is None else int(table[k])
+                             for table, k, p in zip(self._size_tables, self._counts, self._size_params))
+        else:
+            layer_bits = sum(encoding(p, int(b), self._size_method).total_bits
+                             for p, b in zip(self._size_params, self._bits))
         return -(-(self._fixed_size_bits + layer_bits) // 8)
 
     def _finish(self, scored: tuple[float, dict[str, float]]) -> tuple[float, dict[str, Any]]:

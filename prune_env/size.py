@@ -32,6 +32,9 @@ from .quantize import check_bits, check_method, effective_method, table_bits
 
 INDEX_LAYOUTS = ("dense", "bitmask", "relative")
 MAX_RELATIVE_BITS = 16
+#: Weights up to this many values get a :func:`size_table` in the env (8 bytes per value, built in about 0.6 s
+#: per million values); larger ones are encoded per step, where the forward pass dwarfs it anyway.
+SIZE_TABLE_MAX_NUMEL = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,90 @@ def encoding(weight: torch.Tensor, bits: int = 32, method: str = "linear") -> En
     layout = ("dense", "bitmask", "relative")[min(best, 2)]
     rel_bits = int(widths[best - 2]) if best >= 2 else 0
     return Encoding(n, rows, nnz, layout, rel_bits, entries[best], bits, method)
+
+
+def _nearest_greater(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``i``, the nearest ``j < i`` and the nearest ``j > i`` with ``rank[j] > rank[i]``.
+
+    ``-1`` (left) or ``n`` (right) where there is none. A max segment tree over the ranks, climbed and descended
+    for all positions at once: ``O(log n)`` vectorised steps over a shrinking set of still-searching positions.
+    """
+    n = rank.size
+    levels = max(1, (n - 1).bit_length())
+    size = 1 << levels
+    tree = np.full(2 * size + 1, np.iinfo(np.int64).min, dtype=np.int64)  # +1: the last leaf's right sibling
+    tree[size:size + n] = rank
+    h = size
+    while h > 1:
+        h //= 2
+        tree[h:2 * h] = np.maximum(tree[2 * h:4 * h:2], tree[2 * h + 1:4 * h:2])
+    out = []
+    for side in (-1, 1):
+        found = np.full(n, -1 if side < 0 else n, dtype=np.int64)
+        idx = np.arange(n)
+        v = idx + size
+        for _ in range(levels):  # climb: the first sibling on this side whose subtree holds a greater rank
+            sib = v + side
+            hit = ((v & 1) == (1 if side < 0 else 0)) & (tree[sib] > rank[idx])
+            u, who = sib[hit], idx[hit]
+            for _ in range(levels):  # descend to the nearest leaf above the rank, from the near side
+                inner = u < size
+                if not inner.any():
+                    break
+                near = 2 * u[inner] + (1 if side < 0 else 0)
+                u[inner] = np.where(tree[near] > rank[who[inner]], near, near + side)
+            found[who] = u - size
+            idx, v = idx[~hit], v[~hit] >> 1
+            if not idx.size:
+                break
+        out.append(found)
+    return out[0], out[1]
+
+
+def size_table(dense: torch.Tensor, order: torch.Tensor, max_count: int) -> np.ndarray:
+    """``encoding(w_k).total_bits`` of float32 weights for every count ``k`` in ``0..max_count`` at once.
+
+    ``w_k`` is ``dense`` with its ``k`` first entries of ``order`` (flat indices, least important first) set to
+    zero: what :class:`~prune_env.criteria.Masker` holds at count ``k``. Exactly the numbers of :func:`encoding`,
+    so an env can read its stored size instead of scanning every weight per step.
+
+    As ``k`` grows, removing a kept value merges the two gaps beside it into one: the gap between its nearest kept
+    neighbours, which are its nearest neighbours of later removal rank. Each such gap lives over an interval of
+    counts, so the fillers of a ``b``-bit relative index at every count are a prefix sum over these intervals.
+
+    :param dense: the weight at count 0 (its zeros stay zero at every count).
+    :param order: a permutation of the flat indices.
+    :param max_count: the largest count needed.
+    """
+    flat = dense.detach().reshape(-1).cpu()
+    n = flat.numel()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order.cpu().numpy()] = np.arange(n)
+    rank[(flat == 0).numpy()] -= n  # already zero: gone before count 0
+    counts = np.arange(max_count + 1)
+    nnz = n - np.searchsorted(np.sort(rank), counts, side="left")
+    left, right = _nearest_greater(rank)
+    never = np.iinfo(np.int64).max  # the sentinels on either side are never removed
+    lo = np.maximum(rank + 1, 0)  # the merged gap exists from the count that removes the value ...
+    hi = np.minimum(np.where(left >= 0, rank[np.maximum(left, 0)], never),
+                    np.where(right < n, rank[np.minimum(right, n - 1)], never))  # ... until a neighbour goes
+    keep = (right < n) & (lo <= np.minimum(hi, max_count))  # trailing zeros need no index entry
+    lo, hi, gap = lo[keep], np.minimum(hi[keep], max_count) + 1, (right - left - 1)[keep]
+    best = np.minimum(32 * n, n + 32 * nnz)  # dense, bitmask
+    with np.errstate(divide="ignore"):
+        useful = np.where(nnz > 0, np.minimum(MAX_RELATIVE_BITS, -(-n // np.maximum(nnz, 1)) - 1), 0)
+    for b in range(1, MAX_RELATIVE_BITS + 1):
+        use = useful >= b
+        if not use.any():
+            break
+        first = int(np.argmax(use))  # useful widths only grow with the count: gaps that end earlier do not matter
+        live = hi > first
+        lo, hi, gap = np.maximum(lo[live], first), hi[live], gap[live]
+        shifted = gap >> b
+        delta = (np.bincount(lo, shifted, max_count + 2) - np.bincount(hi, shifted, max_count + 2))
+        fillers = np.rint(np.cumsum(delta[:-1])).astype(np.int64)
+        best = np.where(use, np.minimum(best, (nnz + fillers) * (b + 32)), best)
+    return np.where(nnz > 0, best, 0)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from .batched import BatchedScorer
 from .env import PruneRNNEnv
-from .size import model_size
 from .task import split_score
 
 #: Attributes of the template env that every sub-environment shares rather than copies: the task and the static
 #: analysis. Everything else (the model, its masker and the per-episode state) is deep-copied.
 _SHARED = ("task", "_orders", "_grads", "layer_stats", "_features", "layers", "_weight_layers", "_plan",
-           "layer_names", "numels", "_cap", "observation_space", "action_space", "config")
+           "layer_names", "numels", "_cap", "observation_space", "action_space", "config", "_size_tables")
 #: Scores compared by the construction-time probe of the batched path must agree to this (absolute).
 PROBE_TOLERANCE = 1e-5
 #: ``batched=None`` keeps the batched path only if its time per candidate is below this share of sequential's.
@@ -91,8 +90,6 @@ class PruneRNNVectorEnv(VectorEnv):
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self.calibration: dict[str, float] = {}
         self.scorer: BatchedScorer | None = None
-        self._batched_sizes = False
-        self._other_bits = 0
         self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -134,13 +131,8 @@ class PruneRNNVectorEnv(VectorEnv):
         env = self.template
         probe = np.stack([np.zeros(env.num_layers, np.int64), env._cap // 2])
         env._masker.reset()
-        self._other_bits = model_size(env._model).other_bits
-        ref_sizes = [env._model_size_bytes()]
         seq = [env.dense_score, self._evaluate(probe[1])[0]]
-        ref_sizes.append(env._model_size_bytes())
-        results, sizes = self.scorer.score_with_sizes(probe, self._other_bits)
-        # Sizes computed with the batch replace the per-episode layout search only where they agree exactly.
-        self._batched_sizes = sizes == ref_sizes
+        results = self.scorer.score(probe)
         got = [s for s, _ in results]
         diff = max(abs(a - b) for a, b in zip(got, seq))
         if diff > PROBE_TOLERANCE:
@@ -212,14 +204,9 @@ class PruneRNNVectorEnv(VectorEnv):
             else:
                 self._obs[i], _, _, _, info = env._conclude(None)
                 infos = self._add_info(infos, info, i)
-        scores, sizes = self._score(ended)
-        for j, (i, scored) in enumerate(zip(ended, scores)):
+        for i, scored in zip(ended, self._score(ended)):
             env = self.envs[i]
-            if sizes is not None:  # the batch already computed this model's stored size: skip the CPU search
-                env._model_size_bytes = lambda size=sizes[j]: size
             self._obs[i], rewards[i], terminated[i], _, info = env._conclude(scored)
-            if sizes is not None:
-                del env._model_size_bytes
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
                 self._obs[i], info = env.reset()
@@ -240,14 +227,11 @@ class PruneRNNVectorEnv(VectorEnv):
             return list(seed)
         raise ValueError(f"`seed` must be None, an int or a list of {self.num_envs} seeds, got {seed!r}")
 
-    def _score(self, ended: list[int]) -> tuple[list[tuple[float, dict[str, float]]], list[int] | None]:
-        """Scores of the ended sub-environments and, from the batched path, their stored sizes in bytes."""
-        if not ended:
-            return [], None
-        if self.scorer is not None:
-            counts = np.stack([self.envs[i]._counts for i in ended])
-            return self.scorer.score_with_sizes(counts, self._other_bits if self._batched_sizes else None)
-        return [self.envs[i]._score() for i in ended], None
+    def _score(self, ended: list[int]) -> list[tuple[float, dict[str, float]]]:
+        """Scores of the ended sub-environments: one batched pass, or each env's own ``evaluate``."""
+        if self.scorer is not None and ended:
+            return self.scorer.score(np.stack([self.envs[i]._counts for i in ended]))
+        return [self.envs[i]._score() for i in ended]
 
     def _evaluate(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
         """Score one allocation with ``task.evaluate`` on the template's model (the probe's reference)."""

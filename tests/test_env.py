@@ -17,6 +17,7 @@ from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask, find_prunable_layers
 from prune_env.criteria import Masker, apply_counts
+from prune_env.size import size_bytes
 
 MODES = ["joint", "sequential"]
 
@@ -157,6 +158,25 @@ def test_info_contents_and_no_test_score(gru_task):
     total = sum(p.numel() for p in gru_task.model.parameters())
     assert info["nonzero_params"] == total - round(0.5 * env.numels.sum())
     assert isinstance(info["size_bytes"], int) and info["size_bytes"] < total * 4
+
+
+@pytest.mark.parametrize("mode,criterion", [("joint", "magnitude"), ("sequential", "gradient")])
+def test_size_bytes_is_the_exact_size_of_the_pruned_model(gru_task, mode, criterion):
+    """``info["size_bytes"]`` (read from precomputed tables) equals the layout search on the model itself, also
+    when the user's model already holds zeros (they stay zero at every count)."""
+    task = copy.copy(gru_task)
+    task.model = copy.deepcopy(gru_task.model)
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p[..., ::3] = 0
+    env = PruneRNNEnv(task, mode=mode, max_sparsity=0.98, criterion=criterion)  # gradient: zeros not first
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        env.reset()
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        assert info["size_bytes"] == size_bytes(env.pruned_model())
 
 
 def test_scores_match_pruned_model(gru_task):

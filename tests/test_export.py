@@ -17,7 +17,7 @@ from torch import nn
 from prune_env import PruneRNNEnv
 from prune_env.export import ExportError, apply_masks, export, load, masks
 from prune_env.quantize import quantize
-from prune_env.size import dense_bits, encoding, model_size
+from prune_env.size import dense_bits, encoding, model_size, size_table
 
 
 def _env_model(granularity: str, rnn: str = "gru"):
@@ -148,6 +148,23 @@ def test_layout_search_matches_a_plain_reference(density):
             enc = encoding(w.to(dtype).reshape(1, -1))
             assert enc.total_bits == _reference_encoding_bits(w, 32), (n, density, dtype)
             assert enc.nnz == int((w != 0).sum())
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_size_table_matches_the_layout_search_at_every_count(case):
+    """The env reads sizes from ``size_table``; it must equal the search on the masked weight at every count."""
+    g = torch.Generator().manual_seed(case)
+    n = [1, 2, 9, 64, 300, 1000, 2500, 4000][case]
+    w = torch.randn(n, generator=g)
+    w[torch.rand(n, generator=g) < 0.1 * (case % 4)] = 0  # weights already zero stay zero at every count
+    w[: n // 5] *= 1e-3  # a block of small weights: long runs of pruned values, so wide indices and fillers
+    order = torch.randperm(n, generator=g) if case % 2 else torch.argsort(w.abs(), stable=True)
+    table = size_table(w, order, n)
+    assert table.shape == (n + 1,)
+    for k in range(n + 1):
+        masked = w.clone()
+        masked[order[:k]] = 0
+        assert table[k] == encoding(masked).total_bits, (n, k)  # encoding: checked against the reference above
 
 
 def test_dense_baseline_and_ninety_percent_is_much_smaller(tmp_path):

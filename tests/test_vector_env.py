@@ -239,7 +239,7 @@ def test_sb3_adapter_collects_episodes_with_ppo():
 def test_infos_match_independent_envs_including_batched_sizes(target):
     task = tiny_task("lstm", bidirectional=True)
     venv = PruneRNNVectorEnv(task, K, device="cpu", batched=True, autoreset_mode="SameStep", target_sparsity=target)
-    assert venv._batched_sizes  # the probe found the batched sizes equal to size_bytes
+    assert venv.eval_path == "batched"
     envs = [PruneRNNEnv(task, device="cpu", target_sparsity=target) for _ in range(K)]
     venv.reset(seed=0)
     for i, e in enumerate(envs):
@@ -256,19 +256,3 @@ def test_infos_match_independent_envs_including_batched_sizes(target):
             assert got["nonzero_params"][i] == ref["nonzero_params"]
             assert got["score"][i] == pytest.approx(ref["score"], abs=1e-5)
             assert got["overall_sparsity"][i] == pytest.approx(ref["overall_sparsity"])
-
-
-def test_float_layer_bits_equals_size_encoding():
-    from prune_env.batched import float_layer_bits
-    from prune_env.size import encoding
-
-    g = torch.Generator().manual_seed(0)
-    rows = []
-    for n, sparsity in [(300, 0.0), (1000, 0.5), (4096, 0.3), (5000, 0.99), (70_000, 0.9995), (70_000, 1.0)]:
-        w = torch.randn(n, generator=g)
-        w[torch.rand(n, generator=g) < sparsity] = 0
-        rows.append(w)
-    for w in rows:  # one candidate at a time, and the same weights stacked with an all-zero candidate
-        assert float_layer_bits(w.unsqueeze(0)).item() == encoding(w).total_bits
-        both = float_layer_bits(torch.stack([w, torch.zeros_like(w)]))
-        assert both.tolist() == [encoding(w).total_bits, encoding(torch.zeros_like(w)).total_bits]
