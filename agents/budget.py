@@ -137,9 +137,7 @@ class EvalBudget(gym.Wrapper):
 
         base = self.env.unwrapped
         if self._vec is None:
-            cfg = {k: v for k, v in base.config.items() if k not in ("task", "task_kwargs", "render_mode")}
-            cfg["target_sparsity"] = base.target_sparsity
-            self._vec = PruneRNNVectorEnv(base.task, num_envs=self.vector_envs, autoreset_mode="Disabled", **cfg)
+            self._vec = PruneRNNVectorEnv.from_env(base, self.vector_envs, autoreset_mode="Disabled")
         self._vec.reset()
         _, rewards, _, _, infos = self._vec.step(actions)
         out = []

@@ -8,6 +8,12 @@ few steps past the budget: those get free terminal transitions (reward 0, nothin
 allocation is tracked the same way whether the envs run in-process (``DummyVecEnv``) or in worker processes
 (``SubprocVecEnv``).
 
+With ``search(..., vector_envs=K)`` (K > 1) the K envs are instead one :class:`~prune_env.PruneRNNVectorEnv`
+behind :class:`~prune_env.SB3VecEnv`, so the K episodes that end in a step are scored in one batched pass where
+that is faster. Its sub-envs end their episodes together, so there are no per-env quotas: the callback records
+the first ``budget`` evaluations and stops; when K does not divide the budget, the last step scores up to K - 1
+more candidates that are neither counted nor reported.
+
 In joint budget mode the env's projection ignores a common shift of all requested sparsities, so a policy's mean
 could drift along that direction until every action clips at the bound and the allocation collapses to uniform.
 :class:`CenteredActions` removes the common shift before the env sees the action (the same fix as
@@ -23,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
 from ._options import parse_options
 from .budget import EvalBudget, Tracker, split_budget
@@ -76,14 +82,48 @@ class CenteredActions(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        base = env.unwrapped
-        self._center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0
+        self._center = uniform_center(env)
         n = env.action_space.shape[0]
         self.action_space = gym.spaces.Box(-CENTERED_BOUND, CENTERED_BOUND, (n,), np.float32)
 
     def action(self, action: np.ndarray) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
-        return np.clip(a - a.mean() + self._center, -1.0, 1.0).astype(np.float32)
+        return center_actions(action, self._center)
+
+
+class CenteredVecActions(VecEnvWrapper):
+    """:class:`CenteredActions` for a whole SB3 ``VecEnv`` (one row per sub-environment).
+
+    :param venv: a vector env of joint-mode envs in budget mode.
+    :param center: the uniform request, ``2 * target_sparsity / max_sparsity - 1``.
+    """
+
+    def __init__(self, venv: Any, center: float):
+        n = venv.action_space.shape[0]
+        super().__init__(venv, action_space=gym.spaces.Box(-CENTERED_BOUND, CENTERED_BOUND, (n,), np.float32))
+        self.center = center
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(center_actions(actions, self.center))
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
+def uniform_center(env: gym.Env) -> float | None:
+    """The action of uniform pruning at ``env``'s target in joint budget mode (``None`` in any other mode)."""
+    base = env.unwrapped
+    if base.mode != "joint" or base.target_sparsity is None:
+        return None
+    return 2.0 * base.target_sparsity / base.max_sparsity - 1.0
+
+
+def center_actions(actions: np.ndarray, center: float) -> np.ndarray:
+    """Each action (the last axis) shifted to mean ``center``, clipped to [-1, 1], as float32."""
+    a = np.asarray(actions, dtype=np.float64)
+    return np.clip(a - a.mean(-1, keepdims=True) + center, -1.0, 1.0).astype(np.float32)
 
 
 class BestAllocationCallback(BaseCallback):
@@ -102,7 +142,7 @@ class BestAllocationCallback(BaseCallback):
     def _on_step(self) -> bool:
         steps = zip(self.locals["dones"], self.locals["infos"], self.locals["rewards"])
         for i, (done, info, reward) in enumerate(steps):
-            if done and "score" in info and not info.get("over_budget"):
+            if done and "score" in info and not info.get("over_budget") and self.tracker.evals < self.budget:
                 self.tracker.record(float(reward), info, self.targets[i])
                 self.logger.record("prune/best_score", self.tracker.best_score)
                 self.logger.record("prune/score", info["score"])
@@ -123,10 +163,9 @@ class PolicyAdapter:
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         """The deterministic action for ``obs``, as the env expects it."""
         a, _ = self.model.predict(obs, deterministic=True)
-        a = np.asarray(a, dtype=np.float64)
         if self.center is not None:
-            a = a - a.mean() + self.center
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+            return center_actions(a, self.center)
+        return np.clip(np.asarray(a, dtype=np.float64), -1.0, 1.0).astype(np.float32)
 
 
 def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
@@ -140,12 +179,24 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     algo_cls = _algo_class(args.algo)
     base = env.unwrapped
     budget = env.remaining
-    n_envs = max(1, min(args.n_envs, budget))
-    quotas = split_budget(budget, n_envs)
-    centered = base.mode == "joint" and base.target_sparsity is not None
-    inner = env.env
-    factories = [_factory(inner if i == 0 else copy.deepcopy(inner), q, centered) for i, q in enumerate(quotas)]
-    vec = SubprocVecEnv(factories, start_method="spawn") if args.vec_env == "subproc" else DummyVecEnv(factories)
+    vector_envs = getattr(env, "vector_envs", 0)
+    if vector_envs > 1 and args.vec_env != "dummy":
+        raise ValueError(f"`vec_env`={args.vec_env!r} does not combine with vector_envs={vector_envs} (one batched "
+                         "vector env in this process); leave vec_env at 'dummy'")
+    n_envs = max(1, min(vector_envs if vector_envs > 1 else args.n_envs, budget))
+    center = uniform_center(base)
+    centered = center is not None
+    if vector_envs > 1:
+        from prune_env import PruneRNNVectorEnv, SB3VecEnv
+
+        vec: Any = SB3VecEnv(PruneRNNVectorEnv.from_env(base, n_envs, autoreset_mode="SameStep"))
+        if centered:
+            vec = CenteredVecActions(vec, center)
+    else:
+        inner = env.env
+        factories = [_factory(inner if i == 0 else copy.deepcopy(inner), q, centered)
+                     for i, q in enumerate(split_budget(budget, n_envs))]
+        vec = SubprocVecEnv(factories, start_method="spawn") if args.vec_env == "subproc" else DummyVecEnv(factories)
     vec.seed(seed)
 
     model = algo_cls("MlpPolicy", vec, seed=seed, verbose=args.verbose, tensorboard_log=args.tensorboard_log,
@@ -153,13 +204,14 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     tracker = Tracker(base.target_sparsity)
     callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs)
     try:
-        model.learn(total_timesteps=budget * (1 if base.mode == "joint" else base.num_layers), callback=callback,
+        # The vector env's sub-envs end their episodes together: whole rounds of n_envs episodes.
+        episodes = -(-budget // n_envs) * n_envs if vector_envs > 1 else budget
+        model.learn(total_timesteps=episodes * (1 if base.mode == "joint" else base.num_layers), callback=callback,
                     progress_bar=args.progress_bar, tb_log_name=args.algo)
     finally:
         vec.close()
     if args.save_path:
         save(model, args.save_path)
-    center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0 if centered else None
     # The outer wrapper saw none of these evaluations: hand the callback's tracker to `search`.
     return {"tracker": tracker, "policy": PolicyAdapter(model, center), "algo": args.algo,
             "save_path": args.save_path}
@@ -183,12 +235,7 @@ def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
     :param env: the (unwrapped) env it will act on; its mode and target decide the centring.
     """
     model = _algo_class(algo).load(path, device="cpu")
-    center = None
-    if env is not None:
-        base = env.unwrapped
-        if base.mode == "joint" and base.target_sparsity is not None:
-            center = 2.0 * base.target_sparsity / base.max_sparsity - 1.0
-    return PolicyAdapter(model, center)
+    return PolicyAdapter(model, uniform_center(env) if env is not None else None)
 
 
 def _factory(env: gym.Env, quota: int, centered: bool):

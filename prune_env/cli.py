@@ -115,7 +115,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="parent directory of the run directory")
     p.add_argument("--device", default="cpu", help="device of the env's model copy")
     p.add_argument("--vector-envs", type=int, default=0, metavar="K",
-                   help="score K candidates per batched pass (random, reinforce); same budget and results")
+                   help="score K candidates per batched pass (random, reinforce, ppo); same budget")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -261,8 +261,8 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
 
     if vector_envs < 0:
         raise CLIError(f"--vector-envs must be >= 0, got {vector_envs}")
-    res = A.search(name, env, budget, seed=seed, vector_envs=vector_envs if name in ("random", "reinforce") else 0,
-                   **kwargs)
+    batches = name in ("random", "reinforce", "ppo")
+    res = A.search(name, env, budget, seed=seed, vector_envs=vector_envs if batches else 0, **kwargs)
     counts = env.counts_for(res.allocation)
     model = env.pruned_model(res.allocation)
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")

@@ -92,6 +92,21 @@ class PruneRNNVectorEnv(VectorEnv):
         self.scorer: BatchedScorer | None = None
         self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
 
+    @classmethod
+    def from_env(cls, env: gym.Env, num_envs: int, **kwargs: Any) -> PruneRNNVectorEnv:
+        """``num_envs`` sub-environments with the task and configuration of ``env`` (its current target included).
+
+        :param env: a :class:`~prune_env.PruneRNNEnv`, possibly wrapped (the wrappers are not copied).
+        :param num_envs: number of sub-environments K.
+        :param kwargs: ``batched``, ``max_batch``, ``autoreset_mode`` (see the class).
+        """
+        base = env.unwrapped
+        if not isinstance(base, PruneRNNEnv):
+            raise ValueError(f"`env` must be a PruneRNNEnv (possibly wrapped), got {type(base).__name__}")
+        cfg = {k: v for k, v in base.config.items() if k not in ("task", "task_kwargs", "render_mode")}
+        cfg["target_sparsity"] = base.target_sparsity
+        return cls(base.task, num_envs, **kwargs, **cfg)
+
     # ------------------------------------------------------------------------------------------- set-up
     def _sub_env(self) -> PruneRNNEnv:
         """A sub-environment: a deep copy of the template that shares its task and analysis (read-only)."""

@@ -345,3 +345,19 @@ def test_vector_envs_same_result_same_budget(name):
     assert 2 <= counter.calls - setup <= 10
     assert batched.allocation == plain.allocation
     np.testing.assert_allclose(batched.history, plain.history, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["joint", "sequential"])
+def test_ppo_on_the_batched_vector_env_matches_plain_ppo(mode):
+    """vector_envs=K: PPO steps one PruneRNNVectorEnv (SB3VecEnv) instead of K wrapped env copies."""
+    env, counter = counted_env(mode=mode)
+    opts = {"n_steps": 2, "n_epochs": 1}
+    plain = agents.search("ppo", env, 8, seed=0, n_envs=4, **opts)
+    batched = agents.search("ppo", env, 8, seed=0, vector_envs=4, **opts)
+    assert batched.evals == 8 and len(batched.history) == 8
+    assert batched.allocation == pytest.approx(plain.allocation, abs=1e-6)
+    np.testing.assert_allclose(batched.history, plain.history, atol=1e-5)
+    odd = agents.search("ppo", env, 6, seed=0, vector_envs=4, **opts)  # the last round ends 2 episodes too many
+    assert odd.evals == 6 and len(odd.history) == 6
+    with pytest.raises(ValueError, match="vec_env"):
+        agents.search("ppo", env, 6, seed=0, vector_envs=4, vec_env="subproc")
