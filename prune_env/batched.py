@@ -245,16 +245,19 @@ class BatchedScorer:
     :param device: where the passes run.
     :param max_batch: most candidates per pass; ``None`` sizes chunks to :data:`CPU_MEMORY_BUDGET` on a CPU or
         :data:`GPU_MEMORY_SHARE` of the free memory on a GPU.
+    :param autocast: run the passes under ``torch.autocast`` with this dtype (``None``: float32); the outputs
+        are returned as float32.
     """
 
     def __init__(self, task: RNNTask, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor],
-                 device: torch.device, max_batch: int | None = None):
+                 device: torch.device, max_batch: int | None = None, autocast: torch.dtype | None = None):
         if not task.structured:
             raise ValueError("BatchedScorer needs a structured `task` (RNNTask with eval_batch and metric)")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int)
                                       or max_batch < 1):
             raise ValueError(f"`max_batch` must be a positive int or None, got {max_batch!r}")
         self.device = torch.device(device)
+        self.autocast = autocast
         self.layers = list(layers)
         self.metric = task.metric
         self.model = loop_model(task.model).to(self.device)
@@ -268,7 +271,7 @@ class BatchedScorer:
             rank = torch.empty(layer.numel, dtype=torch.int64)
             rank[order] = torch.arange(layer.numel)
             self.ranks.append(rank.to(self.device))
-        self._forward = vmap(self._one, in_dims=(0,), randomness="error")
+        self._batched = vmap(self._one, in_dims=(0,), randomness="error")
         # One dense pass up front: it fails fast on a forward vmap cannot batch and sizes the output for chunking.
         self.output_numel = self.logits(np.zeros((1, len(self.layers)), dtype=np.int64))[0].numel()
         self.max_batch = max_batch or self._auto_batch()
@@ -276,6 +279,12 @@ class BatchedScorer:
 
     def _one(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self.model, params, (self.inputs,))
+
+    def _forward(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.autocast is None:
+            return self._batched(weights)
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            return self._batched(weights).float()
 
     def stacked_weights(self, counts: np.ndarray) -> dict[str, torch.Tensor]:
         """The ``(K, *shape)`` masked weights of each prunable layer for ``counts`` of shape ``(K, num_layers)``."""

@@ -33,6 +33,8 @@ from .task import RNNTask, split_score
 
 MODES = ("joint", "sequential")
 GRANULARITIES = ("unstructured", "hidden_unit")
+#: ``precision`` -> autocast dtype of the scoring forward pass (``None``: plain float32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 #: Names of the dynamic (episode-dependent) features that follow the per-layer chosen sparsities.
 DYNAMIC = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share")
 
@@ -161,7 +163,7 @@ class PruneRNNEnv(gym.Env):
     ```python
     PruneRNNEnv(task, *, target_sparsity=None, mode="joint", size_penalty=0.5, criterion="magnitude",
                 max_sparsity=0.98, device=None, render_mode=None, task_kwargs=None, granularity="unstructured",
-                quantize=False, finetune_steps=0, config=None)
+                quantize=False, finetune_steps=0, precision="fp32", config=None)
     ```
 
     - ``task``: an :class:`~prune_env.RNNTask` or a preset name (see ``prune_env.tasks.PRESETS``). A ``dict``
@@ -179,6 +181,10 @@ class PruneRNNEnv(gym.Env):
     - ``quantize``: ``False``, ``True``/``"linear"`` (per-output-channel symmetric) or ``"kmeans"`` (shared
       codebook per layer); adds per-layer bit-widths to the action. Unstructured granularity only.
     - ``finetune_steps``: Adam steps of recovery fine-tuning before each episode is scored (0: none).
+    - ``precision``: ``"fp32"`` or ``"bf16"``: scores (and the dense score the reward divides by) are computed
+      under ``torch.autocast`` with bfloat16. Faster where the hardware has bf16 matrix units, at a small score
+      deviation: measure it first (``benchmarks/precision.py``, ``docs/performance.md``). Statistics,
+      gradients and fine-tuning stay fp32.
     - ``config``: a dict merged over :meth:`default_config` and the keyword arguments; its entries win.
 
     ## Example
@@ -213,6 +219,7 @@ class PruneRNNEnv(gym.Env):
             "granularity": "unstructured",
             "quantize": False,
             "finetune_steps": 0,
+            "precision": "fp32",
         }
 
     def __init__(self, task: RNNTask | str | dict | None = None, *, target_sparsity: float | None = None,
@@ -220,7 +227,7 @@ class PruneRNNEnv(gym.Env):
                  max_sparsity: float = 0.98, device: str | torch.device | None = None,
                  render_mode: str | None = None, task_kwargs: dict | None = None,
                  granularity: str = "unstructured", quantize: bool | str = False, finetune_steps: int = 0,
-                 config: dict | None = None):
+                 precision: str = "fp32", config: dict | None = None):
         if isinstance(task, dict):
             if config is not None:
                 raise ValueError("pass `config` either positionally or as `config=`, not both")
@@ -229,7 +236,7 @@ class PruneRNNEnv(gym.Env):
         cfg.update(task=task if task is not None else cfg["task"], target_sparsity=target_sparsity, mode=mode,
                    size_penalty=size_penalty, criterion=criterion, max_sparsity=max_sparsity, device=device,
                    render_mode=render_mode, task_kwargs=task_kwargs, granularity=granularity, quantize=quantize,
-                   finetune_steps=finetune_steps)
+                   finetune_steps=finetune_steps, precision=precision)
         if config is not None:
             unknown = set(config) - set(cfg)
             if unknown:
@@ -250,6 +257,7 @@ class PruneRNNEnv(gym.Env):
         self.granularity = cfg["granularity"]
         self.quantize: str | None = "linear" if cfg["quantize"] is True else (cfg["quantize"] or None)
         self.finetune_steps = int(cfg["finetune_steps"])
+        self.precision = cfg["precision"]
         self._weight_layers = find_prunable_layers(self.task.model)
         self._plan = UnitPlan(self.task.model) if self.granularity == "hidden_unit" else None
         self.layers = self._plan.groups if self._plan else self._weight_layers
@@ -271,7 +279,7 @@ class PruneRNNEnv(gym.Env):
         self._init_size_accounting()
         self._last_bits: np.ndarray | None = None
         self._last_scored: torch.nn.Module | None = None
-        self.dense_score, self._dense_extras = split_score(self.task.evaluate(self._model))
+        self.dense_score, self._dense_extras = self._evaluate(self._model)
 
         n_obs = (self.num_layers * len(FEATURES) if self.mode == "joint" else len(FEATURES))
         n_obs += self.num_layers + len(DYNAMIC) + (self.num_layers + 1 if self.quantize else 0)
@@ -310,6 +318,8 @@ class PruneRNNEnv(gym.Env):
         ft = cfg["finetune_steps"]
         if isinstance(ft, bool) or not isinstance(ft, (int, np.integer)) or ft < 0:
             raise ValueError(f"`finetune_steps` must be an int >= 0, got {ft!r}")
+        if not isinstance(cfg["precision"], str) or cfg["precision"] not in PRECISIONS:
+            raise ValueError(f"unknown `precision` {cfg['precision']!r}; expected one of {tuple(PRECISIONS)}")
 
     def _check_target(self, target: float | None) -> None:
         if target is None:
@@ -454,7 +464,14 @@ class PruneRNNEnv(gym.Env):
         return B.action_wall(k, i, int(self._counts[:i].sum()), total, self._cap)
 
     def _score(self) -> tuple[float, dict[str, float]]:
-        return split_score(self.task.evaluate(self._finetuned() if self.finetune_steps else self._model))
+        return self._evaluate(self._finetuned() if self.finetune_steps else self._model)
+
+    def _evaluate(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
+        """``task.evaluate(model)`` at the env's ``precision`` (bf16: under ``torch.autocast``)."""
+        if self.precision == "fp32":
+            return split_score(self.task.evaluate(model))
+        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
+            return split_score(self.task.evaluate(model))
 
     def _finetuned(self) -> torch.nn.Module:
         """A fine-tuned copy of the masked model (the masked model itself must stay as the masker left it)."""

@@ -21,8 +21,7 @@ from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from .batched import BatchedScorer
-from .env import PruneRNNEnv
-from .task import split_score
+from .env import PRECISIONS, PruneRNNEnv
 
 #: Attributes of the template env that every sub-environment shares rather than copies: the task and the static
 #: analysis. Everything else (the model, its masker and the per-episode state) is deep-copied.
@@ -30,6 +29,8 @@ _SHARED = ("task", "_orders", "_grads", "layer_stats", "_features", "layers", "_
            "layer_names", "numels", "_cap", "observation_space", "action_space", "config", "_size_tables")
 #: Scores compared by the construction-time probe of the batched path must agree to this (absolute).
 PROBE_TOLERANCE = 1e-5
+#: The same under ``precision="bf16"``: the batched loop and the fused RNN kernels round differently in bf16.
+PROBE_TOLERANCE_BF16 = 5e-3
 #: ``batched=None`` keeps the batched path only if its time per candidate is below this share of sequential's.
 CALIBRATION_MARGIN = 0.9
 
@@ -128,7 +129,7 @@ class PruneRNNVectorEnv(VectorEnv):
                                            "finetune_steps")
         try:
             self.scorer = BatchedScorer(self.task, self.template.layers, self.template._orders, self.device,
-                                        max_batch=max_batch)
+                                        max_batch=max_batch, autocast=PRECISIONS[self.template.precision])
             return self._probe(batched)
         except Exception as e:  # any forward vmap cannot batch: fall back rather than fail the user's run
             self.scorer = None
@@ -150,7 +151,7 @@ class PruneRNNVectorEnv(VectorEnv):
         results = self.scorer.score(probe)
         got = [s for s, _ in results]
         diff = max(abs(a - b) for a, b in zip(got, seq))
-        if diff > PROBE_TOLERANCE:
+        if diff > (PROBE_TOLERANCE if env.precision == "fp32" else PROBE_TOLERANCE_BF16):
             env._masker.reset()
             self.scorer = None
             return self._fallback(batched, f"batched scores differ from task.evaluate by {diff:.2e} (is "
@@ -251,7 +252,7 @@ class PruneRNNVectorEnv(VectorEnv):
     def _evaluate(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
         """Score one allocation with ``task.evaluate`` on the template's model (the probe's reference)."""
         self.template._masker.set_counts(counts)
-        return split_score(self.task.evaluate(self.template._model))
+        return self.template._evaluate(self.template._model)
 
     @property
     def allocations(self) -> list[dict[str, float] | None]:

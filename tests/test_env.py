@@ -331,6 +331,23 @@ def test_out_of_range_action_is_clipped(gru_task):
     assert a.step(big)[1] == b.step(np.ones(b.num_layers, np.float32))[1]
 
 
+def test_bf16_precision_scores_under_autocast_close_to_fp32():
+    base = tiny_task("lstm")
+    task = RNNTask(base.model, eval_batch=base.eval_batch, metric="nll")  # nll shows the rounding; accuracy may not
+    envs = {p: PruneRNNEnv(task, target_sparsity=0.5, precision=p, device="cpu") for p in ("fp32", "bf16")}
+    assert envs["bf16"].dense_score != envs["fp32"].dense_score  # autocast really ran
+    assert envs["bf16"].dense_score == pytest.approx(envs["fp32"].dense_score, rel=0.02)
+    action = np.random.default_rng(0).uniform(-1, 1, envs["fp32"].num_layers).astype(np.float32)
+    infos = {}
+    for p, env in envs.items():
+        env.reset(seed=0)
+        _, _, _, _, infos[p] = env.step(action)
+    assert infos["bf16"]["score"] == pytest.approx(infos["fp32"]["score"], rel=0.02)
+    assert infos["bf16"]["size_bytes"] == infos["fp32"]["size_bytes"]
+    with pytest.raises(ValueError, match="precision"):
+        PruneRNNEnv(task, precision="fp16")
+
+
 @pytest.mark.parametrize("target", [-0.1, 1.0, 1.5, "0.5", np.nan])
 def test_bad_target_sparsity(gru_task, target):
     with pytest.raises(ValueError, match="target_sparsity"):

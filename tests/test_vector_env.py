@@ -11,7 +11,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tiny import tiny_task
 
-from prune_env import PruneRNNEnv, PruneRNNVectorEnv, SB3VecEnv, find_prunable_layers
+from prune_env import PruneRNNEnv, PruneRNNVectorEnv, RNNTask, SB3VecEnv, find_prunable_layers
 from prune_env.batched import BatchedScorer, LoopRNN, loop_model
 from prune_env.criteria import apply_counts, prune_order
 
@@ -63,6 +63,27 @@ def test_equals_independent_envs(rnn, bidirectional, mode, target, device):
         np.testing.assert_allclose(rew, ref_rew, atol=1e-5, rtol=0)
         scored += int(np.count_nonzero(rew))
     assert scored >= K, "no episode ended with a reward"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_bf16_batched_scores_track_bf16_envs(rnn, device):
+    """precision="bf16": the batched pass runs under autocast too; its rewards follow bf16 single envs to the
+    bf16 probe tolerance (both round differently from fp32), the observations exactly."""
+    from prune_env.vector_env import PROBE_TOLERANCE_BF16
+
+    base = tiny_task(rnn, hidden=6)
+    task = RNNTask(base.model, eval_batch=base.eval_batch, metric="nll")
+    kw = dict(target_sparsity=0.6, device=device, precision="bf16")
+    venv = PruneRNNVectorEnv(task, K, batched=True, **kw)
+    assert venv.scorer.autocast is torch.bfloat16
+    envs = [PruneRNNEnv(task, **kw) for _ in range(K)]
+    for obs, ref_obs, rew, ref_rew in _episode_pairs(venv, envs, 3):
+        np.testing.assert_allclose(obs, ref_obs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(rew, ref_rew, atol=PROBE_TOLERANCE_BF16, rtol=0)
+    counts = np.stack([e._counts for e in envs])
+    fp32 = BatchedScorer(task, venv.template.layers, venv.template._orders, torch.device(device))
+    assert [s for s, _ in venv.scorer.score(counts)] != [s for s, _ in fp32.score(counts)]  # autocast really ran
 
 
 def test_batched_scores_match_masked_models_and_nll_metric():
