@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 5: CUDA equality tests of PruneRNNVectorEnv, then sequential vs vector env
-# timings at K in {1, 16, 64} for the pydoc-char model (and the custom GRU task), all in one call.
+# The one prepared GPU check of issue 5: CUDA equality tests of PruneRNNVectorEnv (fp32 and bf16), then
+# sequential vs vector env timings at K in {1, 16, 64} for the pydoc-char model (and the custom GRU task), then
+# the bf16 score deviation and speed-up, all in one call.
 #
 # Run from the repository root:  bash benchmarks/gpu_check.sh
 # Results go to $OUT (default benchmarks/results/gpu): gpu.txt (card, driver), equality_tests.txt,
-# gpu_vector_speed.{json,md}, gpu_check.json (summary). Without CUDA it writes {"skipped": ...} and exits 0.
+# gpu_vector_speed.{json,md}, gpu_precision.{json,md}, gpu_check.json (summary).
+# Without CUDA it writes {"skipped": ...} and exits 0.
 #
 # The pydoc-char model trains on first use (minutes, on the CPU). To skip that on a bare machine, copy the cached
 # model into the repository first and carry it:
@@ -53,8 +55,14 @@ cat "$OUT/equality_tests.txt"
   --out gpu_vector_speed --dir "$OUT"
 speed_status=$?
 
-printf '{"card": "%s", "equality_tests_exit": %d, "vector_speed_exit": %d, "seconds": %d}\n' \
-  "$(head -n 2 "$OUT/gpu.txt" | tail -n 1 | cut -d, -f1)" "$eq_status" "$speed_status" "$(( $(date +%s) - start ))" \
-  > "$OUT/gpu_check.json"
+# 3. bf16 autocast on the GPU: score deviation and rank agreement against fp32, and the floor's speed-up.
+# shellcheck disable=SC2086
+"$PYTHON" benchmarks/precision.py --device cuda --tasks $TASKS --candidates 40 --reps "$REPS" --out gpu_precision \
+  --dir "$OUT"
+precision_status=$?
+
+printf '{"card": "%s", "equality_tests_exit": %d, "vector_speed_exit": %d, "precision_exit": %d, "seconds": %d}\n' \
+  "$(head -n 2 "$OUT/gpu.txt" | tail -n 1 | cut -d, -f1)" "$eq_status" "$speed_status" "$precision_status" \
+  "$(( $(date +%s) - start ))" > "$OUT/gpu_check.json"
 cat "$OUT/gpu_check.json"
-exit $(( eq_status || speed_status ))
+exit $(( eq_status || speed_status || precision_status ))
