@@ -54,6 +54,9 @@ cat "$OUT/equality_tests.txt"
 "$PYTHON" benchmarks/vector_speed.py --device cuda --tasks $TASKS --ks $KS --reps "$REPS" --threads 4 \
   --out gpu_vector_speed --dir "$OUT"
 speed_status=$?
+# The same with bf16 autocast, for the pydoc-char model at the largest K only.
+"$PYTHON" benchmarks/vector_speed.py --device cuda --precision bf16 --tasks pydoc-char --ks "${KS##* }" \
+  --reps "$REPS" --threads 4 --out gpu_vector_speed_bf16 --dir "$OUT" || speed_status=1
 
 # 3. bf16 autocast on the GPU: score deviation and rank agreement against fp32, and the floor's speed-up.
 # shellcheck disable=SC2086

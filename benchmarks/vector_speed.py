@@ -38,17 +38,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(task, ks: list[int], reps: int, device: str, seed: int = 0) -> list[dict]:
+def measure(task, ks: list[int], reps: int, device: str, seed: int = 0, precision: str = "fp32") -> list[dict]:
     """Per-candidate seconds of the three paths at each K (medians over interleaved repetitions)."""
     dev = torch.device(device)
-    single = prune_env.PruneRNNEnv(task, target_sparsity=0.5, device=dev)
+    single = prune_env.PruneRNNEnv(task, target_sparsity=0.5, device=dev, precision=precision)
     rows = []
     for k in ks:
         vec = prune_env.PruneRNNVectorEnv(task, k, batched=True, autoreset_mode="SameStep", target_sparsity=0.5,
-                                          device=dev)
+                                          device=dev, precision=precision)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            auto = prune_env.PruneRNNVectorEnv(task, k, autoreset_mode="SameStep", target_sparsity=0.5, device=dev)
+            auto = prune_env.PruneRNNVectorEnv(task, k, autoreset_mode="SameStep", target_sparsity=0.5, device=dev,
+                                               precision=precision)
         rng = np.random.default_rng(seed)
         vec.reset(seed=seed)
         auto.reset(seed=seed)
@@ -126,7 +127,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def to_markdown(result: dict) -> str:
     m = result["meta"]
-    lines = ["# vector_speed", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']} ({result['device']}), "
+    where = f"{result['device']}, {result.get('precision', 'fp32')}"
+    lines = ["# vector_speed", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']} ({where}), "
              f"torch {m['torch']}, {m['torch_threads']} thread(s), 1-min load {m['load_average_1m_at_start']:.1f} "
              f"at start, {m['date']}.", "",
              "| task | K | sequential ms/cand | batched ms/cand | batched speedup | auto path | auto speedup |",
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--sweep", action="store_true", help="also sweep hidden size and sequence length (GRU)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the envs' scoring precision")
     parser.add_argument("--out", default="vector_speed", help="file stem under --dir")
     parser.add_argument("--dir", default=str(RESULTS), help="output folder")
     args = parser.parse_args(argv)
@@ -162,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         print("vector_speed: --device cuda but CUDA is not available", file=sys.stderr)
         raise SystemExit(2)
     torch.set_num_threads(args.threads)
-    result = {"meta": meta(args.threads), "device": args.device, "tasks": {}}
+    result = {"meta": meta(args.threads), "device": args.device, "precision": args.precision, "tasks": {}}
     for name in args.tasks:
-        result["tasks"][name] = measure(load_task(name), args.ks, args.reps, args.device)
+        result["tasks"][name] = measure(load_task(name), args.ks, args.reps, args.device, precision=args.precision)
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     if args.sweep:
