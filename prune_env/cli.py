@@ -116,6 +116,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="device of the env's model copy")
     p.add_argument("--vector-envs", type=int, default=0, metavar="K",
                    help="score K candidates per batched pass (random, reinforce, ppo); same budget")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="scoring precision during the search (bf16: autocast; test scores are always fp32)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -267,7 +269,7 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
     model = env.pruned_model(res.allocation)
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
     return {"task": task.name, "agent": name, "target_sparsity": target, "seed": seed, "budget": budget,
-            "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score,
+            "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score, "precision": env.precision,
             "achieved_sparsity": float(counts.sum() / env.numels.sum()),
             "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
             "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history}
@@ -276,7 +278,7 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
 def _make_env(task: Any, target: float, args: argparse.Namespace) -> Any:
     from . import PruneRNNEnv
 
-    return PruneRNNEnv(task, target_sparsity=target, mode=args.mode, device=args.device)
+    return PruneRNNEnv(task, target_sparsity=target, mode=args.mode, device=args.device, precision=args.precision)
 
 
 def resolve_cli_task(spec: str, seed: int, progress: bool) -> Any:

@@ -58,9 +58,13 @@ def test_train_then_evaluate_allocation_and_policy(tmp_path, capsys):
 
 
 def test_train_ppo_saves_zip_policy(tmp_path):
+    # also the batched vector env (--vector-envs) and bf16 scoring (--precision)
     assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "ppo", "--budget", "8", "--out",
-                 str(tmp_path), "--no-progress", "--option", "ppo.n_envs=2", "--option", "ppo.n_epochs=1"]) == 0
+                 str(tmp_path), "--no-progress", "--vector-envs", "2", "--precision", "bf16",
+                 "--option", "ppo.n_epochs=1"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    row = json.loads((run / "result.json").read_text())["result"]
+    assert row["precision"] == "bf16" and row["evals"] == 8
     assert main(["evaluate", "--task", TINY, "--policy", str(run / "policy.zip"), "--sparsity", "0.6"]) == 0
 
 
@@ -78,6 +82,7 @@ def test_train_ppo_saves_zip_policy(tmp_path):
     (["train", "--task", TINY], "--sparsity"),
     (["evaluate", "--task", TINY, "--allocation", "nope.json"], "file not found"),
     (["bench", "--sparsity", "lots"], "invalid float"),
+    (["bench", "--task", TINY, "--precision", "fp16"], "--precision"),
     ([], "choose a command"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
