@@ -141,8 +141,8 @@ class PruneRNNEnv(gym.Env):
     ## Starting State
 
     The dense model, nothing pruned: every episode's counts start at zero. (For speed the env's private model copy
-    keeps the last episode's masks until the next step moves each layer to its new count; the model is scored only
-    at the episode's end, when it matches the episode's counts exactly.)
+    keeps the last episode's masks until the episode's end, when each layer moves straight to its new count just
+    before the model is scored; then it matches the episode's counts exactly.)
 
     ## Episode End
 
@@ -276,6 +276,7 @@ class PruneRNNEnv(gym.Env):
             p.requires_grad_(False)
         self._bits = np.full(self.num_layers, 32, dtype=np.int64)
         self._masker = self._make_masker()
+        self._lazy_masks = not (self._plan or self.quantize)  # only plain masks: nothing else reads them mid-episode
         self._init_size_accounting()
         self._last_bits: np.ndarray | None = None
         self._last_scored: torch.nn.Module | None = None
@@ -375,9 +376,9 @@ class PruneRNNEnv(gym.Env):
             self.target_sparsity = options["target_sparsity"]
         if self.quantize:  # the observation reads the model's quantized size, so it must be dense again
             self._masker.reset()
-        # Otherwise the model keeps the last episode's masks: the next step moves each layer straight from its old
-        # count to its new one (|k - k'| weights, not a full restore and re-prune). The model matches the
-        # episode's counts whenever it is scored, at the episode's end.
+        # Otherwise the model keeps the last episode's masks: scoring moves each layer straight from its old count
+        # to its new one (|k - k'| weights, not a full restore and re-prune), so the model matches the episode's
+        # counts whenever it is scored, at the episode's end.
         self._counts[:] = 0
         self._t = 0
         self._prev_action = 0.0
@@ -396,14 +397,15 @@ class PruneRNNEnv(gym.Env):
             self._bits[self._t:self._t + 1 if self.mode == "sequential" else None] = self._to_bits(action)
         if self.mode == "joint":
             self._counts[:] = self._joint_counts(sparsities)
-            self._masker.set_counts(self._counts)
+            if not self._lazy_masks:
+                self._masker.set_counts(self._counts)
             self._prev_action = float(np.mean(sparsities))
         else:
             i = self._t
             self._counts[i] = self._sequential_count(i, float(sparsities[0]))
             if self.quantize:
                 self._masker.set_counts(self._counts)
-            else:  # only layer i; the later layers still hold the last episode's counts until their turn
+            elif not self._lazy_masks:  # only layer i; later layers keep the last episode's counts until their turn
                 pending = list(self._masker.counts)
                 pending[i] = int(self._counts[i])
                 self._masker.set_counts(pending)
@@ -464,7 +466,14 @@ class PruneRNNEnv(gym.Env):
         return B.action_wall(k, i, int(self._counts[:i].sum()), total, self._cap)
 
     def _score(self) -> tuple[float, dict[str, float]]:
+        self._sync_masks()
         return self._evaluate(self._finetuned() if self.finetune_steps else self._model)
+
+    def _sync_masks(self) -> None:
+        """Bring the model to the episode's counts. Plain unstructured masks are applied lazily, when the model is
+        read: a vector env that scores its episodes in one batched pass never reads its sub-envs' models."""
+        if self._lazy_masks:
+            self._masker.set_counts(self._counts)
 
     def _evaluate(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         """``task.evaluate(model)`` at the env's ``precision`` (bf16: under ``torch.autocast``)."""
@@ -504,6 +513,8 @@ class PruneRNNEnv(gym.Env):
             return 4 * (self.total_params - self._removed_params())
         # = size.size_bytes(self._model, bits, method), re-encoding only the layers the env prunes
         if self._size_tables is not None:  # read from the episode's counts (the model need not hold them)
+            if any(table is None for table in self._size_tables):
+                self._sync_masks()
             layer_bits = sum(encoding(p).total_bits if table is None else int(table[k])
                              for table, k, p in zip(self._size_tables, self._counts, self._size_params))
         else:

@@ -77,6 +77,20 @@ def test_vector_env_steps_make_no_model_copies():
             venv.step(venv.action_space.sample())
 
 
+def test_batched_vector_env_never_masks_the_sub_env_models():
+    """Masks are applied lazily, when a model is read; the batched pass reads none of the sub-envs' models."""
+    task = tiny_task("gru")
+    venv = PruneRNNVectorEnv(task, 3, target_sparsity=0.5, device="cpu", batched=True, autoreset_mode="SameStep")
+    venv.reset(seed=0)
+    _, _, _, _, infos = venv.step(venv.action_space.sample())
+    assert all(env._masker.counts == [0] * env.num_layers for env in venv.envs)
+    single = PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
+    single.reset()
+    _, _, _, _, ref = single.step(venv.envs[0].action_for(venv.envs[0].allocation))
+    assert single._masker.counts == single._counts.tolist()  # scored one by one: masked just before scoring
+    assert ref["size_bytes"] == infos["final_info"]["size_bytes"][0]
+
+
 def test_sub_envs_share_the_analysis_but_not_the_model():
     venv = PruneRNNVectorEnv(tiny_task("lstm"), 3, device="cpu", batched=False)
     a, b = venv.envs[0], venv.envs[1]
