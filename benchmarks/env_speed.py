@@ -106,7 +106,7 @@ def _timed(fn, sink: list[float]):
 def _instrument(env: prune_env.PruneRNNEnv) -> dict[str, list[float]]:
     """Time the parts of a step: scoring, masking, budget, size accounting, observation."""
     parts: dict[str, list[float]] = defaultdict(list)
-    env._score = _timed(env._score, parts["score (forward pass)"])
+    env._evaluate = _timed(env._evaluate, parts["score (forward pass)"])
     env._masker.set_counts = _timed(env._masker.set_counts, parts["mask (in place)"])
     env._joint_counts = _timed(env._joint_counts, parts["budget projection"])
     env._sequential_count = _timed(env._sequential_count, parts["action wall"])
