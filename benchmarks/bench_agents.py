@@ -52,6 +52,9 @@ CONFIGS: dict[str, list[str]] = {
                        "--budget", "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "digits-oracle-10000": ["--task", "digits", "--sparsity", "0.9", "0.8", "--agents", "random", "--budget",
                             "10000", "--seeds", "0", "--vector-envs", "8"],
+    # Session 3: the same search with bf16 autocast rewards (test scores stay fp32), against pydoc-final.
+    "pydoc-bf16": ["--task", "pydoc-char", "--sparsity", "0.9", "0.8", "--agents", "global", "random", "reinforce",
+                   "--budget", "1000", "--seeds", "0", "1", "2", "--vector-envs", "8", "--precision", "bf16"],
     "gru": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.8", "0.9", "--agents", *ALL, "--budget", "200",
             "--seeds", "0", "1", "2", "--vector-envs", "8"],
 }
