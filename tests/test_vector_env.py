@@ -222,6 +222,17 @@ def test_bad_arguments_raise_value_error(bad, match):
                           **{k: v for k, v in kwargs.items() if k != "batched"})
 
 
+def test_from_env_copies_the_config_and_rejects_other_envs():
+    import gymnasium as gym
+
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.4, mode="sequential", max_sparsity=0.9, device="cpu")
+    venv = PruneRNNVectorEnv.from_env(gym.wrappers.RecordEpisodeStatistics(env), 2, batched=False)
+    sub = venv.envs[0]
+    assert (sub.target_sparsity, sub.mode, sub.max_sparsity, venv.num_envs) == (0.4, "sequential", 0.9, 2)
+    with pytest.raises(ValueError, match="`env` must be a PruneRNNEnv"):
+        PruneRNNVectorEnv.from_env(gym.make("CartPole-v1"), 2)
+
+
 def test_bad_step_and_reset_input():
     venv = PruneRNNVectorEnv(tiny_task("gru"), 2, device="cpu", batched=False)
     venv.reset(seed=0)
