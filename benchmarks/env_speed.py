@@ -181,11 +181,13 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict, stem: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", to_markdown(result))):
-        path = RESULTS / f"{stem}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
+def save_results(result: dict, markdown: str, stem: str, directory: Path = RESULTS) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``directory``, each through a temporary file and a rename."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
+        path = directory / f"{stem}{suffix}"
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
 
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: r[k] for k in ("task", "floor_ms")} | {m: r[m]["median_ratio"] for m in TARGETS}),
               flush=True)
         result["tasks"].append(r)
-    write(result, args.out)
+    save_results(result, to_markdown(result), args.out)
     print(to_markdown(result))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import RESULTS, load_task, meta  # noqa: E402
+from env_speed import load_task, meta, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.batched import _trim_heap  # noqa: E402
@@ -90,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     result["vector"] = soak(vec, args.steps, args.every, args.vector_warmup * args.num_envs, args.num_envs)
     result["vector"]["num_envs"] = args.num_envs
     print(json.dumps({"vector": result["vector"]["growth"]}), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     m = result["meta"]
     md = ["# memory_soak", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']}, torch {m['torch']}, "
           f"{m['date']}.", "",
@@ -106,11 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{100 * r['raw_growth']:.2f}% | {r['raw_slope_mib_per_1000_steps']:+.2f} |")
     md += ["", "Trimmed: after `malloc_trim(0)` returned the heap's free pages (a leak stays allocated and shows "
            "there); raw: as sampled, including heap fragmentation between the vector env's periodic trims."]
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", "\n".join(md) + "\n")):
-        path = RESULTS / f"memory_soak{suffix}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    save_results(result, "\n".join(md) + "\n", "memory_soak")
     print("\n".join(md))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import RESULTS, load_task, meta  # noqa: E402
+from env_speed import RESULTS, load_task, meta, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 
@@ -141,13 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                "floor": floor_speed(task, args.reps, args.device)}
         print(json.dumps(row), flush=True)
         result["tasks"].append(row)
-    out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", to_markdown(result))):
-        path = out / f"{args.out}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    save_results(result, to_markdown(result), args.out, Path(args.dir))
     print(to_markdown(result))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import RESULTS, gru_task, load_task, meta  # noqa: E402
+from env_speed import RESULTS, gru_task, load_task, meta, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 
@@ -174,10 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         result["sweep"] = sweep(args.ks, args.reps, args.device)
         plot(result["sweep"], out / f"{args.out}_scaling.png",
              f"per-candidate cost, {args.device}, {args.threads} thread(s)")
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", to_markdown(result))):
-        tmp = out / f"{args.out}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / f"{args.out}{suffix}")
+    save_results(result, to_markdown(result), args.out, out)
     print(to_markdown(result))
 
 

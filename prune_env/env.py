@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -477,9 +478,8 @@ class PruneRNNEnv(gym.Env):
 
     def _evaluate(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         """``task.evaluate(model)`` at the env's ``precision`` (bf16: under ``torch.autocast``)."""
-        if self.precision == "fp32":
-            return split_score(self.task.evaluate(model))
-        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
+        dtype = PRECISIONS[self.precision]
+        with contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype):
             return split_score(self.task.evaluate(model))
 
     def _finetuned(self) -> torch.nn.Module:

@@ -37,6 +37,15 @@ def rollout(env: PruneRNNEnv, seed: int, episodes: int = 2):
     return out
 
 
+def random_episode(env: PruneRNNEnv, rng: np.random.Generator, scale: float = 1.0) -> dict:
+    """One episode of uniform actions in [-scale, scale]; returns the final info."""
+    env.reset()
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(rng.uniform(-scale, scale, env.action_space.shape).astype(np.float32))
+    return info
+
+
 def count_zeros(model: nn.Module, names: list[str]) -> dict[str, int]:
     params = dict(model.named_parameters())
     return {n: int((params[n] == 0).sum()) for n in names}
@@ -104,10 +113,7 @@ def test_budget_is_exact(gru_task, mode, criterion):
     total = int(env.numels.sum())
     rng = np.random.default_rng(0)
     for _ in range(5):
-        env.reset()
-        done = False
-        while not done:
-            _, _, done, _, info = env.step(rng.uniform(-1.5, 1.5, env.action_space.shape).astype(np.float32))
+        info = random_episode(env, rng, 1.5)
         zeros = count_zeros(env.pruned_model(), env.layer_names)
         assert abs(sum(zeros.values()) - 0.73 * total) <= 1
         for name, n in zip(env.layer_names, env.numels):
@@ -172,10 +178,7 @@ def test_size_bytes_is_the_exact_size_of_the_pruned_model(gru_task, mode, criter
     env = PruneRNNEnv(task, mode=mode, max_sparsity=0.98, criterion=criterion)  # gradient: zeros not first
     rng = np.random.default_rng(0)
     for _ in range(4):
-        env.reset()
-        done = False
-        while not done:
-            _, _, done, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        info = random_episode(env, rng)
         assert info["size_bytes"] == size_bytes(env.pruned_model())
 
 
