@@ -187,7 +187,9 @@ def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
     center = uniform_center(base)
     centered = center is not None
     if vector_envs > 1:
-        from prune_env import PruneRNNVectorEnv, SB3VecEnv
+        from prune_env import PruneRNNVectorEnv
+
+        from .sb3 import SB3VecEnv
 
         vec: Any = SB3VecEnv(PruneRNNVectorEnv.from_env(base, n_envs, autoreset_mode="SameStep"))
         if centered:

@@ -5,10 +5,10 @@ from .export import export, load
 from .layers import PrunableLayer, find_prunable_layers
 from .registration import register_envs
 from .task import RNNTask
-from .vector_env import PruneRNNVectorEnv, SB3VecEnv
+from .vector_env import PruneRNNVectorEnv
 
 __all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
-           "SB3VecEnv", "export", "load"]
+           "export", "load"]
 __version__ = "0.1.0"
 
 register_envs()

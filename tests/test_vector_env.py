@@ -11,7 +11,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tiny import tiny_task
 
-from prune_env import PruneRNNEnv, PruneRNNVectorEnv, RNNTask, SB3VecEnv, find_prunable_layers
+from agents.sb3 import SB3VecEnv
+from prune_env import PruneRNNEnv, PruneRNNVectorEnv, RNNTask, find_prunable_layers
 from prune_env.batched import BatchedScorer, LoopRNN, loop_model
 from prune_env.criteria import apply_counts, prune_order
 
