@@ -3,10 +3,10 @@
 >>> result = agents.search("reinforce", env, budget=200, seed=0)   # doctest: +SKIP
 >>> result.allocation, result.val_score, result.evals
 
-Every agent sees the env only through :class:`agents.budget.EvalBudget`, which counts evaluations (finished
-episodes, i.e. scorings of a pruned model) and refuses to score past ``budget``: the budget is a hard cap, the same
-for every agent, so comparisons are fair. Agents are imported lazily, so ``import agents`` does not pull in
-Stable-Baselines3.
+Every agent sees the env only through :class:`agents.eval_budget.EvalCap`, which counts evaluations (finished
+episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap (``search``'s ``budget=``
+argument; "budget" elsewhere means the sparsity target): the same hard cap for every agent, so comparisons are fair.
+Agents are imported lazily, so ``import agents`` does not pull in Stable-Baselines3.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from .policy import Policy
 
-#: Agent name -> ``"module:function"``; each function is ``fn(env: EvalBudget, seed: int, **kwargs) -> extras``.
+#: Agent name -> ``"module:function"``; each function is ``fn(env: EvalCap, seed: int, **kwargs) -> extras``.
 AGENTS: dict[str, str] = {
     "uniform": "agents.uniform:run",
     "global": "agents.global_magnitude:run",
@@ -73,22 +73,23 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
 
     :param name: a key of :data:`AGENTS`.
     :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
-        :class:`~agents.budget.EvalBudget`).
-    :param budget: the hard cap on evaluations (finished episodes), a positive int.
+        :class:`~agents.eval_budget.EvalCap`).
+    :param budget: the evaluation cap: the hard cap on evaluations (finished episodes), a positive int. (Not the
+        sparsity target, which is the env's ``target_sparsity``; the name is kept for compatibility.)
     :param seed: seeds the agent (and the env's ``reset``); the same seed gives the same result.
     :param vector_envs: ``K > 1`` lets the agents that propose candidates in batches (``random``, ``reinforce``
         in joint mode) score ``K`` at a time in one batched pass (:class:`~prune_env.PruneRNNVectorEnv`). The
-        budget and the results are the same; only the wall time changes.
+        evaluation cap and the results are the same; only the wall time changes.
     :param kwargs: agent-specific options, see each agent module (e.g. ``agents.reinforce.Args``).
-    :raises ValueError: for an unknown agent, a bad budget or seed, or an agent option it does not take.
+    :raises ValueError: for an unknown agent, a bad evaluation cap or seed, or an agent option it does not take.
     """
-    from .budget import EvalBudget
+    from .eval_budget import EvalCap
 
     fn = get_agent(name)
     check_budget(budget)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
-    wrapped = EvalBudget(env, budget, vector_envs=vector_envs)
+    wrapped = EvalCap(env, budget, vector_envs=vector_envs)
     wrapped.reset(seed=seed)
     t0 = time.perf_counter()
     try:

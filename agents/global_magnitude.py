@@ -14,13 +14,13 @@ from typing import Any
 from prune_env.layers import get_param
 
 from ._alloc import allocation_of, caps, global_threshold_counts, target_of, total_count
-from .budget import EvalBudget, submit
+from .eval_budget import EvalCap, submit
 
 
-def run(env: EvalBudget, seed: int, sparsity: float | None = None) -> dict[str, Any]:
+def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
     """Prune the globally smallest ``|w|`` to the target sparsity.
 
-    :param env: the budgeted env.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
     :param seed: unused (deterministic).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """

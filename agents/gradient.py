@@ -20,16 +20,16 @@ import numpy as np
 from prune_env.criteria import compute_gradients
 
 from ._alloc import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
-from .budget import EvalBudget, submit
+from .eval_budget import EvalCap, submit
 
 VARIANTS = ("layer", "global")
 
 
-def run(env: EvalBudget, seed: int, variant: str = "layer", beta: float = 1.0,
+def run(env: EvalCap, seed: int, variant: str = "layer", beta: float = 1.0,
         sparsity: float | None = None) -> dict[str, Any]:
     """Allocate sparsity from gradient magnitudes and submit it.
 
-    :param env: the budgeted env; its task needs ``loss``.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`); its task needs ``loss``.
     :param seed: unused (deterministic).
     :param variant: ``"layer"`` (per-layer mean ``|g|``) or ``"global"`` (one ``|g|`` threshold).
     :param beta: strength of the per-layer rule, ``>= 0`` (0: uniform).

@@ -35,7 +35,7 @@ class Policy(Protocol):
 def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
     """Play one episode with ``policy``; calls its ``observe(reward, info)`` if it has one.
 
-    :param env: the env (budgeted or not); it is reset here.
+    :param env: the env (capped or not); it is reset here.
     :param policy: an object with ``act(obs, info)``.
     :returns: the final reward and info.
     """
@@ -50,12 +50,12 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
 
 
 def run(env: gym.Env, seed: int, policy: Policy | None = None, episodes: int | None = None) -> dict[str, Any]:
-    """The ``policy`` agent: play ``policy`` until the budget is spent (or for ``episodes`` episodes).
+    """The ``policy`` agent: play ``policy`` until the evaluation cap is reached (or for ``episodes`` episodes).
 
-    :param env: the budgeted env.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
     :param seed: unused beyond the env's reset (a custom policy seeds itself).
     :param policy: the object to run; must have ``act(obs, info)``.
-    :param episodes: stop after this many episodes (a deterministic policy needs only 1); default: the budget.
+    :param episodes: stop after this many episodes (a deterministic policy needs only 1); default: the evaluation cap.
     """
     if policy is None or not callable(getattr(policy, "act", None)):
         raise ValueError("agent 'policy' needs `policy=` an object with act(obs, info) -> action, got "

@@ -1,7 +1,7 @@
 """``ppo``: Stable-Baselines3 PPO (or any SB3 algorithm with a Box action space) on vectorized envs.
 
-The budget is split into exact per-env quotas (:func:`agents.budget.split_budget`); each env copy sits in its own
-:class:`~agents.budget.EvalBudget`. SB3 rolls out in fixed chunks of ``n_steps * n_envs`` steps and may ask for a
+The budget is split into exact per-env quotas (:func:`agents.eval_budget.split_budget`); each env copy sits in its own
+:class:`~agents.eval_budget.EvalCap`. SB3 rolls out in fixed chunks of ``n_steps * n_envs`` steps and may ask for a
 few steps past the budget: those get free terminal transitions (reward 0, nothing scored), and
 :class:`BestAllocationCallback` stops ``learn`` as soon as every quota is spent. ``total_timesteps`` is set to
 ``budget * episode_length`` so SB3's own counter agrees. Results are read from the step ``infos``, so the best
@@ -32,7 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
 from ._options import parse_options
-from .budget import EvalBudget, Tracker, split_budget
+from .eval_budget import EvalCap, Tracker, split_budget
 
 ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
 VEC_ENVS = ("dummy", "subproc")
@@ -168,7 +168,7 @@ class PolicyAdapter:
         return np.clip(np.asarray(a, dtype=np.float64), -1.0, 1.0).astype(np.float32)
 
 
-def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
+def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     """Train an SB3 agent on copies of ``env`` within the evaluation budget.
 
     :param env: the budgeted env; its inner env is copied ``n_envs - 1`` times.
@@ -242,7 +242,7 @@ def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
 
 def _factory(env: gym.Env, quota: int, centered: bool):
     def make() -> gym.Env:
-        wrapped: gym.Env = EvalBudget(env, quota)
+        wrapped: gym.Env = EvalCap(env, quota)
         return CenteredActions(wrapped) if centered else wrapped
 
     return make

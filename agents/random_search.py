@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .budget import EvalBudget
+from .eval_budget import EvalCap
 
 
-def run(env: EvalBudget, seed: int) -> dict[str, Any]:
-    """Score random allocations until the budget is spent.
+def run(env: EvalCap, seed: int) -> dict[str, Any]:
+    """Score random allocations until the evaluation cap is reached.
 
-    :param env: the budgeted env.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
     :param seed: seeds the candidate draws.
     """
     rng = np.random.default_rng(seed)

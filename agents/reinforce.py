@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ._options import parse_options
-from .budget import EvalBudget
+from .eval_budget import EvalCap
 
 
 @dataclass
@@ -132,10 +132,10 @@ class GaussianPolicy(nn.Module):
         return mean.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
 
-def run(env: EvalBudget, seed: int, **kwargs: Any) -> dict[str, Any]:
-    """Train the policy on ``env`` until the evaluation budget is spent.
+def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
+    """Train the policy on ``env`` until the evaluation cap is reached.
 
-    :param env: the budgeted env (joint or sequential mode).
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`) (joint or sequential mode).
     :param seed: seeds the network initialisation and the action sampling.
     :param kwargs: fields of :class:`Args`.
     """
@@ -219,7 +219,7 @@ def _advantages(returns: np.ndarray, baseline: float, kind: str) -> np.ndarray:
     return (ranks[:-1] - ranks[-1]) / len(returns)
 
 
-def _joint_batch(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator, min_std: float,
+def _joint_batch(env: EvalCap, policy: GaussianPolicy, gen: torch.Generator, min_std: float,
                  n: int, mirrored: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
     """Sample ``n`` one-step episodes at once (scored together when ``env.vector_envs`` allows).
 
@@ -239,7 +239,7 @@ def _joint_batch(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator, 
     return [obs32] * len(played), list(a[: len(played)]), [r for r, _ in played]
 
 
-def _episode(env: EvalBudget, policy: GaussianPolicy, gen: torch.Generator,
+def _episode(env: EvalCap, policy: GaussianPolicy, gen: torch.Generator,
              min_std: float) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Sample one episode; returns its observations, raw (unclipped) actions and final reward."""
     obs, _ = env.reset()

@@ -2,16 +2,16 @@
 
 1. **Scan.** Each layer alone is pruned to each sparsity of a grid, the rest of the model dense, and scored on
    validation: ``L * G`` evaluations. The env runs these in penalty mode (its target is switched off for the
-   scan and restored after), so they count against the budget but are never returned as the result.
+   scan and restored after), so they count against the evaluation cap but are never returned as the result.
 2. **Allocate.** For a tolerated score drop ``t``, every layer takes the largest sparsity whose scanned drop is at
    most ``t`` (linear between grid points, drops made monotone). The smallest ``t`` that meets the budget is found
    by bisection: that is Distiller's "prune each layer as far as it tolerates" rule, fitted to a budget.
 3. **Sweep.** The remaining evaluations (up to ``len(FACTORS)``) try ``t`` scaled by a few factors (the env
    projects each request onto the budget), and the best on validation wins.
 
-With ``grid`` points per layer the scan needs ``L * grid`` evaluations; on a small budget the grid shrinks to fit
-and at least one evaluation is kept for the sweep. With fewer than ``L + 1`` evaluations there is no room to scan,
-and the agent submits the uniform allocation.
+With ``grid`` points per layer the scan needs ``L * grid`` evaluations; under a small evaluation cap the grid shrinks
+to fit and at least one evaluation is kept for the sweep. With fewer than ``L + 1`` evaluations there is no room to
+scan, and the agent submits the uniform allocation.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 
 from ._alloc import target_of, total_count
-from .budget import EvalBudget, submit
+from .eval_budget import EvalCap, submit
 
-#: Tolerance multipliers tried in the sweep, best guess first; a larger budget also tries a finer geometric grid.
+#: Tolerance multipliers tried in the sweep, best guess first; a larger cap also tries a finer geometric grid.
 FACTORS = (1.0, 0.5, 1.5, 0.75, 2.0, 3.0, 0.25, 5.0, *np.geomspace(0.1, 10.0, 25).round(4).tolist())
 
 
-def run(env: EvalBudget, seed: int, grid: int = 10, sparsity: float | None = None) -> dict[str, Any]:
-    """Scan per-layer sensitivities, then sweep tolerances within the remaining budget.
+def run(env: EvalCap, seed: int, grid: int = 10, sparsity: float | None = None) -> dict[str, Any]:
+    """Scan per-layer sensitivities, then sweep tolerances with the remaining evaluations.
 
-    :param env: the budgeted env.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
     :param seed: unused (deterministic).
     :param grid: sparsities per layer in the scan, evenly spaced in ``(0, max_sparsity]``.
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
@@ -59,7 +59,7 @@ def run(env: EvalBudget, seed: int, grid: int = 10, sparsity: float | None = Non
     return {"levels": levels.tolist(), "drops": drops.tolist(), "tolerance": t_star, "factors_tried": tried}
 
 
-def _scan(env: EvalBudget, levels: np.ndarray, target: float | None) -> np.ndarray:
+def _scan(env: EvalCap, levels: np.ndarray, target: float | None) -> np.ndarray:
     """Score drop of each layer pruned alone to each level, ``(L, G)``, made non-decreasing in the level."""
     base = env.unwrapped
     drops = np.zeros((base.num_layers, len(levels)))

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ._alloc import target_of
-from .budget import EvalBudget, submit
+from .eval_budget import EvalCap, submit
 
 
-def run(env: EvalBudget, seed: int, sparsity: float | None = None) -> dict[str, Any]:
+def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
     """Prune every layer to the target sparsity.
 
     Layers are rounded to whole weights, so the overall sparsity can differ from the target by a few weights; in
     budget mode the env's projection fixes that by largest remainder.
 
-    :param env: the budgeted env.
+    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
     :param seed: unused (deterministic).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """

@@ -10,7 +10,7 @@ from torch import nn
 
 import agents
 from agents._alloc import global_threshold_counts
-from agents.budget import EvalBudget, split_budget
+from agents.eval_budget import EvalCap, split_budget
 from agents.policy import play
 from prune_env import PruneRNNEnv, RNNTask
 from prune_env import budget as B
@@ -89,9 +89,9 @@ def test_ppo_budget_exact_when_rollouts_overshoot():
     assert counter.calls == res.evals == 10
 
 
-def test_eval_budget_stops_scoring():
+def test_eval_cap_stops_scoring():
     env, counter = counted_env()
-    wrapped = EvalBudget(env, 2)
+    wrapped = EvalCap(env, 2)
     wrapped.reset(seed=0)
     for _ in range(5):
         wrapped.reset()

@@ -1,10 +1,13 @@
-"""Counting evaluations and enforcing the hard evaluation budget.
+"""Counting evaluations and enforcing the hard evaluation cap.
+
+"Budget" in this project means the sparsity target; the most evaluations a search may use is the *evaluation cap*
+(the ``budget=`` argument of :func:`agents.search`, kept under that name for compatibility).
 
 An *evaluation* is one finished episode of :class:`~prune_env.PruneRNNEnv`: the one time a pruned model is scored on
-validation. :class:`EvalBudget` wraps the env, counts them, keeps the best allocation, and once the budget is spent
+validation. :class:`EvalCap` wraps the env, counts them, keeps the best allocation, and once the cap is reached
 answers every further ``step`` with a terminal transition **without scoring anything** (reward 0,
 ``info["over_budget"] = True``). Learners that roll out in fixed chunks (Stable-Baselines3) may therefore ask for
-a few more steps than the budget; those steps cost nothing and are never reported as results.
+a few more steps than the cap; those steps cost nothing and are never reported as results.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ class Tracker:
     """The best allocation seen so far and the best-so-far curve, one entry per evaluation.
 
     Only evaluations at the search's own target sparsity can become the result: an agent may score other
-    configurations (the sensitivity scan prunes one layer at a time), which count against the budget but are not
+    configurations (the sensitivity scan prunes one layer at a time), which count against the cap but are not
     valid answers.
 
-    :param target_sparsity: the search's budget (``None``: penalty mode, every evaluation is eligible).
+    :param target_sparsity: the search's target sparsity (``None``: penalty mode, every evaluation is eligible).
     """
 
     def __init__(self, target_sparsity: float | None):
@@ -49,24 +52,24 @@ class Tracker:
         self.history.append(self.best_score if self.best_allocation is not None else float("nan"))
 
 
-class EvalBudget(gym.Wrapper):
-    """Counts evaluations of the wrapped env and stops scoring after ``budget`` of them.
+class EvalCap(gym.Wrapper):
+    """Counts evaluations of the wrapped env and stops scoring after ``cap`` of them.
 
     :param env: a :class:`~prune_env.PruneRNNEnv` (possibly wrapped).
-    :param budget: the most evaluations this wrapper lets through.
+    :param cap: the most evaluations this wrapper lets through.
     :param tracker: where to record evaluations; a fresh :class:`Tracker` by default.
     :param vector_envs: ``K > 1`` lets :meth:`evaluate_actions` score batches of ``K`` joint actions in one
         batched pass of a :class:`~prune_env.PruneRNNVectorEnv` (built on first use from the env's task and
         config); ``0`` or ``1``: one episode at a time.
     """
 
-    def __init__(self, env: gym.Env, budget: int, tracker: Tracker | None = None, vector_envs: int = 0):
+    def __init__(self, env: gym.Env, cap: int, tracker: Tracker | None = None, vector_envs: int = 0):
         super().__init__(env)
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-            raise ValueError(f"`budget` must be an int >= 0, got {budget!r}")
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ValueError(f"`cap` must be an int >= 0, got {cap!r}")
         if isinstance(vector_envs, bool) or not isinstance(vector_envs, int) or vector_envs < 0:
             raise ValueError(f"`vector_envs` must be an int >= 0, got {vector_envs!r}")
-        self.budget = budget
+        self.cap = cap
         self.tracker = tracker or Tracker(env.unwrapped.target_sparsity)
         self.vector_envs = vector_envs
         self._vec: Any = None
@@ -81,12 +84,12 @@ class EvalBudget(gym.Wrapper):
     @property
     def remaining(self) -> int:
         """Evaluations left."""
-        return self.budget - self._used
+        return self.cap - self._used
 
     @property
     def exhausted(self) -> bool:
-        """True once the budget is spent."""
-        return self._used >= self.budget
+        """True once the cap is reached."""
+        return self._used >= self.cap
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
@@ -156,7 +159,7 @@ class EvalBudget(gym.Wrapper):
 
 
 def split_budget(budget: int, parts: int) -> list[int]:
-    """Split ``budget`` into ``parts`` near-equal integer quotas that sum to it exactly.
+    """Split an evaluation cap ``budget`` into ``parts`` near-equal integer quotas that sum to it exactly.
 
     :param budget: total evaluations.
     :param parts: number of environments.
@@ -170,9 +173,9 @@ def submit(env: gym.Env, allocation: dict[str, float]) -> tuple[float, dict[str,
 
     The env still applies its budget projection (joint) or action wall (sequential) to the request.
 
-    :param env: the budgeted env.
+    :param env: the capped env.
     :param allocation: layer name -> requested sparsity.
-    :returns: the final reward and info (``info["over_budget"]`` if the budget was already spent).
+    :returns: the final reward and info (``info["over_budget"]`` if the cap was already reached).
     """
     base = env.unwrapped
     # float64 on purpose: a float32 action loses ~1e-7 of each sparsity, enough to move whole weights between
