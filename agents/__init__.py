@@ -6,14 +6,17 @@
 Every agent sees the env only through :class:`agents.eval_budget.EvalCap`, which counts evaluations (finished
 episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap (``search``'s ``budget=``
 argument; "budget" elsewhere means the sparsity target): the same hard cap for every agent, so comparisons are fair.
+:func:`search` leaves the global RNGs (Python's, NumPy's, torch's) as it found them, whatever the agent seeds.
 Agents are imported lazily, so ``import agents`` does not pull in Stable-Baselines3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +74,10 @@ class SearchResult:
 def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int = 0, **kwargs: Any) -> SearchResult:
     """Run agent ``name`` on ``env`` with at most ``budget`` evaluations and return the best allocation found.
 
+    Python's, NumPy's (legacy global) and torch's global RNG states (CPU, and every CUDA device when CUDA is
+    available) are restored when the search ends, also on an exception: agents that seed them (Stable-Baselines3
+    does) do not change the caller's random streams.
+
     :param name: a key of :data:`AGENTS`.
     :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
         :class:`~agents.eval_budget.EvalCap`).
@@ -85,24 +92,50 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
     """
     from .eval_budget import EvalCap
 
-    fn = get_agent(name)
-    check_budget(budget)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
-    wrapped = EvalCap(env, budget, vector_envs=vector_envs)
-    wrapped.reset(seed=seed)
-    t0 = time.perf_counter()
-    try:
-        extras = fn(wrapped, seed=seed, **kwargs) or {}
-    finally:
-        wrapped.release()
-    wall = time.perf_counter() - t0
+    with _global_rng_restored():
+        fn = get_agent(name)  # importing an agent's libraries can draw from Python's RNG (rich, via SB3, does)
+        check_budget(budget)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
+        wrapped = EvalCap(env, budget, vector_envs=vector_envs)
+        wrapped.reset(seed=seed)
+        t0 = time.perf_counter()
+        try:
+            extras = fn(wrapped, seed=seed, **kwargs) or {}
+        finally:
+            wrapped.release()
+        wall = time.perf_counter() - t0
     tracker = extras.pop("tracker", None) or wrapped.tracker
     if tracker.best_allocation is None:
         raise RuntimeError(f"agent {name!r} finished without evaluating an allocation that meets the budget")
     return SearchResult(allocation=tracker.best_allocation, val_score=tracker.best_score, evals=tracker.evals,
                         history=list(tracker.history), agent=name, wall_time=wall,
                         policy=extras.pop("policy", None), extras=extras)
+
+
+@contextlib.contextmanager
+def _global_rng_restored() -> Iterator[None]:
+    """Save the global RNG states (Python, NumPy legacy, torch CPU and CUDA) and restore them on exit, also on error.
+
+    Stable-Baselines3 seeds all of them (``set_random_seed``), and on CUDA also sets cuDNN's ``deterministic`` and
+    ``benchmark`` flags, which are restored too. With CUDA available the CUDA states are read up front, which
+    initialises CUDA (so seeding during the search cannot be queued lazily past the restore).
+    """
+    import numpy as np
+    import torch
+
+    py, legacy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(legacy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
 def get_agent(name: str) -> Callable[..., dict[str, Any] | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,63 @@ def test_different_seeds_differ():
     a = agents.search("random", env, 5, seed=0).history
     b = agents.search("random", env, 5, seed=1).history
     assert a != b
+
+
+# ----------------------------------------------------------------------------------------- global RNGs
+def _global_rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _assert_same_rng_states(before: dict, after: dict) -> None:
+    assert after["python"] == before["python"], "Python's global RNG changed"
+    (kind_b, keys_b, *rest_b), (kind_a, keys_a, *rest_a) = before["numpy"], after["numpy"]
+    assert kind_a == kind_b and np.array_equal(keys_a, keys_b) and rest_a == rest_b, "NumPy's global RNG changed"
+    assert torch.equal(after["torch"], before["torch"]), "torch's global CPU RNG changed"
+    if "cuda" in before:
+        assert all(torch.equal(a, b) for a, b in zip(after["cuda"], before["cuda"], strict=True)), \
+            "torch's global CUDA RNG changed"
+
+
+class ZeroPolicy:
+    """The trivial custom policy: the middle of the action range, every step."""
+
+    def __init__(self, env: PruneRNNEnv):
+        self.shape = env.action_space.shape
+
+    def act(self, obs, info):
+        return np.zeros(self.shape, dtype=np.float32)
+
+
+class DrawsThenFails:
+    """A policy that consumes every global RNG, then raises: search must still restore them."""
+
+    def act(self, obs, info):
+        random.random(), np.random.rand(), torch.rand(1)
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+        raise RuntimeError("policy failed")
+
+
+@pytest.mark.parametrize("name", sorted(agents.AGENTS))
+def test_search_leaves_global_rngs_alone(name):
+    env, counter = counted_env()
+    options = {"policy": ZeroPolicy(env)} if name == "policy" else FAST.get(name, {})
+    random.seed(1234), np.random.seed(1234), torch.manual_seed(1234)
+    before = _global_rng_states()
+    res = agents.search(name, env, 4, seed=0, **options)
+    _assert_same_rng_states(before, _global_rng_states())
+    assert counter.calls == res.evals <= 4
+
+
+def test_search_restores_global_rngs_on_error():
+    env, _ = counted_env()
+    random.seed(1234), np.random.seed(1234), torch.manual_seed(1234)
+    before = _global_rng_states()
+    with pytest.raises(RuntimeError, match="policy failed"):
+        agents.search("policy", env, 2, seed=0, policy=DrawsThenFails())
+    _assert_same_rng_states(before, _global_rng_states())
 
 
 # -------------------------------------------------------------------------------------------- heuristics
