@@ -16,6 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _meta import provenance  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bench_agents"
 ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
@@ -66,7 +69,7 @@ def run(name: str, out: Path) -> Path:
     :param name: a key of :data:`CONFIGS`.
     :param out: parent of the CLI's run directory.
     """
-    from prune_env.cli import main
+    from agents.cli import main
 
     parent = out / f"{name}-{os.getpid()}"  # a parent of our own: other runs may share `out`
     code = main(["bench", *CONFIGS[name], "--out", str(parent), "--no-progress"])
@@ -87,15 +90,14 @@ def run(name: str, out: Path) -> Path:
 
 
 def write_markdown(dest: Path) -> None:
-    """``results.md``: the summary table of ``dest/results.json`` with the command that produced it."""
+    """``results.md``: the summary table of ``dest/results.json`` under the provenance of the run that produced it
+    (marked **uncommitted changes** if it started from a dirty tree)."""
     import json
 
     data = json.loads((dest / "results.json").read_text())
     meta = data["meta"]
-    lines = [f"`{meta['command']}`", "",
-             f"commit {meta['git_commit']}, torch {meta['torch']}, {meta['machine']['cpus']} CPUs "
-             f"({meta['machine']['platform']}), wall time {meta['wall_time_s']:.0f} s"
-             + ("" if meta.get("complete", True) else ", **incomplete: stopped part-way**"), "",
+    lines = [provenance(meta) + f" Wall time {meta['wall_time_s']:.0f} s"
+             + ("." if meta.get("complete", True) else ", **incomplete: stopped part-way**."), "",
              "| sparsity | agent | test (mean ± std) | val | evals | evals to beat global | wall s |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(data["summary"], key=lambda r: (r["target_sparsity"], -r["test_mean"])):

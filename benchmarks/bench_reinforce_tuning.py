@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import agents
     import prune_env
-    from prune_env.cli import resolve_cli_task
+    from agents.cli import resolve_cli_task
 
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "runs.json"

@@ -1,16 +1,26 @@
-"""``prune-rnn``: smoke runs of every command on a tiny custom task, and the one-line errors."""
+"""``prune-rnn``: smoke runs of every command on a tiny custom task (and the small ``digits`` preset), the one-line
+errors, the statistics behind the README, and the run metadata (taken at start; dirty trees flagged)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 import pytest
+import torch
 
-from prune_env.cli import main
+import agents.cli
+import agents.results
+from agents.cli import main
+from agents.results import DIRTY_NOTE, git_state, provenance, run_meta, summarize
 
 TINY = "tiny:tiny_task"  # tests/tiny.py is importable under pytest: no preset training in CI
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tasks_lists_presets(capsys):
@@ -34,8 +44,9 @@ def test_bench_writes_results_and_never_overwrites(tmp_path, capsys):
     meta = data["meta"]
     assert meta["command"].startswith("prune-rnn bench") and meta["torch"] and "wall_time_s" in meta
     assert "git_commit" in meta and meta["machine"]["cpus"] >= 1 and meta["complete"] is True
+    assert "git_dirty" in meta and datetime.fromisoformat(meta["started"]) and meta["machine"]["torch_threads"] >= 1
     assert len(data["runs"]) == 2 * (2 * 2 + 2)  # uniform and global are deterministic: run once per sparsity
-    assert all(r["evals"] <= 4 for r in data["runs"])
+    assert all(r["evals"] <= 4 and r["mode"] == "joint" and r["device"] == "cpu" for r in data["runs"])
     assert {(s["agent"], s["target_sparsity"]) for s in data["summary"]} == {
         (a, t) for a in ("uniform", "global", "random", "reinforce") for t in (0.5, 0.7)}
     lines = (runs[0] / "results.csv").read_text().strip().splitlines()
@@ -81,6 +92,12 @@ def test_train_ppo_saves_zip_policy(tmp_path):
     (["bench", "--task", TINY, "--agents", "random", "--option", "reinforce.lr=1"], "not being run"),
     (["train", "--task", TINY], "--sparsity"),
     (["evaluate", "--task", TINY, "--allocation", "nope.json"], "file not found"),
+    (["evaluate", "--task", TINY, "--allocation", "a.json", "--finetune-steps", "-1"], "--finetune-steps"),
+    (["evaluate", "--task", TINY, "--allocation", "a.json", "--device", "gpu0"], "unknown device"),
+    (["train", "--task", TINY, "--sparsity", "0.5", "--device", "nonsense"], "unknown device"),
+    pytest.param(["bench", "--task", TINY, "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
+    (["bench", "--task", TINY, "--mode", "parallel"], "--mode"),
     (["bench", "--sparsity", "lots"], "invalid float"),
     (["bench", "--task", TINY, "--precision", "fp16"], "--precision"),
     ([], "choose a command"),
@@ -94,7 +111,209 @@ def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
 
 
 def test_console_script_exit_code():
-    proc = subprocess.run([sys.executable, "-m", "prune_env.cli", "bench", "--task", "no-such-task"],
+    proc = subprocess.run([sys.executable, "-m", "agents.cli", "bench", "--task", "no-such-task"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_python_m_agents_cli_runs():
+    proc = subprocess.run([sys.executable, "-m", "agents.cli", "tasks"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "digits" in proc.stdout, proc.stderr
+
+
+def test_import_prune_env_pulls_in_neither_agents_nor_sb3():
+    code = ("import prune_env, sys; bad = [m for m in ('agents', 'stable_baselines3') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------------- options on the digits preset
+def _evaluate_row(out: str) -> dict[str, float]:
+    """The numbers of ``evaluate``'s one-row table."""
+    header = next(line for line in out.splitlines() if "test score" in line)
+    row = next(line for line in out.splitlines() if re.search(r"\d\.\d{4}", line))
+    cols = [c.strip() for c in re.split(r"[┃│|]", header) if c.strip()]
+    vals = [float(c) for c in re.split(r"[┃│|]", row) if c.strip()]
+    return dict(zip(cols, vals))
+
+
+def test_evaluate_finetune_steps_fine_tunes_with_masks_held(tmp_path, capsys):
+    assert main(["train", "--task", "digits", "--sparsity", "0.9", "--agent", "uniform", "--budget", "1",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    capsys.readouterr()
+    evaluate = ["evaluate", "--task", "digits", "--allocation", str(run / "allocation.json")]
+    assert main(evaluate) == 0
+    before = _evaluate_row(capsys.readouterr().out)
+    assert main([*evaluate, "--finetune-steps", "40"]) == 0
+    after = _evaluate_row(capsys.readouterr().out)
+    assert after["val score"] > before["val score"] + 0.01, (before, after)  # 90 % sparse digits recovers fast
+    assert after["test score"] != before["test score"]
+    # the pruned weights stay pruned: same sparsity, same exported size
+    for key in ("sparsity", "nonzero params", "size bytes (fp32)"):
+        assert after[key] == before[key], key
+
+
+def test_bench_mode_sequential_builds_sequential_envs(tmp_path):
+    assert main(["bench", "--task", "digits", "--mode", "sequential", "--sparsity", "0.8", "--agents", "uniform",
+                 "random", "reinforce", "--budget", "3", "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    data = json.loads((run / "results.json").read_text())
+    assert [r["mode"] for r in data["runs"]] == ["sequential"] * 3
+    assert all(1 <= r["evals"] <= 3 and len(r["history"]) == r["evals"] for r in data["runs"])
+    assert all(abs(r["achieved_sparsity"] - 0.8) < 1e-3 for r in data["runs"])
+
+
+def test_train_device_cpu_and_mode_are_the_envs(tmp_path):
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--budget", "2",
+                 "--device", "cpu", "--mode", "sequential", "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    res = json.loads((run / "result.json").read_text())
+    assert res["result"]["device"] == "cpu" and res["result"]["mode"] == "sequential"
+    assert res["meta"]["mode"] == "sequential" and res["result"]["evals"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_device_cuda(tmp_path):
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--budget", "2",
+                 "--device", "cuda", "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    res = json.loads((run / "result.json").read_text())
+    assert res["result"]["device"].startswith("cuda") and res["meta"]["machine"]["gpu"]
+
+
+# ------------------------------------------------------------------------------------------- summarize
+def _row(agent, seed, test, val, history, target=0.5, alloc=(0.5, 0.5)):
+    return {"agent": agent, "target_sparsity": target, "seed": seed, "test_score": test, "val_score": val,
+            "achieved_sparsity": target, "nonzero_params": 100 + seed, "evals": len(history),
+            "wall_time_s": 1.0 + seed, "history": history, "allocation": {"a": alloc[0], "b": alloc[1]}}
+
+
+def test_summarize_statistics_on_hand_made_rows():
+    rows = [_row("global", 0, 0.50, 0.60, [0.60]),
+            _row("random", 0, 0.10, 0.70, [0.50, 0.70, 0.70], alloc=(0.2, 0.8)),  # beats 0.60 at evaluation 2
+            _row("random", 1, 0.20, 0.65, [0.65], alloc=(0.4, 0.6)),  # at 1
+            _row("random", 2, 0.60, 0.61, [0.10, 0.20, 0.30, 0.61, 0.61], alloc=(0.6, 0.4)),  # at 4
+            _row("reinforce", 0, 0.30, 0.90, [0.90]),
+            _row("reinforce", 1, 0.30, 0.60, [0.55, 0.60]),  # equal is not better: never beats global
+            _row("global", 0, 0.40, 0.20, [0.20], target=0.8),
+            _row("random", 0, 0.30, 0.30, [0.10, 0.30], target=0.8)]  # at 2 (against 0.8's global, not 0.5's)
+    s = {(r["agent"], r["target_sparsity"]): r for r in summarize(rows)}
+    assert list(s) == [("global", 0.5), ("random", 0.5), ("reinforce", 0.5), ("global", 0.8), ("random", 0.8)]
+    r = s["random", 0.5]
+    assert r["seeds"] == 3
+    assert r["test_mean"] == pytest.approx(0.3)
+    assert r["test_std"] == pytest.approx((0.14 / 3) ** 0.5)  # ddof=0: sqrt(mean of (-0.2, -0.1, 0.3)^2)
+    assert r["val_mean"] == pytest.approx(0.65333333) and r["val_std"] == pytest.approx(0.0368178, abs=1e-6)
+    assert r["evals_to_beat_global"] == 2.0  # median of (2, 1, 4)
+    assert r["evals"] == pytest.approx(3.0) and r["nonzero_params"] == pytest.approx(101.0)
+    assert r["wall_time_s"] == pytest.approx(2.0)
+    assert r["allocation"] == pytest.approx({"a": 0.4, "b": 0.6})
+    assert s["reinforce", 0.5]["evals_to_beat_global"] is None  # one seed never beat it
+    assert s["reinforce", 0.5]["test_std"] == 0.0
+    assert s["global", 0.5]["evals_to_beat_global"] is None and s["global", 0.5]["test_std"] == 0.0
+    assert s["random", 0.8]["evals_to_beat_global"] == 2.0
+    # no global magnitude run at a target: nothing to beat
+    assert summarize([_row("random", 0, 0.1, 0.9, [0.9])])[0]["evals_to_beat_global"] is None
+
+
+# ------------------------------------------------------------------------------------------ run metadata
+def _git(cwd, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false",
+                           *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_git_state_flags_uncommitted_code_only(tmp_path):
+    assert git_state(tmp_path) == (None, None)  # not a checkout
+    repo = tmp_path / "repo"
+    for f in ("prune_env/env.py", "agents/a.py", "benchmarks/b.py", "benchmarks/results/r.json", "README.md",
+              "tests/t.py"):
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / f).write_text("x\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "init")
+    sha = _git(repo, "rev-parse", "HEAD")
+    assert git_state(repo) == (sha, False)
+    assert git_state(repo / "agents") == (sha, False)  # from a subdirectory: pathspecs stay relative to the root
+    for f in ("README.md", "tests/t.py", "benchmarks/results/r.json"):  # not code, or filed results
+        (repo / f).write_text("changed\n")
+    (repo / "benchmarks/results/new.json").write_text("{}\n")
+    assert git_state(repo / "agents") == (sha, False)
+    for change in ("prune_env/env.py", "benchmarks/b.py", "agents/new.py"):  # modified, modified, untracked
+        path = repo / change
+        old = path.read_text() if path.exists() else None
+        path.write_text("y\n")
+        assert git_state(repo / "agents") == (sha, True), change
+        assert git_state(repo / "tests") == (sha, True), change
+        path.write_text(old) if old is not None else path.unlink()
+    assert git_state(repo) == (sha, False)
+    (repo / "agents/a.py").write_text("staged\n")
+    _git(repo, "add", "agents/a.py")
+    assert git_state(repo) == (sha, True)
+
+
+def test_run_meta_records_commit_dirty_flag_and_start(monkeypatch, capsys):
+    # the checkout this code sits in, if it is one
+    assert run_meta.__defaults__ and run_meta.__defaults__[0] == (ROOT if (ROOT / ".git").exists() else None)
+    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("c" * 40, True))
+    before = datetime.now().astimezone().replace(microsecond=0)
+    meta = run_meta(["prune-rnn", "bench", "--task", "my task"])
+    assert meta["command"] == "prune-rnn bench --task 'my task'"
+    assert meta["git_commit"] == "c" * 40 and meta["git_dirty"] is True
+    assert before <= datetime.fromisoformat(meta["started"]) <= datetime.now().astimezone()
+    assert meta["machine"]["cpus"] >= 1 and meta["machine"]["torch_threads"] == torch.get_num_threads()
+    assert meta["torch"] == torch.__version__ and meta["python"]
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "UNCOMMITTED CHANGES" in err
+    assert DIRTY_NOTE in provenance(meta)
+    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("c" * 40, False))
+    clean = run_meta("prune-rnn bench")
+    assert clean["git_dirty"] is False and capsys.readouterr().err == ""
+    assert DIRTY_NOTE not in provenance(clean) and "c" * 10 in provenance(clean)
+    # filed results of the older format carried the flag in the commit
+    assert DIRTY_NOTE in provenance({"command": "x", "git_commit": "abc-dirty", "machine": {"cpus": 2}})
+
+
+def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monkeypatch, capsys):
+    """The tree changes (a commit, an edit) while the search runs: the results keep the state it started from."""
+    state = {"now": ("a" * 40, True)}
+    monkeypatch.setattr(agents.results, "git_state", lambda root=None: state["now"])
+    real_run_one, entered = agents.cli._run_one, []
+
+    def slow_run_one(*args, **kwargs):
+        if not entered:
+            entered.append(datetime.now().astimezone())
+            state["now"] = ("b" * 40, False)
+            time.sleep(1.2)  # "started" has whole seconds: a time taken after this is later than `entered`
+        return real_run_one(*args, **kwargs)
+
+    monkeypatch.setattr(agents.cli, "_run_one", slow_run_one)
+    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "--agents", "uniform", "global", "--budget", "2",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "UNCOMMITTED CHANGES" in err
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    meta = json.loads((run / "results.json").read_text())["meta"]
+    assert meta["git_commit"] == "a" * 40 and meta["git_dirty"] is True
+    assert datetime.fromisoformat(meta["started"]) <= entered[0]
+    assert meta["wall_time_s"] >= 1.2 and meta["complete"] is True
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_agents
+
+    bench_agents.write_markdown(run)
+    md = (run / "results.md").read_text()
+    assert DIRTY_NOTE in md and "a" * 10 in md and "| global |" in md
+
+
+def test_train_from_a_clean_tree_warns_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("d" * 40, False))
+    assert main(["train", "--task", TINY, "--sparsity", "0.5", "--agent", "uniform", "--budget", "1",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    meta = json.loads((run / "result.json").read_text())["meta"]
+    assert meta["git_commit"] == "d" * 40 and meta["git_dirty"] is False and meta["agent"] == "uniform"

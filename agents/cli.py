@@ -1,28 +1,36 @@
 """``prune-rnn``: benchmark pruning agents, train one, evaluate a saved allocation or policy, list the tasks.
 
-Every run writes to a fresh ``<out>/<time>/`` directory (never an earlier run's), files written atomically. A bad
-argument (unknown task or agent, sparsity outside [0, 1), missing corpus directory, ...) prints one line on stderr
-and exits with code 2.
+Every run writes to a fresh ``<out>/<time>/`` directory (never an earlier run's), files written atomically, with the
+run's metadata taken when it starts (:func:`agents.results.run_meta`: commit, uncommitted changes, start time,
+machine). A bad argument (unknown task or agent, sparsity outside [0, 1), missing corpus directory, unknown device,
+...) prints one line on stderr and exits with code 2. Run it as ``prune-rnn`` or ``python -m agents.cli``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import csv
-import io
 import json
-import math
 import os
-import platform
-import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from .results import (
+    _jsonable,
+    console,
+    plot_allocations,
+    plot_pareto,
+    print_summary,
+    run_meta,
+    summarize,
+    warn_if_dirty,
+    write_json,
+    write_results,
+)
 
 #: Agents ``bench`` runs by default (``policy`` needs a Python object, so it is API-only).
 BENCH_AGENTS = ("uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo")
@@ -126,7 +134,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """Print the presets."""
     from rich.table import Table
 
-    from .tasks import PRESETS
+    from prune_env.tasks import PRESETS
 
     table = Table(title="prune-rnn tasks")
     table.add_column("name")
@@ -135,7 +143,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         table.add_row(name, desc)
     table.add_row("<dir>", "a corpus directory (train/valid/test .txt), same as corpus with path=<dir>")
     table.add_row("<module:function>", "your own factory returning an RNNTask")
-    _console().print(table)
+    console().print(table)
     return 0
 
 
@@ -143,16 +151,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run every agent at every sparsity and seed; print the table and write the results."""
     import agents as A
 
+    meta = _start_meta(args)
     sparsities = [_check_sparsity(s) for s in args.sparsity]
     names = _check_agents(args.agents)
     A.check_budget(args.budget)
     seeds = [_check_seed(s) for s in args.seeds]
     options = _parse_options(args.option, names)
+    _check_device(args.device)
     progress = not args.no_progress
     task = resolve_cli_task(args.task, args.task_seed, progress)
     if "gradient" in names and task.loss is None:
         raise CLIError(f"agent 'gradient' needs gradients, but task {task.name!r} has no `loss`; drop it from --agents")
     out = new_run_dir(args.out)
+    warn_if_dirty(meta)
+    meta.update(task=task.name, task_metadata=_jsonable(task.metadata))
     t_start = time.perf_counter()
 
     rows = []
@@ -170,12 +182,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
                 rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
                 # Rewritten after every run, so a bench stopped part-way keeps what it finished.
-                write_results(out, {**run_meta(args.argv, t_start, task), "complete": False}, rows, summarize(rows))
+                write_results(out, _end_meta(meta, t_start, complete=False), rows, summarize(rows))
                 bar.update(1)
     bar.close()
     summary = summarize(rows)
-    meta = {**run_meta(args.argv, t_start, task), "complete": True}
-    write_results(out, meta, rows, summary)
+    write_results(out, _end_meta(meta, t_start, complete=True), rows, summary)
     plot_pareto(out / "pareto.png", rows, summary)
     plot_allocations(out / "allocation.png", summary)
     print_summary(summary, title=f"{task.name}: budget {args.budget} evaluations, seeds {seeds}")
@@ -187,13 +198,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Run one agent; save the allocation, the result and (for learning agents) the policy."""
     import agents as A
 
+    meta = _start_meta(args)
     target = _check_sparsity(args.sparsity)
     (name,) = _check_agents([args.agent])
     A.check_budget(args.budget)
     seed = _check_seed(args.seed)
     kw = _parse_options(args.option, [name]).get(name, {})
+    _check_device(args.device)
     task = resolve_cli_task(args.task, args.task_seed, not args.no_progress)
     out = new_run_dir(args.out)
+    warn_if_dirty(meta)
+    meta.update(task=task.name, task_metadata=_jsonable(task.metadata), agent=name,
+                algo=kw.get("algo", "PPO") if name == "ppo" else None, mode=args.mode)
+    t_start = time.perf_counter()
     env = _make_env(task, target, args)
     if name in POLICY_FILES:
         kw.setdefault("save_path", str(out / POLICY_FILES[name]))
@@ -201,8 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if name == "ppo":
         kw.setdefault("progress_bar", not args.no_progress)
     row = _run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs)
-    meta = run_meta(args.argv, time.perf_counter() - row["wall_time_s"], task)
-    meta.update(agent=name, algo=kw.get("algo", "PPO") if name == "ppo" else None, mode=args.mode)
+    meta = _end_meta(meta, t_start)
     write_json(out / "allocation.json", {"task": task.name, "target_sparsity": target,
                                          "allocation": row["allocation"]})
     write_json(out / "result.json", {"meta": meta, "result": row})
@@ -215,11 +231,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a saved allocation (or a saved policy's allocation) on validation and test."""
     from rich.table import Table
 
-    from . import PruneRNNEnv
-    from .task import split_score
+    from prune_env import PruneRNNEnv
+    from prune_env.task import split_score
 
     if args.finetune_steps < 0:
         raise CLIError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
+    _check_device(args.device)
     task = resolve_cli_task(args.task, args.task_seed, True)
     if args.allocation:
         allocation = _read_allocation(args.allocation)
@@ -233,14 +250,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.finetune_steps:
         import torch
 
-        from .export import masks
-        from .finetune import finetune
+        from prune_env.export import masks
+        from prune_env.finetune import finetune
 
         finetune(model, task, args.finetune_steps, masks(model), torch.Generator().manual_seed(0))
     counts = env.counts_for(allocation)
     val = split_score(task.evaluate(model))[0]
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
-    from .size import size_bytes
+    from prune_env.size import size_bytes
 
     table = Table(title=f"{task.name}: evaluate")
     for col in ("test score", "val score", "dense test", "sparsity", "nonzero params", "size bytes (fp32)"):
@@ -249,7 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table.add_row(f"{test:.4f}", f"{val:.4f}", f"{dense_test:.4f}", f"{counts.sum() / env.numels.sum():.4f}",
                   f"{env.total_params - int(counts.sum())}",
                   f"{size_bytes(model)}")
-    _console().print(table)
+    console().print(table)
     return 0
 
 
@@ -258,8 +275,7 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
              vector_envs: int = 0) -> dict[str, Any]:
     """One search plus its single test scoring, as a result row."""
     import agents as A
-
-    from .task import split_score
+    from prune_env.task import split_score
 
     if vector_envs < 0:
         raise CLIError(f"--vector-envs must be >= 0, got {vector_envs}")
@@ -270,13 +286,14 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
     return {"task": task.name, "agent": name, "target_sparsity": target, "seed": seed, "budget": budget,
             "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score, "precision": env.precision,
+            "mode": env.mode, "device": str(env.device),
             "achieved_sparsity": float(counts.sum() / env.numels.sum()),
             "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
             "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history}
 
 
 def _make_env(task: Any, target: float, args: argparse.Namespace) -> Any:
-    from . import PruneRNNEnv
+    from prune_env import PruneRNNEnv
 
     return PruneRNNEnv(task, target_sparsity=target, mode=args.mode, device=args.device, precision=args.precision)
 
@@ -289,8 +306,8 @@ def resolve_cli_task(spec: str, seed: int, progress: bool) -> Any:
     :param progress: show training progress for presets.
     :raises CLIError: for an unknown task or a missing directory.
     """
-    from .task import RNNTask
-    from .tasks import PRESETS, make_task
+    from prune_env.task import RNNTask
+    from prune_env.tasks import PRESETS, make_task
 
     if spec == "corpus":
         raise CLIError("--task corpus needs the corpus directory: pass --task <dir>")
@@ -331,6 +348,29 @@ def new_run_dir(parent: str) -> Path:
         except FileExistsError:
             continue
     raise CLIError(f"could not create a new run directory under {root}")
+
+
+def _start_meta(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's metadata, taken as it starts (before the task is loaded); the dirty-tree warning comes later,
+    once the arguments passed, so that a bad argument still prints one line."""
+    return run_meta(["prune-rnn", *args.argv], warn=False, gpu=str(args.device).startswith("cuda"))
+
+
+def _end_meta(meta: dict[str, Any], t_start: float, **extra: Any) -> dict[str, Any]:
+    """``meta`` plus the seconds since ``t_start`` (the searches, task loading excluded)."""
+    return {**meta, "wall_time_s": round(time.perf_counter() - t_start, 2), **extra}
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CLIError(f"--device: unknown device {device!r}; expected e.g. cpu, cuda or cuda:1") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return device
 
 
 def _check_sparsity(s: float) -> float:
@@ -408,208 +448,7 @@ def _policy_allocation(env: Any, path: str, algo: str | None) -> dict[str, float
     return env.allocation
 
 
-# --------------------------------------------------------------------------------------------- results
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (agent, target): means and standard deviations over seeds, plus the evaluations each
-    agent needed to pass global magnitude's validation score (median over seeds; ``None`` if it never did)."""
-    import numpy as np
-
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["agent"], r["target_sparsity"]), []).append(r)
-    global_val = {t: float(np.mean([r["val_score"] for r in g])) for (a, t), g in groups.items() if a == "global"}
-    out = []
-    for (agent, target), g in groups.items():
-        def stat(key: str, rows_: list[dict[str, Any]] = g) -> tuple[float, float]:
-            v = np.array([r[key] for r in rows_], dtype=float)
-            return float(v.mean()), float(v.std())
-
-        to_beat = None
-        if target in global_val and agent != "global":
-            firsts = [next((i + 1 for i, h in enumerate(r["history"]) if h > global_val[target]), None) for r in g]
-            hits = [f for f in firsts if f is not None]
-            to_beat = float(np.median(hits)) if len(hits) == len(firsts) else None
-        mean_alloc = {k: float(np.mean([r["allocation"][k] for r in g])) for k in g[0]["allocation"]}
-        out.append({"agent": agent, "target_sparsity": target, "seeds": len(g),
-                    "test_mean": stat("test_score")[0], "test_std": stat("test_score")[1],
-                    "val_mean": stat("val_score")[0], "val_std": stat("val_score")[1],
-                    "achieved_sparsity": stat("achieved_sparsity")[0],
-                    "nonzero_params": stat("nonzero_params")[0], "evals": stat("evals")[0],
-                    "wall_time_s": stat("wall_time_s")[0], "evals_to_beat_global": to_beat,
-                    "allocation": mean_alloc})
-    return out
-
-
-def run_meta(argv: Sequence[str], t_start: float, task: Any) -> dict[str, Any]:
-    """The facts a results file records: command, commit, machine, versions, wall time."""
-    import torch
-
-    return {"command": "prune-rnn " + " ".join(argv), "git_commit": _git_commit(),
-            "machine": {"node": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                        "torch_threads": torch.get_num_threads()},
-            "python": platform.python_version(), "torch": torch.__version__,
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "wall_time_s": round(time.perf_counter() - t_start, 2), "task": task.name,
-            "task_metadata": _jsonable(task.metadata)}
-
-
-def write_results(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
-                  summary: list[dict[str, Any]]) -> None:
-    """``results.json`` (everything) and ``results.csv`` (one line per run, no history)."""
-    write_json(out / "results.json", {"meta": meta, "summary": summary, "runs": rows})
-    buf = io.StringIO()
-    cols = [k for k in rows[0] if k not in ("history", "allocation")] + ["allocation"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({**r, "allocation": json.dumps(r["allocation"])})
-    write_text(out / "results.csv", buf.getvalue())
-
-
-def print_summary(summary: list[dict[str, Any]], title: str) -> None:
-    """The rich table: one row per agent and sparsity."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("agent", "target", "test (mean ± std)", "val", "sparsity", "nonzero", "evals", "wall s",
-                "evals to beat global"):
-        table.add_column(col, justify="left" if col == "agent" else "right", no_wrap=col == "agent")
-    for s in sorted(summary, key=lambda s: (s["target_sparsity"], -s["test_mean"])):
-        beat = "-" if s["evals_to_beat_global"] is None else f"{s['evals_to_beat_global']:.0f}"
-        table.add_row(s["agent"], f"{s['target_sparsity']:g}", f"{s['test_mean']:.4f} ± {s['test_std']:.4f}",
-                      f"{s['val_mean']:.4f}", f"{s['achieved_sparsity']:.4f}", f"{s['nonzero_params']:.0f}",
-                      f"{s['evals']:.0f}", f"{s['wall_time_s']:.1f}", beat)
-    _console().print(table)
-
-
-def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
-    """Left: test score vs achieved sparsity per agent (mean ± std over seeds). Right, one panel per target:
-    best validation score so far vs evaluations (median over seeds), the sample-efficiency curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    targets = sorted({s["target_sparsity"] for s in summary})
-    agents_ = list(dict.fromkeys(s["agent"] for s in summary))
-    color = {a: f"C{i % 10}" for i, a in enumerate(agents_)}  # one colour per agent in every panel
-    fig, axes = plt.subplots(1, 1 + len(targets), figsize=(5 * (1 + len(targets)), 4), squeeze=False)
-    ax = axes[0, 0]
-    for a in agents_:
-        pts = sorted((s["achieved_sparsity"], s["test_mean"], s["test_std"]) for s in summary if s["agent"] == a)
-        xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=a, color=color[a])
-    ax.set_xlabel("overall sparsity")
-    ax.set_ylabel("test score")
-    ax.set_title("test score vs sparsity")
-    ax.legend(fontsize=8)
-    for j, t in enumerate(targets, start=1):
-        ax = axes[0, j]
-        for a in agents_:
-            hs = [np.asarray(r["history"], dtype=float) for r in rows if r["agent"] == a and r["target_sparsity"] == t]
-            n = max(len(h) for h in hs)
-            padded = np.array([np.pad(h, (0, n - len(h)), mode="edge") for h in hs])
-            with warnings.catch_warnings():  # an evaluation where no run has a score yet stays NaN (not drawn)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                curve = np.nanmedian(padded, axis=0)
-            if n == 1:
-                ax.axhline(curve[0], linestyle="--", linewidth=1, label=a, color=color[a])
-            else:
-                ax.plot(np.arange(1, n + 1), curve, label=a, color=color[a])
-        ax.set_xscale("log")
-        ax.set_xlabel("evaluations")
-        ax.set_ylabel("best validation score so far")
-        ax.set_title(f"sample efficiency @ {t:g}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-def plot_allocations(path: Path, summary: list[dict[str, Any]]) -> None:
-    """Per-layer sparsity of each agent's allocation (mean over seeds), one panel per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    targets = sorted({s["target_sparsity"] for s in summary})
-    fig, axes = plt.subplots(len(targets), 1, figsize=(10, 3.2 * len(targets)), squeeze=False)
-    for ax, t in zip(axes[:, 0], targets):
-        group = [s for s in summary if s["target_sparsity"] == t]
-        layers = list(group[0]["allocation"])
-        width = 0.8 / len(group)
-        for k, s in enumerate(group):
-            ax.bar(np.arange(len(layers)) + k * width, [s["allocation"][n] for n in layers], width, label=s["agent"])
-        ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20, fontsize=7, ha="right")
-        ax.set_ylabel("sparsity")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"per-layer allocation @ {t:g}")
-        ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------------------- atomic writes
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and ``os.replace``: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON; NaN and infinities become ``null`` so the file is valid JSON."""
-    write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Atomic PNG."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
-
-
-def _jsonable(x: Any) -> Any:
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _console() -> Any:
-    """A rich console; wide when writing to a file or pipe, so logs keep one line per table row."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
-
-
+# ----------------------------------------------------------------------------------------------- helpers
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 

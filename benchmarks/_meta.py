@@ -1,0 +1,36 @@
+"""Run metadata for the benchmark scripts: one implementation, the CLI's (:mod:`agents.results`).
+
+Every script calls :func:`run_meta` when it starts (after setting its torch threads, which it records) and opens
+its Markdown with :func:`provenance`, which marks a run from a dirty tree **uncommitted changes**::
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _meta import provenance, run_meta  # noqa: E402
+
+    result = {"meta": run_meta(), ...}
+    ...
+    lines = ["# title", "", provenance(result["meta"]), ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `agents` from this checkout when it is not installed
+    sys.path.append(str(ROOT))
+
+from agents.results import DIRTY_NOTE, is_dirty, provenance  # noqa: E402
+from agents.results import run_meta as _run_meta  # noqa: E402
+
+__all__ = ["DIRTY_NOTE", "ROOT", "is_dirty", "provenance", "run_meta"]
+
+
+def run_meta(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command, commit, dirty flag (warned on stderr), start time, machine (with the GPU, if any), versions.
+
+    :param argv: the script and its arguments; default ``sys.argv``.
+    """
+    return _run_meta(["python", *(sys.argv if argv is None else argv)], ROOT, prog=Path(sys.argv[0]).name or "python",
+                     gpu=True)
