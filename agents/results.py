@@ -149,9 +149,10 @@ def provenance(meta: dict[str, Any], threads: bool = True) -> str:
     commit = str(meta.get("git_commit") or "unknown").removesuffix("-dirty").removesuffix("+dirty")
     parts = [f"`{meta.get('command', '?')}` at commit {commit[:10]}"
              + (f" with {DIRTY_NOTE} (results not reproducible from the commit alone)" if is_dirty(meta) else "")]
-    started = meta.get("started") or meta.get("date")
-    if started:
-        parts.append(f"started {started}")
+    if "git_dirty" in meta:  # run_meta's format: taken at the start
+        parts.append(f"started {meta.get('started')}")
+    elif meta.get("started") or meta.get("date"):  # older formats took the time when the results were written
+        parts.append(f"recorded {meta.get('started') or meta.get('date')}")
     m = meta.get("machine")
     if isinstance(m, dict):
         where = f"{m.get('cpu') or 'CPU'} x {m.get('cpus', '?')} ({m.get('platform', '?')})"

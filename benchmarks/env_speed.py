@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -33,24 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-import prune_env
-from prune_env import RNNTask
+sys.path.insert(0, str(Path(__file__).parent))
+from _meta import provenance, run_meta  # noqa: E402
+
+import prune_env  # noqa: E402
+from prune_env import RNNTask  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"joint": 1.15, "sequential": 1.25}
-
-
-def meta(threads: int) -> dict:
-    """Provenance of a benchmark result: command, commit, machine, versions, load."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "prune_env"], capture_output=True, text=True,
-                           cwd=Path(__file__).parent.parent).stdout.strip()  # the pathspec is relative to cwd
-    return {"command": " ".join(["python", *sys.argv]), "git_commit": commit + ("+dirty" if dirty else ""),
-            "machine": f"{platform.machine()} {os.cpu_count()} CPUs" + (
-                f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": threads,
-            "load_average_1m_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 class GRULM(nn.Module):
@@ -162,9 +150,7 @@ def measure(task_name: str, reps: int, seed: int = 0) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    m = result["meta"]
-    lines = ["# env_speed", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']}, torch {m['torch']}, "
-             f"{m['torch_threads']} thread(s), 1-min load {m['load_average_1m_at_start']:.1f} at start, {m['date']}.",
+    lines = ["# env_speed", "", provenance(result["meta"]),
              "", "| task | floor (ms) | joint (ms) | joint / floor | sequential episode (ms) | seq / floor |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in result["tasks"]:
@@ -202,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
-    result = {"meta": meta(args.threads), "tasks": []}
+    result = {"meta": run_meta(), "tasks": []}
     for name in args.tasks:
         r = measure(name, args.reps)
         print(json.dumps({k: r[k] for k in ("task", "floor_ms")} | {m: r[m]["median_ratio"] for m in TARGETS}),

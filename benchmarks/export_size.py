@@ -13,34 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-import prune_env
-from prune_env.export import export, load
-from prune_env.size import model_size
-from prune_env.task import split_score
-from prune_env.tasks import make_task
+sys.path.insert(0, str(Path(__file__).parent))
+from _meta import provenance, run_meta  # noqa: E402
+
+import prune_env  # noqa: E402
+from prune_env.export import export, load  # noqa: E402
+from prune_env.size import model_size  # noqa: E402
+from prune_env.task import split_score  # noqa: E402
+from prune_env.tasks import make_task  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = [("float32", None, "linear"), ("8-bit linear", 8, "linear"), ("8-bit k-means", 8, "kmeans"),
             ("4-bit linear", 4, "linear"), ("4-bit k-means", 4, "kmeans")]
-
-
-def meta() -> dict:
-    """Provenance of a benchmark result: command, commit, machine, versions."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
-            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def write_results(stem: str | Path, result: dict, markdown: str) -> None:
@@ -81,9 +71,7 @@ def measure(task_name: str, sparsity: float) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    lines = ["# Exported size at 90% unstructured sparsity", "", f"`{result['meta']['command']}` at commit "
-             f"{result['meta']['git_commit']}, torch {result['meta']['torch']}, {result['meta']['machine']}, "
-             f"{result['meta']['date']}.", "",
+    lines = ["# Exported size at 90% unstructured sparsity", "", provenance(result["meta"]), "",
              "Targets: float32 <= 0.15x, 8-bit <= 0.06x of the dense `torch.save(state_dict)` file.", ""]
     for r in result["tasks"]:
         lines += [f"## {r['task']} (sparsity {r['sparsity']:.3f}, dense file {r['dense_bytes']} B, dense val "
@@ -103,8 +91,9 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--out", default=str(RESULTS / "export_size"))
     args = parser.parse_args()
+    meta = run_meta()
     torch.manual_seed(0)
-    result = {"meta": meta(), "tasks": [measure(t, args.sparsity) for t in args.tasks]}
+    result = {"meta": meta, "tasks": [measure(t, args.sparsity) for t in args.tasks]}
     write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 

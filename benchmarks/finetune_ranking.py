@@ -23,7 +23,8 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_size import RESULTS, meta, write_results  # noqa: E402
+from _meta import provenance, run_meta  # noqa: E402
+from export_size import RESULTS, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.export import masks as weight_masks  # noqa: E402
@@ -72,9 +73,7 @@ def run(task_name: str, granularity: str, sparsity: float, n: int, steps: int, l
 
 
 def to_markdown(result: dict) -> str:
-    m = result["meta"]
-    lines = ["# Allocation ranking before vs after fine-tuning", "",
-             f"`{m['command']}` at commit {m['git_commit']}, torch {m['torch']}, {m['machine']}, {m['date']}.", ""]
+    lines = ["# Allocation ranking before vs after fine-tuning", "", provenance(result["meta"]), ""]
     for r in result["runs"]:
         lines += [f"## {r['task']}, {r['granularity']}, sparsity {r['sparsity']}: {r['allocations']} random "
                   f"allocations, {r['finetune_steps']} Adam steps (lr {r['lr']}) each, {r['seconds']:.0f} s", "",
@@ -108,11 +107,12 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    meta = run_meta()
     if len(args.sparsity) != len(args.granularity):
         args.sparsity = args.sparsity * len(args.granularity)
     runs = [run(args.task, g, s, args.allocations, args.steps, args.lr)
             for g, s in zip(args.granularity, args.sparsity)]
-    result = {"meta": meta(), "runs": runs}
+    result = {"meta": meta, "runs": runs}
     out = Path(args.out or RESULTS / f"finetune_ranking_{args.task}")
     write_results(out, result, to_markdown(result))
     print(to_markdown(result))

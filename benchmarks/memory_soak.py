@@ -27,7 +27,8 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import load_task, meta, save_results  # noqa: E402
+from _meta import provenance, run_meta  # noqa: E402
+from env_speed import load_task, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.batched import _trim_heap  # noqa: E402
@@ -79,9 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    meta = run_meta()
     task = load_task(args.task)
     single = prune_env.PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
-    result = {"meta": meta(args.threads), "task": args.task, "target_growth": TARGET_GROWTH,
+    result = {"meta": meta, "task": args.task, "target_growth": TARGET_GROWTH,
               "single": soak(single, args.steps, args.every, args.warmup, 1)}
     print(json.dumps({"single": result["single"]["growth"]}), flush=True)
     vec = prune_env.PruneRNNVectorEnv(task, args.num_envs, target_sparsity=0.5, device="cpu",
@@ -89,9 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     result["vector"] = soak(vec, args.steps, args.every, args.vector_warmup * args.num_envs, args.num_envs)
     result["vector"]["num_envs"] = args.num_envs
     print(json.dumps({"vector": result["vector"]["growth"]}), flush=True)
-    m = result["meta"]
-    md = ["# memory_soak", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']}, torch {m['torch']}, "
-          f"{m['date']}.", "",
+    md = ["# memory_soak", "", provenance(result["meta"]), "",
           "| env | steps | warm-up | trimmed RSS first -> last (MiB) | growth | slope (MiB / 1000) | < 5% | "
           "raw RSS first -> last (min-max) | raw growth | raw slope |",
           "|---|---:|---:|---|---:|---:|---|---|---:|---:|"]

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import RESULTS, load_task, meta, save_results  # noqa: E402
+from _meta import provenance, run_meta  # noqa: E402
+from env_speed import RESULTS, load_task, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 
@@ -98,11 +99,9 @@ def floor_speed(task, reps: int, device: str) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    m = result["meta"]
     lines = ["# precision: bf16 autocast vs fp32 scores", "",
-             f"`{m['command']}` at {m['git_commit']} on {m['machine']} ({result['device']}), torch {m['torch']}, "
-             f"{m['torch_threads']} thread(s), 1-min load {m['load_average_1m_at_start']:.1f} at start, {m['date']}.",
-             "", "| task | target | candidates | median abs dev | max abs dev | max dev / fp32 spread | Spearman | "
+             f"{provenance(result['meta'])} Device {result['device']}.", "",
+             "| task | target | candidates | median abs dev | max abs dev | max dev / fp32 spread | Spearman | "
              "same best | regret (fp32) |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for t in result["tasks"]:
         for c in t["compare"]:
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
-    result = {"meta": meta(args.threads), "device": args.device, "tasks": []}
+    result = {"meta": run_meta(), "device": args.device, "tasks": []}
     for name in args.tasks:
         task = load_task(name)
         row = {"task": name, "compare": [compare(task, t, args.candidates, args.device, args.seed)

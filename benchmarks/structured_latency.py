@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_size import RESULTS, meta, write_results  # noqa: E402
+from _meta import provenance, run_meta  # noqa: E402
+from export_size import RESULTS, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
 from prune_env.export import export, load  # noqa: E402
@@ -79,10 +80,8 @@ def measure(task_name: str, fraction: float, batch: int, reps: int, threads: int
 
 
 def to_markdown(result: dict) -> str:
-    m = result["meta"]
     lines = ["# CPU latency of a hidden-unit-pruned model (exported, then loaded)", "",
-             f"`{m['command']}` at commit {m['git_commit']}, torch {m['torch']}, {m['machine']}, {m['date']}. "
-             "Target: pruned <= 0.35x dense.", "",
+             f"{provenance(result['meta'], threads=False)} Target: pruned <= 0.35x dense.", "",
              "| task | removed units | input | threads | dense median ms | pruned median ms | ratio | params "
              "dense -> pruned | val dense -> pruned | test dense -> pruned |",
              "|---|---:|---|---:|---:|---:|---:|---|---|---|"]
@@ -106,8 +105,9 @@ def main() -> None:
                         help="torch threads; more than the idle cores makes timings meaningless")
     parser.add_argument("--out", default=str(RESULTS / "structured_latency"))
     args = parser.parse_args()
+    meta = run_meta()  # the threads of each run are in its row
     runs = [measure(args.task, args.fraction, args.batch, args.reps, t) for t in args.threads]
-    result = {"meta": meta(), "runs": runs}
+    result = {"meta": meta, "runs": runs}
     write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 

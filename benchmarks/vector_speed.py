@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from env_speed import RESULTS, gru_task, load_task, meta, save_results  # noqa: E402
+from _meta import provenance, run_meta  # noqa: E402
+from env_speed import RESULTS, gru_task, load_task, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
 
@@ -126,11 +127,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def to_markdown(result: dict) -> str:
-    m = result["meta"]
     where = f"{result['device']}, {result.get('precision', 'fp32')}"
-    lines = ["# vector_speed", "", f"`{m['command']}` at {m['git_commit']} on {m['machine']} ({where}), "
-             f"torch {m['torch']}, {m['torch_threads']} thread(s), 1-min load {m['load_average_1m_at_start']:.1f} "
-             f"at start, {m['date']}.", "",
+    lines = ["# vector_speed", "", f"{provenance(result['meta'])} Device and precision: {where}.", "",
              "| task | K | sequential ms/cand | batched ms/cand | batched speedup | auto path | auto speedup |",
              "|---|---:|---:|---:|---:|---|---:|"]
     for name, rows in result["tasks"].items():
@@ -165,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         print("vector_speed: --device cuda but CUDA is not available", file=sys.stderr)
         raise SystemExit(2)
     torch.set_num_threads(args.threads)
-    result = {"meta": meta(args.threads), "device": args.device, "precision": args.precision, "tasks": {}}
+    result = {"meta": run_meta(), "device": args.device, "precision": args.precision, "tasks": {}}
     for name in args.tasks:
         result["tasks"][name] = measure(load_task(name), args.ks, args.reps, args.device, precision=args.precision)
     out = Path(args.dir)

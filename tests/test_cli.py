@@ -274,7 +274,9 @@ def test_run_meta_records_commit_dirty_flag_and_start(monkeypatch, capsys):
     assert clean["git_dirty"] is False and capsys.readouterr().err == ""
     assert DIRTY_NOTE not in provenance(clean) and "c" * 10 in provenance(clean)
     # filed results of the older format carried the flag in the commit
-    assert DIRTY_NOTE in provenance({"command": "x", "git_commit": "abc-dirty", "machine": {"cpus": 2}})
+    legacy = provenance({"command": "x", "git_commit": "abc-dirty", "machine": {"cpus": 2}, "started": "2026-01-01"})
+    assert DIRTY_NOTE in legacy and "recorded 2026-01-01" in legacy  # that time was taken when results were written
+    assert f"started {clean['started']}" in provenance(clean)
 
 
 def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monkeypatch, capsys):
