@@ -5,7 +5,7 @@ their forward passes can share every kernel launch:
 
 - the K masked copies of each prunable weight are stacked into ``(K, ...)`` tensors, built from the same cached
   prune orders the env uses (``rank[j] >= count`` keeps weight ``j``), so candidate ``i`` is exactly the model
-  :class:`~prune_env.criteria.Masker` would produce for ``counts[i]``;
+  :class:`~prune_env.kinds.Unstructured` would produce for ``counts[i]``;
 - the user's own ``forward`` runs unchanged under :func:`torch.func.vmap` with
   :func:`torch.func.functional_call`, so it sees the shapes of a single model and the K variants are folded into
   every matmul (``Linear`` and ``Embedding`` have batching rules; they become ``bmm``/gather);

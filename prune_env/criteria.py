@@ -1,9 +1,8 @@
 """Pruning criteria within a layer, and the in-place masker that applies per-layer sparsities.
 
 Every criterion gives one importance score per weight; the ``k`` lowest-scored weights of a layer are pruned. The
-ranking is computed once (the dense weights never change), so moving a layer from ``k`` to ``k'`` pruned weights
-touches only the ``|k - k'|`` weights between the two positions of the cached order: no sort, no copy of the model.
-Ties are broken by flat index (a stable sort), so the achieved count is exact.
+ranking is computed once per model (:mod:`prune_env.analysis`); ties are broken by flat index (a stable sort), so the
+achieved count is exact. The in-place editing lives in the pruning kinds (:mod:`prune_env.kinds`).
 """
 
 from __future__ import annotations
@@ -66,46 +65,6 @@ def compute_gradients(model: nn.Module, layers: Sequence[PrunableLayer], loss_fn
         g = get_param(work, layer).grad
         grads[layer.name] = torch.zeros(layer.shape) if g is None else g.detach().clone()
     return grads
-
-
-class Masker:
-    """Applies per-layer pruned counts to ``model`` in place, incrementally.
-
-    :param model: the module to edit (the env's private copy, never the user's).
-    :param layers: the prunable layers of ``model``.
-    :param orders: per layer, flat indices from least to most important (see :func:`prune_order`).
-    """
-
-    def __init__(self, model: nn.Module, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor]):
-        self.params = [get_param(model, layer) for layer in layers]
-        for layer, p in zip(layers, self.params):
-            if not p.is_contiguous():
-                raise ValueError(f"prunable weight {layer.name} is not contiguous; cannot edit it in place")
-        self.dense = [p.detach().reshape(-1).clone() for p in self.params]
-        self.orders = [o.to(p.device) for o, p in zip(orders, self.params)]
-        self.counts = [0] * len(self.params)
-        self._rnns = rnn_modules(model)
-
-    @torch.no_grad()
-    def set_counts(self, counts: Sequence[int]) -> None:
-        """Make layer ``i`` have exactly ``counts[i]`` pruned weights (the lowest-ranked ones)."""
-        for i, k in enumerate(counts):
-            k, old = int(k), self.counts[i]
-            if k == old:
-                continue
-            flat = self.params[i].data.view(-1)
-            if k > old:
-                flat.index_fill_(0, self.orders[i][old:k], 0)
-            else:
-                idx = self.orders[i][k:old]
-                flat.index_copy_(0, idx, self.dense[i].index_select(0, idx))
-            self.counts[i] = k
-        for m in self._rnns:
-            m.flatten_parameters()
-
-    def reset(self) -> None:
-        """Restore the dense weights."""
-        self.set_counts([0] * len(self.counts))
 
 
 @torch.no_grad()

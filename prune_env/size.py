@@ -195,7 +195,7 @@ def size_table(dense: torch.Tensor, order: torch.Tensor, max_count: int) -> np.n
     """``encoding(w_k).total_bits`` of float32 weights for every count ``k`` in ``0..max_count`` at once.
 
     ``w_k`` is ``dense`` with its ``k`` first entries of ``order`` (flat indices, least important first) set to
-    zero: what :class:`~prune_env.criteria.Masker` holds at count ``k``. Exactly the numbers of :func:`encoding`,
+    zero: what :class:`~prune_env.kinds.Unstructured` holds at count ``k``. Exactly the numbers of :func:`encoding`,
     so an env can read its stored size instead of scanning every weight per step.
 
     As ``k`` grows, removing a kept value merges the two gaps beside it into one: the gap between its nearest kept

@@ -269,55 +269,6 @@ class UnitPlan:
         return {t.name: self.tensor_mask(t, keep, params[t.name].shape) for t in self.tensors}
 
 
-class UnitMasker:
-    """The in-place masker of :class:`~prune_env.criteria.Masker`, over hidden-unit groups.
-
-    ``set_counts(counts)`` makes group ``i`` lose its ``counts[i]`` lowest-ranked units per direction; only the
-    parameters that a changed group touches are rewritten (``dense * mask``).
-
-    :param model: the module to edit (the env's private copy).
-    :param plan: the model's :class:`UnitPlan`.
-    :param orders: per group and direction, unit indices from least to most important.
-    """
-
-    def __init__(self, model: nn.Module, plan: UnitPlan, orders: Sequence[Sequence[torch.Tensor]]):
-        self.plan = plan
-        self.orders = orders
-        named = dict(model.named_parameters())
-        self.params = [named[t.name] for t in plan.tensors]
-        self.dense = [p.detach().clone() for p in self.params]
-        self.counts = [0] * len(plan.groups)
-        self.keep = plan.keep_masks(orders, self.counts)
-        self._rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
-
-    @torch.no_grad()
-    def set_counts(self, counts: Sequence[int]) -> None:
-        """Make group ``i`` have exactly ``counts[i]`` removed units in each direction."""
-        changed = {i for i, k in enumerate(counts) if int(k) != self.counts[i]}
-        if not changed:
-            return
-        self.counts = [int(k) for k in counts]
-        self.keep = self.plan.keep_masks(self.orders, self.counts)
-        for t, p, dense in zip(self.plan.tensors, self.params, self.dense):
-            if t.groups() & changed:
-                p.copy_(dense * self.plan.tensor_mask(t, self.keep, p.shape).to(p.device, p.dtype))
-        for m in self._rnns:
-            m.flatten_parameters()
-
-    def reset(self) -> None:
-        """Restore the dense weights."""
-        self.set_counts([0] * len(self.counts))
-
-    def removed_params(self) -> int:
-        """Parameters zeroed by the current counts (what the physically smaller model no longer has)."""
-        return sum(int((self.plan.tensor_mask(t, self.keep, p.shape) == 0).sum())
-                   for t, p in zip(self.plan.tensors, self.params))
-
-    def masks(self) -> dict[str, torch.Tensor]:
-        """Parameter name -> float 0/1 mask for the current counts (biases of removed units included)."""
-        return {t.name: self.plan.tensor_mask(t, self.keep, p.shape) for t, p in zip(self.plan.tensors, self.params)}
-
-
 # ----------------------------------------------------------------------------------------------- tracing
 def trace(model: nn.Module) -> fx.GraphModule:
     """``torch.fx.symbolic_trace`` with recurrent modules as leaves and a clear error naming what blocked it.
@@ -599,7 +550,9 @@ def group_tensors(plan: UnitPlan, weights: dict[str, torch.Tensor],
     """
     out = []
     for g, grp in enumerate(plan.groups):
-        w = torch.cat([plan.unit_weights(weights, g, d) for d in range(grp.directions)])
-        gr = torch.cat([plan.unit_weights(grads, g, d) for d in range(grp.directions)]) if grads else None
+        # Flat: the directions of a layer can have different widths (a head may read only one direction's h_n).
+        w = torch.cat([plan.unit_weights(weights, g, d).reshape(-1) for d in range(grp.directions)])
+        gr = (torch.cat([plan.unit_weights(grads, g, d).reshape(-1) for d in range(grp.directions)]) if grads
+              else None)
         out.append((w, gr))
     return out

@@ -9,7 +9,6 @@ episodes end in a step, their allocations are scored together by a :class:`~prun
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from typing import Any
@@ -20,12 +19,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .batched import BatchedScorer
-from .env import PRECISIONS, PruneRNNEnv
+from .devices import PRECISIONS
+from .env import PruneRNNEnv
 
-#: Attributes of the template env that every sub-environment shares rather than copies: the task and the static
-#: analysis. Everything else (the model, its masker and the per-episode state) is deep-copied.
-_SHARED = ("task", "_orders", "_grads", "layer_stats", "_features", "layers", "_weight_layers", "_plan",
-           "layer_names", "numels", "_cap", "observation_space", "action_space", "config", "_size_tables")
 #: Scores compared by the construction-time probe of the batched path must agree to this (absolute).
 PROBE_TOLERANCE = 1e-5
 #: The same under ``precision="bf16"``: the batched loop and the fused RNN kernels round differently in bf16.
@@ -109,13 +105,12 @@ class PruneRNNVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------------------------------- set-up
     def _sub_env(self) -> PruneRNNEnv:
-        """A sub-environment: a deep copy of the template that shares its task and analysis (read-only)."""
-        shared = [getattr(self.template, name, None) for name in _SHARED]
-        masker = self.template._masker
-        # The masker's prune orders and dense weights are read-only too: share them instead of K copies.
-        shared += list(getattr(masker, "orders", [])) + list(getattr(masker, "dense", []))
-        memo = {id(obj): obj for obj in shared if obj is not None}
-        return copy.deepcopy(self.template, memo)
+        """A sub-environment with the template's task and settings: it finds the template's analysis in the cache
+        (:func:`prune_env.analysis.analyse`), so it costs one copy of the model, not another analysis."""
+        cfg = {k: v for k, v in self.template.config.items() if k not in ("task", "task_kwargs")}
+        env = PruneRNNEnv(self.task, **{**cfg, "target_sparsity": self.template.target_sparsity})
+        assert env.analysis is self.template.analysis
+        return env
 
     def _choose_path(self, batched: bool | None, max_batch: int | None) -> tuple[str, str]:
         if batched is False:
@@ -127,7 +122,7 @@ class PruneRNNVectorEnv(VectorEnv):
             return self._fallback(batched, "batched scoring covers unstructured pruning without quantize or "
                                            "finetune_steps")
         try:
-            self.scorer = BatchedScorer(self.task, self.template.layers, self.template._orders, self.device,
+            self.scorer = BatchedScorer(self.task, env.analysis.layers, env.analysis.orders, self.device,
                                         max_batch=max_batch, autocast=PRECISIONS[self.template.precision])
             return self._probe(batched)
         except Exception as e:  # any forward vmap cannot batch: fall back rather than fail the user's run
@@ -144,36 +139,31 @@ class PruneRNNVectorEnv(VectorEnv):
         """Check the batched scores against ``task.evaluate`` on two allocations; for ``batched=None`` also time
         both paths (best of two runs each) and keep batched only if it is clearly faster per candidate."""
         env = self.template
-        probe = np.stack([np.zeros(env.num_layers, np.int64), env._cap // 2])
-        env._masker.reset()
-        seq = [env.dense_score, self._evaluate(probe[1])[0]]
+        probe = np.stack([np.zeros(env.num_layers, np.int64), env.cap // 2])
+        seq = [env.dense_score, env.score_counts(probe[1])[0]]
         results = self.scorer.score(probe)
         got = [s for s, _ in results]
         diff = max(abs(a - b) for a, b in zip(got, seq))
         if diff > (PROBE_TOLERANCE if env.precision == "fp32" else PROBE_TOLERANCE_BF16):
-            env._masker.reset()
             self.scorer = None
             return self._fallback(batched, f"batched scores differ from task.evaluate by {diff:.2e} (is "
                                            "`evaluate` the same as eval_batch + metric?)")
         k = min(self.num_envs, self.scorer.max_batch)
         if batched is None and k < 2:
-            env._masker.reset()
             self.scorer = None
             return "sequential", "one candidate per pass: nothing to batch"
         if batched is None:
             # On a CPU the per-candidate cost hardly changes beyond a few candidates: time 8 at most.
             k = k if self.device.type == "cuda" else min(k, 8)
-            t_seq = min(_seconds(lambda: self._evaluate(probe[1])) for _ in range(2))
+            t_seq = min(_seconds(lambda: env.score_counts(probe[1])) for _ in range(2))
             counts = np.resize(probe, (k, env.num_layers))
             t_batch = min(_seconds(lambda: self.scorer.score(counts)) for _ in range(2)) / k
             self.calibration = {"sequential_s_per_candidate": t_seq, "batched_s_per_candidate": t_batch,
                                 "candidates_timed": float(k)}
             if t_batch > CALIBRATION_MARGIN * t_seq:
-                env._masker.reset()
                 self.scorer = None
                 return "sequential", (f"sequential is faster per candidate on {self.device} ({t_seq * 1e3:.2f} "
                                       f"ms vs {t_batch * 1e3:.2f} ms batched at K={k})")
-        env._masker.reset()
         return "batched", f"batched passes of up to {self.scorer.max_batch} candidates on {self.device}"
 
     # ------------------------------------------------------------------------------------------- gym API
@@ -214,14 +204,14 @@ class PruneRNNVectorEnv(VectorEnv):
             if resetting is not None and resetting[i]:
                 self._obs[i], info = env.reset()
                 infos = self._add_info(infos, info, i)
-            elif env._advance(actions[i]):
+            elif env.advance(actions[i]):
                 ended.append(i)
             else:
-                self._obs[i], _, _, _, info = env._conclude(None)
+                self._obs[i], _, _, _, info = env.conclude(None)
                 infos = self._add_info(infos, info, i)
         for i, scored in zip(ended, self._score(ended)):
             env = self.envs[i]
-            self._obs[i], rewards[i], terminated[i], _, info = env._conclude(scored)
+            self._obs[i], rewards[i], terminated[i], _, info = env.conclude(scored)
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
                 self._obs[i], info = env.reset()
@@ -245,13 +235,8 @@ class PruneRNNVectorEnv(VectorEnv):
     def _score(self, ended: list[int]) -> list[tuple[float, dict[str, float]]]:
         """Scores of the ended sub-environments: one batched pass, or each env's own ``evaluate``."""
         if self.scorer is not None and ended:
-            return self.scorer.score(np.stack([self.envs[i]._counts for i in ended]))
-        return [self.envs[i]._score() for i in ended]
-
-    def _evaluate(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
-        """Score one allocation with ``task.evaluate`` on the template's model (the probe's reference)."""
-        self.template._masker.set_counts(counts)
-        return self.template._evaluate(self.template._model)
+            return self.scorer.score(np.stack([self.envs[i].counts for i in ended]))
+        return [self.envs[i].score() for i in ended]
 
     @property
     def allocations(self) -> list[dict[str, float] | None]:

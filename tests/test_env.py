@@ -12,11 +12,12 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from tiny import TinyLM, tiny_task
+from tiny import TinyLM, kind_for, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask, find_prunable_layers
-from prune_env.criteria import Masker, apply_counts
+from prune_env.criteria import apply_counts
+from prune_env.layers import get_param
 from prune_env.size import size_bytes
 
 MODES = ["joint", "sequential"]
@@ -216,7 +217,9 @@ def test_episodes_do_not_leak_masks_into_each_other(gru_task, mode):
     env.reset()
     for a in actions:
         env.step(a)
-    torch.testing.assert_close(dict(env._model.state_dict()), dict(env.pruned_model().state_dict()))
+    pruned = env.pruned_model()
+    for layer, p in zip(env.layers, env.kind.params):
+        assert torch.equal(p, get_param(pruned, layer)), layer.name
 
 
 def test_incremental_masker_matches_fresh_masks(gru_task):
@@ -224,11 +227,11 @@ def test_incremental_masker_matches_fresh_masks(gru_task):
     layers = find_prunable_layers(model)
     orders = [torch.randperm(layer.numel, generator=torch.Generator().manual_seed(i)) for i, layer in
               enumerate(layers)]
-    masker = Masker(model, layers, orders)
+    kind, model = kind_for(gru_task.model, orders=orders)
     rng = np.random.default_rng(1)
     for _ in range(20):
         counts = [int(rng.integers(0, layer.numel + 1)) for layer in layers]
-        masker.set_counts(counts)
+        kind.apply(counts)
         fresh = apply_counts(copy.deepcopy(gru_task.model), layers, orders, counts)
         for (n, a), (_, b) in zip(model.named_parameters(), fresh.named_parameters()):
             assert torch.equal(a, b), n

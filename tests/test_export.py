@@ -24,7 +24,7 @@ def _env_model(granularity: str, rnn: str = "gru"):
     task = tiny_task(rnn, hidden=16, bidirectional=True)
     env = PruneRNNEnv(task, granularity=granularity, target_sparsity=0.6)
     env.reset(seed=0)
-    env.step(env.action_space.sample() * 0 + 0.3)
+    env.last_info = env.step(env.action_space.sample() * 0 + 0.3)[-1]
     return task, env
 
 
@@ -55,9 +55,9 @@ def test_round_trip_every_granularity_and_bit_width(tmp_path, granularity, bits,
     torch.testing.assert_close(loaded(x), ref(x), atol=1e-6, rtol=0)
     assert task.evaluate(loaded)["score"] == task.evaluate(ref)["score"]
     if bits is None:
-        assert task.evaluate(loaded)["score"] == env._last_info["score"]
+        assert task.evaluate(loaded)["score"] == env.last_info["score"]
         if granularity == "unstructured":
-            assert env._last_info["size_bytes"] == -(-model_size(model).total_bits // 8)
+            assert env.last_info["size_bytes"] == -(-model_size(model).total_bits // 8)
     assert list(os.listdir(tmp_path)) == ["m.prnn"]  # no temp file left
 
 

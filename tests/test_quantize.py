@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_task
+from tiny import kind_for, tiny_task
 
 from prune_env import PruneRNNEnv
-from prune_env.quantize import BITS, QuantMasker, encode, qmax, quantize
+from prune_env.quantize import BITS, encode, qmax, quantize
 
 
 def _sparse_weight(seed: int = 0, shape=(24, 40)) -> torch.Tensor:
@@ -67,28 +67,19 @@ def test_bad_method():
         quantize(torch.ones(2, 2), 4, "log")
 
 
-def test_quant_masker_never_compounds():
+def test_quantized_kind_never_compounds():
     task = tiny_task("gru")
-    from prune_env.criteria import prune_order
-    from prune_env.layers import find_prunable_layers, get_param
-
-    layers = find_prunable_layers(task.model)
-    orders = [prune_order(get_param(task.model, la).detach().abs()) for la in layers]
-    import copy
-
-    a, b = copy.deepcopy(task.model), copy.deepcopy(task.model)
-    bits_a = np.full(len(layers), 32)
-    bits_b = np.full(len(layers), 32)
-    ma, mb = QuantMasker(a, layers, orders, bits_a), QuantMasker(b, layers, orders, bits_b)
-    counts = [la.numel // 3 for la in layers]
+    ka, a = kind_for(task.model, quantize="linear")
+    kb, b = kind_for(task.model, quantize="linear")
+    n = len(ka.params)
+    counts = [la.numel // 3 for la in ka.layers]
     for bits in (2, 8, 4):
-        bits_a[:] = bits
-        ma.set_counts([c + bits for c in counts])
-    bits_b[:] = 4
-    mb.set_counts([c + 4 for c in counts])
+        ka.apply([c + bits for c in counts], [bits] * n)
+    kb.apply([c + 4 for c in counts], [4] * n)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    ma.reset()
+    assert any(not torch.equal(pa, p) for pa, p in zip(a.parameters(), task.model.parameters()))
+    ka.reset()
     for pa, p in zip(a.parameters(), task.model.parameters()):
         assert torch.equal(pa, p)
 

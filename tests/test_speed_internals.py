@@ -3,7 +3,6 @@ applied in place, bounded memory. (Timings live in benchmarks/env_speed.py and b
 
 from __future__ import annotations
 
-import copy
 from unittest import mock
 
 import numpy as np
@@ -36,8 +35,9 @@ def test_steps_copy_no_model_sort_nothing_and_recompute_no_statistics(mode):
     env.reset(seed=0)
     _run_episodes(env, 1)  # warm
     forbidden = ["torch.sort", "torch.argsort", "torch.Tensor.sort", "torch.Tensor.argsort",
-                 "prune_env.env.raw_layer_stats", "prune_env.env.compute_gradients", "prune_env.env.prune_order",
-                 "prune_env.env.layer_features"]
+                 "prune_env.analysis.raw_layer_stats", "prune_env.analysis.compute_gradients",
+                 "prune_env.analysis.prune_order", "prune_env.analysis.layer_features", "prune_env.analysis.size_table",
+                 "prune_env.analysis._compute"]
     patches = _forbid(*forbidden)
     with mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):
         for p in patches:
@@ -51,7 +51,7 @@ def test_steps_copy_no_model_sort_nothing_and_recompute_no_statistics(mode):
 
 def test_masks_are_applied_in_place_and_only_the_changed_weights_move():
     env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5, device="cpu")
-    params = env._masker.params
+    params = env.kind.params
     ptrs = [p.data_ptr() for p in params]
     env.reset(seed=0)
     first = [p.detach().clone() for p in params]
@@ -60,18 +60,16 @@ def test_masks_are_applied_in_place_and_only_the_changed_weights_move():
     assert [p.data_ptr() for p in params] == ptrs  # the same storage: edited in place, never replaced
     for i, (a, b) in enumerate(zip(first, after)):
         changed = int((a != b).sum())
-        k = int(env._counts[i])
+        k = int(env.counts[i])
         assert changed <= k  # only pruned weights changed (exact zeros in the dense weights stay unchanged)
-        assert int((b.reshape(-1)[env._orders[i][:k]] != 0).sum()) == 0
+        assert int((b.reshape(-1)[env.analysis.orders[i][:k]] != 0).sum()) == 0
 
 
 def test_vector_env_steps_make_no_model_copies():
     venv = PruneRNNVectorEnv(tiny_task("gru"), 3, device="cpu", batched=True, autoreset_mode="SameStep")
     venv.reset(seed=0)
     venv.step(venv.action_space.sample())
-    import prune_env.vector_env as vector_module
-
-    with mock.patch.object(vector_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")), \
+    with mock.patch("copy.deepcopy", side_effect=AssertionError("deepcopy in a step")), \
             mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):
         for _ in range(3):
             venv.step(venv.action_space.sample())
@@ -83,21 +81,22 @@ def test_batched_vector_env_never_masks_the_sub_env_models():
     venv = PruneRNNVectorEnv(task, 3, target_sparsity=0.5, device="cpu", batched=True, autoreset_mode="SameStep")
     venv.reset(seed=0)
     _, _, _, _, infos = venv.step(venv.action_space.sample())
-    assert all(env._masker.counts == [0] * env.num_layers for env in venv.envs)
+    assert all(env.kind.counts == [0] * env.num_layers for env in venv.envs)
     single = PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
     single.reset()
     _, _, _, _, ref = single.step(venv.envs[0].action_for(venv.envs[0].allocation))
-    assert single._masker.counts == single._counts.tolist()  # scored one by one: masked just before scoring
+    assert single.kind.counts == single.counts.tolist()  # scored one by one: masked just before scoring
     assert ref["size_bytes"] == infos["final_info"]["size_bytes"][0]
 
 
 def test_sub_envs_share_the_analysis_but_not_the_model():
     venv = PruneRNNVectorEnv(tiny_task("lstm"), 3, device="cpu", batched=False)
     a, b = venv.envs[0], venv.envs[1]
-    assert a._orders is b._orders and a.task is b.task and a._features is b._features
-    assert a._masker.orders[0] is b._masker.orders[0]  # read-only prune orders: one copy for all
-    assert a._model is not b._model
-    assert a._model.rnn.weight_hh_l0.data_ptr() != b._model.rnn.weight_hh_l0.data_ptr()
+    assert a.analysis is b.analysis is venv.template.analysis and a.task is b.task
+    assert a.kind.orders[0] is b.kind.orders[0]  # read-only prune orders on the CPU: one copy for all
+    assert a.kind.dense[0] is b.kind.dense[0]
+    assert a.kind.params[0] is not b.kind.params[0]
+    assert a.kind.params[0].data_ptr() != b.kind.params[0].data_ptr()
 
 
 @pytest.mark.parametrize("steps", [300, pytest.param(10_000, marks=pytest.mark.slow)])
@@ -115,9 +114,10 @@ def test_rss_does_not_grow_over_many_steps(steps):
 
 def test_unpruning_restores_the_exact_dense_weights():
     env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.7, device="cpu")
-    dense = copy.deepcopy(env._model.state_dict())
+    dense = [p.detach().clone() for p in env.kind.params]
     env.reset(seed=0)
     env.step(env.action_space.sample())
-    env._masker.set_counts([0] * env.num_layers)  # what the next episode does to a layer it prunes less
-    for k, v in env._model.state_dict().items():
-        assert torch.equal(v, dense[k]), k
+    assert any(not torch.equal(p, d) for p, d in zip(env.kind.params, dense))
+    env.kind.apply([0] * env.num_layers)  # what the next episode does to a layer it prunes less
+    for p, d in zip(env.kind.params, dense):
+        assert torch.equal(p, d)

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from tiny import VOCAB, TinyLM, tiny_task
+from tiny import VOCAB, TinyLM, kind_for, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv
-from prune_env.structured import UnitMasker, UnitPlan, shrink
+from prune_env.structured import UnitPlan, shrink
 from prune_env.tasks.models import SequenceClassifier
 
 
 def _masked_and_small(model: nn.Module, counts_fn):
-    plan = UnitPlan(model)
-    named = dict(model.named_parameters())
-    work = copy.deepcopy(model)
-    masker = UnitMasker(work, plan, plan.unit_orders("magnitude", named, None))
+    kind, work = kind_for(model, "hidden_unit")
+    plan = kind.plan
     counts = counts_fn(plan)
-    masker.set_counts(counts)
-    return plan, masker, work, shrink(work, plan, masker.keep)
+    kind.apply(counts)
+    return plan, kind, work, shrink(work, plan, kind.keep(counts))
 
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm", "rnn"])
@@ -36,7 +32,7 @@ def test_masked_equals_physically_smaller(rnn, bidirectional, layers):
     torch.testing.assert_close(small(x), work(x), atol=1e-5, rtol=1e-5)
     # Physically smaller: every kept parameter of the masked model is a parameter of the small one, no more.
     assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters()) \
-        - masker.removed_params()
+        - masker.removed_params(masker.counts)
     rnns = [m for m in small.modules() if isinstance(m, nn.RNNBase)]
     assert [m.hidden_size for m in rnns] == [8 - 3 - i for i in range(layers)]
     assert all(type(m) is type(model.rnn) for m in rnns)
@@ -47,11 +43,10 @@ def test_masker_is_incremental_and_resets_exactly():
     torch.manual_seed(1)
     model = TinyLM("lstm", hidden=8, layers=2, bidirectional=True).eval()
     plan, masker, work, _ = _masked_and_small(model, lambda p: [2, 5])
-    fresh = copy.deepcopy(model)
-    other = UnitMasker(fresh, plan, masker.orders)
-    masker.set_counts([6, 1])
-    masker.set_counts([4, 3])
-    other.set_counts([4, 3])
+    other, fresh = kind_for(model, "hidden_unit")
+    masker.apply([6, 1])
+    masker.apply([4, 3])
+    other.apply([4, 3])
     for a, b in zip(work.parameters(), fresh.parameters()):
         assert torch.equal(a, b)
     masker.reset()
@@ -63,14 +58,14 @@ def test_pruned_unit_has_all_its_weights_zero():
     torch.manual_seed(2)
     model = TinyLM("gru", hidden=6, layers=2).eval()
     plan, masker, work, _ = _masked_and_small(model, lambda p: [1, 1])
-    j = int(torch.nonzero(~masker.keep[0][0])[0])
+    j = int(torch.nonzero(~masker.keep(masker.counts)[0][0])[0])
     h = 6
     rnn = work.rnn
     for q in range(3):
         assert not rnn.weight_ih_l0[q * h + j].any() and not rnn.weight_hh_l0[q * h + j].any()
         assert rnn.bias_ih_l0[q * h + j] == 0 and rnn.bias_hh_l0[q * h + j] == 0
     assert not rnn.weight_hh_l0[:, j].any() and not rnn.weight_ih_l1[:, j].any()
-    k = int(torch.nonzero(~masker.keep[1][0])[0])
+    k = int(torch.nonzero(~masker.keep(masker.counts)[1][0])[0])
     assert not work.head.weight[:, k].any()
 
 

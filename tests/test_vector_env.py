@@ -57,7 +57,7 @@ def test_equals_independent_envs(rnn, bidirectional, mode, target, device):
     venv = PruneRNNVectorEnv(task, K, batched=True, **kw)
     assert venv.eval_path == "batched"
     envs = [PruneRNNEnv(task, **kw) for _ in range(K)]
-    length = envs[0]._episode_length
+    length = envs[0].episode_length
     scored = 0
     for obs, ref_obs, rew, ref_rew in _episode_pairs(venv, envs, 2 * length + 1):
         np.testing.assert_allclose(obs, ref_obs, atol=1e-5, rtol=0)
@@ -82,8 +82,8 @@ def test_bf16_batched_scores_track_bf16_envs(rnn, device):
     for obs, ref_obs, rew, ref_rew in _episode_pairs(venv, envs, 3):
         np.testing.assert_allclose(obs, ref_obs, atol=1e-5, rtol=0)
         np.testing.assert_allclose(rew, ref_rew, atol=PROBE_TOLERANCE_BF16, rtol=0)
-    counts = np.stack([e._counts for e in envs])
-    fp32 = BatchedScorer(task, venv.template.layers, venv.template._orders, torch.device(device))
+    counts = np.stack([e.counts for e in envs])
+    fp32 = BatchedScorer(task, venv.template.analysis.layers, venv.template.analysis.orders, torch.device(device))
     assert [s for s, _ in venv.scorer.score(counts)] != [s for s, _ in fp32.score(counts)]  # autocast really ran
 
 

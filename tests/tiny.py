@@ -57,3 +57,21 @@ def _neg_nll(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 @torch.no_grad()
 def _accuracy(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (m(x).argmax(-1) == y).float().mean().item()
+
+
+def kind_for(model: nn.Module, granularity: str = "unstructured", quantize: str | None = None, orders=None,
+             edit: nn.Module | None = None):
+    """A pruning kind editing ``edit`` (default: a copy of ``model``), from ``model``'s analysis (optionally with
+    other prune ``orders``). Returns ``(kind, edited_model)``."""
+    import copy
+    import dataclasses
+
+    from prune_env.analysis import analyse
+    from prune_env.kinds import make_kind
+
+    x = torch.zeros(2, 3, dtype=torch.long)
+    analysis = analyse(RNNTask(model, eval_batch=(x, x), metric="accuracy"), "magnitude", granularity)
+    if orders is not None:
+        analysis = dataclasses.replace(analysis, orders=tuple(orders), _memo={})
+    work = copy.deepcopy(model) if edit is None else edit
+    return make_kind(work, analysis, quantize), work
