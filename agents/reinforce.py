@@ -8,10 +8,12 @@ episode shares the episode's final reward.
 The update, per batch of ``batch_size`` episodes with returns ``R``::
 
     b   <- baseline_decay * b + (1 - baseline_decay) * mean(R)       # moving-average baseline
-    A    = (R - b) / (std(R) + 1e-8)                                 # normalised advantage (advantage="std")
+    A    = (R - b) / (std(R) + 1e-8)                                 # normalised advantage
     loss = -mean(A * log pi(a | s)) - ent_coef * entropy(pi)
 
-(``advantage="rank"`` replaces ``A`` by NES-style fitness shaping against the same baseline.)
+:class:`Args` holds only the options that showed a measured gain (or that the agent needs). Variants tried and
+found no better (rank advantages, antithetic sampling, a separate log-std step, an MLP in joint mode, no centring)
+stay reachable for the ablation benchmarks through the private :class:`_Ablation`, not as options.
 
 The policy starts at uniform pruning (every layer requests the same sparsity), so anything it learns is an
 improvement over that baseline. In joint budget mode the start is the middle of the action range (``init_mean="mid"``)
@@ -44,9 +46,7 @@ class Args:
     """Hyper-parameters of :func:`run` (every field is also a ``--flag`` of ``python -m agents.reinforce``)."""
 
     learning_rate: float = 0.05
-    """Adam step size of the mean's bias (and of the log standard deviation unless ``std_learning_rate`` is set)"""
-    std_learning_rate: float | None = None
-    """Adam step size of the log standard deviation; None: ``learning_rate``"""
+    """Adam step size of the mean's bias and of the log standard deviation"""
     net_learning_rate: float = 0.003
     """Adam step size of the sequential-mode MLP (every one of its hidden units moves the mean, so it needs a
     smaller step)"""
@@ -65,22 +65,58 @@ class Args:
     """weight of the entropy bonus"""
     baseline_decay: float = 0.8
     """decay of the moving-average reward baseline"""
-    advantage: str = "std"
-    """"std": ``(R - b) / std(R)``; "rank": fitness shaping as in NES, the rank of each return among the batch and
-    the baseline, minus the baseline's rank, over the batch size (in [-1, 1]; outliers cannot dominate a step)"""
-    mirrored: bool = False
-    """joint mode: antithetic sampling, every noise vector ``eps`` is played as ``mean + eps`` and ``mean - eps``"""
     hidden: int = 64
-    """width of the hidden layer in sequential mode"""
-    joint_hidden: int = 0
-    """width of the hidden layer in joint mode; 0 (default): a free mean vector, since the joint observation never
-    changes for a given target and an MLP there only multiplies the effective step size by its width"""
-    center: bool | None = None
-    """centre the joint mean on the uniform request; None: automatically in joint budget mode (see the module)"""
+    """width of the hidden layer in sequential mode (joint mode has a free mean vector and no network)"""
     tensorboard_log: str | None = None
     """TensorBoard log directory; None: no logging"""
     save_path: str | None = None
     """where to save the trained policy (torch state dict); None: not saved"""
+
+
+@dataclass(frozen=True)
+class _Ablation:
+    """Variants kept for ``benchmarks/bench_reinforce_ablation.py`` and ``benchmarks/bench_reinforce_tuning.py``.
+
+    None of them showed a gain in the recorded runs (``benchmarks/results/reinforce_tuning/``,
+    ``benchmarks/results/bench_reinforce_ablation/``), so they are not options of :func:`run`; the defaults are what
+    :func:`run` does. Pass one as ``agents.search("reinforce", ..., _ablation=_Ablation(...))``.
+    """
+
+    advantage: str = "std"
+    """"std": ``(R - b) / std(R)``; "rank": fitness shaping as in NES, the rank of each return among the batch and
+    the baseline, minus the baseline's rank, over the batch size (in [-1, 1])"""
+    mirrored: bool = False
+    """joint mode: antithetic sampling, every noise vector ``eps`` is played as ``mean + eps`` and ``mean - eps``"""
+    std_learning_rate: float | None = None
+    """Adam step size of the log standard deviation; None: ``learning_rate``"""
+    joint_hidden: int = 0
+    """width of a hidden layer in joint mode; 0: a free mean vector (the joint observation never changes for a given
+    target, and an MLP there only multiplies the effective step size by its width)"""
+    center: bool | None = None
+    """centre the joint mean on the uniform request; None: automatically in joint budget mode (see :func:`run`)"""
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ("std", "rank"):
+            raise ValueError(f"reinforce `advantage` must be 'std' or 'rank', got {self.advantage!r}")
+        for name in ("mirrored", "center"):
+            v = getattr(self, name)
+            if not (isinstance(v, bool) or (name == "center" and v is None)):
+                raise ValueError(f"reinforce `{name}` must be a bool, got {v!r}")
+        v = self.std_learning_rate
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+            raise ValueError(f"reinforce `std_learning_rate` must be a number >= 0 or None, got {v!r}")
+        v = self.joint_hidden
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"reinforce `joint_hidden` must be an int >= 0, got {v!r}")
+
+
+def _search_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``agents.search("reinforce", ...)`` from a dict mixing :class:`Args` fields and
+    :class:`_Ablation` knobs (the ablation benchmarks' variants): the knobs go into one ``_ablation``."""
+    public = {f.name for f in dataclasses.fields(Args)}
+    knobs = {k: v for k, v in options.items() if k not in public}
+    kw = {k: v for k, v in options.items() if k in public}
+    return {**kw, "_ablation": _Ablation(**knobs)} if knobs else kw
 
 
 class GaussianPolicy(nn.Module):
@@ -132,14 +168,20 @@ class GaussianPolicy(nn.Module):
         return mean.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
 
-def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
+def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, **kwargs: Any) -> dict[str, Any]:
     """Train the policy on ``env`` until the evaluation cap is reached.
 
     :param env: the capped env (:class:`~agents.eval_budget.EvalCap`) (joint or sequential mode).
     :param seed: seeds the network initialisation and the action sampling.
+    :param _ablation: private: a variant for the ablation benchmarks (see :class:`_Ablation`); default: none.
     :param kwargs: fields of :class:`Args`.
     """
     args = _parse_args(kwargs)
+    if _ablation is None:
+        _ablation = _Ablation()
+    elif not isinstance(_ablation, _Ablation):
+        raise ValueError(f"reinforce `_ablation` must be an agents.reinforce._Ablation, got {_ablation!r}")
+    ab = _ablation
     base = env.unwrapped
 
     # Seeding: a private generator for sampling, a forked RNG for the initialisation; the global RNG is untouched.
@@ -150,13 +192,13 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         # Joint budget mode: the env's projection ignores a common shift of all requests, so an uncentred mean
         # drifts along that direction (Adam rescales its noisy gradient to full steps) until it clips at +-1 and
         # the allocation collapses to uniform. Centring removes the direction.
-        center = base.mode == "joint" and base.target_sparsity is not None if args.center is None else args.center
-        hidden = args.hidden if base.mode == "sequential" else args.joint_hidden
+        center = base.mode == "joint" and base.target_sparsity is not None if ab.center is None else ab.center
+        hidden = args.hidden if base.mode == "sequential" else ab.joint_hidden
         uniform_request = 2.0 * target / base.max_sparsity - 1.0
         mid = args.init_mean == "mid" and base.mode == "joint" and base.target_sparsity is not None
         policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
                                 init_action=0.0 if mid else uniform_request, init_std=args.init_std, center=center)
-    std_lr = args.learning_rate if args.std_learning_rate is None else args.std_learning_rate
+    std_lr = args.learning_rate if ab.std_learning_rate is None else ab.std_learning_rate
     groups = [{"params": [policy.bias], "lr": args.learning_rate}, {"params": [policy.log_std], "lr": std_lr}]
     if policy.net is not None:
         groups.append({"params": policy.net.parameters(), "lr": args.net_learning_rate})
@@ -169,7 +211,7 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     while not env.exhausted:
         n = min(args.batch_size, env.remaining)
         if base.mode == "joint":
-            obs_b, act_b, ret_b = _joint_batch(env, policy, gen, args.min_std, n, args.mirrored)
+            obs_b, act_b, ret_b = _joint_batch(env, policy, gen, args.min_std, n, ab.mirrored)
         else:
             obs_b, act_b, ret_b = [], [], []
             for _ in range(n):
@@ -180,7 +222,7 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         episode_returns = np.array(ret_b)
         mean_r = float(episode_returns.mean())
         baseline = mean_r if baseline is None else args.baseline_decay * baseline + (1 - args.baseline_decay) * mean_r
-        adv = torch.as_tensor(_advantages(episode_returns, baseline, args.advantage), dtype=torch.float32)
+        adv = torch.as_tensor(_advantages(episode_returns, baseline, ab.advantage), dtype=torch.float32)
 
         d = policy.dist(torch.as_tensor(np.stack(obs_b)), args.min_std)
         logp = d.log_prob(torch.as_tensor(np.stack(act_b))).sum(-1)
@@ -207,7 +249,7 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def _advantages(returns: np.ndarray, baseline: float, kind: str) -> np.ndarray:
-    """The advantage of each return against the moving-average ``baseline`` (see ``Args.advantage``)."""
+    """The advantage of each return against the moving-average ``baseline`` (see ``_Ablation.advantage``)."""
     if kind == "std":
         return (returns - baseline) / (returns.std() + 1e-8)
     # Fitness shaping: rank the returns together with the baseline (ties share their mean rank) and measure each
@@ -274,24 +316,19 @@ def load(path: str) -> GaussianPolicy:
 
 def _parse_args(kwargs: dict[str, Any]) -> Args:
     args = parse_options(Args, kwargs, "reinforce")
-    for name in ("learning_rate", "net_learning_rate", "ent_coef", "std_learning_rate"):
+    for name in ("learning_rate", "net_learning_rate", "ent_coef"):
         v = getattr(args, name)
-        if name == "std_learning_rate" and v is None:
-            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"reinforce `{name}` must be a number >= 0, got {v!r}")
     for name in ("init_std", "min_std"):
         v = getattr(args, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
-    for name, choices in (("init_mean", ("uniform", "mid")), ("advantage", ("std", "rank"))):
-        if getattr(args, name) not in choices:
-            raise ValueError(f"reinforce `{name}` must be one of {choices}, got {getattr(args, name)!r}")
-    if not isinstance(args.mirrored, bool):
-        raise ValueError(f"reinforce `mirrored` must be a bool, got {args.mirrored!r}")
+    if args.init_mean not in ("uniform", "mid"):
+        raise ValueError(f"reinforce `init_mean` must be one of ('uniform', 'mid'), got {args.init_mean!r}")
     if not 0 <= args.baseline_decay < 1:
         raise ValueError(f"reinforce `baseline_decay` must be in [0, 1), got {args.baseline_decay!r}")
-    for name, least in (("batch_size", 1), ("hidden", 1), ("joint_hidden", 0)):
+    for name, least in (("batch_size", 1), ("hidden", 1)):
         v = getattr(args, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise ValueError(f"reinforce `{name}` must be an int >= {least}, got {v!r}")

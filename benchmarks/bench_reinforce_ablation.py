@@ -5,6 +5,10 @@ over the per-layer sparsities, optimum 1.0 at a known lopsided allocation; unifo
 Each variant trains for 300 evaluations per seed; we report the score of the trained policy's deterministic
 allocation (not the best sample, which even a non-learner finds by chance).
 
+A variant may set any field of ``agents.reinforce.Args`` and any knob of the private ``agents.reinforce._Ablation``
+(``advantage``, ``mirrored``, ``std_learning_rate``, ``joint_hidden``, ``center``): the variants that showed no gain
+are kept out of ``Args`` and reachable only from here and ``benchmarks/bench_reinforce_tuning.py``.
+
     python benchmarks/bench_reinforce_ablation.py
 """
 
@@ -33,21 +37,34 @@ SEEDS = (0, 1, 2)
 BUDGET = 300
 
 
+def run_variant(env, options: dict, seed: int) -> dict:
+    """One REINFORCE run of ``BUDGET`` evaluations: the trained policy's score, the best sample, the wall time.
+
+    :param env: the synthetic env.
+    :param options: ``Args`` fields and ``_Ablation`` knobs.
+    :param seed: the agent's seed.
+    """
+    import agents
+    from agents.policy import play
+    from agents.reinforce import _search_options
+
+    t0 = time.perf_counter()
+    res = agents.search("reinforce", env, BUDGET, seed=seed, **_search_options(options))
+    return {"policy_score": play(env, res.policy)[1]["score"], "best_sample": res.val_score,
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_agents import synthetic_env
 
     import agents
-    from agents.policy import play
 
     env = synthetic_env()
     rows = []
     for name, kw in VARIANTS.items():
         for seed in SEEDS:
-            t0 = time.perf_counter()
-            res = agents.search("reinforce", env, BUDGET, seed=seed, **kw)
-            rows.append({"variant": name, "seed": seed, "policy_score": play(env, res.policy)[1]["score"],
-                         "best_sample": res.val_score, "wall_s": round(time.perf_counter() - t0, 2)})
+            rows.append({"variant": name, "seed": seed, **run_variant(env, kw, seed)})
             print(rows[-1], flush=True)
     summary = {}
     for name in VARIANTS:

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "reinforce_tuning"
 
 #: name -> (agent, options). "old" is the REINFORCE of commit 3a3f8ac (before this tuning), spelt out so it stays
-#: reproducible after the defaults change.
+#: reproducible after the defaults change. REINFORCE options may name ``agents.reinforce.Args`` fields and the
+#: private ``agents.reinforce._Ablation`` knobs (``advantage``, ``mirrored``, ``std_learning_rate``, ...), which
+#: showed no gain and are not ``Args`` any more; the options are recorded in ``runs.json`` as written here.
 OLD = {"init_std": 0.3, "advantage": "std", "mirrored": False, "init_mean": "uniform", "batch_size": 8,
        "std_learning_rate": None}
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     import agents
     import prune_env
     from agents.cli import resolve_cli_task
+    from agents.reinforce import _search_options
 
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "runs.json"
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                 key = dict(task=a.task, sparsity=sp, budget=a.budget, seed=seed, agent=agent, options=opts)
                 if any(all(r[k] == v for k, v in key.items()) for r in data["runs"]):
                     continue
-                res = agents.search(agent, env, a.budget, seed=seed, vector_envs=a.vector_envs, **opts)
+                kw = _search_options(opts) if agent == "reinforce" else opts
+                res = agents.search(agent, env, a.budget, seed=seed, vector_envs=a.vector_envs, **kw)
                 row = {**key, "variant": name, "val": res.val_score, "wall_s": round(res.wall_time, 1),
                        "history_at": {str(n): res.history[n - 1] for n in (100, 250, 500, 1000)
                                       if n <= len(res.history)}}
