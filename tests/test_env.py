@@ -12,7 +12,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from tiny import TinyLM, kind_for, tiny_task
+from tiny import TinyLM, bf16_available, kind_for, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask, find_prunable_layers
@@ -337,9 +337,16 @@ def test_out_of_range_action_is_clipped(gru_task):
     assert a.step(big)[1] == b.step(np.ones(b.num_layers, np.float32))[1]
 
 
-def test_bf16_precision_scores_under_autocast_close_to_fp32():
-    base = tiny_task("lstm")
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_bf16_precision_scores_under_autocast_close_to_fp32_or_is_refused(rnn):
+    """Where this CPU has a bf16 kernel for the model's recurrent layers, bf16 scores track fp32; where it has none
+    (oneDNN has no bf16 LSTM on AVX2-only CPUs), the env refuses bf16 at construction, naming fp32."""
+    base = tiny_task(rnn)
     task = RNNTask(base.model, eval_batch=base.eval_batch, metric="nll")  # nll shows the rounding; accuracy may not
+    if not bf16_available(rnn.upper()):
+        with pytest.raises(ValueError, match="precision='fp32'"):
+            PruneRNNEnv(task, target_sparsity=0.5, precision="bf16", device="cpu")
+        return
     envs = {p: PruneRNNEnv(task, target_sparsity=0.5, precision=p, device="cpu") for p in ("fp32", "bf16")}
     assert envs["bf16"].dense_score != envs["fp32"].dense_score  # autocast really ran
     assert envs["bf16"].dense_score == pytest.approx(envs["fp32"].dense_score, rel=0.02)
@@ -350,8 +357,29 @@ def test_bf16_precision_scores_under_autocast_close_to_fp32():
         _, _, _, _, infos[p] = env.step(action)
     assert infos["bf16"]["score"] == pytest.approx(infos["fp32"]["score"], rel=0.02)
     assert infos["bf16"]["size_bytes"] == infos["fp32"]["size_bytes"]
+
+
+def test_bad_precision_is_refused(gru_task):
     with pytest.raises(ValueError, match="precision"):
-        PruneRNNEnv(task, precision="fp16")
+        PruneRNNEnv(gru_task, precision="fp16")
+
+
+def test_bf16_without_an_lstm_kernel_is_refused_at_construction():
+    """On a CPU limited to AVX2 (as an AMD EPYC without AVX-512) oneDNN has no bf16 LSTM: the env must refuse bf16
+    with a ValueError at construction, never fail with a RuntimeError mid-search. Emulated with ONEDNN_MAX_CPU_ISA."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests'); from tiny import tiny_task; from prune_env import PruneRNNEnv\n"
+            "try:\n    env = PruneRNNEnv(tiny_task('lstm'), target_sparsity=0.5, precision='bf16', device='cpu')\n"
+            "except ValueError as e:\n    print('REFUSED', e)\nelse:\n"
+            "    env.reset(seed=0); env.step(env.action_space.sample()); print('SCORED')\n")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SCORED" in proc.stdout or ("REFUSED" in proc.stdout and "precision='fp32'" in proc.stdout)
 
 
 @pytest.mark.parametrize("target", [-0.1, 1.0, 1.5, "0.5", np.nan])

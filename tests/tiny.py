@@ -75,3 +75,10 @@ def kind_for(model: nn.Module, granularity: str = "unstructured", quantize: str 
         analysis = dataclasses.replace(analysis, orders=tuple(orders), _memo={})
     work = copy.deepcopy(model) if edit is None else edit
     return make_kind(work, analysis, quantize), work
+
+
+def bf16_available(kind: str = "LSTM", device: str = "cpu") -> bool:
+    """Whether this machine has a bf16 kernel for a recurrent module of ``kind`` (probed once, as the env does)."""
+    from prune_env.devices import precision_problem
+
+    return precision_problem(torch.device(device), "bf16", kind) is None
