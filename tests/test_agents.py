@@ -91,6 +91,46 @@ def test_ppo_budget_exact_when_rollouts_overshoot():
     assert counter.calls == res.evals == 10
 
 
+@pytest.mark.parametrize("algo", ["A2C", "SAC", "TD3"])
+def test_other_sb3_algorithms_respect_the_cap(algo):
+    env, counter = counted_env()
+    res = agents.search("ppo", env, 10, seed=0, algo=algo, n_envs=2, n_steps=4, batch_size=4)
+    assert counter.calls == res.evals == len(res.history) == 10
+    assert res.extras["algo"] == algo
+    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+    assert all(0 <= s <= env.max_sparsity + 1e-9 for s in res.allocation.values())
+
+
+class FileCountingEvaluate:
+    """Wraps ``task.evaluate`` and appends one byte to ``path`` per call, so scorings in worker processes count."""
+
+    def __init__(self, fn, path: str):
+        self.fn = fn
+        self.path = path
+
+    def __call__(self, model):
+        with open(self.path, "ab") as f:
+            f.write(b".")
+        return self.fn(model)
+
+    @property
+    def calls(self) -> int:
+        with open(self.path, "rb") as f:
+            return len(f.read())
+
+
+def test_ppo_subproc_vec_env_respects_the_cap(tmp_path):
+    """vec_env="subproc": the env copies are scored in spawned workers; the cap holds there too (one small run)."""
+    task = tiny_task()
+    counter = FileCountingEvaluate(task.evaluate, str(tmp_path / "calls"))
+    task.evaluate = counter
+    env = PruneRNNEnv(task, target_sparsity=0.6, device="cpu")
+    (tmp_path / "calls").write_bytes(b"")  # the env's dense-score evaluation is not the agent's
+    res = agents.search("ppo", env, 7, seed=0, vec_env="subproc", n_envs=2, n_steps=4, n_epochs=1)
+    assert counter.calls == res.evals == len(res.history) == 7
+    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+
+
 def test_eval_cap_stops_scoring():
     env, counter = counted_env()
     wrapped = EvalCap(env, 2)
