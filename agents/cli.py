@@ -306,33 +306,17 @@ def resolve_cli_task(spec: str, seed: int, progress: bool) -> Any:
     :param progress: show training progress for presets.
     :raises CLIError: for an unknown task or a missing directory.
     """
-    from prune_env.task import RNNTask
-    from prune_env.tasks import PRESETS, make_task
+    from prune_env.tasks import PRESETS, TaskError, resolve_task
 
     if spec == "corpus":
         raise CLIError("--task corpus needs the corpus directory: pass --task <dir>")
-    if spec in PRESETS:
-        return make_task(spec, seed=seed, progress=progress)
-    if os.path.isdir(spec):
-        return make_task("corpus", seed=seed, progress=progress, path=spec)
-    if ":" in spec and os.sep not in spec:
-        import importlib
-
-        module, _, func = spec.partition(":")
-        if os.getcwd() not in sys.path:  # like `python -m`: the user's own modules are found from where they stand
-            sys.path.insert(0, os.getcwd())
-        try:
-            factory = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError) as e:
-            raise CLIError(f"--task {spec!r}: cannot import it ({_one_line(e)})") from None
-        task = factory()
-        if not isinstance(task, RNNTask):
-            raise CLIError(f"--task {spec!r} returned {type(task).__name__}, expected an RNNTask")
-        return task
-    if os.sep in spec or spec.startswith("."):
-        raise CLIError(f"--task: corpus directory not found: {spec}")
-    raise CLIError(f"unknown --task {spec!r}; expected one of {sorted(p for p in PRESETS if p != 'corpus')}, "
-                   "a corpus directory, or module:function")
+    is_factory = ":" in spec and os.sep not in spec and spec not in PRESETS and not os.path.isdir(spec)
+    if is_factory and os.getcwd() not in sys.path:  # like `python -m`: the user's modules are found from where they
+        sys.path.insert(0, os.getcwd())             # stand
+    try:
+        return resolve_task(spec, **({} if is_factory else {"seed": seed, "progress": progress}))
+    except TaskError as e:
+        raise CLIError(f"--task: {_one_line(e)}") from None
 
 
 def new_run_dir(parent: str) -> Path:

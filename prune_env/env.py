@@ -172,7 +172,7 @@ class PruneRNNEnv(gym.Env):
 
         from .tasks import resolve_task
 
-        self.task = resolve_task(cfg["task"], **(cfg["task_kwargs"] or {}))
+        self.task = resolve_task(cfg["task"], **(cfg["task_kwargs"] or {}))  # raises TaskError
         check_precision(self.task.model, self.device, self.precision)
         #: the shared, immutable one-off analysis of the task's model (see :mod:`prune_env.analysis`)
         self.analysis: Analysis = analyse(self.task, self.criterion, self.granularity)

@@ -21,6 +21,11 @@ Metric = str | Callable[[torch.Tensor, torch.Tensor], Score]
 METRICS = ("accuracy", "nll")
 
 
+class TaskError(ValueError):
+    """Something that should name a task does not: an unknown preset, a missing corpus directory, a factory that
+    cannot be imported or returns something else (see :func:`prune_env.tasks.resolve_task`)."""
+
+
 @dataclass
 class RNNTask:
     """A trained recurrent network and the functions that score it.

@@ -83,7 +83,7 @@ def test_train_ppo_saves_zip_policy(tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["bench", "--task", "no-such-task"], "unknown --task"),
+    (["bench", "--task", "no-such-task"], "--task: unknown task"),
     (["bench", "--task", TINY, "--agents", "alphazero"], "unknown agent"),
     (["bench", "--task", TINY, "--sparsity", "1.0"], "--sparsity"),
     (["bench", "--task", TINY, "--sparsity", "-0.1"], "--sparsity"),

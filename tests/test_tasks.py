@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_task
 
-from prune_env import RNNTask
-from prune_env.tasks import PRESETS, cache, corpus, digits, make_task, resolve_task
+from prune_env import PruneRNNEnv, RNNTask
+from prune_env.tasks import PRESETS, TaskError, cache, corpus, digits, make_task, resolve_task
 from prune_env.tasks.models import CharLM, SequenceClassifier, WordLM
 
 PTB = Path("/work/shared/data/ptb")
@@ -261,20 +262,30 @@ def test_corpus_small_dir_and_file_change_retrains(tmp_path, fresh_cache):
 
 # --- errors ----------------------------------------------------------------------------------------------------
 
-def test_unknown_preset():
-    with pytest.raises(ValueError, match=r"`name`.*digits.*pydoc-char"):
+def test_unknown_task_is_one_error_type(tmp_path):
+    with pytest.raises(TaskError, match=r"`name`.*digits.*pydoc-char"):
         make_task("mnist")
-    with pytest.raises(ValueError, match="`task_or_name`.*digits"):
-        resolve_task("mnist")
-    with pytest.raises(TypeError, match="task_or_name"):
-        resolve_task(3)
+    for spec, match in [("mnist", "unknown task 'mnist'.*digits"), (3, "`task` must be an RNNTask.*got int"),
+                        (str(tmp_path / "nowhere"), "corpus directory not found"),
+                        ("no_such_module:f", "cannot import"), ("tiny:VOCAB", "not a factory"),
+                        ("corpus", "corpus directory")]:
+        with pytest.raises(TaskError, match=match):
+            resolve_task(spec)
+    with pytest.raises(TaskError, match="returned int"):
+        resolve_task("builtins:len", obj=[1])
+    assert issubclass(TaskError, ValueError)
+    with pytest.raises(TaskError, match="task_kwargs|keyword"):
+        PruneRNNEnv(tiny_task("gru"), task_kwargs={"seed": 1})
 
 
 def test_resolve_task():
     task = make_task("digits", **TINY_DIGITS)
     assert resolve_task(task) is task
-    assert resolve_task(task, seed=3) is task
+    with pytest.raises(TaskError, match="seed"):
+        resolve_task(task, seed=3)
     assert same_weights(resolve_task("digits", **TINY_DIGITS).model, task.model)
+    factory = resolve_task("tiny:tiny_task", rnn="lstm", hidden=5)  # module:function with its keyword arguments
+    assert factory.model.rnn.hidden_size == 5 and isinstance(factory.model.rnn, torch.nn.LSTM)
 
 
 @pytest.mark.parametrize("name, kwargs, match", [

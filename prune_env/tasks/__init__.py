@@ -7,10 +7,12 @@ structured tasks (``eval_batch`` + ``metric``) and fully determined by their see
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
-from ..task import RNNTask
+from ..task import RNNTask, TaskError
 
 #: Preset name -> one-line description.
 PRESETS: dict[str, str] = {
@@ -47,30 +49,52 @@ def make_task(name: str, *, seed: int = 0, retrain: bool = False, progress: bool
     :raises ValueError: for an unknown preset, unknown config key or bad value, naming the argument.
     """
     if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"make_task: unknown preset `name` {name!r}; expected one of {sorted(PRESETS)}")
+        raise TaskError(f"make_task: unknown preset `name` {name!r}; expected one of {sorted(PRESETS)}")
     from ._common import check_seed
 
     return _builder(name)(seed=check_seed(seed), retrain=retrain, progress=progress, **config)
 
 
-def resolve_task(task_or_name: RNNTask | str, **kwargs: Any) -> RNNTask:
-    """Return an :class:`RNNTask` unchanged, or build the preset a string names.
+def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
+    """The one way to turn what a user names into an :class:`RNNTask` (the env, its registered ids and the CLI use it).
 
-    :param task_or_name: an ``RNNTask`` or a key of :data:`PRESETS`.
-    :param kwargs: passed to :func:`make_task` when a name is given (``seed``, ``progress``, config knobs);
-        ignored for a ready ``RNNTask``, so callers can pass their defaults unconditionally.
-    :raises ValueError: for an unknown preset name.
-    :raises TypeError: for anything else.
+    :param spec: an ``RNNTask`` (returned unchanged); a key of :data:`PRESETS`; a corpus directory (the ``corpus``
+        preset with ``path=spec``); or ``"module:function"``, a factory returning an ``RNNTask`` (the module must be
+        importable).
+    :param kwargs: for a preset or directory, :func:`make_task`'s keyword arguments (``seed``, ``progress``, config
+        knobs); for a factory, its keyword arguments. Not allowed with a ready ``RNNTask``.
+    :raises TaskError: (a ``ValueError``) for anything that does not name a task, saying what was expected.
     """
-    if isinstance(task_or_name, RNNTask):
-        return task_or_name
-    if isinstance(task_or_name, str):
-        if task_or_name not in PRESETS:
-            raise ValueError(f"resolve_task: unknown preset `task_or_name` {task_or_name!r}; expected an "
-                             f"RNNTask or one of {sorted(PRESETS)}")
-        return make_task(task_or_name, **kwargs)
-    raise TypeError(f"resolve_task: `task_or_name` must be an RNNTask or a preset name ({sorted(PRESETS)}), got "
-                    f"{type(task_or_name).__name__}")
+    if isinstance(spec, RNNTask):
+        if kwargs:
+            raise TaskError(f"task keyword arguments {sorted(kwargs)} only apply to a preset name, a corpus directory "
+                            "or a module:function factory, not to an RNNTask")
+        return spec
+    if not isinstance(spec, str):
+        raise TaskError(f"`task` must be an RNNTask or a preset name ({sorted(PRESETS)}), a corpus directory or "
+                        f"module:function, got {type(spec).__name__}")
+    if spec == "corpus" and "path" not in kwargs:
+        raise TaskError("the corpus preset needs the corpus directory: pass the directory itself as the task")
+    if spec in PRESETS:
+        return make_task(spec, **kwargs)
+    if os.path.isdir(spec):
+        return make_task("corpus", path=spec, **kwargs)
+    if ":" in spec and os.sep not in spec:
+        module, _, func = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as e:
+            raise TaskError(f"task {spec!r}: cannot import it ({type(e).__name__}: {e})") from None
+        if not callable(factory):
+            raise TaskError(f"task {spec!r} is a {type(factory).__name__}, not a factory function")
+        task = factory(**kwargs)
+        if not isinstance(task, RNNTask):
+            raise TaskError(f"task {spec!r} returned {type(task).__name__}, expected an RNNTask")
+        return task
+    if os.sep in spec or spec.startswith("."):
+        raise TaskError(f"corpus directory not found: {spec}")
+    raise TaskError(f"unknown task {spec!r}; expected one of {sorted(p for p in PRESETS if p != 'corpus')}, a corpus "
+                    "directory, or module:function")
 
 
-__all__ = ["PRESETS", "make_task", "resolve_task"]
+__all__ = ["PRESETS", "TaskError", "make_task", "resolve_task"]
