@@ -271,8 +271,8 @@ def test_unknown_task_is_one_error_type(tmp_path):
                         ("corpus", "corpus directory")]:
         with pytest.raises(TaskError, match=match):
             resolve_task(spec)
-    with pytest.raises(TaskError, match="returned int"):
-        resolve_task("builtins:len", obj=[1])
+    with pytest.raises(TaskError, match="returned str"):
+        resolve_task("os:getcwd")
     assert issubclass(TaskError, ValueError)
     with pytest.raises(TaskError, match="task_kwargs|keyword"):
         PruneRNNEnv(tiny_task("gru"), task_kwargs={"seed": 1})
