@@ -11,6 +11,7 @@ construction, with a message that says why and suggests ``"fp32"``, instead of f
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -88,3 +89,19 @@ def check_precision(model: nn.Module, device: torch.device, precision: str) -> N
         if problem is not None:
             raise ValueError(f"`precision`={precision!r} is not available here: this {device.type} has no "
                              f"{precision} {kind} kernel ({problem}); use precision='fp32'")
+
+
+def _one_thread_after_fork() -> None:
+    """In a forked child, run torch on one intra-op thread.
+
+    A parent that has run a forward pass has started torch's OpenMP thread pool, which does not survive ``fork``: the
+    child's first parallel region deadlocks. Gymnasium's ``AsyncVectorEnv`` forks by default on Linux after building
+    a dummy env in the parent, so ``gym.make_vec(..., vectorization_mode="async")`` hung forever. With one thread the
+    child never enters a parallel region (PyTorch's own DataLoader workers do the same). Spawned processes are not
+    affected.
+    """
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)

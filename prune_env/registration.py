@@ -11,7 +11,13 @@ ENV_IDS = {
 
 
 def register_envs() -> None:
-    """Register every preset id once; safe to call again (importing ``prune_env`` calls it)."""
+    """Register every preset id once; safe to call again (importing ``prune_env`` calls it).
+
+    ``gym.make_vec(id, n)`` then builds one :class:`~prune_env.PruneRNNVectorEnv` (the registered vector entry point,
+    which scores ended episodes in one batched pass); ``vectorization_mode="sync"`` or ``"async"`` give gymnasium's
+    own vector envs of single envs.
+    """
     for env_id, kwargs in ENV_IDS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="prune_env.env:PruneRNNEnv", kwargs=dict(kwargs))
+            gym.register(id=env_id, entry_point="prune_env.env:PruneRNNEnv", kwargs=dict(kwargs),
+                         vector_entry_point="prune_env.vector_env:PruneRNNVectorEnv")

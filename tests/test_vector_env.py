@@ -291,3 +291,29 @@ def test_infos_match_independent_envs_including_batched_sizes(target):
             assert got["nonzero_params"][i] == ref["nonzero_params"]
             assert got["score"][i] == pytest.approx(ref["score"], abs=1e-5)
             assert got["overall_sparsity"][i] == pytest.approx(ref["overall_sparsity"])
+
+
+@pytest.mark.parametrize("mode", [None, "sync", "async", "vector_entry_point"])
+def test_make_vec_works_in_every_mode_with_default_arguments(mode):
+    """gym.make_vec on a registered id, in a subprocess with a timeout: the default ("fork") async mode used to
+    deadlock in the worker (torch's thread pool does not survive fork). None and vector_entry_point build the
+    batched PruneRNNVectorEnv."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym, prune_env\n"
+            f"v = gym.make_vec('PruneRNN-v0', 2, vectorization_mode={mode!r}, task='tiny:tiny_task', "
+            "target_sparsity=0.5)\n"
+            "v.reset(seed=0)\n"
+            "_, r, term, _, _ = v.step(v.action_space.sample())\n"
+            "assert term.all() and r.shape == (2,), (term, r)\n"
+            "print(type(v.unwrapped).__name__)\n"
+            "v.close()\n")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = {None: "PruneRNNVectorEnv", "vector_entry_point": "PruneRNNVectorEnv", "sync": "SyncVectorEnv",
+                "async": "AsyncVectorEnv"}[mode]
+    assert proc.stdout.strip().endswith(expected)
