@@ -11,8 +11,8 @@ allocation is tracked the same way whether the envs run in-process (``DummyVecEn
 With ``search(..., vector_envs=K)`` (K > 1) the K envs are instead one :class:`~prune_env.PruneRNNVectorEnv`
 behind :class:`~prune_env.SB3VecEnv`, so the K episodes that end in a step are scored in one batched pass where
 that is faster. Its sub-envs end their episodes together, so there are no per-env quotas: the callback records
-the first ``budget`` evaluations and stops; when K does not divide the budget, the last step scores up to K - 1
-more candidates that are neither counted nor reported.
+the first ``budget`` evaluations and stops; the vector env's ``max_evaluations`` is the budget, so when K does not
+divide it the last step scores only what is left and ends the other episodes unscored (reward 0, ``over_budget``).
 
 In joint budget mode the env's projection ignores a common shift of all requested sparsities, so a policy's mean
 could drift along that direction until every action clips at the bound and the allocation collapses to uniform.
@@ -191,7 +191,9 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
 
         from .sb3 import SB3VecEnv
 
-        vec: Any = SB3VecEnv(PruneRNNVectorEnv.from_env(base, n_envs, autoreset_mode="SameStep"))
+        venv = PruneRNNVectorEnv.from_env(base, n_envs, autoreset_mode="SameStep")
+        venv.max_evaluations = budget  # a hard cap: the last round scores only what is left of the budget
+        vec: Any = SB3VecEnv(venv)
         if centered:
             vec = CenteredVecActions(vec, center)
     else:
@@ -206,7 +208,8 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     tracker = Tracker(base.target_sparsity)
     callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs)
     try:
-        # The vector env's sub-envs end their episodes together: whole rounds of n_envs episodes.
+        # The vector env's sub-envs end their episodes together: whole rounds of n_envs episodes, of which the last
+        # may be partly unscored (over the cap).
         episodes = -(-budget // n_envs) * n_envs if vector_envs > 1 else budget
         model.learn(total_timesteps=episodes * (1 if base.mode == "joint" else base.num_layers), callback=callback,
                     progress_bar=args.progress_bar, tb_log_name=args.algo)

@@ -85,6 +85,11 @@ class PruneRNNVectorEnv(VectorEnv):
         self._obs = np.zeros((self.num_envs, *self.single_observation_space.shape), np.float32)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self.calibration: dict[str, float] = {}
+        #: candidates scored so far by :meth:`step` (the construction-time probe is not counted)
+        self.evaluations = 0
+        #: a hard cap on :attr:`evaluations` (``None``: none). Episodes that end past it are not scored: they end with
+        #: reward 0 and ``info["over_budget"] = True``, as :class:`agents.eval_budget.EvalCap` answers.
+        self.max_evaluations: int | None = None
         self.scorer: BatchedScorer | None = None
         self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
 
@@ -209,6 +214,13 @@ class PruneRNNVectorEnv(VectorEnv):
             else:
                 self._obs[i], _, _, _, info = env.conclude(None)
                 infos = self._add_info(infos, info, i)
+        allowed = len(ended) if self.max_evaluations is None else max(0, self.max_evaluations - self.evaluations)
+        ended, unscored = ended[:allowed], ended[allowed:]
+        self.evaluations += len(ended)
+        for i in unscored:  # past the cap: the episode ends without being scored
+            self._obs[i], _, _, _, _ = self.envs[i].conclude(None)
+            terminated[i] = True
+            infos = self._finish_unscored(infos, i)
         for i, scored in zip(ended, self._score(ended)):
             env = self.envs[i]
             self._obs[i], rewards[i], terminated[i], _, info = env.conclude(scored)
@@ -221,6 +233,13 @@ class PruneRNNVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.template.close()
+
+    def _finish_unscored(self, infos: dict[str, Any], i: int) -> dict[str, Any]:
+        info = {"over_budget": True}
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
+            self._obs[i], info = self.envs[i].reset()
+        return self._add_info(infos, info, i)
 
     # ----------------------------------------------------------------------------------------- helpers
     def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:

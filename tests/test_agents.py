@@ -489,3 +489,25 @@ def test_ppo_on_the_batched_vector_env_matches_plain_ppo(mode):
     assert odd.evals == 6 and len(odd.history) == 6
     with pytest.raises(ValueError, match="vec_env"):
         agents.search("ppo", env, 6, seed=0, vector_envs=4, vec_env="subproc")
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_ppo_on_the_vector_env_never_scores_past_the_cap(monkeypatch, batched):
+    """search("ppo", env, budget=20, vector_envs=8) scores at most 20 candidates: 8 + 8 + 4, the last round's other
+    4 episodes end unscored. Counted where the vector env scores (batched pass or each sub-env's evaluate)."""
+    from prune_env import PruneRNNVectorEnv
+
+    scored = []
+    original = PruneRNNVectorEnv._score
+
+    def counting(self, ended):
+        scored.append(len(ended))
+        return original(self, ended)
+
+    monkeypatch.setattr(PruneRNNVectorEnv, "_score", counting)
+    if not batched:
+        monkeypatch.setattr(PruneRNNVectorEnv, "_choose_path", lambda self, b, m: ("sequential", "test"))
+    env, _ = counted_env()
+    result = agents.search("ppo", env, 20, seed=0, vector_envs=8, n_steps=2, n_epochs=1)
+    assert sum(scored) == 20 and max(scored) <= 8
+    assert result.evals == 20 and len(result.history) == 20
