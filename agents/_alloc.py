@@ -35,11 +35,9 @@ def total_count(env: Any, target: float) -> int:
 
 
 def caps(env: Any) -> np.ndarray:
-    """The most weights each layer may lose under the env's ``max_sparsity``."""
-    from prune_env import budget as B
-
-    base = env.unwrapped
-    return B.caps(base.numels, base.max_sparsity)
+    """The most weights (units) each layer may lose: the env's caps (``max_sparsity``; a recurrent layer keeps one
+    hidden unit)."""
+    return env.unwrapped.cap
 
 
 def global_threshold_counts(scores: Sequence[np.ndarray], total: int, cap: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from prune_env.actions import sparsity_to_action
+
 
 class Tracker:
     """The best allocation seen so far and the best-so-far curve, one entry per evaluation.
@@ -181,7 +183,7 @@ def submit(env: gym.Env, allocation: dict[str, float]) -> tuple[float, dict[str,
     # float64 on purpose: a float32 action loses ~1e-7 of each sparsity, enough to move whole weights between
     # layers when the env rounds the request back to counts.
     s = base.counts_for(allocation) / base.numels
-    joint = np.clip(2.0 * s / base.max_sparsity - 1.0, -1.0, 1.0)
+    joint = sparsity_to_action(s, base.max_sparsity)
     env.reset()
     if base.mode == "joint":
         _, reward, _, _, info = env.step(joint)

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from prune_env.criteria import compute_gradients
-
 from ._alloc import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
 from .eval_budget import EvalCap, submit
 
@@ -47,7 +45,9 @@ def run(env: EvalCap, seed: int, variant: str = "layer", beta: float = 1.0,
         g = np.array([s["grad_mean"] for s in base.layer_stats], dtype=np.float64)
         counts = density_counts(np.maximum(g, 1e-30) ** float(beta), base.numels, total, caps(env))
     else:
-        grads = compute_gradients(base.task.model, base.layers, base.task.loss)
+        if base.analysis.plan is not None:
+            raise ValueError("gradient variant='global' thresholds weights; use variant='layer' with hidden units")
+        grads = base.analysis.grads  # computed once per model by the env's analysis
         scores = [grads[n].abs().reshape(-1).numpy() for n in base.layer_names]
         counts = global_threshold_counts(scores, total, caps(env))
     submit(env, allocation_of(env, counts))

@@ -31,6 +31,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
+from prune_env.actions import sparsity_to_action
+
 from ._options import parse_options
 from .eval_budget import EvalCap, Tracker, split_budget
 
@@ -117,7 +119,7 @@ def uniform_center(env: gym.Env) -> float | None:
     base = env.unwrapped
     if base.mode != "joint" or base.target_sparsity is None:
         return None
-    return 2.0 * base.target_sparsity / base.max_sparsity - 1.0
+    return float(sparsity_to_action(base.target_sparsity, base.max_sparsity))
 
 
 def center_actions(actions: np.ndarray, center: float) -> np.ndarray:

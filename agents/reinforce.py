@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prune_env.actions import sparsity_to_action
+
 from ._options import parse_options
 from .eval_budget import EvalCap
 
@@ -194,7 +196,7 @@ def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, **kwargs: A
         # the allocation collapses to uniform. Centring removes the direction.
         center = base.mode == "joint" and base.target_sparsity is not None if ab.center is None else ab.center
         hidden = args.hidden if base.mode == "sequential" else ab.joint_hidden
-        uniform_request = 2.0 * target / base.max_sparsity - 1.0
+        uniform_request = float(sparsity_to_action(target, base.max_sparsity))
         mid = args.init_mean == "mid" and base.mode == "joint" and base.target_sparsity is not None
         policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
                                 init_action=0.0 if mid else uniform_request, init_std=args.init_std, center=center)

@@ -511,3 +511,21 @@ def test_ppo_on_the_vector_env_never_scores_past_the_cap(monkeypatch, batched):
     result = agents.search("ppo", env, 20, seed=0, vector_envs=8, n_steps=2, n_epochs=1)
     assert sum(scored) == 20 and max(scored) <= 8
     assert result.evals == 20 and len(result.history) == 20
+
+
+def test_heuristics_read_the_shared_analysis(monkeypatch):
+    """The gradient baseline reuses the gradients of the env's analysis (never recomputes them), and the heuristics'
+    caps are the env's, hidden-unit floor included (every recurrent layer keeps one unit)."""
+    from agents import _alloc
+    from prune_env import PruneRNNEnv
+
+    env = PruneRNNEnv(tiny_task("gru", hidden=8), granularity="hidden_unit", target_sparsity=0.8, max_sparsity=1.0)
+    assert (_alloc.caps(env) == env.numels - 1).all()
+    flat = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.8)
+    monkeypatch.setattr("prune_env.criteria.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
+    monkeypatch.setattr("prune_env.analysis.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
+    for variant in ("layer", "global"):
+        result = agents.search("gradient", flat, 1, variant=variant)
+        assert result.evals == 1
+    result = agents.search("gradient", env, 1)
+    assert max(result.allocation.values()) < 1.0
