@@ -47,6 +47,9 @@ CONFIGS: dict[str, list[str]] = {
     # Session 2, REINFORCE with init_mean="mid": every agent, three seeds, the budget (GRU: 200).
     "digits-final": ["--task", "digits", "--sparsity", "0.9", "0.8", "--agents", *ALL, "--budget", "1000",
                      "--seeds", "0", "1", "2", "--vector-envs", "8"],
+    # Session 4: digits-final rerun after the redesign (pruning kinds, shared analysis): nothing may move.
+    "digits-redesign": ["--task", "digits", "--sparsity", "0.9", "0.8", "--agents", *ALL, "--budget", "1000",
+                        "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "pydoc-final": ["--task", "pydoc-char", "--sparsity", "0.9", "0.8", "--agents", *ALL, "--budget",
                     "1000", "--seeds", "0", "1", "2", "--vector-envs", "8"],
     "gru-final": ["--task", "benchmarks.gru_task:make", "--sparsity", "0.9", "0.8", "--agents", *ALL,
