@@ -40,3 +40,19 @@ def bits_to_action(bits) -> np.ndarray:
     """The centre of each bit-width's bin (the inverse of :func:`action_to_bits`)."""
     idx = np.array([BITS.index(int(b)) for b in np.asarray(bits).reshape(-1)], dtype=np.float64)
     return (idx + 0.5) / len(BITS) * 2.0 - 1.0
+
+
+def bits_array(bits: dict[str, int] | None, names: list[str]) -> np.ndarray:
+    """Per-layer bit-widths from a dict layer name -> bits (missing layers: 32).
+
+    :raises ValueError: for an unknown layer name or a bit-width not in :data:`~prune_env.quantize.BITS`.
+    """
+    bits = bits or {}
+    unknown = set(bits) - set(names)
+    if unknown:
+        raise ValueError(f"`bits` has unknown layers {sorted(unknown)}; layers: {names}")
+    out = np.array([bits.get(n, 32) for n in names], dtype=np.int64)
+    bad = [int(b) for b in out if b not in BITS]
+    if bad:
+        raise ValueError(f"`bits` values must be among {BITS}, got {bad}")
+    return out

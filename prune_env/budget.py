@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import check_number
+
 
 def caps(numels: np.ndarray, max_sparsity: float) -> np.ndarray:
     """The most weights each layer may lose."""
@@ -95,3 +97,17 @@ def action_wall(requested: int, layer: int, pruned_so_far: int, total: int, cap:
     lo = max(0, need - rest)
     hi = min(int(cap[layer]), need)
     return int(min(max(requested, lo), hi))
+
+
+def allocation_counts(allocation: dict[str, float], names: list[str], numels: np.ndarray) -> np.ndarray:
+    """Pruned counts for an allocation dict layer name -> sparsity (missing layers stay dense; round half up).
+
+    :raises ValueError: for a non-dict, an unknown layer name or a sparsity outside [0, 1].
+    """
+    if not isinstance(allocation, dict):
+        raise ValueError(f"`allocation` must be a dict of layer name -> sparsity, got {type(allocation).__name__}")
+    unknown = set(allocation) - set(names)
+    if unknown:
+        raise ValueError(f"`allocation` has unknown layers {sorted(unknown)}; layers: {names}")
+    sparsities = [check_number(f"allocation[{n!r}]", allocation.get(n, 0.0), 0.0, 1.0) for n in names]
+    return np.array([min(int(m), int(s * int(m) + 0.5)) for s, m in zip(sparsities, numels)], dtype=np.int64)

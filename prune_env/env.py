@@ -11,18 +11,18 @@ import torch
 from gymnasium import spaces
 
 from . import budget as B
-from ._checks import check_choice, check_int, check_number
-from .actions import action_to_bits, action_to_sparsity, bits_to_action, sparsity_to_action
-from .analysis import GRANULARITIES, Analysis, analyse
-from .criteria import CRITERIA, sparsity_to_count
-from .devices import PRECISIONS, autocast, check_precision, model_device, resolve_device
+from ._checks import check_number
+from .actions import action_to_bits, action_to_sparsity, bits_array, bits_to_action, sparsity_to_action
+from .analysis import Analysis, analyse
+from .config import DEFAULTS, MODES, env_config
+from .criteria import sparsity_to_count
+from .devices import autocast, check_precision, model_device, resolve_device
 from .finetune import finetune
 from .kinds import PruningKind, make_kind
-from .quantize import BITS, METHODS
-from .stats import FEATURES
+from .stats import FEATURES, layer_table
 from .task import RNNTask, split_score
 
-MODES = ("joint", "sequential")
+__all__ = ["DYNAMIC", "MODES", "PruneRNNEnv"]
 #: Names of the dynamic (episode-dependent) features that follow the per-layer chosen sparsities.
 DYNAMIC = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share")
 
@@ -77,14 +77,11 @@ class PruneRNNEnv(gym.Env):
     fine-tuned (masks fixed, batches from ``task.train_loss`` seeded by ``np_random``) before it is scored. Only
     ``task.evaluate`` (validation) is used; the test score never reaches the reward or ``info``.
 
-    ## Starting State
+    ## Starting State and Episode End
 
-    The dense model: every episode's counts start at zero. (The private model copy keeps the last episode's masks
-    until it is next scored, when each layer moves straight to its new count.)
-
-    ## Episode End
-
-    Terminates after one step (joint) or after the last layer (sequential). Never truncates.
+    The dense model: every episode's counts start at zero (the private model copy keeps the last masks until it is
+    next scored, when each layer moves straight to its new count). Terminates after one step (joint) or after the
+    last layer (sequential); never truncates.
 
     ## Info
 
@@ -99,7 +96,7 @@ class PruneRNNEnv(gym.Env):
     - ``task``: an :class:`~prune_env.RNNTask` or a preset name (``prune_env.tasks.PRESETS``); a ``dict`` in its
       place is taken as ``config`` (RLlib-style construction).
     - ``target_sparsity``: overall sparsity every episode must reach, in [0, 1); ``None`` for penalty mode.
-    - ``mode``: ``"joint"`` or ``"sequential"``. ``size_penalty``: weight of the size term.
+    - ``mode``: ``"joint"`` or ``"sequential"``; ``size_penalty``: weight of the size term.
     - ``criterion``: ranking within a layer: ``"magnitude"`` ``|w|``, ``"gradient"`` ``|g|`` or ``"saliency"``
       ``|w * g|`` (the last two need ``task.loss``; for hidden units: L2 norms, or ``(sum w * g) ** 2``).
     - ``max_sparsity``: the most any one layer may be pruned, in (0, 1].
@@ -131,10 +128,7 @@ class PruneRNNEnv(gym.Env):
     @classmethod
     def default_config(cls) -> dict[str, Any]:
         """The defaults that ``config`` and the keyword arguments are merged over."""
-        return {"task": "digits", "target_sparsity": None, "mode": "joint", "size_penalty": 0.5,
-                "criterion": "magnitude", "max_sparsity": 0.98, "device": None, "render_mode": None,
-                "task_kwargs": None, "granularity": "unstructured", "quantize": False, "finetune_steps": 0,
-                "precision": "fp32"}
+        return dict(DEFAULTS)
 
     def __init__(self, task: RNNTask | str | dict | None = None, *, target_sparsity: float | None = None,
                  mode: str = "joint", size_penalty: float = 0.5, criterion: str = "magnitude",
@@ -146,28 +140,15 @@ class PruneRNNEnv(gym.Env):
             if config is not None:
                 raise ValueError("pass `config` either positionally or as `config=`, not both")
             task, config = None, task
-        cfg = self.default_config()
-        cfg.update(task=task if task is not None else cfg["task"], target_sparsity=target_sparsity, mode=mode,
-                   size_penalty=size_penalty, criterion=criterion, max_sparsity=max_sparsity, device=device,
-                   render_mode=render_mode, task_kwargs=task_kwargs, granularity=granularity, quantize=quantize,
-                   finetune_steps=finetune_steps, precision=precision)
-        unknown = set(config or {}) - set(cfg)
-        if unknown:
-            raise ValueError(f"`config` has unknown keys {sorted(unknown)}; valid keys: {sorted(cfg)}")
-        cfg.update(config or {})
-        self.config = cfg
-        self.mode = check_choice("mode", cfg["mode"], MODES)
-        self.criterion = check_choice("criterion", cfg["criterion"], CRITERIA)
-        self.granularity = check_choice("granularity", cfg["granularity"], GRANULARITIES)
-        self.max_sparsity = check_number("max_sparsity", cfg["max_sparsity"], 0.0, 1.0, low_open=True)
-        self.size_penalty = check_number("size_penalty", cfg["size_penalty"], 0.0)
-        self.render_mode = check_choice("render_mode", cfg["render_mode"], (None, "ansi"))
-        self.finetune_steps = check_int("finetune_steps", cfg["finetune_steps"], 0)
-        self.precision = check_choice("precision", cfg["precision"], tuple(PRECISIONS))
-        q = cfg["quantize"]
-        if q not in (False, True) and q not in METHODS:
-            raise ValueError(f"`quantize` must be False, True (= 'linear') or one of {METHODS}, got {q!r}")
-        self.quantize: str | None = "linear" if q is True else (q or None)
+        arguments = dict(target_sparsity=target_sparsity, mode=mode, size_penalty=size_penalty, criterion=criterion,
+                         max_sparsity=max_sparsity, device=device, render_mode=render_mode, task_kwargs=task_kwargs,
+                         granularity=granularity, quantize=quantize, finetune_steps=finetune_steps,
+                         precision=precision, **({} if task is None else {"task": task}))
+        self.config = cfg = env_config(arguments, config)
+        self.mode, self.criterion, self.granularity = cfg["mode"], cfg["criterion"], cfg["granularity"]
+        self.max_sparsity, self.size_penalty = cfg["max_sparsity"], cfg["size_penalty"]
+        self.render_mode, self.finetune_steps = cfg["render_mode"], cfg["finetune_steps"]
+        self.precision, self.quantize = cfg["precision"], cfg["quantize"]
         self.device = resolve_device(cfg["device"])
 
         from .tasks import resolve_task
@@ -176,18 +157,13 @@ class PruneRNNEnv(gym.Env):
         check_precision(self.task.model, self.device, self.precision)
         #: the shared, immutable one-off analysis of the task's model (see :mod:`prune_env.analysis`)
         self.analysis: Analysis = analyse(self.task, self.criterion, self.granularity)
-        self.layers = list(self.analysis.layers)
-        self.layer_names = self.analysis.layer_names
-        self.numels = self.analysis.numels
-        self.num_layers = self.analysis.num_layers
-        self.layer_stats = list(self.analysis.layer_stats)
-        self.total_params = self.analysis.total_params
+        a = self.analysis
+        self.layers, self.layer_names, self.layer_stats = list(a.layers), a.layer_names, list(a.layer_stats)
+        self.numels, self.num_layers, self.total_params = a.numels, a.num_layers, a.total_params
         self.cap = self.analysis.caps(self.max_sparsity)
         self.target_sparsity = self._check_target(cfg["target_sparsity"])
 
-        self._model = copy.deepcopy(self.task.model).to(self.device).eval()
-        for p in self._model.parameters():
-            p.requires_grad_(False)
+        self._model = copy.deepcopy(self.task.model).to(self.device).eval().requires_grad_(False)
         #: how counts (and bits) become a pruned model and its size (see :mod:`prune_env.kinds`)
         self.kind: PruningKind = make_kind(self._model, self.analysis, self.quantize)
         self.dense_score, self._dense_extras = self.analysis.dense_score(
@@ -202,8 +178,7 @@ class PruneRNNEnv(gym.Env):
         self._bits = np.full(self.num_layers, 32, dtype=np.int64)
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # the last finished episode's counts and bits
         self._last_scored: torch.nn.Module | None = None  # its fine-tuned model (finetune_steps only)
-        self._t = 0
-        self._prev_action = 0.0
+        self._t, self._prev_action = 0, 0.0
 
     def _check_target(self, target: float | None) -> float | None:
         if target is None:
@@ -219,10 +194,7 @@ class PruneRNNEnv(gym.Env):
         super().reset(seed=seed)
         if options and "target_sparsity" in options:
             self.target_sparsity = self._check_target(options["target_sparsity"])
-        self._counts[:] = 0
-        self._bits[:] = 32
-        self._t = 0
-        self._prev_action = 0.0
+        self._counts[:], self._bits[:], self._t, self._prev_action = 0, 32, 0, 0.0
         return self._obs(), {"dense_score": self.dense_score}
 
     def step(self, action):
@@ -298,10 +270,8 @@ class PruneRNNEnv(gym.Env):
         self._last = (self._counts.copy(), self._bits.copy())
         rel = 1.0 + (score - self.dense_score) / (abs(self.dense_score) or 1.0)
         bits = self._bits if self.quantize else None
-        if self.kind.prices_size or self.target_sparsity is None:
-            size_term = self.size_penalty * self.kind.size_fraction(self._counts, bits)
-        else:
-            size_term = 0.0
+        priced = self.kind.prices_size or self.target_sparsity is None
+        size_term = self.size_penalty * self.kind.size_fraction(self._counts, bits) if priced else 0.0
         info = {**self._progress_info(), **extras, **self.kind.info(self._counts, bits),
                 "score": score, "dense_score": self.dense_score,
                 "nonzero_params": int(self.total_params - self.kind.removed_params(self._counts)),
@@ -361,13 +331,7 @@ class PruneRNNEnv(gym.Env):
 
     def counts_for(self, allocation: dict[str, float]) -> np.ndarray:
         """Pruned weight counts for an allocation dict (missing layers stay dense)."""
-        if not isinstance(allocation, dict):
-            raise ValueError(f"`allocation` must be a dict of layer name -> sparsity, got {type(allocation).__name__}")
-        unknown = set(allocation) - set(self.layer_names)
-        if unknown:
-            raise ValueError(f"`allocation` has unknown layers {sorted(unknown)}; layers: {self.layer_names}")
-        return np.array([sparsity_to_count(check_number(f"allocation[{n!r}]", allocation.get(n, 0.0), 0.0, 1.0),
-                                           int(m)) for n, m in zip(self.layer_names, self.numels)], dtype=np.int64)
+        return B.allocation_counts(allocation, self.layer_names, self.numels)
 
     def action_for(self, allocation: dict[str, float], bits: dict[str, int] | None = None) -> np.ndarray:
         """The joint-mode action that requests ``allocation`` (sparsities above ``max_sparsity`` are clipped); in
@@ -384,14 +348,7 @@ class PruneRNNEnv(gym.Env):
     def _bits_for(self, bits: dict[str, int] | None) -> np.ndarray:
         if bits is not None and not self.quantize:
             raise ValueError("`bits` needs an env with quantize=True")
-        unknown = set(bits or {}) - set(self.layer_names)
-        if unknown:
-            raise ValueError(f"`bits` has unknown layers {sorted(unknown)}; layers: {self.layer_names}")
-        out = np.array([(bits or {}).get(n, 32) for n in self.layer_names], dtype=np.int64)
-        bad = [int(b) for b in out if b not in BITS]
-        if bad:
-            raise ValueError(f"`bits` values must be among {BITS}, got {bad}")
-        return out
+        return bits_array(bits, self.layer_names)
 
     def pruned_model(self, allocation: dict[str, float] | None = None,
                      bits: dict[str, int] | None = None) -> torch.nn.Module:
@@ -414,12 +371,4 @@ class PruneRNNEnv(gym.Env):
 
     def layer_table(self) -> str:
         """A plain-text table of the prunable layers and their current sparsities."""
-        head = f"{'layer':<28} {'kind':<14} {'shape':<14} {'params':>9} {'mean|w|':>8} {'sparsity':>8}"
-        lines = [head, "-" * len(head)]
-        for i, layer in enumerate(self.layers):
-            lines.append(f"{layer.name:<28} {layer.kind:<14} {'x'.join(map(str, layer.shape)):<14} "
-                         f"{layer.numel:>9} {self.layer_stats[i]['w_mean']:>8.4f} "
-                         f"{self._counts[i] / self.numels[i]:>8.3f}")
-        lines.append(f"overall sparsity {self._counts.sum() / self.numels.sum():.3f} of {int(self.numels.sum())} "
-                     f"prunable weights; dense score {self.dense_score:.4f}")
-        return "\n".join(lines)
+        return layer_table(self.layers, self.layer_stats, self._counts / self.numels, self.dense_score)

@@ -93,3 +93,17 @@ def layer_features(layers: Sequence[PrunableLayer], raw: Sequence[dict[str, floa
         span = col.max() - col.min()
         feats[:, j] = (col - col.min()) / span if span > 0 else 0.0
     return np.clip(np.nan_to_num(feats, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+
+
+def layer_table(layers: Sequence[PrunableLayer], raw: Sequence[dict[str, float]], sparsities: Sequence[float],
+                dense_score: float) -> str:
+    """A plain-text table of the prunable layers, their mean ``|w|`` and sparsities (the env's ``render``)."""
+    head = f"{'layer':<28} {'kind':<14} {'shape':<14} {'params':>9} {'mean|w|':>8} {'sparsity':>8}"
+    lines = [head, "-" * len(head)]
+    for layer, r, s in zip(layers, raw, sparsities):
+        lines.append(f"{layer.name:<28} {layer.kind:<14} {'x'.join(map(str, layer.shape)):<14} {layer.numel:>9} "
+                     f"{r['w_mean']:>8.4f} {s:>8.3f}")
+    total = sum(layer.numel for layer in layers)
+    overall = sum(s * layer.numel for s, layer in zip(sparsities, layers)) / total
+    lines.append(f"overall sparsity {overall:.3f} of {total} prunable weights; dense score {dense_score:.4f}")
+    return "\n".join(lines)
