@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from .checks import check_int
 from .layers import PrunableLayer, get_param
 from .task import RNNTask, metric_from_logits, split_score
 
@@ -253,9 +254,8 @@ class BatchedScorer:
                  device: torch.device, max_batch: int | None = None, autocast: torch.dtype | None = None):
         if not task.structured:
             raise ValueError("BatchedScorer needs a structured `task` (RNNTask with eval_batch and metric)")
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int)
-                                      or max_batch < 1):
-            raise ValueError(f"`max_batch` must be a positive int or None, got {max_batch!r}")
+        if max_batch is not None:
+            max_batch = check_int("max_batch", max_batch, 1)
         self.device = torch.device(device)
         self.autocast = autocast
         self.layers = list(layers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_number
+from .checks import check_number
 
 
 def caps(numels: np.ndarray, max_sparsity: float) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._checks import check_choice, check_int, check_number
 from .analysis import GRANULARITIES
+from .checks import check_choice, check_int, check_number
 from .criteria import CRITERIA
 from .devices import PRECISIONS
 from .quantize import METHODS

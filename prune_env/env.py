@@ -11,9 +11,9 @@ import torch
 from gymnasium import spaces
 
 from . import budget as B
-from ._checks import check_number
 from .actions import action_to_bits, action_to_sparsity, bits_array, bits_to_action, sparsity_to_action
 from .analysis import Analysis, analyse
+from .checks import check_number
 from .config import DEFAULTS, MODES, env_config
 from .criteria import sparsity_to_count
 from .devices import autocast, check_precision, model_device, resolve_device

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .checks import check_int, check_number
 from .layers import rnn_modules
 from .task import RNNTask
 
@@ -31,10 +32,8 @@ def finetune(model: nn.Module, task: RNNTask, steps: int, masks: dict[str, torch
     :param lr: Adam learning rate.
     :raises ValueError: on a bad argument or a task with neither hook.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"`steps` must be an int >= 0, got {steps!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"`lr` must be a positive number, got {lr!r}")
+    steps = check_int("steps", steps, 0)
+    lr = check_number("lr", lr, 0.0, low_open=True)
     if steps and getattr(task, "train_loss", None) is None and task.loss is None:
         raise ValueError("fine-tuning needs the task's `train_loss(model, generator)` or `loss(model)`")
     params = dict(model.named_parameters())

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+
+from .checks import is_int
 
 #: Bit-widths the env's action chooses from.
 BITS = (2, 3, 4, 6, 8, 16, 32)
@@ -30,7 +31,7 @@ _LLOYD_ITERS = 20
 
 def check_bits(bits: int, name: str = "bits") -> int:
     """:raises ValueError: unless ``bits`` is an int in 2..16 or 32."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not (2 <= bits <= 16 or bits == 32):
+    if not is_int(bits) or not (2 <= bits <= 16 or bits == 32):
         raise ValueError(f"`{name}` must be an int in 2..16 or 32 (float32), got {bits!r}")
     return int(bits)
 

@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .batched import BatchedScorer
+from .checks import check_choice, check_int, is_int
 from .devices import PRECISIONS
 from .env import PruneRNNEnv
 
@@ -60,10 +61,8 @@ class PruneRNNVectorEnv(VectorEnv):
 
     def __init__(self, task, num_envs: int = 8, *, batched: bool | None = None, max_batch: int | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
-        if batched not in (None, True, False):
-            raise ValueError(f"`batched` must be None (auto), True or False, got {batched!r}")
+        check_int("num_envs", num_envs, 1)
+        check_choice("batched", batched, (None, True, False))
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -245,7 +244,7 @@ class PruneRNNVectorEnv(VectorEnv):
     def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if is_int(seed):
             return [int(seed) + i for i in range(self.num_envs)]
         if isinstance(seed, (list, tuple)) and len(seed) == self.num_envs:
             return list(seed)
