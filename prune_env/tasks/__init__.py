@@ -50,7 +50,7 @@ def make_task(name: str, *, seed: int = 0, retrain: bool = False, progress: bool
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise TaskError(f"make_task: unknown preset `name` {name!r}; expected one of {sorted(PRESETS)}")
-    from ._common import check_seed
+    from .config import check_seed
 
     return _builder(name)(seed=check_seed(seed), retrain=retrain, progress=progress, **config)
 

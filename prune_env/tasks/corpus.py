@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from ..task import RNNTask
-from ._common import build_lm_task, check_config
+from .config import check_config
+from .lm import build_lm_task
 from .models import CharLM, WordLM
 
 NAME = "corpus"

@@ -14,18 +14,11 @@ import torch
 from torch.nn import functional as F
 
 from ..task import BatchEvaluator, RNNTask
-from ._common import (
-    BatchLoss,
-    ChunkedScorer,
-    SampledLoss,
-    check_config,
-    check_split_fractions,
-    finish_metadata,
-    seeded,
-    training_threads,
-)
 from .cache import load_or_train
+from .config import check_config, finish_metadata
 from .models import SequenceClassifier
+from .scoring import ChunkedScorer
+from .training import BatchLoss, SampledLoss, seeded, training_threads
 
 NAME = "digits"
 
@@ -94,7 +87,6 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     :param progress: show a progress bar while training.
     """
     cfg = check_config(NAME, DEFAULTS, config)
-    check_split_fractions(NAME, cfg)
     splits = load_splits(seed, cfg["val_frac"], cfg["test_frac"])
     x_train, y_train = splits["train"]
     evaluate = BatchEvaluator(splits["val"], "accuracy")

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..task import RNNTask
-from ._common import build_lm_task, check_config, check_split_fractions
+from .config import check_config
+from .lm import build_lm_task
 from .models import CharLM
 
 NAME = "pydoc-char"
@@ -51,7 +52,6 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     :param progress: show a progress bar while training.
     """
     cfg = check_config(NAME, DEFAULTS, config)
-    check_split_fractions(NAME, cfg)
     text = load_text()
     # The vocabulary covers the whole text, so no <unk> is needed; it is tiny (about 100 characters).
     chars = sorted(set(text))
