@@ -19,6 +19,7 @@ Writes ``benchmarks/results/env_speed.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -95,10 +96,9 @@ def _instrument(env: prune_env.PruneRNNEnv) -> dict[str, list[float]]:
     """Time the parts of a step: scoring, masking, budget, size accounting, observation."""
     parts: dict[str, list[float]] = defaultdict(list)
     env._evaluate = _timed(env._evaluate, parts["score (forward pass)"])
-    env._masker.set_counts = _timed(env._masker.set_counts, parts["mask (in place)"])
-    env._joint_counts = _timed(env._joint_counts, parts["budget projection"])
-    env._sequential_count = _timed(env._sequential_count, parts["action wall"])
-    env._model_size_bytes = _timed(env._model_size_bytes, parts["size_bytes (info)"])
+    env.kind.apply = _timed(env.kind.apply, parts["mask (in place)"])
+    env.advance = _timed(env.advance, parts["action -> counts (projection / wall)"])
+    env.kind.size_bits = _timed(env.kind.size_bits, parts["size_bytes (info)"])
     env._obs = _timed(env._obs, parts["observation"])
     return parts
 
@@ -106,7 +106,7 @@ def _instrument(env: prune_env.PruneRNNEnv) -> dict[str, list[float]]:
 def measure(task_name: str, reps: int, seed: int = 0) -> dict:
     task = load_task(task_name)
     envs = {m: prune_env.PruneRNNEnv(task, mode=m, target_sparsity=0.5, device="cpu") for m in TARGETS}
-    dense = prune_env.PruneRNNEnv(task, device="cpu")._model  # a private dense copy, in eval mode
+    dense = copy.deepcopy(task.model).cpu().eval()  # a dense copy, in eval mode
     parts = {m: _instrument(env) for m, env in envs.items()}
     rng = np.random.default_rng(seed)
     times: dict[str, list[float]] = {"floor": [], "joint": [], "sequential": []}

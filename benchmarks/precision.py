@@ -18,6 +18,7 @@ Writes ``benchmarks/results/precision.{json,md}`` (``--out`` and ``--dir`` chang
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -74,7 +75,7 @@ def compare(task, target: float, candidates: int, device: str, seed: int) -> dic
 
 
 def floor_speed(task, reps: int, device: str) -> dict:
-    model = prune_env.PruneRNNEnv(task, device=device)._model
+    model = copy.deepcopy(task.model).to(device).eval().requires_grad_(False)
 
     def run(dtype):
         if dtype is None:
