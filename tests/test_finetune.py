@@ -11,7 +11,7 @@ import torch
 from tiny import VOCAB, tiny_task
 from torch import nn
 
-from prune_env import PruneRNNEnv
+from prune_env import PruneRNNEnv, RNNTask
 from prune_env.criteria import apply_counts, prune_order
 from prune_env.export import masks
 from prune_env.finetune import finetune
@@ -26,8 +26,14 @@ class TrainLoss:
         return nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), ((x + 1) % VOCAB).reshape(-1))
 
 
-def _task(rnn: str = "gru"):
-    return dataclasses.replace(tiny_task(rnn, hidden=16), train_loss=TrainLoss())
+def _task(rnn: str = "gru", metric: str = "accuracy"):
+    """The tiny task with fresh training batches; ``metric="nll"`` scores validation by its (continuous) NLL, so
+    that a few fine-tuning steps show in the score."""
+    task = dataclasses.replace(tiny_task(rnn, hidden=16), train_loss=TrainLoss())
+    if metric == "accuracy":
+        return task
+    return RNNTask(task.model, eval_batch=task.eval_batch, metric=metric, loss=task.loss, train_loss=task.train_loss,
+                   name=task.name)
 
 
 def _pruned(task, sparsity=0.6):
@@ -61,9 +67,22 @@ def test_same_seed_same_weights_other_seed_differs():
 
 
 def test_falls_back_to_fixed_loss_batch():
+    """Without ``train_loss`` every step trains on the fixed ``loss`` batch: the first loss is that batch's loss, the
+    batch loss falls, masks hold, and the generator is irrelevant (no batches are drawn)."""
     task = tiny_task("gru")
-    model = _pruned(task)
-    finetune(model, task, 3, masks(model))
+    assert task.train_loss is None
+    a, b = _pruned(task), _pruned(task)
+    m = masks(a)
+    before = task.loss(a).item()
+    losses = finetune(a, task, 10, m, torch.Generator().manual_seed(0), lr=1e-2)
+    assert len(losses) == 10
+    assert losses[0] == pytest.approx(before, rel=1e-6)
+    assert losses[-1] < losses[0] and task.loss(a).item() < before
+    named = dict(a.named_parameters())
+    for name, mask in m.items():
+        assert torch.all(named[name][mask == 0] == 0)
+    finetune(b, task, 10, masks(b), torch.Generator().manual_seed(123), lr=1e-2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
 @pytest.mark.parametrize("kwargs, words", [({"steps": -1}, "steps"), ({"steps": 1.5}, "steps"),
@@ -77,22 +96,40 @@ def test_bad_arguments(kwargs, words):
 
 
 @pytest.mark.parametrize("granularity", ["unstructured", "hidden_unit"])
-def test_env_finetune_steps_deterministic_and_reproduced_by_pruned_model(granularity):
-    task = _task("lstm")
+def test_env_finetune_steps_fine_tune_the_scored_model(granularity):
+    """``finetune_steps`` fine-tunes the model that is scored. Against ``finetune_steps=0`` with the same seed and
+    action: the same weights are pruned, the kept weights moved, and the validation score (NLL, on the rule the
+    training batches follow) and the reward are better. The episode is reproducible from its seed, another seed
+    draws other batches, and ``pruned_model()`` is the model that was scored."""
+    task = _task("lstm", metric="nll")
+
+    def episode(env, seed=3):
+        env.reset(seed=seed)
+        _, reward, done, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert done
+        return reward, info
+
     env = PruneRNNEnv(task, granularity=granularity, target_sparsity=0.6, finetune_steps=8)
-    rewards = []
-    for _ in range(2):
-        env.reset(seed=3)
-        _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
-        rewards.append(reward)
-    assert rewards[0] == rewards[1]
-    model = env.pruned_model()
-    assert task.evaluate(model)["score"] == info["score"]
+    reward, info = episode(env)
+    assert episode(env) == (reward, info)
+    tuned = env.pruned_model()
+    assert task.evaluate(tuned)["score"] == info["score"]
+
     plain = PruneRNNEnv(task, granularity=granularity, target_sparsity=0.6)
-    plain.reset(seed=3)
-    _, _, _, _, plain_info = plain.step(np.zeros(plain.action_space.shape, dtype=np.float32))
+    plain_reward, plain_info = episode(plain)
+    untuned = plain.pruned_model()
     assert plain_info["overall_sparsity"] == info["overall_sparsity"]
     assert plain_info["size_bytes"] == info["size_bytes"]  # fine-tuning never revives a pruned weight
+    assert info["score"] > plain_info["score"] and reward > plain_reward
+    tuned_params, untuned_params = dict(tuned.named_parameters()), dict(untuned.named_parameters())
+    assert {n: p.shape for n, p in tuned_params.items()} == {n: p.shape for n, p in untuned_params.items()}
+    for name, p in untuned_params.items():
+        assert torch.all(tuned_params[name][p == 0] == 0), name  # pruned stays pruned
+    assert not all(torch.equal(p, untuned_params[n]) for n, p in tuned_params.items())  # kept weights moved
+
+    episode(env, seed=4)
+    other = env.pruned_model()
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.parameters(), other.parameters()))
     # The user's model is untouched by fine-tuning.
     for a, b in zip(task.model.parameters(), tiny_task("lstm", hidden=16).model.parameters()):
         assert torch.equal(a, b)

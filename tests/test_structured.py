@@ -233,23 +233,30 @@ def test_env_rejects_bad_granularity_and_quantize_combination():
         PruneRNNEnv(tiny_task(), granularity="hidden_unit", quantize=True)
 
 
-@pytest.mark.parametrize("kwargs", [{"granularity": "hidden_unit"}, {"quantize": "kmeans", "mode": "sequential"}])
-def test_new_modes_pass_gymnasium_checker_and_pickle(kwargs):
+@pytest.mark.parametrize("target", [None, 0.5])
+@pytest.mark.parametrize("kwargs", [{"granularity": "hidden_unit"},
+                                    {"granularity": "hidden_unit", "mode": "sequential"},
+                                    {"quantize": "kmeans", "mode": "sequential"}])
+def test_new_modes_pass_checkers_without_warnings_and_pickle(kwargs, target):
+    """Both checkers with warnings as errors (as tests/test_env.py and tests/test_registry.py hold every env)."""
     import pickle
     import warnings
 
     from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5, **kwargs)
+    task = tiny_task("gru")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check_env(env, skip_render_check=True)
+        warnings.simplefilter("error")
+        check_env(PruneRNNEnv(task, target_sparsity=target, **kwargs), skip_render_check=True)
+        sb3_check_env(PruneRNNEnv(task, target_sparsity=target, **kwargs))
+    env = PruneRNNEnv(task, target_sparsity=target, **kwargs)
+    env.reset(seed=5)
     clone = pickle.loads(pickle.dumps(env))
     results = []
     for e in (env, clone):
-        e.reset(seed=5)
         done = False
         while not done:
-            _, reward, done, _, _ = e.step(np.full(e.action_space.shape, 0.25, dtype=np.float32))
-        results.append(reward)
+            _, reward, done, _, info = e.step(np.full(e.action_space.shape, 0.25, dtype=np.float32))
+        results.append((reward, info["size_bytes"], info["layer_sparsity"]))
     assert results[0] == results[1]
