@@ -41,6 +41,13 @@ def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, ca
     :param numels: weights per layer.
     :param total: weights to prune in all, ``0 <= total <= cap.sum()``.
     :param cap: most weights each layer may lose.
+
+    Asked for sparsities 0.3 and 0.5 of layers of 100 and 300 weights under an overall budget of 0.5, both layers
+    move up by the same 0.05:
+
+    >>> numels = np.array([100, 300])
+    >>> project_to_budget(np.array([0.3, 0.5]), numels, budget_count(0.5, numels), caps(numels, 0.98))
+    array([ 35, 165])
     """
     if total > int(cap.sum()):
         raise ValueError(f"budget of {total} pruned weights exceeds what `max_sparsity` allows ({int(cap.sum())})")

@@ -18,6 +18,18 @@ corruption, not tampering.
 Prunable weights are stored in the cheapest sparse layout of :mod:`prune_env.size` (so the file's streams are exactly
 the sizes :func:`prune_env.size.model_size` reports), with values quantized as asked (:mod:`prune_env.quantize`);
 everything else is stored raw.
+
+>>> import os, tempfile
+>>> model = nn.Sequential(nn.Embedding(12, 8), nn.Linear(8, 12))
+>>> with torch.no_grad():
+...     _ = model[1].weight[:, 4:].zero_()  # half of the head pruned
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = os.path.join(tmp, "model.prnn")
+...     nbytes, restored = export(model, path), load(path)
+...     nbytes == os.path.getsize(path)
+True
+>>> all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
+True
 """
 
 from __future__ import annotations

@@ -16,6 +16,14 @@ def register_envs() -> None:
     ``gym.make_vec(id, n)`` then builds one :class:`~prune_env.PruneRNNVectorEnv` (the registered vector entry point,
     which scores ended episodes in one batched pass); ``vectorization_mode="sync"`` or ``"async"`` give gymnasium's
     own vector envs of single envs.
+
+    >>> import gymnasium as gym
+    >>> env = gym.make("PruneRNN-v0", target_sparsity=0.5, task_kwargs={"progress": False})  # the digits preset
+    >>> env.unwrapped.task.name, env.unwrapped.layer_names[0]
+    ('digits', 'rnn.weight_ih_l0')
+    >>> envs = gym.make_vec("PruneRNN-v0", 2, target_sparsity=0.5, task_kwargs={"progress": False})
+    >>> type(envs).__name__, envs.num_envs
+    ('PruneRNNVectorEnv', 2)
     """
     for env_id, kwargs in ENV_IDS.items():
         if env_id not in gym.registry:

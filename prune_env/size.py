@@ -312,5 +312,19 @@ def resolve_bits(bits: int | dict[str, int] | None, names: list[str]) -> dict[st
 
 
 def size_bytes(model: nn.Module, bits: int | dict[str, int] | None = None, method: str = "linear") -> int:
-    """``ceil(total_bits / 8)`` of :func:`model_size`: the ``size_bytes`` the env reports."""
+    """``ceil(total_bits / 8)`` of :func:`model_size`: the ``size_bytes`` the env reports.
+
+    A 10 x 100 float32 weight takes 4000 bytes dense. With 90 of its 100 columns pruned, the ``relative`` layout is
+    the smallest: 100 gaps of 7 bits (88 bytes) plus 100 float32 values; 8-bit values need 100 bytes plus ten
+    float32 row scales:
+
+    >>> from torch import nn
+    >>> lin = nn.Linear(100, 10, bias=False)
+    >>> size_bytes(lin)
+    4000
+    >>> with torch.no_grad():
+    ...     _ = lin.weight[:, 10:].zero_()
+    >>> size_bytes(lin), size_bytes(lin, bits=8)
+    (488, 228)
+    """
     return math.ceil(model_size(model, bits, method).total_bits / 8)

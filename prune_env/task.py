@@ -48,6 +48,22 @@ class RNNTask:
     :param train_loss: ``train_loss(model, generator) -> Tensor``, a scalar loss on a fresh training batch drawn
         with the ``torch.Generator``; used by recovery fine-tuning (``finetune_steps``). Optional: without it
         fine-tuning reuses the fixed ``loss`` batch.
+
+    Your own model (here untrained, for brevity) and a validation batch are enough for an environment:
+
+    >>> from prune_env import PruneRNNEnv
+    >>> class CharLM(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.emb, self.rnn, self.head = nn.Embedding(20, 8), nn.GRU(8, 16, batch_first=True), nn.Linear(16, 20)
+    ...
+    ...     def forward(self, x):
+    ...         return self.head(self.rnn(self.emb(x))[0])
+    >>> x = torch.randint(0, 20, (4, 12), generator=torch.Generator().manual_seed(0))
+    >>> task = RNNTask(CharLM().eval(), eval_batch=(x, (x + 1) % 20), metric="accuracy", name="char-lm")
+    >>> env = PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
+    >>> env.layer_names
+    ['emb.weight', 'rnn.weight_ih_l0', 'rnn.weight_hh_l0', 'head.weight']
     """
 
     model: nn.Module

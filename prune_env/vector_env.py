@@ -55,6 +55,12 @@ class PruneRNNVectorEnv(VectorEnv):
         ``"SameStep"``, ``"Disabled"``).
     :param env_kwargs: keyword arguments of :class:`~prune_env.PruneRNNEnv` (``target_sparsity``, ``mode``,
         ``size_penalty``, ``criterion``, ``max_sparsity``, ``device``, ``task_kwargs``, ...).
+
+    >>> envs = PruneRNNVectorEnv("digits", 4, target_sparsity=0.5, task_kwargs={"progress": False})
+    >>> obs, infos = envs.reset(seed=0)
+    >>> obs, rewards, terminated, truncated, infos = envs.step(envs.action_space.sample())
+    >>> obs.shape[0], bool(terminated.all()), infos["overall_sparsity"].tolist()
+    (4, True, [0.5, 0.5, 0.5, 0.5])
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
