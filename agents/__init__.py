@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prune_env.checks import check_int
+
 from .policy import Policy
 
 #: Agent name -> ``"module:function"``; each function is ``fn(env: EvalCap, seed: int, **kwargs) -> extras``.
@@ -95,8 +97,7 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
     with _global_rng_restored():
         fn = get_agent(name)  # importing an agent's libraries can draw from Python's RNG (rich, via SB3, does)
         check_budget(budget)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
+        check_int("seed", seed, 0)
         wrapped = EvalCap(env, budget, vector_envs=vector_envs)
         wrapped.reset(seed=seed)
         t0 = time.perf_counter()
@@ -152,9 +153,7 @@ def get_agent(name: str) -> Callable[..., dict[str, Any] | None]:
 
 def check_budget(budget: Any) -> int:
     """:raises ValueError: unless ``budget`` is a positive int."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"`budget` must be a positive int (evaluations), got {budget!r}")
-    return budget
+    return check_int("budget", budget, 1)
 
 
 __all__ = ["AGENTS", "DESCRIPTIONS", "Policy", "SearchResult", "get_agent", "search"]

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from prune_env.checks import check_number
+
 
 def target_of(env: Any, sparsity: float | None) -> float:
     """The overall sparsity a heuristic aims at: the env's budget, or ``sparsity`` in penalty mode.
@@ -22,9 +24,7 @@ def target_of(env: Any, sparsity: float | None) -> float:
         target = sparsity
     elif sparsity is not None and abs(sparsity - target) > 1e-12:
         raise ValueError(f"`sparsity`={sparsity} differs from the env's target_sparsity={target}; omit it")
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target < 1:
-        raise ValueError(f"`sparsity` must be a number in [0, 1), got {target!r}")
-    return float(target)
+    return check_number("sparsity", target, 0.0, 1.0, high_open=True)
 
 
 def total_count(env: Any, target: float) -> int:

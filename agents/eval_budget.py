@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from prune_env.actions import sparsity_to_action
+from prune_env.checks import check_int
 
 
 class Tracker:
@@ -67,10 +68,8 @@ class EvalCap(gym.Wrapper):
 
     def __init__(self, env: gym.Env, cap: int, tracker: Tracker | None = None, vector_envs: int = 0):
         super().__init__(env)
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ValueError(f"`cap` must be an int >= 0, got {cap!r}")
-        if isinstance(vector_envs, bool) or not isinstance(vector_envs, int) or vector_envs < 0:
-            raise ValueError(f"`vector_envs` must be an int >= 0, got {vector_envs!r}")
+        cap = check_int("cap", cap, 0)
+        vector_envs = check_int("vector_envs", vector_envs, 0)
         self.cap = cap
         self.tracker = tracker or Tracker(env.unwrapped.target_sparsity)
         self.vector_envs = vector_envs

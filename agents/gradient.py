@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from prune_env.checks import check_choice, check_number
+
 from ._alloc import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
 from .eval_budget import EvalCap, submit
 
@@ -34,10 +36,8 @@ def run(env: EvalCap, seed: int, variant: str = "layer", beta: float = 1.0,
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """
     base = env.unwrapped
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown gradient `variant` {variant!r}; expected one of {VARIANTS}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-        raise ValueError(f"`beta` must be a number >= 0, got {beta!r}")
+    check_choice("variant", variant, VARIANTS)
+    check_number("beta", beta, 0.0)
     if base.task.loss is None:
         raise ValueError("agent 'gradient' needs gradients: give the task a `loss(model) -> Tensor`")
     total = total_count(env, target_of(env, sparsity))

@@ -32,6 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
 from prune_env.actions import sparsity_to_action
+from prune_env.checks import check_choice, check_int
 
 from ._options import parse_options
 from .eval_budget import EvalCap, Tracker, split_budget
@@ -285,9 +286,7 @@ def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[s
 
 def _parse_args(kwargs: dict[str, Any]) -> Args:
     args = parse_options(Args, kwargs, "ppo")
-    if args.vec_env not in VEC_ENVS:
-        raise ValueError(f"unknown `vec_env` {args.vec_env!r}; expected one of {VEC_ENVS}")
-    if isinstance(args.n_envs, bool) or not isinstance(args.n_envs, int) or args.n_envs < 1:
-        raise ValueError(f"`n_envs` must be a positive int, got {args.n_envs!r}")
+    check_choice("vec_env", args.vec_env, VEC_ENVS)
+    check_int("n_envs", args.n_envs, 1)
     _algo_class(args.algo)
     return args

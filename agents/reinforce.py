@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from prune_env.actions import sparsity_to_action
+from prune_env.checks import check_choice, check_int, check_number
 
 from ._options import parse_options
 from .eval_budget import EvalCap
@@ -104,12 +105,9 @@ class _Ablation:
             v = getattr(self, name)
             if not (isinstance(v, bool) or (name == "center" and v is None)):
                 raise ValueError(f"reinforce `{name}` must be a bool, got {v!r}")
-        v = self.std_learning_rate
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
-            raise ValueError(f"reinforce `std_learning_rate` must be a number >= 0 or None, got {v!r}")
-        v = self.joint_hidden
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"reinforce `joint_hidden` must be an int >= 0, got {v!r}")
+        if self.std_learning_rate is not None:
+            check_number("std_learning_rate", self.std_learning_rate, 0.0)
+        check_int("joint_hidden", self.joint_hidden, 0)
 
 
 def _search_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -319,21 +317,13 @@ def load(path: str) -> GaussianPolicy:
 def _parse_args(kwargs: dict[str, Any]) -> Args:
     args = parse_options(Args, kwargs, "reinforce")
     for name in ("learning_rate", "net_learning_rate", "ent_coef"):
-        v = getattr(args, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise ValueError(f"reinforce `{name}` must be a number >= 0, got {v!r}")
+        check_number(name, getattr(args, name), 0.0)
     for name in ("init_std", "min_std"):
-        v = getattr(args, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ValueError(f"reinforce `{name}` must be a positive number, got {v!r}")
-    if args.init_mean not in ("uniform", "mid"):
-        raise ValueError(f"reinforce `init_mean` must be one of ('uniform', 'mid'), got {args.init_mean!r}")
-    if not 0 <= args.baseline_decay < 1:
-        raise ValueError(f"reinforce `baseline_decay` must be in [0, 1), got {args.baseline_decay!r}")
-    for name, least in (("batch_size", 1), ("hidden", 1)):
-        v = getattr(args, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
-            raise ValueError(f"reinforce `{name}` must be an int >= {least}, got {v!r}")
+        check_number(name, getattr(args, name), 0.0, low_open=True)
+    check_choice("init_mean", args.init_mean, ("uniform", "mid"))
+    check_number("baseline_decay", args.baseline_decay, 0.0, 1.0, high_open=True)
+    check_int("batch_size", args.batch_size, 1)
+    check_int("hidden", args.hidden, 1)
     return args
 
 

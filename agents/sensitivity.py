@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from prune_env.checks import check_int
+
 from ._alloc import target_of, total_count
 from .eval_budget import EvalCap, submit
 
@@ -35,8 +37,7 @@ def run(env: EvalCap, seed: int, grid: int = 10, sparsity: float | None = None) 
     :param grid: sparsities per layer in the scan, evenly spaced in ``(0, max_sparsity]``.
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"`grid` must be a positive int, got {grid!r}")
+    check_int("grid", grid, 1)
     base = env.unwrapped
     target = target_of(env, sparsity)
     n_layers = base.num_layers
