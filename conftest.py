@@ -1,4 +1,4 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, for tests/, the docstring examples of prune_env/ (``--doctest-modules``) and the notebooks."""
 
 from __future__ import annotations
 
