@@ -21,7 +21,7 @@ from _meta import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bench_agents"
-ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
+ALL = ["uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity", "reinforce", "ppo"]
 #: The slow task runs the one-evaluation baselines, then the RL agent, first: a stopped run keeps the headline.
 PYDOC_ORDER = ["uniform", "global", "gradient", "reinforce", "random", "ppo", "sensitivity"]
 
