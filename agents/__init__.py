@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,7 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
 
     with _global_rng_restored():
         fn = get_agent(name)  # importing an agent's libraries can draw from Python's RNG (rich, via SB3, does)
+        _check_options(name, fn, kwargs)
         check_budget(budget)
         check_int("seed", seed, 0)
         wrapped = EvalCap(env, budget, vector_envs=vector_envs)
@@ -153,6 +155,18 @@ def get_agent(name: str) -> Callable[..., dict[str, Any] | None]:
         raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
     module, func = AGENTS[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def _check_options(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """:raises ValueError: naming the options agent ``name``'s run function does not take (agents with a
+    dataclass of options, which take ``**kwargs``, check their own)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(n for n in params if n not in ("env", "seed"))
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"agent {name!r} got unknown options {unknown}; valid: {valid}")
 
 
 def check_budget(budget: Any) -> int:

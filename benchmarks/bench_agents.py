@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bench_agents"
 ALL = ["uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity", "reinforce", "ppo"]
 #: The slow task runs the one-evaluation baselines, then the RL agent, first: a stopped run keeps the headline.
-PYDOC_ORDER = ["uniform", "global", "gradient", "reinforce", "random", "ppo", "sensitivity"]
+PYDOC_ORDER = ["uniform", "global", "gradient", "lamp", "erk", "reinforce", "random", "ppo", "sensitivity"]
 
 CONFIGS: dict[str, list[str]] = {
     "digits-main": ["--task", "digits", "--sparsity", "0.8", "0.9", "--agents", "uniform", "global", "random",

@@ -692,3 +692,10 @@ def test_one_shot_rules_penalty_mode_and_bad_arguments(name):
         agents.search(name, budgeted, 1, sparsity=0.5)  # differs from the env's target 0.6
     with pytest.raises(ValueError, match="budget"):
         agents.search(name, budgeted, 0)
+
+
+@pytest.mark.parametrize("name", ["uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity"])
+def test_unknown_options_of_function_agents_are_value_errors(name):
+    env, _ = counted_env()
+    with pytest.raises(ValueError, match=rf"agent '{name}' got unknown options \['bogus'\]"):
+        agents.search(name, env, 3, bogus=1)
