@@ -143,7 +143,9 @@ def _evaluate_row(out: str) -> dict[str, float]:
 
 
 def test_evaluate_finetune_steps_fine_tunes_with_masks_held(tmp_path, capsys):
-    assert main(["train", "--task", "digits", "--sparsity", "0.9", "--agent", "uniform", "--budget", "1",
+    # 80 % uniform: 40 steps take digits from ~0.10 to ~0.55 validation accuracy on AVX-512 and AVX2 CPUs alike (at
+    # 90 % the recovery after 40 steps depends on the CPU the model was trained on: 0.18 -> 0.26, or 0.12 -> 0.10)
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "uniform", "--budget", "1",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     capsys.readouterr()
@@ -152,7 +154,7 @@ def test_evaluate_finetune_steps_fine_tunes_with_masks_held(tmp_path, capsys):
     before = _evaluate_row(capsys.readouterr().out)
     assert main([*evaluate, "--finetune-steps", "40"]) == 0
     after = _evaluate_row(capsys.readouterr().out)
-    assert after["val score"] > before["val score"] + 0.01, (before, after)  # 90 % sparse digits recovers fast
+    assert after["val score"] > before["val score"] + 0.1, (before, after)
     assert after["test score"] != before["test score"]
     # the pruned weights stay pruned: same sparsity, same exported size
     for key in ("sparsity", "nonzero params", "size bytes (fp32)"):
