@@ -6,9 +6,10 @@ from .layers import PrunableLayer, find_prunable_layers
 from .registration import register_envs
 from .task import RNNTask
 from .vector_env import PruneRNNVectorEnv
+from .zoo_env import PruneRNNZooEnv
 
 __all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
-           "export", "load"]
+           "PruneRNNZooEnv", "export", "load"]
 __version__ = "0.1.0"
 
 register_envs()

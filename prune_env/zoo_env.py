@@ -1,0 +1,179 @@
+"""``PruneRNNZooEnv``: one pruning problem per episode, drawn from many models and targets.
+
+Each ``reset`` draws a model (one of ``tasks``) and a target sparsity from ``np_random``, then the episode is an
+ordinary :class:`~prune_env.PruneRNNEnv` episode on that model in budget mode. The observation space is the same
+whatever the model, so one policy can act on every model of a zoo (and, by reading per-layer statistics, on models
+it has never seen):
+
+- **joint** mode: ``max_layers`` rows of ``len(FEATURES) + 2`` (the layer's static features, the sparsity chosen for
+  it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``;
+  entries past the model's layers are ignored.
+- **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
+
+:data:`CONTEXT` is the model-level state: the target, the fraction removed and still needed, the previous applied
+sparsity, the progress, the share of weights after the current layer, the number of layers over ``max_layers`` and
+the log10 of the prunable weights over 10. The analysis of each model is computed once and shared
+(:func:`prune_env.analysis.analyse`); each model's env is built on its first draw and kept.
+
+>>> from prune_env.tasks import make_task
+>>> models = [make_task("digits", seed=s, progress=False, hidden=16, epochs=2) for s in (0, 1)]
+>>> env = PruneRNNZooEnv(models, target_sparsity=(0.5, 0.9))
+>>> obs, info = env.reset(seed=0)
+>>> env.observation_space.shape == obs.shape, 0.5 <= info["target_sparsity"] <= 0.9
+(True, True)
+>>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+>>> terminated, abs(info["overall_sparsity"] - info["target_sparsity"]) < 1e-3
+(True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from . import budget as B
+from .analysis import analyse
+from .checks import check_number
+from .config import MODES
+from .env import PruneRNNEnv
+from .stats import FEATURES
+from .task import RNNTask
+
+#: Model-level context features that follow the per-layer rows.
+CONTEXT = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share", "num_layers",
+           "log_params")
+#: Per-layer row: the static features, then the chosen sparsity and a validity flag.
+ROW = (*FEATURES, "chosen", "valid")
+
+
+class PruneRNNZooEnv(gym.Env):
+    """Pruning episodes over many models and targets, with one observation space for all of them.
+
+    :param tasks: the models: :class:`~prune_env.RNNTask` objects or names :func:`prune_env.tasks.resolve_task`
+        understands (presets, ``module:function``, zoo names).
+    :param target_sparsity: a fixed target, or ``(low, high)``: each episode draws one uniformly from ``np_random``.
+    :param mode: ``"joint"`` or ``"sequential"``.
+    :param max_layers: rows of the joint observation and action; default: the most layers of any task.
+    :param env_kwargs: further :class:`~prune_env.PruneRNNEnv` arguments shared by every model (``criterion``,
+        ``max_sparsity``, ``device``, ``precision``, ``granularity``, ``finetune_steps``).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(self, tasks: Sequence[RNNTask | str], target_sparsity: float | tuple[float, float] = (0.5, 0.95), *,
+                 mode: str = "joint", max_layers: int | None = None, render_mode: str | None = None,
+                 **env_kwargs: Any):
+        from .tasks import resolve_task
+
+        if isinstance(tasks, (str, RNNTask)) or not isinstance(tasks, Sequence) or not tasks:
+            raise ValueError("`tasks` must be a non-empty sequence of RNNTasks or task names")
+        for key in ("target_sparsity", "mode", "render_mode", "config", "task_kwargs", "quantize"):
+            if key in env_kwargs:
+                raise ValueError(f"`{key}` is not a per-model argument of PruneRNNZooEnv")
+        if mode not in MODES:
+            raise ValueError(f"unknown `mode` {mode!r}; expected one of {MODES}")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"unsupported `render_mode` {render_mode!r}; expected None or 'ansi'")
+        self.tasks = [resolve_task(t) for t in tasks]
+        self.target_range = _target_range(target_sparsity)
+        self.mode, self.render_mode, self.env_kwargs = mode, render_mode, dict(env_kwargs)
+        criterion = env_kwargs.get("criterion", "magnitude")
+        granularity = env_kwargs.get("granularity", "unstructured")
+        self.analyses = [analyse(t, criterion, granularity) for t in self.tasks]
+        most = max(a.num_layers for a in self.analyses)
+        self.max_layers = most if max_layers is None else int(max_layers)
+        if self.max_layers < most:
+            raise ValueError(f"`max_layers`={max_layers} is below the {most} layers of the largest task")
+        n_obs = (self.max_layers if mode == "joint" else 1) * len(ROW) + len(CONTEXT)
+        self.observation_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (self.max_layers if mode == "joint" else 1,), np.float32)
+        self._envs: dict[int, PruneRNNEnv] = {}
+        self.task_index = 0
+        self._t, self._prev = 0, 0.0
+
+    @property
+    def env(self) -> PruneRNNEnv:
+        """The current episode's :class:`~prune_env.PruneRNNEnv` (built on the model's first draw)."""
+        i = self.task_index
+        if i not in self._envs:
+            self._envs[i] = PruneRNNEnv(self.tasks[i], mode=self.mode, target_sparsity=self.target_range[0],
+                                        **self.env_kwargs)
+        return self._envs[i]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Draw a model and a target; ``options`` may fix them: ``{"task_index": i, "target_sparsity": t}``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        i = options.get("task_index")
+        self.task_index = int(self.np_random.integers(len(self.tasks))) if i is None else int(i)
+        if not 0 <= self.task_index < len(self.tasks):
+            raise ValueError(f"`options['task_index']` must be in [0, {len(self.tasks)}), got {i!r}")
+        lo, hi = self.target_range
+        target = options.get("target_sparsity")
+        target = float(self.np_random.uniform(lo, hi)) if target is None else check_number(
+            "options['target_sparsity']", target, 0.0, 1.0, high_open=True)
+        self.env.reset(seed=int(self.np_random.integers(2**31 - 1)), options={"target_sparsity": target})
+        self._t, self._prev = 0, 0.0
+        return self._obs(), self._info({})
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"`action` must have shape {self.action_space.shape}, got {a.shape}")
+        env = self.env
+        inner = a[:env.num_layers] if self.mode == "joint" else a
+        ended = env.advance(inner)
+        _, reward, terminated, truncated, info = env.conclude(env.score() if ended else None)
+        counts = env.counts
+        self._prev = (float(np.mean(counts / env.numels)) if self.mode == "joint"
+                      else float(counts[self._t] / env.numels[self._t]))
+        self._t += 1
+        return self._obs(), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        env = self.env
+        return {**info, "task": env.task.name, "task_index": self.task_index,
+                "target_sparsity": env.target_sparsity, "dense_score": env.dense_score}
+
+    def _obs(self) -> np.ndarray:
+        env, a = self.env, self.analyses[self.task_index]
+        n, total = env.num_layers, int(env.numels.sum())
+        chosen = env.counts / env.numels
+        rows = np.zeros((self.max_layers, len(ROW)), np.float64)
+        rows[:n, :len(FEATURES)] = a.features
+        rows[:n, -2] = chosen
+        rows[:n, -1] = 1.0
+        removed = int(env.counts.sum())
+        needed = max(0, B.budget_count(env.target_sparsity, env.numels) - removed)
+        if self.mode == "joint":
+            block, progress, rest = rows.reshape(-1), float(self._t), 0.0
+        else:
+            i = self._t
+            block = rows[i] if i < n else np.zeros(len(ROW))
+            progress, rest = i / n, (float(env.numels[i + 1:].sum() / total) if i < n else 0.0)
+        context = [env.target_sparsity, removed / total, needed / total, self._prev, progress, rest,
+                   n / self.max_layers, np.log10(total) / 10.0]
+        return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return f"[{self.env.task.name}, target {self.env.target_sparsity:.3f}]\n{self.env.layer_table()}"
+        return None
+
+
+def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2:
+            raise ValueError(f"`target_sparsity` must be a number or a (low, high) pair, got {target!r}")
+        lo = check_number("target_sparsity[0]", target[0], 0.0, 1.0, high_open=True)
+        hi = check_number("target_sparsity[1]", target[1], lo, 1.0, high_open=True)
+        return lo, hi
+    t = check_number("target_sparsity", target, 0.0, 1.0, high_open=True)
+    return t, t
+
+
+__all__ = ["CONTEXT", "ROW", "PruneRNNZooEnv"]
