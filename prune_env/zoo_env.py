@@ -140,29 +140,43 @@ class PruneRNNZooEnv(gym.Env):
                 "target_sparsity": env.target_sparsity, "dense_score": env.dense_score}
 
     def _obs(self) -> np.ndarray:
-        env, a = self.env, self.analyses[self.task_index]
-        n, total = env.num_layers, int(env.numels.sum())
-        chosen = env.counts / env.numels
-        rows = np.zeros((self.max_layers, len(ROW)), np.float64)
-        rows[:n, :len(FEATURES)] = a.features
-        rows[:n, -2] = chosen
-        rows[:n, -1] = 1.0
-        removed = int(env.counts.sum())
-        needed = max(0, B.budget_count(env.target_sparsity, env.numels) - removed)
-        if self.mode == "joint":
-            block, progress, rest = rows.reshape(-1), float(self._t), 0.0
-        else:
-            i = self._t
-            block = rows[i] if i < n else np.zeros(len(ROW))
-            progress, rest = i / n, (float(env.numels[i + 1:].sum() / total) if i < n else 0.0)
-        context = [env.target_sparsity, removed / total, needed / total, self._prev, progress, rest,
-                   n / self.max_layers, np.log10(total) / 10.0]
-        return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
+        return observation(self.env, self.max_layers, self._t, self._prev)
 
     def render(self):
         if self.render_mode == "ansi":
             return f"[{self.env.task.name}, target {self.env.target_sparsity:.3f}]\n{self.env.layer_table()}"
         return None
+
+
+def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, prev_action: float = 0.0) -> np.ndarray:
+    """The zoo observation of any budget-mode :class:`~prune_env.PruneRNNEnv` in its current state.
+
+    What :class:`PruneRNNZooEnv` observes, computed from the env's public state, so a policy trained on a zoo can act
+    on a single env (``max_layers`` defaults to the env's own layer count).
+
+    :param env: the env (joint or sequential mode, ``target_sparsity`` set).
+    :param max_layers: joint-mode rows (padding past the env's layers).
+    :param t: steps taken this episode (sequential mode: the layer about to be pruned).
+    :param prev_action: the previous step's applied sparsity.
+    """
+    if env.target_sparsity is None:
+        raise ValueError("the zoo observation needs an env in budget mode (target_sparsity set)")
+    n, total = env.num_layers, int(env.numels.sum())
+    max_layers = n if max_layers is None else max_layers
+    rows = np.zeros((max_layers, len(ROW)), np.float64)
+    rows[:n, :len(FEATURES)] = env.analysis.features
+    rows[:n, -2] = env.counts / env.numels
+    rows[:n, -1] = 1.0
+    removed = int(env.counts.sum())
+    needed = max(0, B.budget_count(env.target_sparsity, env.numels) - removed)
+    if env.mode == "joint":
+        block, progress, rest = rows.reshape(-1), float(t), 0.0
+    else:
+        block = rows[t] if t < n else np.zeros(len(ROW))
+        progress, rest = t / n, (float(env.numels[t + 1:].sum() / total) if t < n else 0.0)
+    context = [env.target_sparsity, removed / total, needed / total, prev_action, progress, rest, n / max_layers,
+               np.log10(total) / 10.0]
+    return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
 
 
 def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
@@ -176,4 +190,4 @@ def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
     return t, t
 
 
-__all__ = ["CONTEXT", "ROW", "PruneRNNZooEnv"]
+__all__ = ["CONTEXT", "ROW", "PruneRNNZooEnv", "observation"]

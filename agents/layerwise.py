@@ -1,0 +1,203 @@
+"""A layer-wise pruning policy that transfers across models, and its REINFORCE pretraining on a zoo.
+
+:class:`LayerwisePolicy` is one small network shared across layers: it maps a layer's row of the zoo observation
+(its static statistics, the sparsity chosen so far, a validity flag; :data:`prune_env.zoo_env.ROW`) together with
+the model-level context (:data:`prune_env.zoo_env.CONTEXT`, the target included) to that layer's mean action. So it
+works for any number of layers, and one policy serves every target (target-conditioned, as in CACP).
+
+In joint budget mode the env's projection ignores a common shift of all requests, so the means are centred over
+the model's real layers (their average is the middle of the action range): without that the policy could drift
+along the ignored direction until every action clips (the same fix as :mod:`agents.reinforce`).
+
+:func:`pretrain` trains it with REINFORCE on a :class:`~prune_env.PruneRNNZooEnv` in joint mode: each episode draws
+a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the budget and scores
+it. The baseline is a moving average of the reward per model (rewards of different models are not comparable), and
+the advantages are normalised per batch.
+
+Policies are saved as a ``torch.save`` dict of tensors and plain values and loaded with ``weights_only=True``: a
+policy file never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prune_env.checks import check_int, check_number
+from prune_env.zoo_env import CONTEXT, ROW, PruneRNNZooEnv, observation
+
+#: Format tag of saved policies.
+FORMAT = "prune-rnn-gym/layerwise-policy/1"
+
+
+class LayerwisePolicy(nn.Module):
+    """``a_l ~ N(mu(row_l, context), std)`` for each real layer ``l``, one network for every layer.
+
+    :param hidden: width of the two hidden layers.
+    :param init_std: the starting standard deviation, in action units.
+    """
+
+    def __init__(self, hidden: int = 64, init_std: float = 0.3):
+        super().__init__()
+        self.hidden = check_int("hidden", hidden, 1)
+        self.net = nn.Sequential(nn.Linear(len(ROW) + len(CONTEXT), hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                                 nn.Tanh(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.net[-1].weight)  # the start: the same request for every layer (uniform pruning)
+        nn.init.zeros_(self.net[-1].bias)
+        self.log_std = nn.Parameter(torch.tensor(float(np.log(check_number("init_std", init_std, 0.0,
+                                                                              low_open=True)))))
+
+    def means(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centred mean actions ``(batch, layers)`` and the validity mask, for joint zoo observations ``(batch, n)``."""
+        n_ctx = len(CONTEXT)
+        rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(ROW))
+        context = obs[..., -n_ctx:].unsqueeze(-2).expand(*rows.shape[:-1], n_ctx)
+        mu = self.net(torch.cat([rows, context], -1)).squeeze(-1)
+        valid = rows[..., -1] > 0.5
+        centre = (mu * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
+        return torch.where(valid, mu - centre, torch.zeros_like(mu)), valid
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The mean action for a joint zoo observation, clipped to [-1, 1] (custom-policy protocol)."""
+        mu, _ = self.means(torch.as_tensor(obs, dtype=torch.float32))
+        return mu.clamp(-1.0, 1.0).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def allocation_action(self, env: Any) -> np.ndarray:
+        """The joint action for any budget-mode :class:`~prune_env.PruneRNNEnv` (reset, joint mode)."""
+        base = env.unwrapped
+        if base.mode != "joint":
+            raise ValueError("LayerwisePolicy acts on joint-mode envs")
+        return self.act(observation(base))
+
+
+@dataclass
+class PretrainArgs:
+    """Options of :func:`pretrain`."""
+
+    episodes: int = 2000
+    """episodes (evaluations) in all"""
+    batch_size: int = 16
+    """episodes per update"""
+    learning_rate: float = 3e-3
+    """Adam step size"""
+    hidden: int = 64
+    """width of the policy's hidden layers"""
+    init_std: float = 0.3
+    """starting standard deviation"""
+    min_std: float = 0.05
+    """floor on the standard deviation"""
+    baseline_decay: float = 0.8
+    """decay of each model's moving-average reward baseline"""
+    seed: int = 0
+    """seeds the policy and its sampling (the zoo env is reset with it too)"""
+
+
+def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: LayerwisePolicy | None = None,
+             progress: bool = False, writer: Any = None) -> tuple[LayerwisePolicy, list[float]]:
+    """Train a :class:`LayerwisePolicy` with REINFORCE on ``zoo`` (joint mode); returns it and the mean reward of
+    each batch.
+
+    :param zoo: the zoo env, joint mode.
+    :param args: options (:class:`PretrainArgs`).
+    :param policy: continue training this policy instead of a fresh one.
+    :param progress: show a tqdm bar.
+    :param writer: an optional TensorBoard ``SummaryWriter``.
+    """
+    args = args or PretrainArgs()
+    if zoo.mode != "joint":
+        raise ValueError("pretrain needs a joint-mode PruneRNNZooEnv")
+    for name in ("episodes", "batch_size"):
+        check_int(name, getattr(args, name), 1)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        policy = policy or LayerwisePolicy(args.hidden, args.init_std)
+    optim = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    baselines: dict[int, float] = {}
+    curve: list[float] = []
+    zoo.reset(seed=args.seed)
+    done = 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=args.episodes, desc="pretrain", disable=not progress)
+    t0 = time.perf_counter()
+    while done < args.episodes:
+        n = min(args.batch_size, args.episodes - done)
+        obs_b, eps_b, adv_b, rewards = [], [], [], []
+        for _ in range(n):
+            obs, info = zoo.reset()
+            with torch.no_grad():
+                mu, valid = policy.means(torch.as_tensor(obs))
+                std = policy.log_std.exp().clamp_min(args.min_std)
+                eps = torch.randn(mu.shape, generator=gen) * valid
+                action = (mu + std * eps).clamp(-1.0, 1.0).numpy()
+            _, reward, _, _, info = zoo.step(action.astype(np.float32))
+            k = info["task_index"]
+            b = baselines.get(k, reward)
+            baselines[k] = args.baseline_decay * b + (1 - args.baseline_decay) * reward
+            obs_b.append(obs)
+            eps_b.append(eps)
+            adv_b.append(reward - b)
+            rewards.append(reward)
+        adv = torch.as_tensor(adv_b, dtype=torch.float32)
+        adv = adv / (adv.std() + 1e-8) if len(adv_b) > 1 else adv
+        mu, valid = policy.means(torch.as_tensor(np.stack(obs_b)))
+        std = policy.log_std.exp().clamp_min(args.min_std)
+        actions = mu.detach() + std.detach() * torch.stack(eps_b)
+        dist = torch.distributions.Normal(mu, std)
+        logp = (dist.log_prob(actions) * valid).sum(-1)
+        loss = -(adv * logp).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        done += n
+        curve.append(float(np.mean(rewards)))
+        bar.update(n)
+        if writer is not None:
+            writer.add_scalar("pretrain/mean_reward", curve[-1], done)
+            writer.add_scalar("pretrain/std", float(std), done)
+            writer.add_scalar("pretrain/episodes_per_s", done / (time.perf_counter() - t0), done)
+    bar.close()
+    return policy, curve
+
+
+def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+    """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
+    blob = {"format": FORMAT, "hidden": policy.hidden, "state_dict": policy.state_dict(), "meta": dict(meta or {})}
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike) -> LayerwisePolicy:
+    """Load a policy saved by :func:`save`, never executing code from the file.
+
+    :raises ValueError: for a file that is not a readable layer-wise policy (corrupt, foreign or crafted).
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # an unpickling error, a truncated zip, a pickle that would run code...
+        raise ValueError(f"{os.fspath(path)!r} is not a readable layer-wise policy: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{os.fspath(path)!r} is not a layer-wise policy file (format {FORMAT!r})")
+    policy = LayerwisePolicy(int(blob["hidden"]))
+    try:
+        policy.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"{os.fspath(path)!r} holds mismatched policy weights: {e}") from None
+    policy.meta = dict(blob.get("meta", {}))
+    return policy
+
+
+__all__ = ["FORMAT", "LayerwisePolicy", "PretrainArgs", "load", "pretrain", "save"]

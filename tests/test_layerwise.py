@@ -1,0 +1,103 @@
+"""The layer-wise policy: any number of layers, target-conditioned, learns across a zoo, safe files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tiny import TinyLM, tiny_task
+
+from agents.layerwise import LayerwisePolicy, PretrainArgs, load, pretrain, save
+from prune_env import PruneRNNEnv, PruneRNNZooEnv, RNNTask
+from prune_env.zoo_env import observation
+
+
+class HiddenHiddenKept:
+    """A synthetic score: the fraction of recurrent (hidden-hidden) weights left. The best allocation at any target
+    prunes only the other layers, which the layer-kind feature identifies; uniform pruning scores 1 - target."""
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        hh = [p for n, p in model.named_parameters() if "weight_hh" in n]
+        return float(sum(int((p != 0).sum()) for p in hh) / sum(p.numel() for p in hh))
+
+
+def _synthetic(rnn: str, seed: int, **kw) -> RNNTask:
+    torch.manual_seed(seed)
+    return RNNTask(TinyLM(rnn, **kw).eval(), evaluate=HiddenHiddenKept(), name=f"hh-{rnn}-{seed}")
+
+
+def _score(policy: LayerwisePolicy, task: RNNTask, target: float) -> float:
+    env = PruneRNNEnv(task, target_sparsity=target)
+    env.reset(seed=0)
+    return env.step(policy.allocation_action(env))[4]["score"]
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (3, True)])
+def test_any_number_of_layers(layers, bidirectional):
+    """2 to 12 recurrent weight matrices (4 to 14 prunable layers) with one policy."""
+    policy = LayerwisePolicy(hidden=8)
+    env = PruneRNNEnv(tiny_task("lstm", layers=layers, bidirectional=bidirectional), target_sparsity=0.6)
+    env.reset(seed=0)
+    action = policy.allocation_action(env)
+    assert action.shape == env.action_space.shape
+    _, _, done, _, info = env.step(action)
+    assert done and info["overall_sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_pretraining_learns_a_feature_dependent_allocation_and_transfers():
+    zoo = PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1), _synthetic("rnn", 2, layers=3)],
+                         target_sparsity=(0.35, 0.5))
+    unseen = _synthetic("lstm", 3, layers=2, bidirectional=True, hidden=10)
+    fresh = LayerwisePolicy(hidden=16)
+    for target in (0.4, 0.5):  # untrained: every layer asks for the same, i.e. uniform pruning
+        assert _score(fresh, unseen, target) == pytest.approx(1 - target, abs=0.01)
+    policy, curve = pretrain(zoo, PretrainArgs(episodes=480, batch_size=16, learning_rate=0.01, hidden=16, seed=0))
+    assert np.mean(curve[-5:]) > np.mean(curve[:5]) + 0.1
+    for target in (0.4, 0.5):  # one evaluation on a model it never saw beats uniform by a wide margin
+        assert _score(policy, unseen, target) > (1 - target) + 0.15
+
+
+def test_policy_files_load_safely(tmp_path):
+    policy = LayerwisePolicy(hidden=8)
+    with torch.no_grad():
+        policy.net[-1].bias.fill_(0.25)
+    path = tmp_path / "policy.pt"
+    save(policy, path, {"zoo": "test"})
+    loaded = load(path)
+    assert loaded.meta == {"zoo": "test"}
+    obs = observation(_reset(PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5)))
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    # a fresh process loads it
+    code = f"from agents.layerwise import load; p = load({str(path)!r}); print(p.hidden)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "8", proc.stderr
+    # corrupt, foreign and code-running files are refused with a clear error, and never execute
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"something": torch.zeros(2)}, foreign)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Evil(str(marker))))
+    for bad in (corrupt, foreign, evil):
+        with pytest.raises(ValueError, match="policy"):
+            load(bad)
+    assert not marker.exists()
+
+
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _reset(env):
+    env.reset(seed=0)
+    return env
