@@ -50,7 +50,8 @@ DESCRIPTIONS: dict[str, str] = {
     "sensitivity": "Distiller-style per-layer sensitivity scan, then a tolerance sweep",
     "reinforce": "REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus",
     "ppo": "Stable-Baselines3 PPO (or algo=SAC/TD3/A2C) on vectorized envs",
-    "policy": "your own object with act(obs, info) -> action (pass policy=...)",
+    "policy": "a pretrained layer-wise policy (zero-shot at budget 1, then adapted by REINFORCE) or your own object "
+              "with act(obs, info) -> action (pass policy=...)",
 }
 
 

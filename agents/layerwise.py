@@ -71,11 +71,16 @@ class LayerwisePolicy(nn.Module):
 
     @torch.no_grad()
     def allocation_action(self, env: Any) -> np.ndarray:
-        """The joint action for any budget-mode :class:`~prune_env.PruneRNNEnv` (reset, joint mode)."""
+        """The joint action (one entry per layer) this policy picks for a budget-mode
+        :class:`~prune_env.PruneRNNEnv` at the start of an episode, in either mode."""
+        return self.act(observation(env.unwrapped, joint=True))
+
+    def allocation(self, env: Any) -> dict[str, float]:
+        """Layer name -> requested sparsity (before the env's projection onto the budget)."""
+        from prune_env.actions import action_to_sparsity
+
         base = env.unwrapped
-        if base.mode != "joint":
-            raise ValueError("LayerwisePolicy acts on joint-mode envs")
-        return self.act(observation(base))
+        return dict(zip(base.layer_names, action_to_sparsity(self.allocation_action(env), base.max_sparsity).tolist()))
 
 
 @dataclass

@@ -49,17 +49,48 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
             return float(reward), info
 
 
-def run(env: gym.Env, seed: int, policy: Policy | None = None, episodes: int | None = None) -> dict[str, Any]:
-    """The ``policy`` agent: play ``policy`` until the evaluation cap is reached (or for ``episodes`` episodes).
+def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
+        init_std: float = 0.15) -> dict[str, Any]:
+    """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
 
-    :param env: the capped env (:class:`~agents.eval_budget.EvalCap`).
-    :param seed: unused beyond the env's reset (a custom policy seeds itself).
-    :param policy: the object to run; must have ``act(obs, info)``.
-    :param episodes: stop after this many episodes (a deterministic policy needs only 1); default: the evaluation cap.
+    - A :class:`~agents.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.layerwise.save`):
+      **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
+      with a larger budget the remaining evaluations run REINFORCE whose mean starts at that allocation (joint mode;
+      sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so it is never
+      below the zero-shot one on validation.
+    - Any other object with ``act(obs, info)``: played until the budget is spent (or for ``episodes`` episodes).
+
+    :param env: the capped env.
+    :param seed: seeds the few-shot search (a custom policy seeds itself).
+    :param policy: the policy object, or a path to a saved layer-wise policy.
+    :param episodes: custom policies: stop after this many episodes (a deterministic policy needs only 1).
+    :param init_std: layer-wise few-shot: the starting standard deviation around the pretrained allocation.
     """
+    import os
+
+    from .eval_budget import submit
+    from .layerwise import LayerwisePolicy, load
+
+    if isinstance(policy, (str, os.PathLike)):
+        policy = load(policy)
+    if isinstance(policy, LayerwisePolicy):
+        base = env.unwrapped
+        if base.target_sparsity is None:
+            raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
+        env.reset()
+        start = policy.allocation_action(env)  # read before anything is pruned: the episode's first observation
+        requested = policy.allocation(env)
+        submit(env, requested)
+        extras: dict[str, Any] = {"policy": policy, "zero_shot_allocation": requested}
+        if not env.exhausted:
+            from . import reinforce
+
+            adapted = reinforce.run(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
+            extras["adapted_policy"] = adapted["policy"]
+        return extras
     if policy is None or not callable(getattr(policy, "act", None)):
-        raise ValueError("agent 'policy' needs `policy=` an object with act(obs, info) -> action, got "
-                         f"{type(policy).__name__}")
+        raise ValueError("agent 'policy' needs `policy=` an object with act(obs, info) -> action, a LayerwisePolicy, "
+                         f"or the path of a saved one; got {type(policy).__name__}")
     n = env.remaining if episodes is None else min(int(episodes), env.remaining)
     for _ in range(n):
         play(env, policy)

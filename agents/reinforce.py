@@ -168,11 +168,14 @@ class GaussianPolicy(nn.Module):
         return mean.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
 
-def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, **kwargs: Any) -> dict[str, Any]:
+def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, start: np.ndarray | None = None,
+        **kwargs: Any) -> dict[str, Any]:
     """Train the policy on ``env`` until the evaluation cap is reached.
 
     :param env: the capped env (:class:`~agents.eval_budget.EvalCap`) (joint or sequential mode).
     :param seed: seeds the network initialisation and the action sampling.
+    :param start: joint mode: the starting mean action (e.g. a pretrained policy's allocation, see
+        :mod:`agents.policy`); default: ``init_mean``.
     :param _ablation: private: a variant for the ablation benchmarks (see :class:`_Ablation`); default: none.
     :param kwargs: fields of :class:`Args`.
     """
@@ -198,6 +201,12 @@ def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, **kwargs: A
         mid = args.init_mean == "mid" and base.mode == "joint" and base.target_sparsity is not None
         policy = GaussianPolicy(env.observation_space.shape[0], env.action_space.shape[0], hidden,
                                 init_action=0.0 if mid else uniform_request, init_std=args.init_std, center=center)
+    if start is not None:
+        start = np.asarray(start, dtype=np.float32).reshape(-1)
+        if base.mode != "joint" or start.shape != tuple(env.action_space.shape):
+            raise ValueError(f"reinforce `start` must be a joint action of shape {env.action_space.shape}")
+        with torch.no_grad():
+            policy.bias.copy_(torch.as_tensor(start))
     std_lr = args.learning_rate if ab.std_learning_rate is None else ab.std_learning_rate
     groups = [{"params": [policy.bias], "lr": args.learning_rate}, {"params": [policy.log_std], "lr": std_lr}]
     if policy.net is not None:

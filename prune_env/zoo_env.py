@@ -148,7 +148,8 @@ class PruneRNNZooEnv(gym.Env):
         return None
 
 
-def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, prev_action: float = 0.0) -> np.ndarray:
+def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, prev_action: float = 0.0,
+                joint: bool | None = None) -> np.ndarray:
     """The zoo observation of any budget-mode :class:`~prune_env.PruneRNNEnv` in its current state.
 
     What :class:`PruneRNNZooEnv` observes, computed from the env's public state, so a policy trained on a zoo can act
@@ -158,6 +159,7 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     :param max_layers: joint-mode rows (padding past the env's layers).
     :param t: steps taken this episode (sequential mode: the layer about to be pruned).
     :param prev_action: the previous step's applied sparsity.
+    :param joint: the joint layout (every layer's row) whatever the env's mode; default: the env's mode.
     """
     if env.target_sparsity is None:
         raise ValueError("the zoo observation needs an env in budget mode (target_sparsity set)")
@@ -169,7 +171,7 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     rows[:n, -1] = 1.0
     removed = int(env.counts.sum())
     needed = max(0, B.budget_count(env.target_sparsity, env.numels) - removed)
-    if env.mode == "joint":
+    if (env.mode == "joint") if joint is None else joint:
         block, progress, rest = rows.reshape(-1), float(t), 0.0
     else:
         block = rows[t] if t < n else np.zeros(len(ROW))

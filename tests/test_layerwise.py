@@ -101,3 +101,33 @@ class _Evil:
 def _reset(env):
     env.reset(seed=0)
     return env
+
+
+@pytest.mark.parametrize("mode", ["joint", "sequential"])
+def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
+    import agents
+
+    calls = {"test": 0}
+    task = tiny_task("lstm", layers=2)
+    real_test = task.test
+
+    def counted_test(m):
+        calls["test"] += 1
+        return real_test(m)
+
+    task.test = counted_test
+    policy = LayerwisePolicy(hidden=8)
+    with torch.no_grad():
+        policy.net[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "p.pt"
+    save(policy, path)
+    env = PruneRNNEnv(task, target_sparsity=0.7, mode=mode)
+    zero = agents.search("policy", env, 1, seed=0, policy=str(path))  # a path works like the object
+    assert zero.evals == 1 and len(zero.history) == 1
+    counts = env.counts_for(zero.allocation)
+    assert int(counts.sum()) == int(0.7 * env.numels.sum() + 0.5)  # the budget exactly
+    assert zero.extras["zero_shot_allocation"] == pytest.approx(policy.allocation(_reset(env)))
+    few = agents.search("policy", env, 12, seed=0, policy=policy)
+    assert few.evals == 12 and few.history[0] == pytest.approx(zero.val_score)
+    assert few.val_score >= zero.val_score  # adaptation never ends below the zero-shot allocation
+    assert calls["test"] == 0  # the search never touches the test split
