@@ -105,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the pruned model for N Adam steps, masks fixed, before scoring (seed 0)")
     e.set_defaults(func=cmd_evaluate)
 
+    pt = sub.add_parser("pretrain", help="pretrain a layer-wise policy on a zoo of models (REINFORCE, joint mode)")
+    pt.add_argument("--zoo", default="train", help="zoo split to train on (see prune_env.tasks.zoo)")
+    pt.add_argument("--validation", default="validation", help="zoo split to select the policy on")
+    pt.add_argument("--tasks", nargs="+", metavar="TASK", help="train on these tasks instead of a zoo split "
+                    "(presets, corpus directories, module:function)")
+    pt.add_argument("--val-tasks", nargs="+", metavar="TASK", help="select on these tasks instead of a zoo split")
+    pt.add_argument("--targets", type=float, nargs=2, default=[0.5, 0.95], metavar=("LOW", "HIGH"),
+                    help="each episode's target sparsity is drawn uniformly from [LOW, HIGH]")
+    pt.add_argument("--episodes", type=int, default=2000, help="training episodes (evaluations) in all")
+    pt.add_argument("--rounds", type=int, default=10, help="validation checks (model selection) during training")
+    pt.add_argument("--batch-size", type=int, default=16, help="episodes per update")
+    pt.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size")
+    pt.add_argument("--hidden", type=int, default=64, help="width of the policy's hidden layers")
+    pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
+    pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
+    pt.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log directory")
+    pt.add_argument("--device", default="cpu", help="device of the envs' model copies")
+    pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    pt.set_defaults(func=cmd_pretrain)
+
     ls = sub.add_parser("tasks", help="list the built-in tasks")
     ls.set_defaults(func=cmd_tasks)
     return p
@@ -192,6 +212,75 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print_summary(summary, title=f"{task.name}: budget {args.budget} evaluations, seeds {seeds}")
     print(f"results: {out}")
     return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pretrain a layer-wise policy on a zoo and save the one that does best zero-shot on the validation tasks."""
+    from agents.layerwise import PretrainArgs, pretrain_selected, save
+    from prune_env import PruneRNNZooEnv
+
+    meta = _start_meta(args)
+    low, high = (_check_sparsity(t) for t in args.targets)
+    if low > high:
+        raise CLIError(f"--targets: LOW must not exceed HIGH, got {low} {high}")
+    for name in ("episodes", "rounds", "batch_size", "hidden"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        raise CLIError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    seed = _check_seed(args.seed)
+    _check_device(args.device)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CLIError(f"--out: directory not found: {out.parent}")
+    progress = not args.no_progress
+    train = _zoo_tasks(args.tasks, args.zoo, "--zoo", progress)
+    val = _zoo_tasks(args.val_tasks, args.validation, "--validation", progress)
+    warn_if_dirty(meta)
+    writer = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(args.tensorboard)
+    t_start = time.perf_counter()
+    zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
+    opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                        hidden=args.hidden, seed=seed)
+    policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer)
+    if writer is not None:
+        writer.close()
+    meta = _end_meta(meta, t_start, train_tasks=[t.name for t in train], validation_tasks=[t.name for t in val],
+                     targets=[low, high], options=dict(opts.__dict__), rounds=args.rounds, log=log,
+                     **policy.meta)
+    save(policy, out, _jsonable(meta))
+    from rich.table import Table
+
+    table = Table(title=f"pretrain: {len(train)} models, validation on {len(val)}")
+    for col in ("episodes", "validation zero-shot reward", "train reward"):
+        table.add_column(col)
+    for row in log:
+        table.add_row(str(row["episodes"]), f"{row['validation']:.4f}",
+                      f"{row['train_reward']:.4f}" if "train_reward" in row else "-")
+    console().print(table)
+    print(f"selected after {policy.meta['selected_after_episodes']} episodes; policy: {out}")
+    return 0
+
+
+def _zoo_tasks(specs: Sequence[str] | None, split: str, flag: str, progress: bool) -> list[Any]:
+    """Tasks from explicit specs, or every available model of a zoo split."""
+    if specs:
+        return [resolve_cli_task(s, 0, progress) for s in specs]
+    try:
+        from prune_env.tasks.zoo import make_zoo_task, zoo_names
+    except ImportError:
+        raise CLIError(f"{flag}: this version has no model zoo; pass the models with --tasks/--val-tasks") from None
+    try:
+        names = zoo_names(split, available_only=True)
+    except ValueError as e:
+        raise CLIError(f"{flag}: {_one_line(e)}") from None
+    if not names:
+        raise CLIError(f"{flag}: the zoo split {split!r} has no available model")
+    return [make_zoo_task(n, progress=progress) for n in names]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

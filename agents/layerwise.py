@@ -20,6 +20,7 @@ policy file never runs code.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ class PretrainArgs:
 
 
 def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: LayerwisePolicy | None = None,
-             progress: bool = False, writer: Any = None) -> tuple[LayerwisePolicy, list[float]]:
+             progress: bool = False, writer: Any = None,
+             optimizer: torch.optim.Optimizer | None = None) -> tuple[LayerwisePolicy, list[float]]:
     """Train a :class:`LayerwisePolicy` with REINFORCE on ``zoo`` (joint mode); returns it and the mean reward of
     each batch.
 
@@ -115,6 +117,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     :param policy: continue training this policy instead of a fresh one.
     :param progress: show a tqdm bar.
     :param writer: an optional TensorBoard ``SummaryWriter``.
+    :param optimizer: continue with this optimizer (over ``policy``'s parameters); default: a new Adam.
     """
     args = args or PretrainArgs()
     if zoo.mode != "joint":
@@ -125,7 +128,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         policy = policy or LayerwisePolicy(args.hidden, args.init_std)
-    optim = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    optim = optimizer or torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     baselines: dict[int, float] = {}
     curve: list[float] = []
     zoo.reset(seed=args.seed)
@@ -174,9 +177,62 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     return policy, curve
 
 
+def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[float, ...] = (0.5, 0.7, 0.9),
+                    **env_kwargs: Any) -> float:
+    """The mean reward (validation score over dense score) of ``policy``'s one-evaluation allocation on every task
+    at every target: the model-selection criterion of :func:`pretrain_selected`."""
+    from prune_env import PruneRNNEnv
+
+    rewards = []
+    for task in tasks:
+        for target in targets:
+            env = PruneRNNEnv(task, target_sparsity=target, **env_kwargs)
+            env.reset(seed=0)
+            rewards.append(env.step(policy.allocation_action(env))[1])
+    return float(np.mean(rewards))
+
+
+def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: PretrainArgs, rounds: int = 10,
+                      progress: bool = False, writer: Any = None) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
+    """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
+    ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
+    which is uniform pruning). Returns the selected policy and one log row per round."""
+    import copy
+
+    check_int("rounds", rounds, 1)
+    per = -(-args.episodes // rounds)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        policy = LayerwisePolicy(args.hidden, args.init_std)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    best = (zero_shot_score(policy, validation), copy.deepcopy(policy.state_dict()), 0)
+    log = [{"episodes": 0, "validation": best[0]}]
+    done = 0
+    for r in range(rounds):
+        n = min(per, args.episodes - done)
+        if n <= 0:
+            break
+        round_args = PretrainArgs(**{**args.__dict__, "episodes": n, "seed": args.seed + r})
+        policy, curve = pretrain(train, round_args, policy=policy, progress=progress, writer=writer,
+                                 optimizer=optimizer)
+        done += n
+        score = zero_shot_score(policy, validation)
+        log.append({"episodes": done, "validation": score, "train_reward": float(np.mean(curve))})
+        if writer is not None:
+            writer.add_scalar("pretrain/validation_zero_shot", score, done)
+        if score > best[0]:
+            best = (score, copy.deepcopy(policy.state_dict()), done)
+    selected = LayerwisePolicy(args.hidden, args.init_std)
+    selected.load_state_dict(best[1])
+    selected.meta = {"selected_after_episodes": best[2], "validation_zero_shot": best[0]}
+    return selected, log
+
+
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
-    blob = {"format": FORMAT, "hidden": policy.hidden, "state_dict": policy.state_dict(), "meta": dict(meta or {})}
+    # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
+    blob = {"format": FORMAT, "hidden": policy.hidden, "state_dict": policy.state_dict(),
+            "meta": json.dumps(meta or {}, default=str)}
     tmp = f"{os.fspath(path)}.tmp"
     torch.save(blob, tmp)
     os.replace(tmp, path)
@@ -201,8 +257,12 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
         policy.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
         raise ValueError(f"{os.fspath(path)!r} holds mismatched policy weights: {e}") from None
-    policy.meta = dict(blob.get("meta", {}))
+    try:
+        policy.meta = json.loads(blob.get("meta", "{}"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{os.fspath(path)!r} holds unreadable policy metadata: {e}") from None
     return policy
 
 
-__all__ = ["FORMAT", "LayerwisePolicy", "PretrainArgs", "load", "pretrain", "save"]
+__all__ = ["FORMAT", "LayerwisePolicy", "PretrainArgs", "load", "pretrain", "pretrain_selected", "save",
+           "zero_shot_score"]

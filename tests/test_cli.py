@@ -324,3 +324,35 @@ def test_train_from_a_clean_tree_warns_nothing(tmp_path, monkeypatch, capsys):
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     meta = json.loads((run / "result.json").read_text())["meta"]
     assert meta["git_commit"] == "d" * 40 and meta["git_dirty"] is False and meta["agent"] == "uniform"
+
+
+def test_pretrain_selects_on_validation_and_writes_a_loadable_policy(tmp_path, capsys):
+    from agents.layerwise import load
+
+    out = tmp_path / "policy.pt"
+    argv = ["pretrain", "--tasks", "tiny:tiny_task", "tiny:tiny_lstm", "--val-tasks", "tiny:tiny_rnn",
+            "--episodes", "32", "--rounds", "2", "--batch-size", "8", "--hidden", "8", "--out", str(out),
+            "--tensorboard", str(tmp_path / "tb"), "--no-progress"]
+    assert main(argv) == 0
+    policy = load(out)
+    assert policy.meta["train_tasks"] == ["tiny-gru", "tiny-lstm"] and policy.meta["validation_tasks"] == ["tiny-rnn"]
+    assert [row["episodes"] for row in policy.meta["log"]] == [0, 16, 32]
+    assert policy.meta["git_commit"] is None or len(policy.meta["git_commit"]) == 40
+    scores = [row["validation"] for row in policy.meta["log"]]
+    assert policy.meta["validation_zero_shot"] == max(scores)  # the selected policy is the best on validation
+    assert any((tmp_path / "tb").iterdir())
+    assert "selected after" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--targets", "0.9", "0.5"],
+     "LOW must not exceed"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--episodes", "0"], "--episodes"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--out", "/no/such/dir/p.pt"],
+     "directory not found"),
+    (["pretrain", "--tasks", "no-such-task", "--val-tasks", "tiny:tiny_task"], "unknown task"),
+])
+def test_pretrain_bad_arguments_one_line_exit_2(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1

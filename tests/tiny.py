@@ -82,3 +82,13 @@ def bf16_available(kind: str = "LSTM", device: str = "cpu") -> bool:
     from prune_env.devices import precision_problem
 
     return precision_problem(torch.device(device), "bf16", kind) is None
+
+
+def tiny_lstm(**kwargs) -> RNNTask:
+    """``tiny:tiny_lstm`` for command-line tests: a tiny 2-layer LSTM task."""
+    return tiny_task("lstm", **kwargs)
+
+
+def tiny_rnn(**kwargs) -> RNNTask:
+    """``tiny:tiny_rnn``: a tiny 3-layer tanh RNN task."""
+    return tiny_task("rnn", layers=3, **kwargs)
