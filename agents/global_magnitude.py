@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prune_env.layers import get_param
-
 from ._alloc import allocation_of, caps, global_threshold_counts, target_of, total_count
 from .eval_budget import EvalCap, submit
 
@@ -25,8 +23,11 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """
     base = env.unwrapped
+    if base.analysis.plan is not None:
+        raise ValueError("agent 'global' thresholds weights; use unstructured granularity (or 'uniform', 'gradient', "
+                         "'random', 'reinforce' for hidden units)")
     target = target_of(env, sparsity)
-    scores = [get_param(base.task.model, layer).detach().abs().reshape(-1).cpu().numpy() for layer in base.layers]
+    scores = [w.abs().numpy() for w in base.analysis.dense]  # the dense weights, flat, as the analysis holds them
     counts = global_threshold_counts(scores, total_count(env, target), caps(env))
     capped = [n for n, c, k in zip(base.layer_names, counts, caps(env)) if c == k and k > 0]
     submit(env, allocation_of(env, counts))

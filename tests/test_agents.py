@@ -699,3 +699,11 @@ def test_unknown_options_of_function_agents_are_value_errors(name):
     env, _ = counted_env()
     with pytest.raises(ValueError, match=rf"agent '{name}' got unknown options \['bogus'\]"):
         agents.search(name, env, 3, bogus=1)
+
+
+def test_global_refuses_hidden_units_clearly():
+    from prune_env import PruneRNNEnv
+
+    env = PruneRNNEnv(tiny_task("gru"), granularity="hidden_unit", target_sparsity=0.5)
+    with pytest.raises(ValueError, match="unstructured granularity"):
+        agents.search("global", env, 1)
