@@ -1,0 +1,34 @@
+"""benchmarks/bench_transfer.py runs end to end on tiny models and resumes without recomputing a cell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_transfer  # noqa: E402
+
+
+def test_smoke_run_and_resume(tmp_path, monkeypatch):
+    argv = ["--smoke", "--out", str(tmp_path), "--seeds", "0", "1", "--targets", "0.8",
+            "--methods", "lamp", "zero-shot", "few-shot-30", "random-100"]
+    monkeypatch.setattr(bench_transfer, "METHODS", dict(bench_transfer.METHODS))
+    assert bench_transfer.main(argv) == 0
+    cells = [json.loads(x) for x in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    # 2 models x (lamp, zero-shot once; few-shot, random per seed)
+    assert len(cells) == 2 * (1 + 1 + 2 + 2)
+    assert {c["evals"] for c in cells if c["method"] == "zero-shot"} == {1}
+    assert {c["evals"] for c in cells if c["method"] == "few-shot-30"} == {3}  # smoke: budgets / 10
+    text = (tmp_path / "results.md").read_text()
+    assert "zero-shot" in text and "Targets (issue 11)" in text
+    assert (tmp_path / "sample_efficiency.png").stat().st_size > 0
+
+    ran = []
+    real = bench_transfer.run_cell
+    monkeypatch.setattr(bench_transfer, "run_cell", lambda *a, **k: ran.append(a) or real(*a, **k))
+    assert bench_transfer.main([*argv, "--resume"]) == 0
+    assert ran == []  # every cell was already on disk
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == len(cells)
