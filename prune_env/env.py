@@ -20,7 +20,7 @@ from .devices import autocast, check_precision, model_device, resolve_device
 from .finetune import finetune
 from .kinds import PruningKind, make_kind
 from .stats import FEATURES, layer_table
-from .task import RNNTask, split_score
+from .task import EvaluationError, RNNTask, split_score
 
 __all__ = ["DYNAMIC", "MODES", "PruneRNNEnv"]
 #: Names of the dynamic (episode-dependent) features that follow the per-layer chosen sparsities.
@@ -249,17 +249,26 @@ class PruneRNNEnv(gym.Env):
         self.kind.apply(counts, bits)
         if not self.finetune_steps:
             self._last_scored = None
-            return self._evaluate(self._model)
+            return self._evaluate(self._model, counts)
         model = copy.deepcopy(self._model)
         seed = int(self.np_random.integers(2**63 - 1))
         finetune(model, self.task, self.finetune_steps, self.kind.masks(model), torch.Generator().manual_seed(seed))
         self.kind.finalize(model, bits)
         self._last_scored = model
-        return self._evaluate(model)
+        return self._evaluate(model, counts)
 
-    def _evaluate(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
-        with autocast(self.device, self.precision):
-            return split_score(self.task.evaluate(model))
+    def _evaluate(self, model: torch.nn.Module, counts=None) -> tuple[float, dict[str, float]]:
+        try:
+            with autocast(self.device, self.precision):
+                return split_score(self.task.evaluate(model))
+        except Exception as e:
+            raise self._failure(counts, e) from e
+
+    def _failure(self, counts, cause: BaseException | str) -> EvaluationError:
+        where = "the dense model" if counts is None or not np.any(counts) else "allocation " + repr(
+            {n: round(float(c / m), 6) for n, c, m in zip(self.layer_names, counts, self.numels)})
+        why = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        return EvaluationError(f"task.evaluate failed on {where} of {self.task.name}: {why}")
 
     def conclude(self, scored: tuple[float, dict[str, float]] | None):
         """The step's 5-tuple, given the ended episode's ``(score, extras)`` from :meth:`score` (or a batched
@@ -267,6 +276,8 @@ class PruneRNNEnv(gym.Env):
         if scored is None:
             return self._obs(), 0.0, False, False, self._progress_info()
         score, extras = scored
+        if not np.isfinite(score):  # a batched scorer's result is checked here, task.evaluate's in _evaluate
+            raise self._failure(self._counts, f"score {score}")
         self._last = (self._counts.copy(), self._bits.copy())
         rel = 1.0 + (score - self.dense_score) / (abs(self.dense_score) or 1.0)
         bits = self._bits if self.quantize else None

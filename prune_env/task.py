@@ -6,6 +6,7 @@ sees ``evaluate`` (the validation split); ``test`` exists for reporting and is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,13 @@ Score = float | Mapping[str, float]
 Metric = str | Callable[[torch.Tensor, torch.Tensor], Score]
 
 METRICS = ("accuracy", "nll")
+
+
+class EvaluationError(RuntimeError):
+    """``task.evaluate`` raised or returned a non-finite score; the message names the allocation that caused it.
+
+    A search stops here rather than treating the score as the best (or the worst) seen; the cause is chained.
+    """
 
 
 class TaskError(ValueError):
@@ -120,8 +128,8 @@ def split_score(result: Score, where: str = "evaluate") -> tuple[float, dict[str
     except (TypeError, ValueError):
         raise TypeError(f"task.{where} must return a float or a mapping with 'score', "
                         f"got {type(result).__name__}") from None
-    if score != score:  # NaN
-        raise ValueError(f"task.{where} returned NaN")
+    if not math.isfinite(score):
+        raise ValueError(f"task.{where} returned {score} (scores must be finite)")
     return score, extras
 
 
