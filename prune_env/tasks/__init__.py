@@ -73,6 +73,10 @@ def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
     if not isinstance(spec, str):
         raise TaskError(f"`task` must be an RNNTask or a preset name ({sorted(PRESETS)}), a corpus directory or "
                         f"module:function, got {type(spec).__name__}")
+    if spec.startswith("zoo-"):  # a model of the zoo, e.g. "zoo-v1/gru-char-email-2x128" (TaskError if unknown)
+        from .zoo import make_zoo_task
+
+        return make_zoo_task(spec, **kwargs)
     if spec == "corpus" and "path" not in kwargs:
         raise TaskError("the corpus preset needs the corpus directory: pass the directory itself as the task")
     if spec in PRESETS:
@@ -97,4 +101,13 @@ def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
                     "directory, or module:function")
 
 
-__all__ = ["PRESETS", "TaskError", "make_task", "resolve_task"]
+def __getattr__(name: str) -> Any:
+    # The zoo's names load on first use, so `python -m prune_env.tasks.zoo` does not find its module pre-imported.
+    if name in ("ZOO", "ZOO_VERSION", "make_zoo_task", "zoo_names"):
+        from . import zoo
+
+        return getattr(zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PRESETS", "ZOO", "ZOO_VERSION", "TaskError", "make_task", "make_zoo_task", "resolve_task", "zoo_names"]

@@ -63,3 +63,95 @@ class CharLM(LanguageModel):
 
 class WordLM(LanguageModel):
     """Word-level :class:`LanguageModel`."""
+
+
+# --- model zoo (prune_env.tasks.zoo) ----------------------------------------------------------------------------
+
+#: Recurrent cell name -> module class, for the zoo's models.
+CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class ZooLM(nn.Module):
+    """Token language model of the zoo: ``Embedding`` (or one-hot tokens) -> LSTM/GRU/RNN -> per-step head.
+
+    :param vocab_size: number of token ids (input and output).
+    :param emb: embedding size; ``0`` feeds one-hot tokens straight into the recurrent layer (no ``embed``).
+    :param hidden: hidden units per layer.
+    :param num_layers: stacked recurrent layers.
+    :param cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (tanh).
+    :param head: ``"lm"`` (one ``Linear`` per step) or ``"lm-mlp"`` (``Linear -> tanh -> Linear`` per step).
+
+    ``forward(x: LongTensor[B, T]) -> logits[B, T, vocab_size]``; position ``t`` predicts token ``t + 1``, from a
+    zero state. Modules: ``embed`` (when ``emb > 0``), ``rnn``, ``mlp`` (``lm-mlp`` only), ``head``.
+    """
+
+    def __init__(self, vocab_size: int, emb: int, hidden: int, num_layers: int, *, cell: str = "lstm",
+                 head: str = "lm"):
+        super().__init__()
+        if head not in ("lm", "lm-mlp"):
+            raise ValueError(f"ZooLM: `head` must be 'lm' or 'lm-mlp', got {head!r}")
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size, emb) if emb else None
+        # One-hot codes as a non-persistent buffer: an equality test, so the forward has no data-dependent checks.
+        self.register_buffer("codes", torch.arange(vocab_size), persistent=False)
+        self.rnn = CELLS[cell](emb or vocab_size, hidden, num_layers, batch_first=True)
+        self.mlp = nn.Linear(hidden, hidden) if head == "lm-mlp" else None
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            h = self.embed(x)
+        else:
+            h = (x.unsqueeze(-1) == self.codes).float()
+        out, _ = self.rnn(h)
+        if self.mlp is not None:
+            out = torch.tanh(self.mlp(out))
+        return self.head(out)
+
+
+class ZooSequenceNet(nn.Module):
+    """Sequence classifier or regressor of the zoo: inputs -> LSTM/GRU/RNN (uni- or bidirectional) -> pooled head.
+
+    :param in_features: float features per step, or the embedding size when ``vocab_size`` is given.
+    :param hidden: hidden units per layer and direction.
+    :param num_layers: stacked recurrent layers.
+    :param out_features: classes (logits) or 1 (a regression output).
+    :param cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (tanh).
+    :param bidirectional: a bidirectional recurrent module.
+    :param vocab_size: token inputs through ``nn.Embedding(vocab_size, in_features)``; ``None`` for float inputs.
+    :param head: ``"last"`` (``Linear`` on the last step), ``"mean"`` (``Linear`` on the mean over time),
+        ``"mlp"`` (``Linear -> tanh -> Linear`` on the last step, ``mlp_hidden`` units) or ``"step"`` (``Linear`` on
+        every step: one output per time step).
+    :param mlp_hidden: width of the ``mlp`` head's hidden layer.
+
+    ``forward(x: FloatTensor[B, T, in_features] | LongTensor[B, T]) -> [B, out_features]`` (``[B, T,
+    out_features]`` for the ``step`` head). Modules: ``embed`` (token inputs), ``rnn``, ``mlp`` (``mlp`` head),
+    ``head``.
+    """
+
+    def __init__(self, in_features: int, hidden: int, num_layers: int, out_features: int, *, cell: str = "lstm",
+                 bidirectional: bool = False, vocab_size: int | None = None, head: str = "last",
+                 mlp_hidden: int = 64):
+        super().__init__()
+        if head not in ("last", "mean", "mlp", "step"):
+            raise ValueError(f"ZooSequenceNet: `head` must be 'last', 'mean', 'mlp' or 'step', got {head!r}")
+        self.pool = head
+        self.embed = nn.Embedding(vocab_size, in_features) if vocab_size else None
+        self.rnn = CELLS[cell](in_features, hidden, num_layers, batch_first=True, bidirectional=bidirectional)
+        width = hidden * (2 if bidirectional else 1)
+        self.mlp = nn.Linear(width, mlp_hidden) if head == "mlp" else None
+        self.head = nn.Linear(mlp_hidden if head == "mlp" else width, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            x = self.embed(x)
+        out, _ = self.rnn(x)
+        if self.pool == "step":
+            h = out
+        elif self.pool == "mean":
+            h = out.mean(1)
+        else:
+            h = out[:, -1]
+        if self.mlp is not None:
+            h = torch.tanh(self.mlp(h))
+        return self.head(h)
