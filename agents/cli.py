@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--agents", nargs="+", default=list(BENCH_AGENTS), help="agents to compare")
     b.add_argument("--budget", type=int, default=100, help="evaluations per agent, run and sparsity (hard cap)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="agent seeds; scores are mean +- std")
+    b.add_argument("--resume", metavar="RUN_DIR", help="finish the bench of RUN_DIR (same arguments): run only the "
+                   "cells its results.json lacks")
     _run_args(b)
     b.set_defaults(func=cmd_bench)
 
@@ -182,28 +184,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     task = resolve_cli_task(args.task, args.task_seed, progress)
     if "gradient" in names and task.loss is None:
         raise CLIError(f"agent 'gradient' needs gradients, but task {task.name!r} has no `loss`; drop it from --agents")
-    out = new_run_dir(args.out)
+    out, finished = _resume_dir(args.resume, task.name, args.budget) if args.resume else (new_run_dir(args.out), {})
     warn_if_dirty(meta)
     meta.update(task=task.name, task_metadata=_jsonable(task.metadata))
+    if args.resume:
+        meta["resumed_with"] = len(finished)
     t_start = time.perf_counter()
 
     rows = []
     from tqdm.auto import tqdm
 
-    runs = sum(1 if n in DETERMINISTIC else len(seeds) for n in names) * len(sparsities)
-    bar = tqdm(total=runs, desc="bench", disable=not progress)
-    for target in sparsities:
-        env = _make_env(task, target, args)
-        for name in names:
-            for seed in seeds[:1] if name in DETERMINISTIC else seeds:
-                bar.set_postfix_str(f"{name} @ {target:g} seed {seed}")
-                kw = dict(options.get(name, {}))
-                if name in ("reinforce", "ppo"):
-                    kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
-                rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
-                # Rewritten after every run, so a bench stopped part-way keeps what it finished.
-                write_results(out, _end_meta(meta, t_start, complete=False), rows, summarize(rows))
-                bar.update(1)
+    cells = [(target, name, seed) for target in sparsities for name in names
+             for seed in (seeds[:1] if name in DETERMINISTIC else seeds)]
+    bar = tqdm(total=len(cells), initial=sum(c in finished for c in cells), desc="bench", disable=not progress)
+    envs: dict[float, Any] = {}
+    for i, (target, name, seed) in enumerate(cells):  # rows in this order, resumed or not: the same tables
+        if (target, name, seed) in finished:
+            rows.append(finished[(target, name, seed)])
+            continue
+        bar.set_postfix_str(f"{name} @ {target:g} seed {seed}")
+        if target not in envs:
+            envs[target] = _make_env(task, target, args)
+        env = envs[target]
+        kw = dict(options.get(name, {}))
+        if name in ("reinforce", "ppo"):
+            kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
+        rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
+        # Rewritten (atomically) after every cell, so a bench killed part-way keeps every cell it finished (the
+        # resumed ones still ahead included).
+        done = rows + [finished[c] for c in cells[i + 1:] if c in finished]
+        write_results(out, _end_meta(meta, t_start, complete=False), done, summarize(done))
+        bar.update(1)
     bar.close()
     summary = summarize(rows)
     write_results(out, _end_meta(meta, t_start, complete=True), rows, summary)
@@ -212,6 +223,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print_summary(summary, title=f"{task.name}: budget {args.budget} evaluations, seeds {seeds}")
     print(f"results: {out}")
     return 0
+
+
+def _resume_dir(run_dir: str, task_name: str, budget: int) -> tuple[Path, dict[tuple, dict[str, Any]]]:
+    """The run directory to finish and its finished cells, keyed by (target, agent, seed)."""
+    out = Path(run_dir)
+    path = out / "results.json"
+    if not path.is_file():
+        raise CLIError(f"--resume: no results.json in {run_dir} (nothing to resume)")
+    try:
+        data = json.loads(path.read_text())
+        runs = data["runs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CLIError(f"--resume: {path} is not a bench results file ({e})") from None
+    for r in runs:
+        if r.get("task") != task_name or r.get("budget") != budget:
+            raise CLIError(f"--resume: {run_dir} holds a bench of task {r.get('task')!r} with budget "
+                           f"{r.get('budget')}, not {task_name!r} with {budget}; pass the same arguments")
+    return out, {(r["target_sparsity"], r["agent"], r["seed"]): r for r in runs}
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

@@ -356,3 +356,53 @@ def test_pretrain_bad_arguments_one_line_exit_2(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
+
+
+def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(tmp_path, monkeypatch):
+    """A bench killed after any finished cell, then resumed, ends with the uninterrupted table (deterministic
+    agents and seeded searches alike), and recomputes no finished cell."""
+    import agents.cli as cli
+
+    base = ["bench", "--task", TINY, "--sparsity", "0.6", "0.8", "--agents", "uniform", "lamp", "random",
+            "--budget", "4", "--seeds", "0", "1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    (full,) = (tmp_path / "full").iterdir()
+    reference = json.loads((full / "results.json").read_text())
+    keys = ("agent", "target_sparsity", "seed", "val_score", "test_score", "allocation", "history")
+
+    def table(data):
+        return [[r[k] for k in keys] for r in data["runs"]], [
+            {k: v for k, v in s.items() if k not in ("wall_time_s",)} for s in data["summary"]]
+
+    real = cli._run_one
+    for kill_after in (1, 3, 4, 7):
+        calls = []
+
+        def dying(*a, _n=kill_after, _calls=calls, **k):
+            if len(_calls) == _n:
+                raise KeyboardInterrupt  # what a kill between two cells leaves: the finished ones on disk
+            _calls.append(a[2:5])
+            return real(*a, **k)
+
+        monkeypatch.setattr(cli, "_run_one", dying)
+        parent = tmp_path / f"k{kill_after}"
+        with pytest.raises(KeyboardInterrupt):
+            main([*base, "--out", str(parent)])
+        (run,) = parent.iterdir()
+        assert len(json.loads((run / "results.json").read_text())["runs"]) == kill_after
+        resumed = []
+        monkeypatch.setattr(cli, "_run_one", lambda *a, _r=resumed, **k: _r.append(a[2:5]) or real(*a, **k))
+        assert main([*base, "--resume", str(run)]) == 0
+        assert not set(resumed) & set(calls)  # no finished cell recomputed
+        assert len(resumed) + kill_after == 8  # 2 targets x (uniform, lamp, random x 2 seeds)
+        assert table(json.loads((run / "results.json").read_text())) == table(reference)
+
+
+def test_bench_resume_refuses_another_bench(tmp_path, capsys):
+    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--budget", "2",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    (run,) = tmp_path.iterdir()
+    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--budget", "3",
+                 "--resume", str(run), "--no-progress"]) == 2
+    assert "same arguments" in capsys.readouterr().err
+    assert main(["bench", "--task", TINY, "--resume", str(tmp_path / "nothing")]) == 2
