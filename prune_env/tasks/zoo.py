@@ -179,7 +179,7 @@ _SEQ = {"lr": 5e-3, "batch": 64}
 
 _SPECS: list[ZooSpec] = [
     # --- train: character LMs on the help text and on the source of stdlib packages
-    _spec("train", "stdlib:email", "gru", 2, 128, emb=32, steps=600, **_CHAR),
+    _spec("train", "stdlib:email", "gru", 2, 128, emb=32, steps=500, **_CHAR),
     _spec("train", "stdlib:json", "lstm", 1, 128, emb=32, steps=500, **{**_CHAR, "max_tokens": None}),
     _spec("train", "stdlib:http", "rnn", 2, 128, emb=32, steps=1200, **_CHAR),
     _spec("train", "stdlib:asyncio", "lstm", 1, 256, emb=64, steps=600, **_CHAR),
@@ -215,7 +215,7 @@ _SPECS: list[ZooSpec] = [
     _spec("validation", "stdlib:multiprocessing", "gru", 1, 160, emb=32, steps=850, **_CHAR),
     _spec("validation", "digits-rows", "lstm", 1, 96, "mean", bidirectional=True, steps=800, seq_len=8, **_SEQ),
     _spec("validation", "stdlib:importlib", "rnn", 3, 128, emb=32, steps=900, **_CHAR),
-    _spec("validation", "ptb", "lstm", 2, 96, emb=64, steps=600, **{**_WORD, "lr": 1.5e-2, "max_vocab": 3000}),
+    _spec("validation", "ptb", "lstm", 2, 96, emb=64, steps=800, **{**_WORD, "lr": 1.5e-2, "max_vocab": 3000}),
     _spec("validation", "counting", "gru", 2, 48, "mlp", mlp_hidden=32, steps=1500, seq_len=20, **_SEQ),
     _spec("validation", "sines", "gru", 2, 96, steps=1000, seq_len=32, **_SEQ),
     _spec("validation", "parity", "lstm", 2, 64, "step", emb=8, steps=1000, seq_len=16, **_SEQ),
@@ -712,13 +712,14 @@ def _provenance(argv: Sequence[str]) -> str:
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "prune_env"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "prune_env"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "unknown", ""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"`python -m prune_env.tasks.zoo {' '.join(argv)}` at {commit}"
-            f"{' (uncommitted changes under prune_env/)' if dirty else ''} on {platform.machine()} "
+            f"{' (uncommitted changes to prune_env/)' if dirty else ''} on {platform.machine()} "
             f"{os.cpu_count()} CPUs ({platform.processor() or platform.platform()}), torch {torch.__version__}, "
             f"Python {platform.python_version()}, models trained on 1 torch thread, 1-min load "
             f"{load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M:%S')}.")
@@ -732,6 +733,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a results file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
