@@ -11,8 +11,8 @@ along the ignored direction until every action clips (the same fix as :mod:`agen
 
 :func:`pretrain` trains it with REINFORCE on a :class:`~prune_env.PruneRNNZooEnv` in joint mode: each episode draws
 a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the budget and scores
-it. The baseline is a moving average of the reward per model (rewards of different models are not comparable), and
-the advantages are normalised per batch.
+it. Each model keeps a running mean and variance of its reward: the advantage is the reward minus that mean, in units
+of that standard deviation (rewards of different models are on different scales), normalised again per batch.
 
 Policies are saved as a ``torch.save`` dict of tensors and plain values and loaded with ``weights_only=True``: a
 policy file never runs code.
@@ -101,7 +101,7 @@ class PretrainArgs:
     min_std: float = 0.05
     """floor on the standard deviation"""
     baseline_decay: float = 0.8
-    """decay of each model's moving-average reward baseline"""
+    """decay of each model's running mean and variance of the reward (its baseline and scale)"""
     seed: int = 0
     """seeds the policy and its sampling (the zoo env is reset with it too)"""
 
@@ -129,7 +129,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
         torch.manual_seed(args.seed)
         policy = policy or LayerwisePolicy(args.hidden, args.init_std)
     optim = optimizer or torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
-    baselines: dict[int, float] = {}
+    baselines: dict[int, tuple[float, float]] = {}  # model -> running mean and variance of its reward
     curve: list[float] = []
     zoo.reset(seed=args.seed)
     done = 0
@@ -149,11 +149,15 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
                 action = (mu + std * eps).clamp(-1.0, 1.0).numpy()
             _, reward, _, _, info = zoo.step(action.astype(np.float32))
             k = info["task_index"]
-            b = baselines.get(k, reward)
-            baselines[k] = args.baseline_decay * b + (1 - args.baseline_decay) * reward
+            # Rewards of different models live on different scales (a regression model's score ratio can reach
+            # -100 where a classifier's stays in [0, 1]): each model's advantage is measured in its own running
+            # standard deviation.
+            mean, var = baselines.get(k, (reward, 0.0))
+            adv_b.append((reward - mean) / (np.sqrt(var) + 1e-3))
+            d = args.baseline_decay
+            baselines[k] = (d * mean + (1 - d) * reward, d * var + (1 - d) * (reward - mean) ** 2)
             obs_b.append(obs)
             eps_b.append(eps)
-            adv_b.append(reward - b)
             rewards.append(reward)
         adv = torch.as_tensor(adv_b, dtype=torch.float32)
         adv = adv / (adv.std() + 1e-8) if len(adv_b) > 1 else adv
@@ -171,7 +175,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
         bar.update(n)
         if writer is not None:
             writer.add_scalar("pretrain/mean_reward", curve[-1], done)
-            writer.add_scalar("pretrain/std", float(std), done)
+            writer.add_scalar("pretrain/std", float(std.detach()), done)
             writer.add_scalar("pretrain/episodes_per_s", done / (time.perf_counter() - t0), done)
     bar.close()
     return policy, curve
@@ -179,8 +183,9 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
 
 def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[float, ...] = (0.5, 0.7, 0.9),
                     **env_kwargs: Any) -> float:
-    """The mean reward (validation score over dense score) of ``policy``'s one-evaluation allocation on every task
-    at every target: the model-selection criterion of :func:`pretrain_selected`."""
+    """The mean reward (validation score relative to dense) of ``policy``'s one-evaluation allocation on every task
+    at every target, each clipped to [0, 1] so that one collapsed model (a regression model's ratio can reach -100)
+    cannot outweigh the rest: the model-selection criterion of :func:`pretrain_selected`."""
     from prune_env import PruneRNNEnv
 
     rewards = []
@@ -188,7 +193,7 @@ def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[fl
         for target in targets:
             env = PruneRNNEnv(task, target_sparsity=target, **env_kwargs)
             env.reset(seed=0)
-            rewards.append(env.step(policy.allocation_action(env))[1])
+            rewards.append(float(np.clip(env.step(policy.allocation_action(env))[1], 0.0, 1.0)))
     return float(np.mean(rewards))
 
 
