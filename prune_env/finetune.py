@@ -58,7 +58,7 @@ def _train(model, task, steps, masks, params, generator, lr) -> list[float]:
     try:
         with torch.enable_grad():
             for _ in range(steps):
-                loss = _loss(model, task, generator)
+                loss = training_loss(model, task, generator)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 with torch.no_grad():
@@ -80,7 +80,11 @@ def _train(model, task, steps, masks, params, generator, lr) -> list[float]:
     return losses
 
 
-def _loss(model: nn.Module, task: RNNTask, generator: torch.Generator) -> torch.Tensor:
+def training_loss(model: nn.Module, task: RNNTask, generator: torch.Generator) -> torch.Tensor:
+    """One training batch's scalar loss: ``task.train_loss(model, generator)``, else the fixed ``task.loss(model)``.
+
+    :raises ValueError: if the hook does not return a scalar tensor.
+    """
     hook = getattr(task, "train_loss", None)
     loss = hook(model, generator) if hook is not None else task.loss(model)
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:

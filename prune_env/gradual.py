@@ -46,6 +46,7 @@ from . import budget as B
 from .actions import bits_array
 from .checks import check_choice, check_int, check_number, is_int
 from .devices import autocast, model_device
+from .finetune import training_loss
 from .layers import find_prunable_layers, get_param, rnn_modules
 from .quantize import check_method, quantize
 from .task import RNNTask, split_score
@@ -431,7 +432,7 @@ class _Run:
             with torch.random.fork_rng(devices=self._rng_devices()):
                 self._set_rng(self.rng_state)
                 with torch.enable_grad():
-                    loss = _training_loss(model, self.task, self.generator)
+                    loss = training_loss(model, self.task, self.generator)
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                 self.rng_state = self._get_rng()
@@ -487,9 +488,3 @@ class _Run:
         return score, state
 
 
-def _training_loss(model: nn.Module, task: RNNTask, generator: torch.Generator) -> torch.Tensor:
-    hook = getattr(task, "train_loss", None)
-    loss = hook(model, generator) if hook is not None else task.loss(model)
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise ValueError(f"the task's training loss must be a scalar tensor, got {type(loss).__name__}")
-    return loss.reshape(())

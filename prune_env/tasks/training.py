@@ -44,6 +44,13 @@ def training_threads(model: nn.Module) -> Iterator[None]:
     if sum(p.numel() for p in model.parameters()) >= SMALL_MODEL_PARAMS:
         yield
         return
+    with single_thread():
+        yield
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block on one intra-op thread and restore the caller's setting after."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -29,7 +29,6 @@ Build (or check) the whole zoo with a progress bar::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -38,7 +37,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from .config import check_config, finish_metadata
 from .lm import build_lm_task
 from .models import ZooLM, ZooSequenceNet
 from .scoring import ChunkedScorer
-from .training import BatchLoss, SampledLoss, seeded, training_threads
+from .training import BatchLoss, SampledLoss, seeded, single_thread, training_threads
 
 ZOO_VERSION = "v1"
 PREFIX = f"zoo-{ZOO_VERSION}/"
@@ -516,24 +515,13 @@ def make_zoo_task(name: str, *, seed: int = 0, retrain: bool = False, progress: 
     meta: dict[str, Any] = {"zoo_version": ZOO_VERSION, "zoo_name": name, "spec": dataclasses.asdict(spec),
                             "split": spec.split, "kind": spec.kind}
     make = {"char-lm": _make_char_lm, "word-lm": _make_word_lm}.get(spec.kind, _make_sequence)
+    # Every zoo model is small enough that a second thread gains little, while on a shared 2-core CPU OpenMP's
+    # spinning workers made training up to 12x slower (663 ms vs 56 ms per step for the 1x256 LSTM char LM); one
+    # thread also makes the trained weights independent of the machine's core count.
     with single_thread():
         return _finish(make(name, spec, cfg, seed, retrain, progress, meta))
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Build (train and score) on one intra-op thread, restoring the caller's setting after.
-
-    Every zoo model is small enough that a second thread gains little, while on a shared 2-core CPU OpenMP's
-    spinning workers made training up to 12x slower (measured: 663 ms vs 56 ms per step for the 1x256 LSTM char
-    LM). One thread also makes the trained weights independent of the machine's core count.
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _lm_factory(spec: ZooSpec) -> Any:
