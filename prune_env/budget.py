@@ -118,3 +118,17 @@ def allocation_counts(allocation: dict[str, float], names: list[str], numels: np
         raise ValueError(f"`allocation` has unknown layers {sorted(unknown)}; layers: {names}")
     sparsities = [check_number(f"allocation[{n!r}]", allocation.get(n, 0.0), 0.0, 1.0) for n in names]
     return np.array([min(int(m), int(s * int(m) + 0.5)) for s, m in zip(sparsities, numels)], dtype=np.int64)
+
+
+def episode_fractions(counts: np.ndarray, numels: np.ndarray, target: float | None, t: int,
+                      sequential: bool) -> tuple[float, float, float, float]:
+    """The observation's episode state: fraction of weights removed, fraction still needed for the budget (0 in
+    penalty mode), progress (sequential: ``t / layers``; joint: ``t``, 0 or 1) and the share of weights after the
+    current layer (sequential; 0 in joint mode and after the last layer)."""
+    total = int(numels.sum())
+    removed = int(counts.sum())
+    needed = max(0, budget_count(target, numels) - removed) if target is not None else 0
+    n = numels.size
+    if not sequential:
+        return removed / total, needed / total, float(t), 0.0
+    return removed / total, needed / total, t / n, (float(numels[t + 1:].sum() / total) if t < n else 0.0)

@@ -311,18 +311,16 @@ class PruneRNNEnv(gym.Env):
                 "layer_sparsity": dict(zip(self.layer_names, (self._counts / self.numels).tolist()))}
 
     def _obs(self) -> np.ndarray:
-        total = int(self.numels.sum())
-        removed = int(self._counts.sum())
-        target = self.target_sparsity or 0.0
-        needed = max(0, self._budget_count() - removed) if self.target_sparsity is not None else 0
-        if self.mode == "joint":
-            static, progress, rest = self.analysis.features.reshape(-1), float(self._t), 0.0
+        sequential = self.mode == "sequential"
+        removed, needed, progress, rest = B.episode_fractions(self._counts, self.numels, self.target_sparsity,
+                                                              self._t, sequential)
+        if not sequential:
+            static = self.analysis.features.reshape(-1)
+        elif self._t < self.num_layers:
+            static = self.analysis.features[self._t]
         else:
-            i = self._t
-            last = i >= self.num_layers
-            static = np.zeros(len(FEATURES), np.float32) if last else self.analysis.features[i]
-            progress, rest = i / self.num_layers, 0.0 if last else float(self.numels[i + 1:].sum() / total)
-        dynamic = np.array([target, removed / total, needed / total, self._prev_action, progress, rest])
+            static = np.zeros(len(FEATURES), np.float32)
+        dynamic = np.array([self.target_sparsity or 0.0, removed, needed, self._prev_action, progress, rest])
         parts = [static, self._counts / self.numels, dynamic]
         if self.quantize:
             parts += [self._bits / 32.0, [self.kind.size_fraction(self._counts, self._bits)]]

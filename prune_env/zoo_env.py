@@ -163,21 +163,17 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     """
     if env.target_sparsity is None:
         raise ValueError("the zoo observation needs an env in budget mode (target_sparsity set)")
-    n, total = env.num_layers, int(env.numels.sum())
+    n = env.num_layers
     max_layers = n if max_layers is None else max_layers
     rows = np.zeros((max_layers, len(ROW)), np.float64)
     rows[:n, :len(FEATURES)] = env.analysis.features
     rows[:n, -2] = env.counts / env.numels
     rows[:n, -1] = 1.0
-    removed = int(env.counts.sum())
-    needed = max(0, B.budget_count(env.target_sparsity, env.numels) - removed)
-    if (env.mode == "joint") if joint is None else joint:
-        block, progress, rest = rows.reshape(-1), float(t), 0.0
-    else:
-        block = rows[t] if t < n else np.zeros(len(ROW))
-        progress, rest = t / n, (float(env.numels[t + 1:].sum() / total) if t < n else 0.0)
-    context = [env.target_sparsity, removed / total, needed / total, prev_action, progress, rest, n / max_layers,
-               np.log10(total) / 10.0]
+    sequential = not ((env.mode == "joint") if joint is None else joint)
+    removed, needed, progress, rest = B.episode_fractions(env.counts, env.numels, env.target_sparsity, t, sequential)
+    block = (rows[t] if t < n else np.zeros(len(ROW))) if sequential else rows.reshape(-1)
+    context = [env.target_sparsity, removed, needed, prev_action, progress, rest, n / max_layers,
+               np.log10(int(env.numels.sum())) / 10.0]
     return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
 
 

@@ -582,11 +582,8 @@ def _make_char_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retr
     fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
     lm_cfg = {**cfg, "emb": cfg.get("emb", 0)}
     meta.update(data=spec.data, vocab="".join(chars), text_sha256=fingerprint, text_chars=n)
-    task = build_lm_task(preset=name, cfg=lm_cfg, seed=seed, retrain=retrain, progress=progress,
-                         model_cls=_lm_factory(spec), vocab_size=len(chars), splits=splits,
-                         extra={"text_sha256": fingerprint, **_arch_key(spec)}, metadata=meta)
-    task.metadata.update(class_chance(splits["train"], task.eval_batch[1], task.test.targets, len(chars)))
-    return task
+    return _lm_task(name, spec, lm_cfg, seed, retrain, progress, meta, len(chars), splits,
+                    {"text_sha256": fingerprint})
 
 
 def _make_word_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,
@@ -600,10 +597,17 @@ def _make_word_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retr
         digest.update((root / f).read_bytes())
     fingerprint = digest.hexdigest()[:16]
     meta.update(data=spec.data, data_path=str(root), ptb_sha256=fingerprint, vocab_size=len(vocab))
+    return _lm_task(name, spec, cfg, seed, retrain, progress, meta, len(vocab), splits, {"ptb_sha256": fingerprint})
+
+
+def _lm_task(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,
+             meta: dict[str, Any], vocab_size: int, splits: dict[str, torch.Tensor],
+             data_key: dict[str, Any]) -> RNNTask:
+    """Train (or load) a zoo LM on token splits; ``data_key`` (a data fingerprint) joins the cache key."""
     task = build_lm_task(preset=name, cfg=cfg, seed=seed, retrain=retrain, progress=progress,
-                         model_cls=_lm_factory(spec), vocab_size=len(vocab), splits=splits,
-                         extra={"ptb_sha256": fingerprint, **_arch_key(spec)}, metadata=meta)
-    task.metadata.update(class_chance(splits["train"], task.eval_batch[1], task.test.targets, len(vocab)))
+                         model_cls=_lm_factory(spec), vocab_size=vocab_size, splits=splits,
+                         extra={**data_key, **_arch_key(spec)}, metadata=meta)
+    task.metadata.update(class_chance(splits["train"], task.eval_batch[1], task.test.targets, vocab_size))
     return task
 
 
