@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
+    v = sub.add_parser("validate", help="re-score every row of a bench/train run directory; exit 1 on a mismatch")
+    v.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json (or result.json)")
+    v.add_argument("--tolerance", type=float, default=1e-6, help="largest |filed - re-scored| val and test score")
+    v.add_argument("--device", default="cpu", help="where to re-score (default cpu, whatever the run used)")
+    v.set_defaults(func=_cmd_validate)
+
     ls = sub.add_parser("tasks", help="list the built-in tasks")
     ls.set_defaults(func=cmd_tasks)
     return p
@@ -209,7 +215,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         kw = dict(options.get(name, {}))
         if name in ("reinforce", "ppo"):
             kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))
-        rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs))
+        rows.append(_run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs,
+                             spec=(args.task, args.task_seed)))
         # Rewritten (atomically) after every cell, so a bench killed part-way keeps every cell it finished (the
         # resumed ones still ahead included).
         done = rows + [finished[c] for c in cells[i + 1:] if c in finished]
@@ -335,7 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         kw.setdefault("tensorboard_log", str(out / "tensorboard"))
     if name == "ppo":
         kw.setdefault("progress_bar", not args.no_progress)
-    row = _run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs)
+    row = _run_one(env, task, name, target, seed, args.budget, kw, args.vector_envs, spec=(args.task, args.task_seed))
     meta = _end_meta(meta, t_start)
     write_json(out / "allocation.json", {"task": task.name, "target_sparsity": target,
                                          "allocation": row["allocation"]})
@@ -390,9 +397,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- pieces
 def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: int, kwargs: dict[str, Any],
-             vector_envs: int = 0) -> dict[str, Any]:
-    """One search plus its single test scoring, as a result row."""
+             vector_envs: int = 0, spec: tuple[str, int] | None = None) -> dict[str, Any]:
+    """One search plus its single test scoring, as a result row; ``spec`` (``--task``, ``--task-seed``) goes into
+    the row's ``replay`` record (:func:`prune_env.replay.replay_record`), which ``prune-rnn validate`` re-scores."""
     import agents as A
+    from prune_env.replay import replay_record
     from prune_env.task import split_score
 
     if vector_envs < 0:
@@ -407,7 +416,8 @@ def _run_one(env: Any, task: Any, name: str, target: float, seed: int, budget: i
             "mode": env.mode, "device": str(env.device),
             "achieved_sparsity": float(counts.sum() / env.numels.sum()),
             "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
-            "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history}
+            "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history,
+            "replay": replay_record(env, counts, task_spec=spec and spec[0], task_seed=spec and spec[1])}
 
 
 def _make_env(task: Any, target: float, args: argparse.Namespace) -> Any:
@@ -548,6 +558,13 @@ def _policy_allocation(env: Any, path: str, algo: str | None) -> dict[str, float
         policy = reinforce.load(path)
     play(env, policy)
     return env.allocation
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """``prune-rnn validate RUN_DIR``: see :mod:`agents.validate`."""
+    from .validate import cmd_validate
+
+    return cmd_validate(args)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

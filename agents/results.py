@@ -211,10 +211,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ output
 def write_results(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
                   summary: list[dict[str, Any]]) -> None:
-    """``results.json`` (everything) and ``results.csv`` (one line per run, no history)."""
+    """``results.json`` (everything) and ``results.csv`` (one line per run, no history, no replay record)."""
     write_json(out / "results.json", {"meta": meta, "summary": summary, "runs": rows})
     buf = io.StringIO()
-    cols = [k for k in rows[0] if k not in ("history", "allocation")] + ["allocation"]
+    cols = [k for k in rows[0] if k not in ("history", "allocation", "replay")] + ["allocation"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     for r in rows:
