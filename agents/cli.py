@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise CLIError("choose a command: bench, train, evaluate or tasks (see prune-rnn --help)")
+            raise CLIError("choose a command (see prune-rnn --help)")
         args.argv = argv
         return args.func(args)
     except (CLIError, ValueError, FileNotFoundError) as e:
@@ -126,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--device", default="cpu", help="device of the envs' model copies")
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.set_defaults(func=cmd_pretrain)
+
+    c = sub.add_parser("compress", help="search, prune gradually while fine-tuning, quantize, export, report")
+    _task_args(c)
+    c.add_argument("--sparsity", type=float, required=True, help="target overall sparsity of the prunable weights")
+    c.add_argument("--agent", default=None, help="allocation agent (default: lamp; uniform for --granularity "
+                   "hidden_unit)")
+    c.add_argument("--budget", type=int, default=None, help="the agent's evaluations (default 1 for one-shot rules, "
+                   "else 100)")
+    c.add_argument("--steps", type=int, default=2000, help="fine-tuning steps; the pruning ramp takes the first half")
+    c.add_argument("--bits", type=int, default=None, help="bits per weight value (quantization-aware fine-tuning, "
+                   "then export at this width); default float32")
+    c.add_argument("--granularity", default="unstructured", choices=("unstructured", "hidden_unit"))
+    c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the fine-tuning")
+    c.add_argument("--method", default="linear", choices=("linear", "kmeans"), help="quantization method")
+    c.add_argument("--seed", type=int, default=0, help="seeds the agent and the fine-tuning batches")
+    c.add_argument("--device", default="cpu", help="where to search and fine-tune")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="agent option, e.g. learning_rate=0.1 (repeatable)")
+    c.add_argument("--out", required=True, help="run directory (rerunning with it resumes after the last finished "
+                   "stage)")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    c.set_defaults(func=cmd_compress)
 
     v = sub.add_parser("validate", help="re-score every row of a bench/train run directory; exit 1 on a mismatch")
     v.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json (or result.json)")
@@ -349,6 +371,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_json(out / "result.json", {"meta": meta, "result": row})
     print_summary(summarize([row]), title=f"{task.name}: {name}, budget {args.budget}")
     print(f"results: {out}")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """search -> gradual pruning with fine-tuning (quantization-aware with --bits) -> export -> report."""
+    from agents.compress import compress
+
+    target = _check_sparsity(args.sparsity)
+    _check_device(args.device)
+    seed = _check_seed(args.seed)
+    if args.agent is not None:
+        _check_agents([args.agent])
+    options = _parse_options([f"agent.{o}" for o in args.option], ["agent"]).get("agent", {})
+    task = resolve_cli_task(args.task, args.task_seed, not args.no_progress)
+    report = compress(task, target, args.out, agent=args.agent, budget=args.budget, seed=seed, steps=args.steps,
+                      bits=args.bits, granularity=args.granularity, lr=args.lr, method=args.method,
+                      device=args.device, agent_options=options, progress=not args.no_progress,
+                      log=lambda msg: print(msg, flush=True))
+    final, dense = report["rows"]["final"], report["rows"]["dense"]
+    print(f"test score {final.get('test_score', float('nan')):.4f} (dense {dense.get('test_score', float('nan')):.4f}),"
+          f" {final['bytes']} bytes ({final['bytes_ratio']:.3f}x dense); report: {Path(args.out) / 'report.md'}")
     return 0
 
 
