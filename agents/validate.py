@@ -14,8 +14,10 @@ as ``prune-rnn`` scored them. A row passes when
 Rows written before the ``replay`` record existed are validated from *legacy fields*: the task from
 ``meta.task_metadata`` (preset, config, seed) or the command's ``--task``/``--task-seed``, the env options from the
 row or ``meta.command`` (defaults for what the CLI never set), and the counts from the float allocation, rounded as
-the env rounds it. The dense model is then checked through its dense validation score only. The report says which
-rows were validated that way. Exit code: 0 when every row passes, 1 otherwise (2, from the CLI, for bad input).
+the env rounds it. Without a hash, the dense model is checked through its dense validation score and, where
+``meta.task_metadata`` records them (the presets), its dense metrics (validation and test score, NLL, perplexity):
+a finer fingerprint than an accuracy. The report says which rows were validated that way. Exit code: 0 when every
+row passes, 1 otherwise (2, from the CLI, for bad input).
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
     plans = [plan_row(r, meta, legacy) for r in rows]
     tasks: dict[tuple, Any] = {}
     hashes: dict[tuple, str] = {}
+    fingerprints: dict[tuple, str | None] = {}  # legacy rows: how the task's dense metrics differ from the meta's
     envs: dict[tuple, Any] = {}
     now = package_versions()
     seen_versions: set[str] = set()
@@ -237,6 +240,8 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
         if plan.task_key not in tasks:
             tasks[plan.task_key] = build_task(plan.task_how)
             hashes[plan.task_key] = model_hash(tasks[plan.task_key].model)
+            fingerprints[plan.task_key] = _metadata_difference(meta.get("task_metadata"),
+                                                               tasks[plan.task_key].metadata, tolerance)
         task = tasks[plan.task_key]
         if plan.versions:
             diff = {k: (v, now.get(k)) for k, v in plan.versions.items() if now.get(k) != v}
@@ -249,6 +254,9 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
             check.dense_mismatch = True
             check.problems.append(f"dense model differs: hash {plan.dense_hash[:19]}... filed, "
                                   f"{hashes[plan.task_key][:19]}... now")
+        elif plan.dense_hash is None and fingerprints[plan.task_key]:
+            check.dense_mismatch = True
+            check.problems.append(f"dense model differs: {fingerprints[plan.task_key]}")
         env_key = (plan.task_key, json.dumps(plan.env, sort_keys=True), device)
         if env_key not in envs:
             try:
@@ -284,6 +292,24 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
     if device != "cpu":
         report.notes.append(f"scored on {device}")
     return report
+
+
+def _metadata_difference(filed: Any, now: Any, tolerance: float) -> str | None:
+    """The first dense metric (``dense_val_metrics``, ``dense_test_metrics``: score, NLL, ...) that differs between
+    the run's ``meta.task_metadata`` and the rebuilt task's metadata: a fingerprint of the dense model finer than its
+    accuracy, for rows without a dense hash. ``None`` when they agree or either side lacks them."""
+    if not isinstance(filed, Mapping) or not isinstance(now, Mapping):
+        return None
+    for key in ("dense_val_metrics", "dense_test_metrics"):
+        a, b = filed.get(key), now.get(key)
+        if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+            continue
+        for k in sorted(set(a) & set(b)):
+            x, y = _num(a[k]), _num(b[k])
+            if x is not None and y is not None and not _close(x, y, tolerance):
+                split = "val" if key.startswith("dense_val") else "test"
+                return f"dense {split} {k} {x:.6g} filed, {y:.6g} now (meta.task_metadata vs the rebuilt task's)"
+    return None
 
 
 def _rescore(env: Any, counts: Any, bits: Any) -> tuple[float, float]:

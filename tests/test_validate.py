@@ -133,6 +133,35 @@ def test_legacy_dense_model_checked_through_dense_val(run_dir, capsys):
     assert "row 0 (uniform @ 0.5, seed 0): dense model differs: dense val" in capsys.readouterr().out
 
 
+def _with_metrics(nll: float):
+    """``tiny:tiny_task`` whose metadata records dense metrics, as the presets' do."""
+    def make():
+        task = _TINY_TASK()
+        task.metadata["dense_val_metrics"] = {"score": 0.5, "nll": nll}
+        return task
+    return make
+
+
+_TINY_TASK = tiny.tiny_task
+
+
+def test_legacy_dense_model_checked_through_the_task_metadata_metrics(run_dir, monkeypatch, capsys):
+    # same accuracy, another NLL: a retrained dense model that a coarse dense score would not show
+    def strip(d):
+        for r in d["runs"]:
+            del r["replay"]
+        d["meta"]["task_metadata"] = {"dense_val_metrics": {"score": 0.5, "nll": 2.25}}
+    _edit(run_dir, strip)
+    monkeypatch.setattr(tiny, "tiny_task", _with_metrics(2.25))
+    assert main(["validate", str(run_dir)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(tiny, "tiny_task", _with_metrics(2.5))
+    assert main(["validate", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "row 0 (uniform @ 0.5, seed 0): dense model differs: dense val nll 2.25 filed, 2.5 now" in out
+    assert "6 mismatched (6 with a different dense model)" in out
+
+
 def test_train_result_validates(tmp_path, capsys):
     assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "random", "--budget", "2", "--out",
                  str(tmp_path), "--no-progress"]) == 0
