@@ -14,12 +14,14 @@ Used by ``prune-rnn`` (:mod:`agents.cli`) and, for the metadata, by every script
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import platform
+import secrets
 import shlex
 import subprocess
 import sys
@@ -319,10 +321,8 @@ def console() -> Any:
 
 # --------------------------------------------------------------------------------------- atomic writes
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and ``os.replace``: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` via a temp file and ``os.replace``: never a half-written file."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -332,9 +332,25 @@ def write_json(path: Path, data: Any) -> None:
 
 def save_figure(fig: Any, path: Path) -> None:
     """Atomic PNG."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """``write(binary file)`` into a fresh temp file beside ``path`` (same filesystem, so the rename is atomic), then
+    ``os.replace`` it onto ``path``. On any failure, a crash between the write and the rename included, ``path`` is
+    untouched and the temp file removed. The temp name is unique per call, so concurrent writers never share one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _jsonable(x: Any) -> Any:
