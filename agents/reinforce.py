@@ -22,6 +22,23 @@ a 90% target the target's request sits near the +1 edge, where half of every sam
 between layers are lost (see ``benchmarks/results/reinforce_tuning/``). Run it directly::
 
     python -m agents.reinforce --task digits --target-sparsity 0.9 --budget 300
+
+Resumable searches: with ``checkpoint=PATH`` the search writes a checkpoint every ``checkpoint_every``
+evaluations (default 100; after the first policy update at or past each multiple) and at the end, atomically
+(temporary file in the same directory, then ``os.replace``). It holds the policy, Adam's state, the baseline, the
+update count, the sampling generator, the env's ``np_random`` (fine-tuning seeds), the global RNG states, the
+evaluations used, the best-so-far curve and the best allocation, and a fingerprint of the search (agent, evaluation
+cap, seed, the options that change the result, the task's name, dense score, layer names and sizes, a hash of the
+model's weights, the env's settings). Run the same call again after a crash and it resumes: the evaluation cap counts
+across the interruption (the evaluations after the last checkpoint are redone: each kill costs at most
+``checkpoint_every + batch_size - 1`` extra scorings, and exactly ``budget`` are recorded), and the result (best
+score, allocation, history, policy) equals the uninterrupted run's for the same seed. A checkpoint of another search,
+a corrupted one (its content carries a SHA-256) or an unreadable one is refused with
+:class:`~agents.eval_budget.CheckpointError`. It is read with ``torch.load(weights_only=True)``: no code is
+unpickled. A finished search's checkpoint is kept: running the call again returns the same result at no cost.
+::
+
+    agents.search("reinforce", env, 1000, seed=0, checkpoint="runs/digits-0.9.ckpt", checkpoint_every=100)
 """
 
 from __future__ import annotations
@@ -41,7 +58,18 @@ from prune_env.actions import sparsity_to_action
 from prune_env.checks import check_choice, check_int, check_number
 
 from ._options import parse_options
-from .eval_budget import EvalCap
+from .eval_budget import (
+    CheckpointError,
+    EvalCap,
+    check_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    search_fingerprint,
+    set_global_rng_state,
+)
+
+#: :class:`Args` fields that do not change the search's result: a checkpoint resumes whatever their values.
+_NOT_IN_FINGERPRINT = ("tensorboard_log", "save_path", "checkpoint", "checkpoint_every")
 
 
 @dataclass
@@ -74,6 +102,12 @@ class Args:
     """TensorBoard log directory; None: no logging"""
     save_path: str | None = None
     """where to save the trained policy (torch state dict); None: not saved"""
+    checkpoint: str | None = None
+    """checkpoint file of a resumable search: if it exists the search resumes from it (refused with a
+    ``CheckpointError`` if it was written by a different search or is corrupted), else it starts afresh; either way
+    it is rewritten atomically every ``checkpoint_every`` evaluations and at the end. None: no checkpoints"""
+    checkpoint_every: int = 100
+    """evaluations between checkpoints: one is written after the first policy update at or past each multiple"""
 
 
 @dataclass(frozen=True)
@@ -212,10 +246,22 @@ def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, start: np.n
     if policy.net is not None:
         groups.append({"params": policy.net.parameters(), "lr": args.net_learning_rate})
     optim = torch.optim.Adam(groups)
-    writer = _writer(args.tensorboard_log, args)
 
     baseline: float | None = None
     update = 0
+    resumed_at = 0
+    if args.checkpoint:
+        options = {k: v for k, v in dataclasses.asdict(args).items() if k not in _NOT_IN_FINGERPRINT}
+        options.update(_ablation=dataclasses.asdict(ab), start=None if start is None else start.tolist())
+        fingerprint = search_fingerprint(env, "reinforce", seed, options)
+        blob = load_checkpoint(args.checkpoint, fingerprint)
+        if blob is not None:
+            baseline, update = _load_state(blob["agent"], policy, optim, gen)
+            env.load_state_dict(blob["cap"])
+            set_global_rng_state(blob["global_rng"])
+            resumed_at = env.used
+    saved_at = env.used
+    writer = _writer(args.tensorboard_log, args)
     t0 = time.perf_counter()
     while not env.exhausted:
         n = min(args.batch_size, env.remaining)
@@ -249,12 +295,34 @@ def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, start: np.n
             writer.add_scalar("losses/policy_loss", loss.item(), step)
             writer.add_scalar("losses/entropy", entropy.item(), step)
             writer.add_scalar("charts/std", torch.exp(policy.log_std.detach()).mean().item(), step)
-            writer.add_scalar("charts/evals_per_s", step / (time.perf_counter() - t0), step)
+            writer.add_scalar("charts/evals_per_s", (step - resumed_at) / (time.perf_counter() - t0), step)
+        if args.checkpoint and (env.used // args.checkpoint_every > saved_at // args.checkpoint_every
+                                or env.exhausted):
+            state = {"policy": policy.state_dict(), "optimizer": optim.state_dict(), "baseline": baseline,
+                     "update": update, "generator": gen.get_state()}
+            save_checkpoint(args.checkpoint, fingerprint, env, state)
+            saved_at = env.used
     if writer is not None:
         writer.close()
     if args.save_path:
         save(policy, args.save_path)
-    return {"policy": policy, "updates": update, "save_path": args.save_path}
+    return {"policy": policy, "updates": update, "save_path": args.save_path, "checkpoint": args.checkpoint,
+            "resumed_at": resumed_at}
+
+
+def _load_state(state: dict[str, Any], policy: GaussianPolicy, optim: torch.optim.Optimizer,
+                gen: torch.Generator) -> tuple[float | None, int]:
+    """Put a checkpoint's agent state into the freshly built ``policy``, ``optim`` and ``gen``; returns the
+    baseline and the update count."""
+    try:
+        policy.load_state_dict(state["policy"])
+        optim.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        baseline = None if state["baseline"] is None else float(state["baseline"])
+        return baseline, int(state["update"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"the checkpoint's reinforce state does not fit this policy: {type(e).__name__}: {e}"
+                              ) from None
 
 
 def _advantages(returns: np.ndarray, baseline: float, kind: str) -> np.ndarray:
@@ -333,6 +401,8 @@ def _parse_args(kwargs: dict[str, Any]) -> Args:
     check_number("baseline_decay", args.baseline_decay, 0.0, 1.0, high_open=True)
     check_int("batch_size", args.batch_size, 1)
     check_int("hidden", args.hidden, 1)
+    check_int("checkpoint_every", args.checkpoint_every, 1)
+    args.checkpoint = check_checkpoint_path("checkpoint", args.checkpoint)
     return args
 
 
