@@ -59,6 +59,7 @@ import os
 import re
 import struct
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -449,11 +450,14 @@ def describe(model: nn.Module) -> tuple[dict, list[tuple[str, torch.Tensor, str]
     """
     extras: list[tuple[str, torch.Tensor, str]] = []
     seen: dict[int, str] = {}
+    hooked: list[str] = []
 
     def walk(m: nn.Module, path: str) -> dict:
         if id(m) in seen:  # a module used twice stays one module
             return {"same_as": seen[id(m)]}
         seen[id(m)] = path
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            hooked.append(path or type(m).__name__)
         prefix = f"{path}." if path else ""
         desc: dict[str, Any] = {}
         if isinstance(m, fx.GraphModule):
@@ -478,7 +482,12 @@ def describe(model: nn.Module) -> tuple[dict, list[tuple[str, torch.Tensor, str]
         desc["modules"] = [[k, None if c is None else walk(c, prefix + k)] for k, c in m._modules.items()]
         return desc
 
-    return walk(model, ""), extras
+    desc = walk(model, "")
+    if hooked:
+        warnings.warn(f"export: the hooks of {hooked[:5]} are not stored (code is never exported); for "
+                      "torch.nn.utils.prune masks call torch.nn.utils.prune.remove(module, name) first, so the "
+                      "pruned weight itself is saved", UserWarning, stacklevel=3)
+    return desc, extras
 
 
 def _describe_graph(graph: fx.Graph, path: str) -> dict:
@@ -565,6 +574,7 @@ def rebuild(desc: dict, tensors: _Tensors, user: dict[str, type]) -> nn.Module:
         if isinstance(d, dict) and set(d) == {"same_as"}:
             if d["same_as"] not in built:
                 raise ExportError(f"malformed module description at {path!r}")
+            tensors.used.update(n for n in tensors.tensors if n.startswith(f"{path}."))  # the state's second names
             return built[d["same_as"]]
         if not isinstance(d, dict):
             raise ExportError(f"malformed module description at {path!r}")

@@ -278,3 +278,48 @@ def test_prune_compatible_masks_hold_zeros_in_a_user_training_loop():
         assert torch.all(weight[mask == 0] == 0)
         assert name.replace(pname, pname + "_orig") in named
     assert np.isfinite(loss.item())
+
+
+class _Everything(nn.Module):
+    """Attributes of every storable kind, a module used twice, a tensor attribute and a non-persistent buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 6, padding_idx=0)
+        self.norm = nn.LayerNorm((6,))
+        self.lstm = nn.LSTM(6, 8, 2, batch_first=True, dropout=0.1, proj_size=4)
+        self.rnn = nn.RNN(4, 5, nonlinearity="relu", batch_first=True, bias=False)
+        self.shared = nn.Linear(5, 5)
+        self.blocks = nn.ModuleList([self.shared, self.shared, nn.Dropout(0.2)])
+        self.head = nn.Linear(5, VOCAB)
+        self.scale = torch.tensor(0.5)  # a plain tensor attribute: not in the state dict
+        self.register_buffer("offset", torch.full((VOCAB,), 0.25), persistent=False)
+        self.nan, self.act, self.shape, self.dtype_ = float("nan"), nn.functional.gelu, (1, 2), torch.float32
+        self.cfg = {"a": [1, 2], "b": None, 3: {"x"}, "s": slice(1, None)}
+
+    def forward(self, x):
+        h, _ = self.lstm(self.norm(self.emb(x)))
+        h, _ = self.rnn(h)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.act(h)) * self.scale + self.offset
+
+
+def test_module_description_round_trips_attributes_shared_modules_and_unsaved_tensors(tmp_path):
+    torch.manual_seed(0)
+    model = _Everything().eval()
+    export(model, tmp_path / "e.prnn")
+    loaded = load(tmp_path / "e.prnn", classes=[_Everything])
+    x = torch.randint(0, VOCAB, (2, 5))
+    torch.testing.assert_close(loaded(x), model(x))
+    assert type(loaded) is _Everything and loaded.blocks[0] is loaded.blocks[1] is loaded.shared
+    assert loaded.act is nn.functional.gelu and loaded.dtype_ is torch.float32 and loaded.shape == (1, 2)
+    assert loaded.cfg == model.cfg and loaded.nan != loaded.nan and "offset" not in loaded.state_dict()
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    handle = model.head.register_forward_hook(lambda *args: None)
+    with pytest.warns(UserWarning, match=r"hooks of \['head'\] are not stored"):
+        export(model, tmp_path / "h.prnn")
+    handle.remove()
+    model.tokenizer = object()
+    with pytest.raises(ValueError, match="cannot export `tokenizer`"):
+        export(model, tmp_path / "t.prnn")
