@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from prune_env.checks import check_number
+from prune_env.rules import global_threshold_counts
+
+__all__ = ["allocation_of", "caps", "density_counts", "global_threshold_counts", "target_of", "total_count"]
 
 
 def target_of(env: Any, sparsity: float | None) -> float:
@@ -38,27 +40,6 @@ def caps(env: Any) -> np.ndarray:
     """The most weights (units) each layer may lose: the env's caps (``max_sparsity``; a recurrent layer keeps one
     hidden unit)."""
     return env.unwrapped.cap
-
-
-def global_threshold_counts(scores: Sequence[np.ndarray], total: int, cap: np.ndarray) -> np.ndarray:
-    """Per-layer counts of pruning the ``total`` lowest-scored weights of the whole model, no layer past its cap.
-
-    Exactly the greedy rule "take the globally smallest score whose layer still has room": a layer that reaches
-    its cap keeps its remaining weights and the threshold moves on through the other layers.
-
-    :param scores: per layer, one importance score per weight (flattened).
-    :param total: weights to prune in all.
-    :param cap: most weights each layer may lose.
-    """
-    flat = np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores])
-    lid = np.concatenate([np.full(np.asarray(s).size, i) for i, s in enumerate(scores)])
-    lid = lid[np.argsort(flat, kind="stable")]
-    rank = np.empty_like(lid)
-    for i in range(len(scores)):
-        where = lid == i
-        rank[where] = np.arange(int(where.sum()))
-    taken = lid[rank < cap[lid]][:total]
-    return np.bincount(taken, minlength=len(scores)).astype(np.int64)
 
 
 def density_counts(weights: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:

@@ -18,29 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from prune_env.rules import lamp_counts, lamp_scores
 
-from ._alloc import allocation_of, caps, global_threshold_counts, target_of, total_count
+from ._alloc import allocation_of, caps, target_of, total_count
 from .eval_budget import EvalCap, submit
 
-
-def lamp_scores(weights: np.ndarray) -> np.ndarray:
-    """LAMP scores of one layer's weights, in the weights' own (flat) order.
-
-    >>> lamp_scores(np.array([3.0, -1.0, 2.0])).round(4).tolist()   # sorted 1, 2, 3: 1/14, 4/13, 9/9
-    [1.0, 0.0714, 0.3077]
-
-    :param weights: the layer's weights (any shape; flattened).
-    :returns: one score per weight, flat; 0 for a layer of zeros.
-    """
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    order = np.argsort(np.abs(w), kind="stable")
-    sq = w[order] ** 2
-    rest = np.cumsum(sq[::-1])[::-1]  # sum of the weight's own square and those of every larger weight
-    sorted_scores = np.divide(sq, rest, out=np.zeros_like(sq), where=rest > 0)
-    scores = np.empty_like(sorted_scores)
-    scores[order] = sorted_scores
-    return scores
+__all__ = ["lamp_scores", "run"]  # lamp_scores lives in prune_env.rules (the zoo observation uses it too)
 
 
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
@@ -55,8 +38,7 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
     if base.analysis.plan is not None:
         raise ValueError("lamp/erk rank weights; use unstructured granularity (agent 'lamp')")
     target = target_of(env, sparsity)
-    scores = [lamp_scores(w.numpy()) for w in base.analysis.dense]  # each action layer's flat dense weight
-    counts = global_threshold_counts(scores, total_count(env, target), caps(env))
+    counts = lamp_counts(base.analysis, total_count(env, target), caps(env))
     capped = [n for n, c, k in zip(base.layer_names, counts, caps(env)) if c == k and k > 0]
     submit(env, allocation_of(env, counts))
     return {"capped_layers": capped}

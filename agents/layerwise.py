@@ -1,13 +1,15 @@
 """A layer-wise pruning policy that transfers across models, and its REINFORCE pretraining on a zoo.
 
 :class:`LayerwisePolicy` is one small network shared across layers: it maps a layer's row of the zoo observation
-(its static statistics, the sparsity chosen so far, a validity flag; :data:`prune_env.zoo_env.ROW`) together with
-the model-level context (:data:`prune_env.zoo_env.CONTEXT`, the target included) to that layer's mean action. So it
-works for any number of layers, and one policy serves every target (target-conditioned, as in CACP).
+(its static statistics, its LAMP sparsity at the target, the sparsity chosen so far, a validity flag;
+:data:`prune_env.zoo_env.ROW`) together with the model-level context (:data:`prune_env.zoo_env.CONTEXT`, the target
+included) to how far that layer's mean action departs from LAMP's. So it works for any number of layers, one policy
+serves every target (target-conditioned, as in CACP), and the untrained policy is LAMP itself: pretraining can only
+be selected if it beats LAMP on the validation models.
 
-In joint budget mode the env's projection ignores a common shift of all requests, so the means are centred over
-the model's real layers (their average is the middle of the action range): without that the policy could drift
-along the ignored direction until every action clips (the same fix as :mod:`agents.reinforce`).
+In joint budget mode the env's projection ignores a common shift of all requests, so the departures are centred over
+the model's real layers: without that the policy could drift along the ignored direction until every action clips
+(the same fix as :mod:`agents.reinforce`).
 
 :func:`pretrain` trains it with REINFORCE on a :class:`~prune_env.PruneRNNZooEnv` in joint mode: each episode draws
 a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the budget and scores
@@ -34,11 +36,15 @@ from prune_env.checks import check_int, check_number
 from prune_env.zoo_env import CONTEXT, ROW, PruneRNNZooEnv, observation
 
 #: Format tag of saved policies.
-FORMAT = "prune-rnn-gym/layerwise-policy/1"
+FORMAT = "prune-rnn-gym/layerwise-policy/2"
+_LAMP = ROW.index("lamp")
 
 
 class LayerwisePolicy(nn.Module):
-    """``a_l ~ N(mu(row_l, context), std)`` for each real layer ``l``, one network for every layer.
+    """``a_l ~ N(lamp_l + delta(row_l, context), std)`` for each real layer ``l``, one network for every layer.
+
+    ``lamp_l`` is LAMP's action for the layer at the episode's target (read from the row), so the untrained policy
+    is exactly LAMP, the strongest one-shot rule we measured; the network learns where to depart from it.
 
     :param hidden: width of the two hidden layers.
     :param init_std: the starting standard deviation, in action units.
@@ -49,7 +55,7 @@ class LayerwisePolicy(nn.Module):
         self.hidden = check_int("hidden", hidden, 1)
         self.net = nn.Sequential(nn.Linear(len(ROW) + len(CONTEXT), hidden), nn.Tanh(), nn.Linear(hidden, hidden),
                                  nn.Tanh(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.net[-1].weight)  # the start: the same request for every layer (uniform pruning)
+        nn.init.zeros_(self.net[-1].weight)  # the start: LAMP's allocation
         nn.init.zeros_(self.net[-1].bias)
         self.log_std = nn.Parameter(torch.tensor(float(np.log(check_number("init_std", init_std, 0.0,
                                                                               low_open=True)))))
@@ -59,10 +65,11 @@ class LayerwisePolicy(nn.Module):
         n_ctx = len(CONTEXT)
         rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(ROW))
         context = obs[..., -n_ctx:].unsqueeze(-2).expand(*rows.shape[:-1], n_ctx)
-        mu = self.net(torch.cat([rows, context], -1)).squeeze(-1)
+        delta = self.net(torch.cat([rows, context], -1)).squeeze(-1)
         valid = rows[..., -1] > 0.5
-        centre = (mu * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
-        return torch.where(valid, mu - centre, torch.zeros_like(mu)), valid
+        centre = (delta * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
+        mu = 2.0 * rows[..., _LAMP] - 1.0 + delta - centre
+        return torch.where(valid, mu, torch.zeros_like(mu)), valid
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
@@ -201,7 +208,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
                       progress: bool = False, writer: Any = None) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
     """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
-    which is uniform pruning). Returns the selected policy and one log row per round."""
+    which is LAMP). Returns the selected policy and one log row per round."""
     import copy
 
     check_int("rounds", rounds, 1)

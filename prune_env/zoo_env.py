@@ -5,8 +5,8 @@ ordinary :class:`~prune_env.PruneRNNEnv` episode on that model in budget mode. T
 whatever the model, so one policy can act on every model of a zoo (and, by reading per-layer statistics, on models
 it has never seen):
 
-- **joint** mode: ``max_layers`` rows of ``len(FEATURES) + 2`` (the layer's static features, the sparsity chosen for
-  it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``;
+- **joint** mode: ``max_layers`` rows of ``len(FEATURES) + 3`` (the layer's static features, its LAMP sparsity at
+  the target, the sparsity chosen for it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``;
   entries past the model's layers are ignored.
 - **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
 
@@ -41,13 +41,15 @@ from .checks import check_number
 from .config import MODES
 from .env import PruneRNNEnv
 from .stats import FEATURES
+from .rules import lamp_counts
 from .task import RNNTask
 
 #: Model-level context features that follow the per-layer rows.
 CONTEXT = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share", "num_layers",
            "log_params")
-#: Per-layer row: the static features, then the chosen sparsity and a validity flag.
-ROW = (*FEATURES, "chosen", "valid")
+#: Per-layer row: the static features, the layer's LAMP sparsity at the episode's target (over ``max_sparsity``, so
+#: ``2 * lamp - 1`` is LAMP's action), then the chosen sparsity and a validity flag.
+ROW = (*FEATURES, "lamp", "chosen", "valid")
 
 
 class PruneRNNZooEnv(gym.Env):
@@ -167,6 +169,7 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     max_layers = n if max_layers is None else max_layers
     rows = np.zeros((max_layers, len(ROW)), np.float64)
     rows[:n, :len(FEATURES)] = env.analysis.features
+    rows[:n, -3] = _lamp_fraction(env)
     rows[:n, -2] = env.counts / env.numels
     rows[:n, -1] = 1.0
     sequential = not ((env.mode == "joint") if joint is None else joint)
@@ -175,6 +178,15 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     context = [env.target_sparsity, removed, needed, prev_action, progress, rest, n / max_layers,
                np.log10(int(env.numels.sum())) / 10.0]
     return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
+
+
+def _lamp_fraction(env: PruneRNNEnv) -> np.ndarray:
+    """Each layer's LAMP sparsity at the env's target over ``max_sparsity`` (the target itself at ``hidden_unit``
+    granularity, where LAMP does not apply: uniform)."""
+    if env.analysis.plan is not None:
+        return np.full(env.num_layers, env.target_sparsity / env.max_sparsity)
+    counts = lamp_counts(env.analysis, B.budget_count(env.target_sparsity, env.numels), env.cap)
+    return counts / env.numels / env.max_sparsity
 
 
 def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:

@@ -1,0 +1,78 @@
+"""One-shot allocation arithmetic shared by the env's observations and the rule-based agents.
+
+LAMP (Lee et al., ICLR 2021) scores each weight ``w_u^2 / sum_{v >= u} w_v^2`` over its layer's weights sorted by
+magnitude; pruning the globally lowest scores gives a layer-adaptive allocation. The zoo observation carries each
+layer's LAMP sparsity at the episode's target (:mod:`prune_env.zoo_env`), so a learned policy starts from the
+strongest one-shot rule we measured and learns how to depart from it; the ``lamp`` agent (:mod:`agents.lamp`) is
+the same arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["global_threshold_counts", "lamp_counts", "lamp_scores"]
+
+
+def lamp_scores(weights: np.ndarray) -> np.ndarray:
+    """LAMP scores of one layer's weights, in the weights' own (flat) order.
+
+    >>> lamp_scores(np.array([3.0, -1.0, 2.0])).round(4).tolist()   # sorted 1, 2, 3: 1/14, 4/13, 9/9
+    [1.0, 0.0714, 0.3077]
+
+    :param weights: the layer's weights (any shape; flattened).
+    :returns: one score per weight, flat; 0 for a layer of zeros.
+    """
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    order = np.argsort(np.abs(w), kind="stable")
+    sq = w[order] ** 2
+    rest = np.cumsum(sq[::-1])[::-1]  # sum of the weight's own square and those of every larger weight
+    sorted_scores = np.divide(sq, rest, out=np.zeros_like(sq), where=rest > 0)
+    scores = np.empty_like(sorted_scores)
+    scores[order] = sorted_scores
+    return scores
+
+
+def _global_order(scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Layer index of every weight in ascending global score order, and its rank within its own layer."""
+    flat = np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores])
+    lid = np.concatenate([np.full(np.asarray(s).size, i) for i, s in enumerate(scores)])
+    lid = lid[np.argsort(flat, kind="stable")]
+    rank = np.empty_like(lid)
+    for i in range(len(scores)):
+        where = lid == i
+        rank[where] = np.arange(int(where.sum()))
+    return lid, rank
+
+
+def _take(lid: np.ndarray, rank: np.ndarray, total: int, cap: np.ndarray, n: int) -> np.ndarray:
+    taken = lid[rank < np.asarray(cap)[lid]][:total]
+    return np.bincount(taken, minlength=n).astype(np.int64)
+
+
+def global_threshold_counts(scores: Sequence[np.ndarray], total: int, cap: np.ndarray) -> np.ndarray:
+    """Per-layer counts of pruning the ``total`` lowest-scored weights of the whole model, no layer past its cap.
+
+    Exactly the greedy rule "take the globally smallest score whose layer still has room": a layer that reaches
+    its cap keeps its remaining weights and the threshold moves on through the other layers.
+
+    :param scores: per layer, one importance score per weight (flattened).
+    :param total: weights to prune in all.
+    :param cap: most weights each layer may lose.
+    """
+    lid, rank = _global_order(scores)
+    return _take(lid, rank, total, cap, len(scores))
+
+
+def lamp_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
+    """Per-layer pruned counts of LAMP on an :class:`~prune_env.analysis.Analysis` (unstructured), meeting ``total``.
+
+    The global LAMP order is computed once per analysis and kept with it; each call is then one pass.
+    """
+    key = "lamp_order"
+    if key not in analysis._memo:
+        analysis._memo[key] = _global_order([lamp_scores(w.numpy()) for w in analysis.dense])
+    lid, rank = analysis._memo[key]
+    return _take(lid, rank, total, cap, len(analysis.dense))
