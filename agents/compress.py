@@ -1,4 +1,4 @@
-"""From a trained RNN to a deployable compressed model in one call: search -> gradual prune + fine-tune -> export -> report.
+"""From a trained RNN to a deployable compressed model in one call: search, gradual prune + fine-tune, export, report.
 
 :func:`compress` (and ``prune-rnn compress``) runs four stages, each ending in files written atomically in the
 output directory, so that a killed run restarts from its last finished stage:
@@ -96,11 +96,10 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :raises ValueError: on a bad argument (the message names it); :class:`CompressError` for a directory that holds
         a run with other settings.
     """
+    import agents as A
     from prune_env import PruneRNNEnv
     from prune_env.checks import check_choice, check_int, check_number
     from prune_env.tasks import resolve_task
-
-    import agents as A
 
     say = log or (lambda _msg: None)
     spec = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
@@ -158,11 +157,12 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     if finetune is None:
         say(f"[2/4] finetune: {steps} steps, lr {lr}" + (f", {bits}-bit aware" if bits else ""))
         from prune_env.gradual import gradual_prune
+        from prune_env.tasks.cache import atomic_save
 
         t0 = time.perf_counter()
         result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
                                progress=progress)
-        _atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
+        atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
         finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
                     "curve": [[int(s), float(v)] for s, v in result.curve],
                     "loss_curve": _subsample(result.losses, 200), "bits": result.bits, "info": result.info,
@@ -354,18 +354,6 @@ def _subsample(values: list[float], n: int) -> list[list[float]]:
     return [[int(i) + 1, float(values[i])] for i in idx]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
     from agents.results import write_json
 
@@ -383,9 +371,10 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
     ppl = any("test_perplexity" in r for r in rows.values())
     head = ["model", "test score"] + (["test ppl"] if ppl else []) + \
         ["val score", "sparsity", "bytes on disk", "x dense", "nonzero params", "CPU latency ms", "x dense"]
+    width = f"{s['bits']}-bit" if s["bits"] else "float32"
     lines = [f"# Compressed {report['task']}", "",
              f"Target sparsity {s['target_sparsity']}, {s['granularity']}, "
-             f"{'%d-bit' % s['bits'] if s['bits'] else 'float32'} values; allocation by `{s['agent']}` "
+             f"{width} values; allocation by `{s['agent']}` "
              f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps (best validation "
              f"checkpoint at step {report['finetune']['best_step']}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -245,9 +245,11 @@ def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] 
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
     blob = {"format": FORMAT, "hidden": policy.hidden, "state_dict": policy.state_dict(),
             "meta": json.dumps(meta or {}, default=str)}
-    tmp = f"{os.fspath(path)}.tmp"
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    from pathlib import Path
+
+    from prune_env.tasks.cache import atomic_save
+
+    atomic_save(blob, Path(path))
 
 
 def load(path: str | os.PathLike) -> LayerwisePolicy:

@@ -358,9 +358,9 @@ def _writers():
 
 WRITERS = ["export", "cache.atomic_save", "layerwise.save", "reinforce.save", "results.write_text",
            "results.write_json", "results.save_figure"]
-#: Writers that leave their temp file behind when the rename fails (agents/layerwise.py and agents/reinforce.py,
+#: Writers that leave their temp file behind when the rename fails (agents/reinforce.py,
 #: outside this change): their destination is still never half-written.
-LEAKS_TEMP = {"layerwise.save", "reinforce.save"}
+LEAKS_TEMP = {"reinforce.save"}
 
 
 def _crash_on_replace(monkeypatch, tmp_path, name: str, existing: bool):
