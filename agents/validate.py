@@ -289,8 +289,11 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
                 filed, now_ = (check.filed_val, check.val) if what == "validation" else (check.filed_test, check.test)
                 check.problems.append(f"{what} score differs by {_fmt(d)} (filed {_fmt(filed)}, re-scored "
                                       f"{_fmt(now_)})")
-    if device != "cpu":
-        report.notes.append(f"scored on {device}")
+    filed_devices = sorted({str((r.get("replay") or {}).get("device") or r.get("device") or legacy.device)
+                            for r in rows})
+    if filed_devices != [device]:
+        report.notes.append(f"rows were scored on {', '.join(filed_devices)}, re-scored on {device}: scores may "
+                            "differ in the last digits")
     return report
 
 
