@@ -240,6 +240,26 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     return selected, log
 
 
+#: The shipped policy, inside the package (see ``docs/transfer.md`` for the command that made it).
+DEFAULT_POLICY = "data/default_policy.pt"
+
+
+def default_policy() -> LayerwisePolicy:
+    """The layer-wise policy shipped with the package (pretrained on the zoo's train split, selected on its
+    validation split); its ``meta`` records the command, commit and zoo version it came from.
+
+    :raises FileNotFoundError: in a checkout or install without the file.
+    """
+    from importlib.resources import as_file, files
+
+    res = files("agents").joinpath(DEFAULT_POLICY)
+    if not res.is_file():
+        raise FileNotFoundError(f"no default policy shipped (agents/{DEFAULT_POLICY} is missing); pass `policy=` "
+                                "a path or a LayerwisePolicy, or pretrain one with `prune-rnn pretrain`")
+    with as_file(res) as path:
+        return load(path)
+
+
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
@@ -278,5 +298,5 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
     return policy
 
 
-__all__ = ["FORMAT", "LayerwisePolicy", "PretrainArgs", "load", "pretrain", "pretrain_selected", "save",
+__all__ = ["DEFAULT_POLICY", "FORMAT", "LayerwisePolicy", "PretrainArgs", "default_policy", "load", "pretrain", "pretrain_selected", "save",
            "zero_shot_score"]

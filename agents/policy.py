@@ -53,7 +53,8 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         init_std: float = 0.15) -> dict[str, Any]:
     """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
 
-    - A :class:`~agents.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.layerwise.save`):
+    - A :class:`~agents.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.layerwise.save`; by
+      default the policy shipped with the package, :func:`agents.layerwise.default_policy`):
       **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
       with a larger budget the remaining evaluations run REINFORCE whose mean starts at that allocation (joint mode;
       sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so it is never
@@ -62,15 +63,17 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
 
     :param env: the capped env.
     :param seed: seeds the few-shot search (a custom policy seeds itself).
-    :param policy: the policy object, or a path to a saved layer-wise policy.
+    :param policy: the policy object, a path to a saved layer-wise policy, or ``None`` for the shipped one.
     :param episodes: custom policies: stop after this many episodes (a deterministic policy needs only 1).
     :param init_std: layer-wise few-shot: the starting standard deviation around the pretrained allocation.
     """
     import os
 
     from .eval_budget import submit
-    from .layerwise import LayerwisePolicy, load
+    from .layerwise import LayerwisePolicy, default_policy, load
 
+    if policy is None:
+        policy = default_policy()
     if isinstance(policy, (str, os.PathLike)):
         policy = load(policy)
     if isinstance(policy, LayerwisePolicy):
@@ -88,7 +91,7 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
             adapted = reinforce.run(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
             extras["adapted_policy"] = adapted["policy"]
         return extras
-    if policy is None or not callable(getattr(policy, "act", None)):
+    if not callable(getattr(policy, "act", None)):
         raise ValueError("agent 'policy' needs `policy=` an object with act(obs, info) -> action, a LayerwisePolicy, "
                          f"or the path of a saved one; got {type(policy).__name__}")
     n = env.remaining if episodes is None else min(int(episodes), env.remaining)
