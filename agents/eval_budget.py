@@ -129,8 +129,10 @@ class EvalCap(gym.Wrapper):
         """The cap, the evaluations used, the tracker's record and the env's ``np_random`` state (it seeds
         ``finetune_steps``), as plain values and tensors (for :func:`save_checkpoint`)."""
         rng = self.env.unwrapped.np_random.bit_generator.state
+        last = None if self._last_obs is None else torch.from_numpy(np.array(self._last_obs))
         return {"cap": self.cap, "used": self._used, "tracker": self.tracker.state_dict(),
-                "env_rng": json.dumps(rng)}  # a JSON string: PCG64's 128-bit ints as plain text
+                "env_rng": json.dumps(rng),  # a JSON string: PCG64's 128-bit ints as plain text
+                "last_obs": last}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue counting from :meth:`state_dict`: the evaluations already used count against the cap.
@@ -149,6 +151,8 @@ class EvalCap(gym.Wrapper):
             base.np_random = gen = np.random.Generator(getattr(np.random, rng["bit_generator"])())
         gen.bit_generator.state = rng
         self._used = used
+        last = state.get("last_obs")
+        self._last_obs = None if last is None else last.numpy()
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
@@ -337,7 +341,8 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(path: str, fingerprint: dict[str, Any], cap: EvalCap, agent_state: dict[str, Any]) -> None:
+def save_checkpoint(path: str, fingerprint: dict[str, Any], cap: EvalCap, agent_state: dict[str, Any],
+                    evals: int | None = None) -> None:
     """Write a search checkpoint to ``path`` atomically: a temporary file in the same directory, flushed to disk,
     then renamed over ``path``; a crash at any point leaves the previous checkpoint (or none) in place.
 
@@ -346,15 +351,18 @@ def save_checkpoint(path: str, fingerprint: dict[str, Any], cap: EvalCap, agent_
     :param cap: the search's capped env (its count, tracker and ``np_random``).
     :param agent_state: the agent's own state: tensors, state dicts, plain values (no objects: it is read back
         with ``torch.load(weights_only=True)``).
+    :param evals: the evaluations the search has recorded; default ``cap.used`` (an agent that counts them
+        elsewhere, like ``ppo`` with its env copies, passes its own count).
     """
-    blob = {"fingerprint": fingerprint, "evals": cap.used, "cap": cap.state_dict(), "global_rng": global_rng_state(),
+    evals = cap.used if evals is None else int(evals)
+    blob = {"fingerprint": fingerprint, "evals": evals, "cap": cap.state_dict(), "global_rng": global_rng_state(),
             "agent": agent_state}
     # torch.load does not check the zip's CRCs: the content goes in as bytes under its SHA-256, so that any
     # changed byte is caught on loading.
     buf = io.BytesIO()
     torch.save(blob, buf)
     payload = buf.getvalue()
-    outer = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "evals": cap.used,
+    outer = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "evals": evals,
              "sha256": hashlib.sha256(payload).hexdigest(),
              "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
     folder = os.path.dirname(os.path.abspath(path))

@@ -23,11 +23,13 @@ could drift along that direction until every action clips at the bound and the a
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
@@ -35,7 +37,17 @@ from prune_env.actions import sparsity_to_action
 from prune_env.checks import check_choice, check_int
 
 from ._options import parse_options
-from .eval_budget import EvalCap, Tracker, split_budget
+from .eval_budget import (
+    CheckpointError,
+    EvalCap,
+    Tracker,
+    check_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    search_fingerprint,
+    set_global_rng_state,
+    split_budget,
+)
 
 ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
 VEC_ENVS = ("dummy", "subproc")
@@ -75,6 +87,16 @@ class Args:
     """where to save the trained model (.zip); None: not saved"""
     verbose: int = 0
     """SB3 verbosity"""
+    checkpoint: str | None = None
+    """checkpoint file of a resumable search (PPO and A2C, joint mode, ``vec_env="dummy"``, no ``vector_envs``):
+    resumed from if it exists, else written every ``checkpoint_every`` evaluations (at the next rollout start)
+    and at the end, atomically; None: no checkpoints (see ``docs/agents.md``, "Checkpointing long searches")"""
+    checkpoint_every: int = 100
+    """evaluations between checkpoints"""
+
+
+#: :class:`Args` fields that do not change the search's result: a checkpoint resumes whatever their values.
+_NOT_IN_FINGERPRINT = ("tensorboard_log", "progress_bar", "save_path", "verbose", "checkpoint", "checkpoint_every")
 
 
 class CenteredActions(gym.ActionWrapper):
@@ -136,11 +158,20 @@ class BestAllocationCallback(BaseCallback):
     :param budget: total evaluations over all envs.
     """
 
-    def __init__(self, tracker: Tracker, budget: int, targets: list[float | None]):
+    def __init__(self, tracker: Tracker, budget: int, targets: list[float | None], checkpoint: Any = None):
         super().__init__()
         self.tracker = tracker
         self.budget = budget
         self.targets = targets
+        self.checkpoint = checkpoint  # called at each rollout start and at the end (resumable searches)
+
+    def _on_rollout_start(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(final=False)
+
+    def _on_training_end(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(final=True)
 
     def _on_step(self) -> bool:
         steps = zip(self.locals["dones"], self.locals["infos"], self.locals["rewards"])
@@ -186,6 +217,8 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     if vector_envs > 1 and args.vec_env != "dummy":
         raise ValueError(f"`vec_env`={args.vec_env!r} does not combine with vector_envs={vector_envs} (one batched "
                          "vector env in this process); leave vec_env at 'dummy'")
+    if args.checkpoint:
+        _check_resumable(args, base, vector_envs)
     n_envs = max(1, min(vector_envs if vector_envs > 1 else args.n_envs, budget))
     center = uniform_center(base)
     centered = center is not None
@@ -209,20 +242,100 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     model = algo_cls("MlpPolicy", vec, seed=seed, verbose=args.verbose, tensorboard_log=args.tensorboard_log,
                      **_algo_kwargs(args, algo_cls, budget, n_envs))
     tracker = Tracker(base.target_sparsity)
-    callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs)
+    saver, resumed, resumed_at = None, None, 0
+    if args.checkpoint:
+        options = {k: v for k, v in dataclasses.asdict(args).items() if k not in _NOT_IN_FINGERPRINT}
+        saver = _Checkpointer(args, search_fingerprint(env, "ppo", seed, options), env, model, vec, tracker)
+        resumed = saver.resume()
+        resumed_at = resumed or 0
+    callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs, saver)
     try:
         # The vector env's sub-envs end their episodes together: whole rounds of n_envs episodes, of which the last
         # may be partly unscored (over the cap).
         episodes = -(-budget // n_envs) * n_envs if vector_envs > 1 else budget
-        model.learn(total_timesteps=episodes * (1 if base.mode == "joint" else base.num_layers), callback=callback,
-                    progress_bar=args.progress_bar, tb_log_name=args.algo)
+        total = episodes * (1 if base.mode == "joint" else base.num_layers)
+        if tracker.evals < budget:  # a finished search's checkpoint has nothing left to learn
+            model.learn(total_timesteps=total - model.num_timesteps, callback=callback,
+                        progress_bar=args.progress_bar, tb_log_name=args.algo, reset_num_timesteps=resumed is None)
     finally:
         vec.close()
     if args.save_path:
         save(model, args.save_path)
     # The outer wrapper saw none of these evaluations: hand the callback's tracker to `search`.
     return {"tracker": tracker, "policy": PolicyAdapter(model, center), "algo": args.algo,
-            "save_path": args.save_path}
+            "save_path": args.save_path, "checkpoint": args.checkpoint, "resumed_at": resumed_at}
+
+
+def _check_resumable(args: Args, base: gym.Env, vector_envs: int) -> None:
+    """:raises ValueError: for the set-ups whose state a checkpoint does not capture."""
+    name = args.algo.upper() if isinstance(args.algo, str) else getattr(args.algo, "__name__", "")
+    why = ("`algo` must be PPO or A2C (off-policy algorithms keep a replay buffer)" if name not in ("PPO", "A2C")
+           else "`vec_env` must be 'dummy' (subproc workers hold the env copies' state)" if args.vec_env != "dummy"
+           else "`vector_envs` must be 0 or 1" if vector_envs > 1
+           else "the env must be in joint mode (sequential episodes span rollouts)" if base.mode != "joint"
+           else None)
+    if why:
+        raise ValueError(f"ppo `checkpoint` is supported for PPO and A2C in joint mode with vec_env='dummy' and no "
+                         f"vector_envs: {why}")
+
+
+class _Checkpointer:
+    """Writes and restores a PPO/A2C search's state at rollout starts: the policy and its optimizer, the step
+    count, the last observations, every env copy's cap, count and ``np_random``, the best-so-far, and (through
+    :func:`~agents.eval_budget.save_checkpoint`) the global RNGs, which SB3 samples actions and minibatches from.
+
+    At a rollout start in joint mode no episode is under way and the rollout buffer is empty, so that is all the
+    learner's state.
+    """
+
+    def __init__(self, args: Args, fingerprint: dict[str, Any], env: EvalCap, model: Any, vec: Any,
+                 tracker: Tracker):
+        self.path, self.every = args.checkpoint, args.checkpoint_every
+        self.fingerprint, self.env, self.model, self.vec, self.tracker = fingerprint, env, model, vec, tracker
+        self.saved_at = 0
+
+    def caps(self) -> list[EvalCap]:
+        return [e.env if isinstance(e, CenteredActions) else e for e in self.vec.envs]
+
+    def __call__(self, final: bool) -> None:
+        evals = self.tracker.evals
+        if not final and evals // self.every <= self.saved_at // self.every:
+            return
+        m = self.model
+        state = {"policy": m.policy.state_dict(), "optimizer": m.policy.optimizer.state_dict(),
+                 "num_timesteps": int(m.num_timesteps), "n_updates": int(m._n_updates),
+                 "last_obs": torch.from_numpy(np.array(m._last_obs)),
+                 "episode_starts": torch.from_numpy(np.array(m._last_episode_starts)),
+                 "envs": [c.state_dict() for c in self.caps()], "tracker": self.tracker.state_dict()}
+        save_checkpoint(self.path, self.fingerprint, self.env, state, evals=evals)
+        self.saved_at = evals
+
+    def resume(self) -> int | None:
+        """Restore the checkpoint if there is one; returns the evaluations it records (None: no checkpoint)."""
+        blob = load_checkpoint(self.path, self.fingerprint)
+        if blob is None:
+            return None
+        a, m = blob["agent"], self.model
+        try:
+            m.policy.load_state_dict(a["policy"])
+            m.policy.optimizer.load_state_dict(a["optimizer"])
+            m.num_timesteps, m._n_updates = int(a["num_timesteps"]), int(a["n_updates"])
+            m._last_obs = a["last_obs"].numpy()
+            m._last_episode_starts = a["episode_starts"].numpy()
+            caps = self.caps()
+            if len(a["envs"]) != len(caps):
+                raise ValueError(f"{len(a['envs'])} env copies in the checkpoint, {len(caps)} now")
+            for cap, st in zip(caps, a["envs"]):
+                cap.load_state_dict(st)
+            self.tracker.load_state_dict(a["tracker"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"the checkpoint's {type(m).__name__} state does not fit this search: "
+                                  f"{type(e).__name__}: {e}") from None
+        set_global_rng_state(blob["global_rng"])
+        self.saved_at = self.tracker.evals
+        return self.tracker.evals
 
 
 def save(model: Any, path: str) -> None:
@@ -289,4 +402,6 @@ def _parse_args(kwargs: dict[str, Any]) -> Args:
     check_choice("vec_env", args.vec_env, VEC_ENVS)
     check_int("n_envs", args.n_envs, 1)
     _algo_class(args.algo)
+    check_int("checkpoint_every", args.checkpoint_every, 1)
+    args.checkpoint = check_checkpoint_path("checkpoint", args.checkpoint)
     return args

@@ -261,3 +261,65 @@ def test_global_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     set_global_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     got = random.random(), np.random.randn(), torch.rand(2)
     assert got[:2] == expect[:2] and torch.equal(got[2], expect[2])
+
+
+# ------------------------------------------------------------------------------------------- ppo
+PPO = {"n_envs": 2, "n_steps": 4, "n_epochs": 2}
+
+
+def ppo_search(budget: int = 32, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
+    env, counter = make_env(mode, **(env_kwargs or {}))
+    return env, counter, lambda: agents.search("ppo", env, budget, seed=seed, **{**PPO, **kw})
+
+
+def same_ppo(a: agents.SearchResult, b: agents.SearchResult) -> None:
+    assert (a.val_score, a.allocation, a.history, a.evals) == (b.val_score, b.allocation, b.history, b.evals)
+    pa, pb = a.policy.model.policy.state_dict(), b.policy.model.policy.state_dict()
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.mark.parametrize("algo, kill, env_kwargs", [
+    ("PPO", 19, None),
+    ("A2C", 11, {"finetune_steps": 2}),  # the env copies' np_random seed the fine-tuning: restored, not reseeded
+])
+def test_ppo_killed_search_resumes_to_the_uninterrupted_result(tmp_path, algo, kill, env_kwargs):
+    ref = ppo_search(algo=algo, env_kwargs=env_kwargs)[2]()
+    ck = str(tmp_path / "ck.pt")
+    _, counter, run = ppo_search(algo=algo, env_kwargs=env_kwargs, checkpoint=ck, checkpoint_every=5)
+    killed_after(counter, kill)
+    with pytest.raises(Killed):
+        run()
+    saved = evals_in(ck)
+    assert 0 < saved <= kill
+
+    _, counter, run = ppo_search(algo=algo, env_kwargs=env_kwargs, checkpoint=ck, checkpoint_every=5)
+    res = run()
+    assert counter.calls == 32 - saved
+    assert res.extras["resumed_at"] == saved and res.evals == 32
+    same_ppo(res, ref)
+
+    # the finished search's checkpoint: nothing left to score, the same result
+    _, counter, run = ppo_search(algo=algo, env_kwargs=env_kwargs, checkpoint=ck, checkpoint_every=5)
+    same_ppo(run(), ref)
+    assert counter.calls == 0
+
+
+def test_ppo_checkpoint_of_another_seed_is_refused(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    ppo_search(checkpoint=ck, checkpoint_every=8)[2]()
+    _, counter, run = ppo_search(seed=1, checkpoint=ck, checkpoint_every=8)
+    with pytest.raises(CheckpointError, match="seed: 0 in the checkpoint, 1 now"):
+        run()
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(algo="SAC"), "`algo` must be PPO or A2C"),
+    (dict(mode="sequential"), "joint mode"),
+    (dict(vec_env="subproc"), "`vec_env` must be 'dummy'"),
+])
+def test_ppo_checkpoint_refuses_what_it_cannot_capture(tmp_path, kwargs, match):
+    _, counter, run = ppo_search(checkpoint=str(tmp_path / "ck.pt"), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        run()
+    assert counter.calls == 0
