@@ -237,7 +237,8 @@ class PruneRNNVectorEnv(VectorEnv):
         return self._obs.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.template.close()
+        if hasattr(self, "template"):  # gymnasium 1.2's VectorEnv.__del__ also closes an env whose __init__ raised
+            self.template.close()
 
     def _finish_unscored(self, infos: dict[str, Any], i: int) -> dict[str, Any]:
         info = {"over_budget": True}
