@@ -186,7 +186,7 @@ class BestAllocationCallback(BaseCallback):
 class PolicyAdapter:
     """An SB3 model in the custom-policy protocol (deterministic actions, centred like in training).
 
-    :param model: the trained SB3 model.
+    :param model: the trained SB3 model, or its policy (anything with SB3's ``predict``).
     :param center: the uniform request to centre joint actions on, or ``None`` for no centring.
     """
 
@@ -349,14 +349,48 @@ def save(model: Any, path: str) -> None:
 
 
 def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
-    """Load a model saved by :func:`run` as a custom-policy-protocol object.
+    """Load the policy of a model saved by :func:`run` as a custom-policy-protocol object, without running code.
+
+    Stable-Baselines3's own ``load`` cloudpickle-loads entries of the zip (a crafted file runs code), so this reads
+    only the zip's ``policy.pth`` (``torch.load(weights_only=True)``) and the plain-JSON ``policy_kwargs``, and
+    rebuilds the algorithm's ``MlpPolicy`` for ``env``'s spaces.
 
     :param path: the ``.zip`` file.
     :param algo: the SB3 algorithm it was trained with.
-    :param env: the (unwrapped) env it will act on; its mode and target decide the centring.
+    :param env: the (unwrapped) env it will act on: its spaces shape the policy; its mode and target decide the
+        centring.
+    :raises ValueError: for a file that is not such a policy (or whose ``policy_kwargs`` are pickled objects).
     """
-    model = _algo_class(algo).load(path, device="cpu")
-    return PolicyAdapter(model, uniform_center(env) if env is not None else None)
+    import io
+    import json
+    import zipfile
+
+    if env is None:
+        raise ValueError("`env` is required: the policy is rebuilt for its observation and action spaces")
+    algo_cls = _algo_class(algo)
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+            state = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a bad zip, missing members, a pickle that would run code...
+        raise ValueError(f"{path!r} is not a readable Stable-Baselines3 policy zip: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    kwargs = data.get("policy_kwargs", {}) if isinstance(data, dict) else None
+    if not isinstance(kwargs, dict) or ":serialized:" in kwargs:
+        raise ValueError(f"{path!r}: its policy_kwargs are pickled objects, which are not loaded (they could run "
+                         "code); only policies trained with plain policy_kwargs (as agents.ppo saves them) load")
+    policy_cls = algo_cls.policy_aliases["MlpPolicy"]
+    base = env.unwrapped
+    policy = policy_cls(base.observation_space, base.action_space, lambda _: 0.0, **kwargs)
+    try:
+        policy.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path!r} holds a {algo_cls.__name__} policy that does not fit this env "
+                         f"({str(e).splitlines()[0]})") from None
+    policy.set_training_mode(False)
+    return PolicyAdapter(policy, uniform_center(env))
 
 
 def _factory(env: gym.Env, quota: int, centered: bool):

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -378,9 +377,11 @@ def save(policy: GaussianPolicy, path: str) -> None:
     """Save ``policy`` (state dict and sizes) atomically to ``path``."""
     blob = {"state_dict": policy.state_dict(), "obs_dim": policy.obs_dim, "act_dim": policy.bias.numel(),
             "hidden": policy.hidden, "center": policy.center}
-    tmp = f"{path}.tmp"
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    from pathlib import Path
+
+    from prune_env.tasks.cache import atomic_save
+
+    atomic_save(blob, Path(path))
 
 
 def load(path: str) -> GaussianPolicy:

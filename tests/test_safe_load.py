@@ -124,9 +124,6 @@ def test_crafted_policy_files_are_refused(tmp_path, marker):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="agents.ppo.load calls stable-baselines3's load, which cloudpickle-loads the "
-                   "':serialized:' entries of the zip's 'data' JSON: a crafted policy.zip runs code. Not fixed here "
-                   "(agents/ppo.py is outside this change); remove this mark once ppo.load refuses such files.")
 def test_a_crafted_ppo_zip_is_refused(tmp_path, marker):
     pytest.importorskip("stable_baselines3")
     from agents import ppo
@@ -134,9 +131,20 @@ def test_a_crafted_ppo_zip_is_refused(tmp_path, marker):
     blob = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
     path = tmp_path / "policy.zip"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("data", json.dumps({"policy_class": {":serialized:": blob}}))
-    with suppress(Exception):
-        ppo.load(str(path))
+        z.writestr("data", json.dumps({"policy_class": {":serialized:": blob},
+                                       "policy_kwargs": {":type:": "dict", ":serialized:": blob}}))
+        weights = io.BytesIO()
+        torch.save({}, weights)
+        z.writestr("policy.pth", weights.getvalue())
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5)
+    with pytest.raises(ValueError, match="pickled objects"):
+        ppo.load(str(path), "PPO", env)
+    # the pickle can sit in any entry of `data`, and a crafted policy.pth too
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data", json.dumps({"policy_kwargs": {}, "observation_space": {":serialized:": blob}}))
+        z.writestr("policy.pth", pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match="not a readable"):
+        ppo.load(str(path), "PPO", env)
     assert not marker.exists()
 
 
@@ -360,7 +368,7 @@ WRITERS = ["export", "cache.atomic_save", "layerwise.save", "reinforce.save", "r
            "results.write_json", "results.save_figure"]
 #: Writers that leave their temp file behind when the rename fails (agents/reinforce.py,
 #: outside this change): their destination is still never half-written.
-LEAKS_TEMP = {"reinforce.save"}
+LEAKS_TEMP: set[str] = set()
 
 
 def _crash_on_replace(monkeypatch, tmp_path, name: str, existing: bool):
