@@ -37,6 +37,7 @@ AGENTS: dict[str, str] = {
     "reinforce": "agents.reinforce:run",
     "ppo": "agents.ppo:run",
     "policy": "agents.policy:run",
+    "rllib-ppo": "agents.rllib_ppo:run",
 }
 
 #: One-line descriptions for ``prune-rnn`` and the docs.
@@ -50,6 +51,7 @@ DESCRIPTIONS: dict[str, str] = {
     "sensitivity": "Distiller-style per-layer sensitivity scan, then a tolerance sweep",
     "reinforce": "REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus",
     "ppo": "Stable-Baselines3 PPO (or algo=SAC/TD3/A2C) on vectorized envs",
+    "rllib-ppo": "RLlib PPO with env runners in Ray worker processes or on a cluster (needs the ray extra)",
     "policy": "a pretrained layer-wise policy (zero-shot at budget 1, then adapted by REINFORCE) or your own object "
               "with act(obs, info) -> action (pass policy=...)",
 }

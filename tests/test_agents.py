@@ -202,7 +202,7 @@ class DrawsThenFails:
         raise RuntimeError("policy failed")
 
 
-@pytest.mark.parametrize("name", sorted(agents.AGENTS))
+@pytest.mark.parametrize("name", sorted(set(agents.AGENTS) - {"rllib-ppo"}))  # rllib-ppo: tests/test_rllib.py
 def test_search_leaves_global_rngs_alone(name):
     env, counter = counted_env()
     options = {"policy": ZeroPolicy(env)} if name == "policy" else FAST.get(name, {})
