@@ -388,7 +388,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = compress(task, target, args.out, agent=args.agent, budget=args.budget, seed=seed, steps=args.steps,
                       bits=args.bits, granularity=args.granularity, lr=args.lr, method=args.method,
                       device=args.device, agent_options=options, progress=not args.no_progress,
-                      log=lambda msg: print(msg, flush=True))
+                      log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])
     final, dense = report["rows"]["final"], report["rows"]["dense"]
     print(f"test score {final.get('test_score', float('nan')):.4f} (dense {dense.get('test_score', float('nan')):.4f}),"
           f" {final['bytes']} bytes ({final['bytes_ratio']:.3f}x dense); report: {Path(args.out) / 'report.md'}")

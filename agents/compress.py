@@ -39,7 +39,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
              budget: int | None = None, seed: int = 0, steps: int = 2000, bits: int | None = None,
              granularity: str = "unstructured", lr: float = 1e-3, method: str = "linear", device: str = "cpu",
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
 
     :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
@@ -92,15 +92,18 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :param latency_reps: timed forward passes per model for the latency figures (median reported).
     :param progress: progress bars.
     :param log: called with one line per stage (default: silent).
+    :param command: the command line to record in the report (the CLI passes its own).
     :returns: the report (also in ``report.json``).
     :raises ValueError: on a bad argument (the message names it); :class:`CompressError` for a directory that holds
         a run with other settings.
     """
     import agents as A
+    from agents.results import run_meta
     from prune_env import PruneRNNEnv
     from prune_env.checks import check_choice, check_int, check_number
     from prune_env.tasks import resolve_task
 
+    meta = run_meta(list(command) if command else ["agents.compress.compress"], warn=False)
     say = log or (lambda _msg: None)
     spec = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
     target = check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
@@ -189,6 +192,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     if report is None:
         say("[4/4] report")
         report = _report(task, env, out, settings, search, finetune, exported, latency_reps)
+        report["meta"] = meta
         report["wall_time_s"] = round(time.perf_counter() - t_run, 3)
         _write_report(out, report)
         _write_json(out / STAGES["report"], report)
@@ -287,13 +291,10 @@ def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: di
         r["bytes_ratio"] = r["bytes"] / dense_bytes
         r["latency_ratio"] = None if r["latency_ms"] is None or latency.get("dense") is None else \
             r["latency_ms"] / latency["dense"]
-    from agents.results import run_meta
-
     return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
             "search": {k: search[k] for k in ("agent", "budget", "evals", "wall_time_s")},
             "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
-            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()},
-            "meta": run_meta(["compress"], warn=False)}
+            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()}}
 
 
 def _classes(model: nn.Module) -> list[type]:
