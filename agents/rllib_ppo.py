@@ -291,7 +291,11 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         env_config[CAP_KEY] = {"ledger": name, "namespace": namespace, "expect": _fingerprint(base),
                                "centered": centered}
         config = _ppo_config(PPOConfig(), args, env_config, seed, budget)
-        algo = config.build_algo() if hasattr(config, "build_algo") else config.build()
+        try:
+            algo = config.build_algo() if hasattr(config, "build_algo") else config.build()
+        except Exception:
+            _explain_build_failure(ray, env_config)  # RLlib hides a runner's env error behind its own
+            raise
         iterations, t0 = 0, time.perf_counter()
         while True:
             algo.train()
@@ -315,6 +319,20 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     for reward, score, allocation, target in records[:budget]:
         tracker.record(reward, {"score": score, "layer_sparsity": allocation}, target)
     return {"tracker": tracker, "policy": policy, "iterations": iterations, "num_env_runners": args.num_env_runners}
+
+
+def _probe_env(env_config: dict[str, Any]) -> None:
+    RLlibEnv(env_config).close()
+
+
+def _explain_build_failure(ray: Any, env_config: dict[str, Any]) -> None:
+    """Build one runner env in a Ray worker; :raises ValueError: with its error if that fails."""
+    try:
+        ray.get(ray.remote(num_cpus=0)(_probe_env).remote(env_config))
+    except Exception as e:
+        cause = getattr(e, "cause", None) or e
+        raise ValueError(f"rllib-ppo: the env runners could not build their env: {type(cause).__name__}: "
+                         f"{cause}") from None
 
 
 def _init_ray(ray: Any, args: Args) -> bool:

@@ -46,14 +46,23 @@ def _scorings(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def mismatched_task() -> RNNTask:
+    """``test_rllib:mismatched_task``: the tiny task, with other weights in Ray's workers than in the driver."""
+    driver = int(os.environ.get("RLLIB_TEST_DRIVER_PID", os.getpid()))
+    return tiny_task(seed=0 if os.getpid() == driver else 1)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray instance for the module (2 CPUs); its workers import ``tiny`` and this module from tests/."""
+    """One local Ray instance for the module (2 CPUs, on the loopback address); its workers import ``tiny`` and
+    this module from tests/."""
+    if "ray" not in sys.modules:  # read when ray is imported: Linux nodes then use 127.0.0.1, not the network address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-                                       "OMP_NUM_THREADS": "1"}})
+                                       "OMP_NUM_THREADS": "1", "RLLIB_TEST_DRIVER_PID": str(os.getpid())}})
     yield ray
     ray.shutdown()
 
@@ -117,6 +126,13 @@ def test_rllib_trains_envs_built_from_env_config(local_ray, kind):
     assert runners["num_episodes"] > 0
     assert np.isfinite(runners["episode_return_mean"])
     assert result["num_env_steps_sampled_lifetime"] >= 16
+
+
+@needs_ray
+def test_runners_that_build_another_model_stop_the_search_clearly(local_ray):
+    env = PruneRNNEnv("test_rllib:mismatched_task", target_sparsity=0.5, device="cpu")
+    with pytest.raises(ValueError, match="could not build their env.*not the driver's"):
+        agents.search("rllib-ppo", env, 8, seed=0, train_batch_size=8, minibatch_size=8)
 
 
 def test_runner_refuses_a_different_model():

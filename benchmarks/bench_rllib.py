@@ -1,0 +1,133 @@
+"""RLlib PPO (agent ``rllib-ppo``, 2 env runners on a local Ray instance) against global magnitude pruning on a preset.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_rllib.py --seeds 0 1 2      # digits at 0.9, cap 1000
+
+Needs the Ray extra (``pip install -e ".[ray]"``). For each seed: one ``rllib-ppo`` search with the evaluation cap,
+then the test score of its allocation; ``global`` (one evaluation, seed-free) is the baseline. Every scoring of a
+pruned model (a call of ``task.evaluate`` on a model with zeros, in whichever process: the runners rebuild the task
+from ``bench_rllib:counted_task``) is appended to a log, so the evaluations are counted at the task, across
+processes, whatever the agent reports. Writes ``benchmarks/results/rllib_<task>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _meta import ROOT, provenance, run_meta  # noqa: E402
+
+
+def counted_task(log: str, preset: str = "digits", **kwargs):
+    """``bench_rllib:counted_task``: the preset (cached model) whose validation scorer logs each pruned scoring."""
+    from prune_env import RNNTask
+    from prune_env.tasks import make_task
+
+    t = make_task(preset, **kwargs)
+    return RNNTask(t.model, evaluate=partial(_counted, inner=t.evaluate, log=log), test=t.test, loss=t.loss,
+                   name=t.name, metadata=t.metadata, train_loss=t.train_loss)
+
+
+def _counted(model, inner, log: str):
+    out = inner(model)
+    if any(bool((p == 0).any()) for p in model.parameters()):  # the dense model (scored at each env build) has none
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    return out
+
+
+def _scorings(log: Path) -> int:
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="digits", help="a preset")
+    p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--budget", type=int, default=1000, help="the evaluation cap")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--runners", type=int, default=2, help="RLlib env runners")
+    p.add_argument("--options", default="{}", help="further rllib-ppo options, as JSON")
+    args = p.parse_args()
+    # A local Ray instance on 127.0.0.1 only (read when ray is first imported; Linux nodes otherwise listen on the
+    # network address).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import torch
+
+    torch.set_num_threads(1)
+    meta = run_meta()
+    import agents
+    from prune_env import PruneRNNEnv
+    from prune_env.task import split_score
+
+    log = Path(tempfile.mkdtemp()) / "scorings.log"
+    env = PruneRNNEnv("bench_rllib:counted_task", target_sparsity=args.sparsity, device="cpu",
+                      task_kwargs={"log": str(log), "preset": args.task, "progress": False})
+    task = env.task
+
+    def test_score(alloc: dict[str, float]) -> float:
+        return split_score(task.test(env.pruned_model(alloc)), "test")[0]
+
+    dense_test = split_score(task.test(task.model), "test")[0]
+    options = json.loads(args.options)
+    g = agents.search("global", env, 1, seed=0)
+    base = {"val": g.val_score, "test": test_score(g.allocation), "evals": g.evals, "scorings": _scorings(log)}
+    rows = []
+    for seed in args.seeds:
+        before = _scorings(log)
+        t0 = time.perf_counter()
+        r = agents.search("rllib-ppo", env, args.budget, seed=seed, num_env_runners=args.runners, **options)
+        wall = time.perf_counter() - t0
+        scorings = _scorings(log) - before
+        beat = next((i + 1 for i, h in enumerate(r.history) if h > base["val"]), None)
+        rows.append({"seed": seed, "val": r.val_score, "test": test_score(r.allocation), "evals": r.evals,
+                     "scorings": scorings, "iterations": r.extras.get("iterations"), "evals_to_beat_global": beat,
+                     "search_wall_s": round(wall, 1), "search_s_inside": round(r.wall_time, 1),
+                     "allocation": r.allocation})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "allocation"}), flush=True)
+    tests = [r["test"] for r in rows]
+    mean = sum(tests) / len(tests)
+    std = (sum((t - mean) ** 2 for t in tests) / len(tests)) ** 0.5
+    result = {"meta": meta, "task": args.task, "target_sparsity": args.sparsity, "budget": args.budget,
+              "num_env_runners": args.runners, "options": options, "dense_val": env.dense_score,
+              "dense_test": dense_test, "global": base, "rllib_ppo": rows,
+              "test_mean": mean, "test_std": std, "beats_global_every_seed": all(t > base["test"] for t in tests)}
+    md = [f"# rllib-ppo vs global magnitude: `{args.task}` at {args.sparsity}", "", provenance(meta), "",
+          f"Agent `rllib-ppo` (RLlib {_ray_version()} PPO, new API stack, {args.runners} env runners on a local Ray "
+          f"instance, options {options or 'default'}), evaluation cap {args.budget}; `global` is one evaluation. "
+          "Scorings are counted at the task, in whichever process scored (the runners rebuild the task from "
+          "`bench_rllib:counted_task`). Test scores are reported only; the search sees validation.", "",
+          f"Dense model: val {env.dense_score:.4f}, test {dense_test:.4f}.", "",
+          "| agent | seed | test | val | evals | scorings counted | evals to beat global (val) | PPO iterations | "
+          "search s |", "|---|---|---|---|---|---|---|---|---|",
+          f"| global | - | {base['test']:.4f} | {base['val']:.4f} | {base['evals']} | {base['scorings']} | - | - | - |"]
+    for r in rows:
+        md.append(f"| rllib-ppo | {r['seed']} | {r['test']:.4f} | {r['val']:.4f} | {r['evals']} | {r['scorings']} | "
+                  f"{r['evals_to_beat_global']} | {r['iterations']} | {r['search_wall_s']} |")
+    md += ["", f"rllib-ppo test over seeds {args.seeds}: **{mean:.4f} ± {std:.4f}** (population std) vs global "
+           f"{base['test']:.4f}; beats global on every seed: **{result['beats_global_every_seed']}**.",
+           "", "Search s includes starting Ray and its two runner processes (each rebuilds the env).", ""]
+    out = ROOT / "benchmarks" / "results"
+    for name, text in ((f"rllib_{args.task}.json", json.dumps(result, indent=2) + "\n"),
+                       (f"rllib_{args.task}.md", "\n".join(md))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    print("\n".join(md))
+    return 0
+
+
+def _ray_version() -> str:
+    import ray
+
+    return ray.__version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
