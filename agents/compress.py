@@ -388,7 +388,7 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
     lat = report["latency"]
     lines += ["", f"Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.export` files. "
               f"Latency: median of {lat['reps']} forward passes on a {'x'.join(map(str, lat['input'] or []))} "
-              f"validation batch, {lat['threads']} threads, dense and compressed timed alternately (unstructured "
+              f"validation batch, {lat['threads']} thread(s), dense and compressed timed alternately (unstructured "
               "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
               "the exported file loaded back with `prune_env.load`.", "",
               "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
