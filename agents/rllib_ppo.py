@@ -78,6 +78,9 @@ class Args:
     """PPO clip range"""
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     """hidden layers of the policy and value networks"""
+    log_std_init: float | None = -1.0
+    """initial log standard deviation of the Gaussian policy (a free, state-independent parameter), in RLlib's
+    normalised action units; None: RLlib's default (a state-dependent output, initially about 0)"""
     centered: bool = True
     """joint budget mode: remove the common shift of the requested sparsities, as agent ``ppo`` does"""
     address: str | None = None
@@ -296,6 +299,8 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         except Exception:
             _explain_build_failure(ray, env_config)  # RLlib hides a runner's env error behind its own
             raise
+        if args.log_std_init is not None:
+            _set_log_std(algo, args.log_std_init)
         iterations, t0 = 0, time.perf_counter()
         while True:
             algo.train()
@@ -335,6 +340,24 @@ def _explain_build_failure(ray: Any, env_config: dict[str, Any]) -> None:
                          f"{cause}") from None
 
 
+def _set_log_std(algo: Any, value: float) -> None:
+    """Set the policy's free log standard deviation in the learner, then send the weights to the env runners."""
+    def fill(learner: Any) -> int:
+        import torch
+
+        n = 0
+        with torch.no_grad():
+            for module_id in learner.module.keys():
+                for name, p in learner.module[module_id].named_parameters():
+                    if name.split(".")[-1] == "log_std":
+                        p.fill_(value)
+                        n += 1
+        return n
+
+    algo.learner_group.foreach_learner(fill)
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
+
+
 def _init_ray(ray: Any, args: Args) -> bool:
     """Start or join Ray as ``args`` says; returns whether this call started it (and should stop it)."""
     import logging
@@ -362,7 +385,8 @@ def _ppo_config(config: Any, args: Args, env_config: dict[str, Any], seed: int, 
               .training(train_batch_size_per_learner=batch, minibatch_size=min(args.minibatch_size, batch),
                         num_epochs=args.num_epochs, lr=args.lr, entropy_coeff=args.entropy_coeff,
                         clip_param=args.clip_param, gamma=0.99)
-              .rl_module(model_config={"fcnet_hiddens": list(args.net_arch), "fcnet_activation": "tanh"})
+              .rl_module(model_config={"fcnet_hiddens": list(args.net_arch), "fcnet_activation": "tanh",
+                                       "free_log_std": args.log_std_init is not None})
               .debugging(seed=seed, log_level="WARN")
               .reporting(metrics_num_episodes_for_smoothing=1))
     for section, options in args.config_overrides.items():
