@@ -67,8 +67,8 @@ def default_agent(granularity: str) -> str:
 
 
 def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent: str | None = None,
-             budget: int | None = None, seed: int = 0, steps: int = 2000, bits: int | None = None,
-             granularity: str = "unstructured", lr: float = 1e-3, method: str = "linear", device: str = "cpu",
+             budget: int | None = None, seed: int = 0, steps: int = 800, bits: int | None = None,
+             granularity: str = "unstructured", lr: float = 3e-3, method: str = "linear", device: str = "cpu",
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
              log: Callable[[str], None] | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
