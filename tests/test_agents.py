@@ -280,7 +280,7 @@ def test_heuristics_penalty_mode_need_sparsity():
     ({"name": "ppo", "budget": 3, "algo": "DQN"}, "algo"),
     ({"name": "ppo", "budget": 3, "vec_env": "ray"}, "vec_env"),
     ({"name": "gradient", "budget": 3, "variant": "x"}, "variant"),
-    ({"name": "policy", "budget": 3}, "policy"),
+    ({"name": "policy", "budget": 3, "policy": 42}, "policy"),
 ])
 def test_bad_arguments(kwargs, match):
     env, _ = counted_env()

@@ -139,3 +139,40 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
     assert few.evals == 12 and few.history[0] == pytest.approx(zero.val_score)
     assert few.val_score >= zero.val_score  # adaptation never ends below the zero-shot allocation
     assert calls["test"] == 0  # the search never touches the test split
+
+
+def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_sees_test(tmp_path):
+    """``policy=None`` is the default policy in the package; one evaluation, the exact budget, no test-split call."""
+    import agents
+    from agents.layerwise import default_policy
+
+    policy = default_policy()
+    assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
+    assert any(t.startswith("zoo-v1/") for t in policy.meta["train_tasks"])
+    task = tiny_task("lstm", layers=3)
+    calls = {"evaluate": 0, "test": 0}
+
+    def evaluate(model, _f=task.evaluate):
+        calls["evaluate"] += 1
+        return _f(model)
+
+    def test(model, _f=task.test):
+        calls["test"] += 1
+        return _f(model)
+
+    task.evaluate, task.test = evaluate, test
+    env = PruneRNNEnv(task, target_sparsity=0.7)
+    calls["evaluate"] = 0  # the dense model's score, taken when the env is built
+    result = agents.search("policy", env, 1)
+    assert result.evals == 1 and calls == {"evaluate": 1, "test": 0}
+    assert env.counts_for(result.allocation).sum() == round(0.7 * env.numels.sum())
+    # a fresh process loads it; a corrupted copy is refused with a clear error
+    code = "from agents.layerwise import default_policy; print(default_policy().meta['selected_after_episodes'])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and int(proc.stdout.strip()) > 0, proc.stderr
+    from importlib.resources import files
+
+    corrupt = tmp_path / "policy.pt"
+    corrupt.write_bytes(files("agents").joinpath("data/default_policy.pt").read_bytes()[:-200])
+    with pytest.raises(ValueError, match="policy"):
+        agents.search("policy", env, 1, policy=str(corrupt))
