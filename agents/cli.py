@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="agent seeds; scores are mean +- std")
     b.add_argument("--resume", metavar="RUN_DIR", help="finish the bench of RUN_DIR (same arguments): run only the "
                    "cells its results.json lacks")
+    b.add_argument("--backend", default="local", choices=("local", "ray"), help="run the cells in this process "
+                   "(local) or each as a Ray task (ray: needs the ray extra); the same table")
+    b.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join (auto, HOST:6379); "
+                   "default a local Ray instance")
     _run_args(b)
     b.set_defaults(func=cmd_bench)
 
@@ -202,6 +206,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run every agent at every sparsity and seed; print the table and write the results."""
     import agents as A
 
+    from .ray_backend import check_backend, run_cells
+
     meta = _start_meta(args)
     sparsities = [_check_sparsity(s) for s in args.sparsity]
     names = _check_agents(args.agents)
@@ -209,6 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     seeds = [_check_seed(s) for s in args.seeds]
     options = _parse_options(args.option, names)
     _check_device(args.device)
+    check_backend(args)
     progress = not args.no_progress
     task = resolve_cli_task(args.task, args.task_seed, progress)
     if "gradient" in names and task.loss is None:
@@ -226,6 +233,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cells = [(target, name, seed) for target in sparsities for name in names
              for seed in (seeds[:1] if name in DETERMINISTIC else seeds)]
     bar = tqdm(total=len(cells), initial=sum(c in finished for c in cells), desc="bench", disable=not progress)
+    if args.backend == "ray":  # every missing cell as a Ray task, written as it finishes; the loop only collects
+        finished = run_cells(args, cells, finished, options, out, bar, lambda done: write_results(
+            out, _end_meta(meta, t_start, complete=False), done, summarize(done)))
     envs: dict[float, Any] = {}
     for i, (target, name, seed) in enumerate(cells):  # rows in this order, resumed or not: the same tables
         if (target, name, seed) in finished:
