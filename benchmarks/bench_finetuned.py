@@ -103,13 +103,14 @@ def to_markdown(result: dict) -> str:
     a = result["args"]
     s = result["summary"]
     ppl = any(r["ft_test_perplexity"] is not None for r in s["rows"])
+    searches = (f" reinforce: {a['reinforce_budget']} evaluations, one-shot reward." if "reinforce" in a["agents"]
+                else "") + (f" reinforce-ft: {a['ft_reinforce_budget']} evaluations, each candidate fine-tuned "
+                            f"{a['ft_reinforce_steps']} steps before scoring." if "reinforce-ft" in a["agents"] else "")
     lines = [f"# Allocations after fine-tuning: {result['task']}", "", provenance(result["meta"]), "",
              f"Every allocation pruned gradually with the same budget: {a['steps']} Adam steps, lr {a['lr']}, cubic "
              f"ramp over the first half, best validation checkpoint; seeds {a['seeds']} (fine-tuning batches; and the "
-             f"search for reinforce). reinforce: {a['reinforce_budget']} evaluations, one-shot reward; reinforce-ft: "
-             f"{a['ft_reinforce_budget']} evaluations, each candidate fine-tuned {a['ft_reinforce_steps']} steps "
-             f"before scoring. Dense test score {result['dense_test']:.4f}. Test split; the searches and the "
-             "checkpoint selection see validation only.", "",
+             f"search for reinforce).{searches} Dense test score {result['dense_test']:.4f}. Test split; the "
+             "searches and the checkpoint selection see validation only.", "",
              "| target | agent | one-shot test | fine-tuned test (mean +- std) |" + (" fine-tuned test ppl |" if ppl
                                                                                     else ""),
              "|---|---|---:|---:|" + ("---:|" if ppl else "")]
