@@ -16,14 +16,13 @@ the agent's own state, so the evaluation cap counts across an interruption.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 import random
-import tempfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -32,6 +31,7 @@ import torch
 
 from prune_env.actions import sparsity_to_action
 from prune_env.checks import check_int
+from prune_env.tasks.cache import atomic_save
 
 
 class Tracker:
@@ -365,18 +365,7 @@ def save_checkpoint(path: str, fingerprint: dict[str, Any], cap: EvalCap, agent_
     outer = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "evals": evals,
              "sha256": hashlib.sha256(payload).hexdigest(),
              "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(outer, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_save(outer, Path(path))
 
 
 def load_checkpoint(path: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
