@@ -269,8 +269,7 @@ def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: di
             finetune: dict[str, Any], exported: dict[str, Any], reps: int) -> dict[str, Any]:
     from prune_env.export import export, load
 
-    final = load(out / exported["path"], classes=_classes(task.model)) if _load_takes_classes() else \
-        load(out / exported["path"])
+    final = load(out / exported["path"], classes=_classes(task.model))
     dense = task.model
     oneshot = env.pruned_model(search["allocation"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -299,14 +298,6 @@ def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: di
 
 def _classes(model: nn.Module) -> list[type]:
     return sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__)
-
-
-def _load_takes_classes() -> bool:
-    import inspect
-
-    from prune_env.export import load
-
-    return "classes" in inspect.signature(load).parameters
 
 
 def _params(model: nn.Module) -> dict[str, int]:

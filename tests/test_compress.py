@@ -19,7 +19,7 @@ TINY = "tiny:tiny_task"
 
 
 def _load(path, task):
-    return load(path, classes=C._classes(task.model)) if C._load_takes_classes() else load(path)
+    return load(path, classes=C._classes(task.model))
 
 
 def test_cli_digits_end_to_end_report_matches_the_exported_file(tmp_path, capsys):
