@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "then export at this width); default float32")
     c.add_argument("--granularity", default="unstructured", choices=("unstructured", "hidden_unit"))
     c.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the fine-tuning")
+    c.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                   help="constant, or cosine decay to 0 after the pruning ramp")
+    c.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep: best "
+                   "validation score, or lowest validation NLL (language models judged by perplexity)")
     c.add_argument("--method", default="linear", choices=("linear", "kmeans"), help="quantization method")
     c.add_argument("--seed", type=int, default=0, help="seeds the agent and the fine-tuning batches")
     c.add_argument("--device", default="cpu", help="where to search and fine-tune")
@@ -397,7 +401,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     options = _parse_options([f"agent.{o}" for o in args.option], ["agent"]).get("agent", {})
     task = resolve_cli_task(args.task, args.task_seed, not args.no_progress)
     report = compress(task, target, args.out, agent=args.agent, budget=args.budget, seed=seed, steps=args.steps,
-                      bits=args.bits, granularity=args.granularity, lr=args.lr, method=args.method,
+                      bits=args.bits, granularity=args.granularity, lr=args.lr, lr_schedule=args.lr_schedule,
+                      select=args.select, method=args.method,
                       device=args.device, agent_options=options, progress=not args.no_progress,
                       log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])
     final, dense = report["rows"]["final"], report["rows"]["dense"]

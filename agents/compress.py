@@ -68,7 +68,8 @@ def default_agent(granularity: str) -> str:
 
 def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent: str | None = None,
              budget: int | None = None, seed: int = 0, steps: int = 800, bits: int | None = None,
-             granularity: str = "unstructured", lr: float = 3e-3, method: str = "linear", device: str = "cpu",
+             granularity: str = "unstructured", lr: float = 3e-3, lr_schedule: str = "constant",
+             select: str = "score", method: str = "linear", device: str = "cpu",
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
              log: Callable[[str], None] | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
@@ -86,6 +87,10 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
         export at this width); ``None``: float32.
     :param granularity: ``"unstructured"`` or ``"hidden_unit"`` (physically smaller, faster model).
     :param lr: Adam learning rate of the fine-tuning.
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after the ramp); see
+        :func:`prune_env.gradual.gradual_prune`.
+    :param select: the fine-tuning checkpoint to keep: ``"score"`` (best validation score) or ``"nll"`` (lowest
+        validation NLL: language models judged by perplexity).
     :param method: quantization method, ``"linear"`` or ``"kmeans"``.
     :param device: where to search and fine-tune.
     :param agent_options: extra options of the agent (see each agent module).
@@ -120,12 +125,17 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
         bits = check_choice("bits", check_int("bits", bits), tuple(b for b in BITS if b != 32))
     lr = check_number("lr", lr, 0.0, low_open=True)
+    from prune_env.gradual import LR_SCHEDULES, SELECT
+
+    lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+    select = check_choice("select", select, SELECT)
     method = check_choice("method", method, ("linear", "kmeans"))
     latency_reps = check_int("latency_reps", latency_reps, 1)
     options = dict(agent_options or {})
     settings = {"task": spec, "task_seed": getattr(task, "metadata", {}).get("seed") if not isinstance(task, str)
                 else None, "target_sparsity": target, "agent": agent, "budget": budget, "seed": seed, "steps": steps,
                 "bits": bits, "granularity": granularity, "lr": lr, "method": method, "agent_options": options}
+    settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select)) if v != _LATER_DEFAULTS[k]})
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` must be a directory, got the file {str(out)!r}")
@@ -164,6 +174,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
         t0 = time.perf_counter()
         result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
+                               lr_schedule=lr_schedule, select=select,
                                progress=progress)
         atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
         finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
@@ -211,8 +222,10 @@ def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, 
         except (OSError, json.JSONDecodeError) as e:
             raise CompressError(f"{path} is unreadable ({e}); use a new `out` directory") from None
         old = have.get("settings", {})
-        diff = ", ".join(f"{k}={old.get(k)!r} (now {want['settings'][k]!r})" for k in settings
-                         if old.get(k) != want["settings"][k])
+        have_s = {**_LATER_DEFAULTS, **old}
+        want_s = {**_LATER_DEFAULTS, **want["settings"]}
+        diff = ", ".join(f"{k}={have_s.get(k)!r} (now {want_s.get(k)!r})"
+                         for k in dict.fromkeys([*want_s, *have_s]) if have_s.get(k) != want_s.get(k))
         if diff:
             raise CompressError(f"`out` {str(out)!r} holds a compress run with other settings: {diff}; "
                                 "use a new directory to start afresh")
@@ -352,6 +365,11 @@ def _write_json(path: Path, data: Any) -> None:
     write_json(path, data)
 
 
+#: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
+#: default, so that directories from before them still resume.
+_LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score"}
+
+
 def _fmt(x: Any, spec: str = ".4f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -367,8 +385,10 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
     lines = [f"# Compressed {report['task']}", "",
              f"Target sparsity {s['target_sparsity']}, {s['granularity']}, "
              f"{width} values; allocation by `{s['agent']}` "
-             f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps (best validation "
-             f"checkpoint at step {report['finetune']['best_step']}).", "",
+             f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps"
+             f"{', cosine learning-rate decay after the ramp' if s.get('lr_schedule') == 'cosine' else ''} "
+             f"(best validation {'NLL' if s.get('select') == 'nll' else ''} checkpoint at step "
+             f"{report['finetune']['best_step']}).".replace("validation  ", "validation "), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
     for key, r in rows.items():

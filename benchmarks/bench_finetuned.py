@@ -10,7 +10,9 @@ each candidate ``--ft-reinforce-steps`` steps before scoring it, ``--ft-reinforc
 allocation then goes through :func:`prune_env.gradual.gradual_prune` (``--steps``, Adam ``--lr``, cubic ramp over the
 first half, best validation checkpoint). Cells are appended to ``cells.jsonl`` as they finish (a rerun with the same
 ``--out`` skips them); ``results.md``/``results.json`` hold the table, the Spearman correlation between one-shot and
-fine-tuned test scores, and the best searched allocation's margin over uniform.
+fine-tuned test scores, and the best searched allocation's margin over uniform. ``dense`` is the control: the dense
+model trained on with the same steps, learning rate and schedule, nothing pruned (``--agents dense`` alone measures
+what the extra training gives a model that was not trained to convergence).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
 RULES = ("uniform", "global", "lamp", "erk")
+CONTROL = ("dense",)
 SEARCHES = ("reinforce", "reinforce-ft")
 
 
@@ -43,6 +46,9 @@ def _allocation(task, agent: str, target: float, seed: int, args) -> tuple[dict[
     import agents
     import prune_env
 
+    if agent == "dense":
+        env = prune_env.PruneRNNEnv(task, target_sparsity=target)
+        return {name: 0.0 for name in env.layer_names}, 0
     if agent == "reinforce-ft":
         env = prune_env.PruneRNNEnv(task, target_sparsity=target, finetune_steps=args.ft_reinforce_steps)
         res = agents.search("reinforce", env, args.ft_reinforce_budget, seed=seed)
@@ -58,7 +64,7 @@ def _cell(task, agent: str, target: float, seed: int, args, cache: dict) -> dict
     from prune_env.gradual import gradual_prune
     from prune_env.task import split_score
 
-    key = (agent, target) if agent in RULES else (agent, target, seed)
+    key = (agent, target) if agent in RULES + CONTROL else (agent, target, seed)
     t0 = time.perf_counter()
     if key not in cache:
         cache[key] = _allocation(task, agent, target, seed, args)
@@ -69,7 +75,8 @@ def _cell(task, agent: str, target: float, seed: int, args, cache: dict) -> dict
     one_val = split_score(task.evaluate(oneshot))[0]
     one_test, one_extra = split_score(task.test(oneshot), "test")
     t1 = time.perf_counter()
-    result = gradual_prune(env, allocation, steps=args.steps, lr=args.lr, seed=seed)
+    result = gradual_prune(env, allocation, steps=args.steps, lr=args.lr, seed=seed,
+                           lr_schedule=args.lr_schedule, select=args.select)
     test, extra = split_score(task.test(result.model), "test")
     return {"agent": agent, "target": target, "seed": seed, "evals": evals, "allocation": allocation,
             "oneshot_val": one_val, "oneshot_test": one_test, "oneshot_test_perplexity": one_extra.get("perplexity"),
@@ -90,9 +97,10 @@ def summarize(cells: list[dict], agents_: list[str], targets: list[float]) -> di
                          "ft_test_std": float(np.std([c["ft_test"] for c in cs])),
                          "ft_test_perplexity": (float(np.mean([c["ft_test_perplexity"] for c in cs]))
                                                 if all(c["ft_test_perplexity"] is not None for c in cs) else None)})
-        corr[target] = _spearman([c["oneshot_test"] for c in at], [c["ft_test"] for c in at])
+        pruned = [c for c in at if c["agent"] not in CONTROL]
+        corr[target] = _spearman([c["oneshot_test"] for c in pruned], [c["ft_test"] for c in pruned])
         means = {r["agent"]: r["ft_test"] for r in rows if r["target"] == target}
-        searched = {a: v for a, v in means.items() if a != "uniform"}
+        searched = {a: v for a, v in means.items() if a not in ("uniform", *CONTROL)}
         if "uniform" in means and searched:
             best = max(searched, key=searched.get)
             margin[target] = {"best": best, "margin": searched[best] - means["uniform"]}
@@ -107,8 +115,9 @@ def to_markdown(result: dict) -> str:
                 else "") + (f" reinforce-ft: {a['ft_reinforce_budget']} evaluations, each candidate fine-tuned "
                             f"{a['ft_reinforce_steps']} steps before scoring." if "reinforce-ft" in a["agents"] else "")
     lines = [f"# Allocations after fine-tuning: {result['task']}", "", provenance(result["meta"]), "",
-             f"Every allocation pruned gradually with the same budget: {a['steps']} Adam steps, lr {a['lr']}, cubic "
-             f"ramp over the first half, best validation checkpoint; seeds {a['seeds']} (fine-tuning batches; and the "
+             f"Every allocation pruned gradually with the same budget: {a['steps']} Adam steps, lr {a['lr']}"
+             f"{' (cosine decay after the ramp)' if a.get('lr_schedule') == 'cosine' else ''}, cubic ramp over the "
+             f"first half, best validation {'NLL' if a.get('select') == 'nll' else 'score'} checkpoint; seeds {a['seeds']} (fine-tuning batches; and the "
              f"search for reinforce).{searches} Dense test score {result['dense_test']:.4f}. Test split; the "
              "searches and the checkpoint selection see validation only.", "",
              "| target | agent | one-shot test | fine-tuned test (mean +- std) |" + (" fine-tuned test ppl |" if ppl
@@ -117,16 +126,21 @@ def to_markdown(result: dict) -> str:
     for r in s["rows"]:
         lines.append(f"| {r['target']} | {r['agent']} | {r['oneshot_test']:.4f} | {r['ft_test']:.4f} +- "
                      f"{r['ft_test_std']:.4f} |" + (f" {r['ft_test_perplexity']:.2f} |" if ppl else ""))
+    if "dense" in a["agents"]:
+        lines += ["", "`dense`: the control, nothing pruned, trained on with the same steps and schedule (its one-shot "
+                  "column is the dense model as given)."]
     lines += ["", "| target | Spearman (one-shot test vs fine-tuned test, all cells) | best non-uniform after "
               "fine-tuning | its margin over uniform |", "|---|---:|---|---:|"]
     for t in a["targets"]:
         m = s["margin_over_uniform"].get(str(t)) or s["margin_over_uniform"].get(t) or {}
         rho = s["spearman"].get(str(t), s["spearman"].get(t))
+        if rho is None:
+            continue
         lines.append(f"| {t} | {rho:.2f} | {m.get('best', '-')} | {m.get('margin', float('nan')):+.4f} |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="pydoc-char", help="preset, corpus directory or module:function")
     p.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
@@ -134,15 +148,17 @@ def main() -> int:
     p.add_argument("--agents", nargs="+", default=[*RULES, *SEARCHES])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep")
     p.add_argument("--reinforce-budget", type=int, default=300)
     p.add_argument("--ft-reinforce-budget", type=int, default=60)
     p.add_argument("--ft-reinforce-steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
-    args = p.parse_args()
-    unknown = set(args.agents) - set(RULES) - set(SEARCHES)
+    args = p.parse_args(argv)
+    unknown = set(args.agents) - set(RULES) - set(SEARCHES) - set(CONTROL)
     if unknown:
-        p.error(f"--agents: unknown {sorted(unknown)}; expected some of {[*RULES, *SEARCHES]}")
+        p.error(f"--agents: unknown {sorted(unknown)}; expected some of {[*RULES, *SEARCHES, *CONTROL]}")
     torch.set_num_threads(args.threads)
     meta = run_meta()
     from agents.results import write_json, write_text
@@ -159,7 +175,7 @@ def main() -> int:
     have = {(c["agent"], c["target"], c["seed"]) for c in done}
     cache: dict = {}
     for c in done:
-        key = (c["agent"], c["target"]) if c["agent"] in RULES else (c["agent"], c["target"], c["seed"])
+        key = (c["agent"], c["target"]) if c["agent"] in RULES + CONTROL else (c["agent"], c["target"], c["seed"])
         cache[key] = (c["allocation"], c["evals"])
     for target in args.targets:
         for agent in args.agents:

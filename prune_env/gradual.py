@@ -55,6 +55,10 @@ __all__ = ["GradualResult", "OPTIMIZERS", "cubic_schedule", "gradual_prune"]
 
 #: Optimizers :func:`gradual_prune` accepts.
 OPTIMIZERS = ("adam", "sgd")
+#: Learning-rate schedules of :func:`gradual_prune`.
+LR_SCHEDULES = ("constant", "cosine")
+#: Checkpoint selection criteria of :func:`gradual_prune`.
+SELECT = ("score", "nll")
 
 
 @dataclass
@@ -179,8 +183,8 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                   end: int | None = None, frequency: int | None = None, initial_sparsity: float = 0.0,
                   lr: float = 1e-3, optimizer: str = "adam", momentum: float = 0.9, clip: float | None = 1.0,
                   eval_every: int | None = None, seed: int = 0, bits: Mapping[str, int] | int | None = None,
-                  qat_fraction: float | None = None, method: str | None = None,
-                  device: str | torch.device | None = None, progress: bool = False,
+                  qat_fraction: float | None = None, method: str | None = None, lr_schedule: str = "constant",
+                  select: str = "score", device: str | torch.device | None = None, progress: bool = False,
                   callback: Callable[[int, nn.Module], None] | None = None) -> GradualResult:
     """Prune a copy of the task's model gradually to ``allocation`` while fine-tuning it; keep the best checkpoint.
 
@@ -208,6 +212,10 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     :param qat_fraction: quantized runs: the fraction of ``steps``, at the end, trained with straight-through
         rounding; it must begin at or after ``end``. Default: every step after ``end``.
     :param method: quantization method, ``"linear"`` or ``"kmeans"``; default the env's, else ``"linear"``.
+    :param lr_schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (``lr`` during the ramp, then a cosine
+        decay to 0 over the recovery steps after ``end``).
+    :param select: which checkpoint to keep: ``"score"`` (highest validation score) or ``"nll"`` (lowest validation
+        NLL, for language models whose figure of merit is perplexity; the task's ``evaluate`` must report ``nll``).
     :param device: where to train; default the env's device, or the task model's.
     :param progress: show a progress bar.
     :param callback: ``callback(step, model)`` after every optimizer step (``step`` = steps done), with the working
@@ -255,6 +263,8 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     if clip is not None:
         clip = check_number("clip", clip, 0.0, low_open=True)
     eval_every = max(1, steps // 10) if eval_every is None else check_int("eval_every", eval_every, 1)
+    lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+    select = check_choice("select", select, SELECT)
     if not is_int(seed):
         raise ValueError(f"`seed` must be an int, got {seed!r}")
     schedule = cubic_schedule(final, numels, start, end, frequency, initial_sparsity)
@@ -291,7 +301,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     quant_params = None if layer_bits is None else [
         (p, int(b)) for p, b in zip(pruner.params, layer_bits) if int(b) != 32]
 
-    run = _Run(model, task, device, precision, lr, optimizer, momentum, clip, seed, quant_params, method)
+    run = _Run(model, task, device, precision, lr, optimizer, momentum, clip, seed, quant_params, method, select)
     best: dict[str, Any] | None = None
     curve: list[tuple[int, float]] = []
     bar = _progress(steps, progress)
@@ -301,12 +311,14 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                 run.set_masks(pruner.prune(schedule[t]))
             if t == end or (t > 0 and (t % eval_every == 0 or t == steps)):
                 # From the end of the ramp on, a better score replaces the checkpoint (the first one always does).
-                score, state = run.evaluate(t >= end, None if best is None else best["score"])
+                score, key, state = run.evaluate(t >= end, None if best is None else best["key"])
                 curve.append((t, score))
                 if state is not None:
-                    best = {"score": score, "step": t, "state": state}
+                    best = {"score": score, "key": key, "step": t, "state": state}
             if t == steps:
                 break
+            if lr_schedule == "cosine":
+                run.set_lr(lr * _cosine(t, end, steps))
             loss = run.train_step(straight_through=t >= qat_start)
             if callback is not None:
                 callback(t + 1, model)
@@ -334,8 +346,17 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
         schedule={t: dict(zip(names, (int(k) for k in c))) for t, c in schedule.items()},
         counts=dict(zip(names, (int(k) for k in final))),
         bits=None if layer_bits is None else dict(zip(names, (int(b) for b in layer_bits))),
-        info={"granularity": granularity, "optimizer": optimizer, "lr": lr, "frequency": frequency,
-              "start": start, "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed)})
+        info={"granularity": granularity, "optimizer": optimizer, "lr": lr, "lr_schedule": lr_schedule,
+              "select": select, "frequency": frequency, "start": start,
+              "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed)})
+
+
+def _cosine(t: int, end: int, steps: int) -> float:
+    """The ``"cosine"`` learning-rate factor of step ``t`` (0-based): 1 up to ``end``, then half a cosine to 0 at
+    ``steps`` (the last step trains at a small positive rate)."""
+    if t < end or steps <= end:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (t - end) / (steps - end)))
 
 
 def _bits(env, bits, names: list[str], method: str | None) -> tuple[np.ndarray | None, str]:
@@ -380,9 +401,10 @@ def _eval(task: RNNTask, model: nn.Module):
 class _Run:
     """The working model, its optimizer and its fixed masks."""
 
-    def __init__(self, model, task, device, precision, lr, optimizer, momentum, clip, seed, quant_params, method):
+    def __init__(self, model, task, device, precision, lr, optimizer, momentum, clip, seed, quant_params, method,
+                 select="score"):
         self.model, self.task, self.device, self.precision = model, task, device, precision
-        self.clip, self.quant_params, self.method = clip, quant_params, method
+        self.clip, self.quant_params, self.method, self.select = clip, quant_params, method, select
         self.params = list(model.parameters())
         for p in self.params:
             p.requires_grad_(True)
@@ -412,6 +434,10 @@ class _Run:
         torch.set_rng_state(state[0])
         if state[1] is not None:
             torch.cuda.set_rng_state(state[1], self.device)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     @torch.no_grad()
     def set_masks(self, masks: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
@@ -472,19 +498,25 @@ class _Run:
             p.copy_(w)
         _refresh(self.model)
 
-    def evaluate(self, candidate: bool, beat: float | None) -> tuple[float, dict[str, torch.Tensor] | None]:
-        """Validation score of the current model (quantized, for quantized runs), and for a ``candidate`` that beats
-        ``beat`` (``None``: the first candidate) a copy of its state as scored."""
+    def evaluate(self, candidate: bool, beat: float | None
+                 ) -> tuple[float, float, dict[str, torch.Tensor] | None]:
+        """Validation score of the current model (quantized, for quantized runs), its selection key (higher is
+        better: the score, or minus the NLL), and for a ``candidate`` whose key beats ``beat`` (``None``: the first
+        candidate) a copy of its state as scored."""
         saved = self._swap_in_quantized()
         self.model.eval()
         try:
             with autocast(self.device, self.precision):
-                score, _ = split_score(_eval(self.task, self.model))
-            keep = candidate and (beat is None or score > beat)
+                score, extras = split_score(_eval(self.task, self.model))
+            if self.select == "nll" and "nll" not in extras:
+                raise ValueError("`select`='nll' needs a task whose evaluate reports 'nll'; this one reports "
+                                 f"{sorted(extras) or 'only a score'}")
+            key = -extras["nll"] if self.select == "nll" else score
+            keep = candidate and (beat is None or key > beat)
             state = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if keep else None
         finally:
             if saved is not None:
                 self._restore(saved)
-        return score, state
+        return score, key, state
 
 

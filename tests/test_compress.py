@@ -100,6 +100,26 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path):
         C.compress(tiny_task("gru", seed=1), 0.6, tmp_path, steps=2)
 
 
+def test_lr_schedule_and_select_reach_gradual_prune_and_the_settings(tmp_path, monkeypatch):
+    from tiny import tiny_task
+
+    task = tiny_task("gru")
+    seen = {}
+    real = prune_env.gradual.gradual_prune
+    monkeypatch.setattr(prune_env.gradual, "gradual_prune", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
+    report = C.compress(task, 0.6, tmp_path / "a", steps=4, lr_schedule="cosine", select="nll")
+    assert seen["lr_schedule"] == "cosine" and seen["select"] == "nll"
+    assert report["settings"]["lr_schedule"] == "cosine" and report["settings"]["select"] == "nll"
+    assert "cosine learning-rate decay" in (tmp_path / "a" / "report.md").read_text()
+    with pytest.raises(C.CompressError, match="lr_schedule='cosine' \\(now 'constant'\\)"):
+        C.compress(task, 0.6, tmp_path / "a", steps=4, select="nll")
+    # defaults are not recorded, so directories from before these options existed still resume
+    C.compress(task, 0.6, tmp_path / "b", steps=2)
+    assert "lr_schedule" not in json.loads((tmp_path / "b" / "compress.json").read_text())["settings"]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        C.compress(task, 0.6, tmp_path / "c", steps=2, lr_schedule="step")
+
+
 def test_hidden_unit_gives_a_physically_smaller_model(tmp_path):
     from tiny import tiny_task
 
@@ -122,6 +142,8 @@ def test_hidden_unit_gives_a_physically_smaller_model(tmp_path):
     (["--sparsity", "0.8", "--steps", "-1", "--out", "X"], "steps"),
     (["--sparsity", "0.8", "--agent", "nope", "--out", "X"], "nope"),
     (["--sparsity", "0.8", "--granularity", "hidden_unit", "--agent", "lamp", "--out", "X"], "unstructured"),
+    (["--sparsity", "0.8", "--lr-schedule", "step", "--out", "X"], "--lr-schedule"),
+    (["--sparsity", "0.8", "--select", "acc", "--out", "X"], "--select"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

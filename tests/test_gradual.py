@@ -202,6 +202,49 @@ def test_best_checkpoint_is_taken_after_the_ramp_only():
     assert not all(torch.equal(a, b) for a, b in zip(result.model.parameters(), snaps[12].parameters()))
 
 
+def test_select_nll_keeps_the_lowest_validation_nll_not_the_best_score():
+    base = _task(trained=False)
+    # evaluations at t = 2, 4 (ramp, never kept), 5 (= end), 6, 8, 10, 12, then the returned model once more: after
+    # the ramp the score peaks at 8, the NLL bottoms at 10
+    rows = [(9.0, 0.1), (9.0, 0.1), (1.0, 3.0), (2.0, 2.5), (5.0, 2.0), (3.0, 1.0), (4.0, 1.5), (3.0, 1.0)]
+    script = ScriptedEvaluate([{"score": s, "nll": n} for s, n in rows])
+    task = RNNTask(base.model, evaluate=script, loss=base.loss, train_loss=TrainLoss())
+    result = gradual_prune(task, {"rnn.weight_hh_l0": 0.5}, steps=12, end=5, frequency=1, lr=1e-2, eval_every=2,
+                           select="nll")
+    assert result.curve == [(2, 9.0), (4, 9.0), (5, 1.0), (6, 2.0), (8, 5.0), (10, 3.0), (12, 4.0)]  # scores
+    assert result.step == 10 and result.info["select"] == "nll"
+    script.calls = 0
+    assert gradual_prune(task, {"rnn.weight_hh_l0": 0.5}, steps=12, end=5, frequency=1, lr=1e-2,
+                         eval_every=2).step == 8
+    with pytest.raises(ValueError, match="select.*nll"):
+        gradual_prune(RNNTask(base.model, evaluate=lambda m: 1.0, loss=base.loss, train_loss=TrainLoss()),
+                      {"rnn.weight_hh_l0": 0.5}, steps=2, select="nll")
+
+
+def test_cosine_schedule_keeps_lr_through_the_ramp_then_decays_to_zero(task):
+    """Plain SGD without momentum or clipping: a step's update is ``lr_t * grad``; the learning rate each step used is
+    read back from the optimizer through the callback's view of the working model's update sizes."""
+    from prune_env import gradual as G
+
+    assert [G._cosine(t, 4, 12) for t in (0, 3, 4)] == [1.0, 1.0, 1.0]
+    assert G._cosine(8, 4, 12) == pytest.approx(0.5) and 0 < G._cosine(11, 4, 12) < 0.05
+    assert G._cosine(3, 4, 4) == 1.0
+    env = _env(task)
+    allocation = _uniform(env, 0.5)
+    kw = dict(steps=12, end=4, frequency=1, lr=1e-2, eval_every=4, optimizer="sgd", momentum=0.0, clip=None)
+    lrs = []
+    original = G._Run.set_lr
+    try:
+        G._Run.set_lr = lambda self, lr: (lrs.append(lr), original(self, lr))[1]
+        cos = gradual_prune(env, allocation, lr_schedule="cosine", **kw)
+    finally:
+        G._Run.set_lr = original
+    const = gradual_prune(env, allocation, **kw)
+    assert lrs == pytest.approx([1e-2 * G._cosine(t, 4, 12) for t in range(12)])
+    assert cos.losses[:5] == const.losses[:5] and cos.losses[5:] != const.losses[5:]
+    assert cos.info["lr_schedule"] == "cosine" and const.info["lr_schedule"] == "constant"
+
+
 def test_same_seed_same_result_other_seed_differs(task):
     env = _env(task)
     allocation = _uniform(env, 0.7)
@@ -341,7 +384,8 @@ def test_quantized_env_defaults_to_its_last_episode(task):
     ({"qat_fraction": 0.5}, "qat_fraction"), ({"bits": {"head.weight": 5}}, "bits"), ({"bits": "8"}, "bits"),
     ({"bits": {"nope": 8}}, "bits"), ({"bits": 8, "qat_fraction": 0.9}, "qat_fraction"),
     ({"bits": 8, "qat_fraction": 2.0}, "qat_fraction"), ({"bits": 8, "method": "round"}, "method"),
-    ({"initial_sparsity": -0.1}, "initial_sparsity")])
+    ({"initial_sparsity": -0.1}, "initial_sparsity"), ({"lr_schedule": "step"}, "lr_schedule"),
+    ({"select": "loss"}, "select")])
 def test_bad_input_raises_naming_the_argument(task, kwargs, word):
     env = _env(task)
     args = {"allocation": _uniform(env, 0.5), "steps": 10, "end": 4, **kwargs}
