@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
     pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
     pt.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log directory")
+    pt.add_argument("--checkpoint", default=None, metavar="PATH", help="resume from this file if it exists, and "
+                    "rewrite it after every round (a killed run loses at most one round; the result is the same)")
     pt.add_argument("--device", default="cpu", help="device of the envs' model copies")
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.set_defaults(func=cmd_pretrain)
@@ -319,7 +321,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         hidden=args.hidden, seed=seed)
-    policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer)
+    try:
+        policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
+                                        checkpoint=args.checkpoint)
+    except ValueError as e:  # a bad --checkpoint path, or a checkpoint of another run (CheckpointError)
+        raise CLIError(f"--checkpoint: {e}") from None
     if writer is not None:
         writer.close()
     meta = _end_meta(meta, t_start, train_tasks=[t.name for t in train], validation_tasks=[t.name for t in val],

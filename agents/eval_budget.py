@@ -357,13 +357,20 @@ def save_checkpoint(path: str, fingerprint: dict[str, Any], cap: EvalCap, agent_
     evals = cap.used if evals is None else int(evals)
     blob = {"fingerprint": fingerprint, "evals": evals, "cap": cap.state_dict(), "global_rng": global_rng_state(),
             "agent": agent_state}
-    # torch.load does not check the zip's CRCs: the content goes in as bytes under its SHA-256, so that any
-    # changed byte is caught on loading.
+    write_sealed(path, blob, CHECKPOINT_FORMAT, evals=evals)
+
+
+def write_sealed(path: str | os.PathLike, blob: dict[str, Any], fmt: str, **header: Any) -> None:
+    """Write ``blob`` (tensors and plain values) to ``path`` atomically, sealed under its SHA-256 and marked with
+    ``fmt`` and :data:`CHECKPOINT_VERSION` (``header``: more plain values readable without unsealing).
+
+    ``torch.load`` does not check the zip's CRCs: the content goes in as bytes under its SHA-256, so that any changed
+    byte is caught by :func:`read_sealed`.
+    """
     buf = io.BytesIO()
     torch.save(blob, buf)
     payload = buf.getvalue()
-    outer = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "evals": evals,
-             "sha256": hashlib.sha256(payload).hexdigest(),
+    outer = {"format": fmt, "version": CHECKPOINT_VERSION, **header, "sha256": hashlib.sha256(payload).hexdigest(),
              "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
     atomic_save(outer, Path(path))
 
@@ -381,7 +388,7 @@ def load_checkpoint(path: str, fingerprint: dict[str, Any]) -> dict[str, Any] | 
     if not os.path.exists(path):
         return None
     blob = read_checkpoint(path)
-    diff = _differences(blob["fingerprint"], fingerprint)
+    diff = differences(blob["fingerprint"], fingerprint)
     if diff:
         raise CheckpointError(f"checkpoint {path!r} was written by a different search ({'; '.join(diff)}); pass "
                               "the same agent, budget, seed, options, task and env to resume it, or another "
@@ -395,6 +402,18 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
     :raises CheckpointError: if the file is unreadable, corrupted (its SHA-256 does not match) or not a checkpoint.
     """
+    return read_sealed(path, CHECKPOINT_FORMAT, ("fingerprint", "evals", "cap", "global_rng", "agent"))
+
+
+def read_sealed(path: str | os.PathLike, fmt: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """What :func:`write_sealed` wrote to ``path`` as ``fmt``, with the ``required`` keys. Read with
+    ``torch.load(weights_only=True)``: no code is unpickled.
+
+    :raises CheckpointError: if the file is unreadable, corrupted (its SHA-256 does not match), not a ``fmt``, of
+        another version, or without a required key.
+    """
+    path = os.fspath(path)
+
     def unreadable(e: BaseException) -> CheckpointError:
         return CheckpointError(f"checkpoint {path!r} is unreadable (corrupted or not a checkpoint): "
                                f"{type(e).__name__}: {e}")
@@ -403,8 +422,8 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad magic, a pickle that is not plain data...
         raise unreadable(e) from None
-    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path!r} is not a {CHECKPOINT_FORMAT}")
+    if not isinstance(outer, dict) or outer.get("format") != fmt:
+        raise CheckpointError(f"{path!r} is not a {fmt}")
     if outer.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path!r} has version {outer.get('version')!r}; this code reads version "
                               f"{CHECKPOINT_VERSION}")
@@ -418,13 +437,13 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise unreadable(e) from None
-    missing = [k for k in ("fingerprint", "evals", "cap", "global_rng", "agent") if k not in blob]
+    missing = [k for k in required if not isinstance(blob, dict) or k not in blob]
     if missing:
         raise CheckpointError(f"checkpoint {path!r} is incomplete (no {missing})")
     return blob
 
 
-def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
+def differences(saved: Any, now: Any, where: str = "") -> list[str]:
     """Human-readable differences between two fingerprints (the dense score compared to a relative 1e-9)."""
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []
@@ -433,7 +452,7 @@ def _differences(saved: Any, now: Any, where: str = "") -> list[str]:
             if k not in saved or k not in now:
                 out.append(f"{key}: {saved.get(k, '<absent>')!r} in the checkpoint, {now.get(k, '<absent>')!r} now")
             else:
-                out += _differences(saved[k], now[k], key)
+                out += differences(saved[k], now[k], key)
         return out
     if isinstance(saved, float) and isinstance(now, float) and where == "dense_score":
         same = math.isclose(saved, now, rel_tol=1e-9, abs_tol=1e-12)

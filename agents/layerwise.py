@@ -204,23 +204,55 @@ def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[fl
     return float(np.mean(rewards))
 
 
+#: What :func:`pretrain_selected` writes in a checkpoint's ``"format"``.
+PRETRAIN_CHECKPOINT_FORMAT = "prune-rnn-gym pretrain checkpoint"
+
+
 def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: PretrainArgs, rounds: int = 10,
-                      progress: bool = False, writer: Any = None) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
+                      progress: bool = False, writer: Any = None, checkpoint: str | os.PathLike | None = None
+                      ) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
     """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
-    which is LAMP). Returns the selected policy and one log row per round."""
+    which is LAMP). Returns the selected policy and one log row per round.
+
+    :param checkpoint: a file to resume from and to rewrite atomically after every round (policy, optimizer, the best
+        policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
+        zoo's draws, so a run resumed after a kill ends with the same policy, bit for bit, as an uninterrupted one; a
+        kill loses at most the round it was in. A checkpoint of another run (other options, rounds or models) is
+        refused with a :class:`~agents.eval_budget.CheckpointError` naming what differs.
+    """
     import copy
 
+    from agents.eval_budget import CheckpointError, check_checkpoint_path, differences, read_sealed, write_sealed
+
     check_int("rounds", rounds, 1)
+    checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     per = -(-args.episodes // rounds)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         policy = LayerwisePolicy(args.hidden, args.init_std)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
-    best = (zero_shot_score(policy, validation), copy.deepcopy(policy.state_dict()), 0)
-    log = [{"episodes": 0, "validation": best[0]}]
-    done = 0
-    for r in range(rounds):
+    fingerprint = {"args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
+                   "target_range": [float(x) for x in train.target_range],
+                   "validation": [getattr(t, "name", str(t)) for t in validation]}
+    start = 0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
+                           ("fingerprint", "round", "done", "policy", "optimizer", "best", "log"))
+        diff = differences(blob["fingerprint"], json.loads(json.dumps(fingerprint)))
+        if diff:
+            raise CheckpointError(f"checkpoint {checkpoint!r} was written by another pretraining run "
+                                  f"({'; '.join(diff)}); pass the same options and models, or another path")
+        policy.load_state_dict(blob["policy"])
+        optimizer.load_state_dict(blob["optimizer"])
+        b = blob["best"]
+        best = (float(b["score"]), b["state"], int(b["done"]))
+        log, done, start = json.loads(blob["log"]), int(blob["done"]), int(blob["round"])
+    else:
+        best = (zero_shot_score(policy, validation), copy.deepcopy(policy.state_dict()), 0)
+        log = [{"episodes": 0, "validation": best[0]}]
+        done = 0
+    for r in range(start, rounds):
         n = min(per, args.episodes - done)
         if n <= 0:
             break
@@ -234,6 +266,11 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
             writer.add_scalar("pretrain/validation_zero_shot", score, done)
         if score > best[0]:
             best = (score, copy.deepcopy(policy.state_dict()), done)
+        if checkpoint is not None:
+            write_sealed(checkpoint, {"fingerprint": json.loads(json.dumps(fingerprint)), "round": r + 1,
+                                      "done": done, "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "best": {"score": best[0], "state": best[1], "done": best[2]},
+                                      "log": json.dumps(log)}, PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
     selected = LayerwisePolicy(args.hidden, args.init_std)
     selected.load_state_dict(best[1])
     selected.meta = {"selected_after_episodes": best[2], "validation_zero_shot": best[0]}

@@ -344,6 +344,24 @@ def test_pretrain_selects_on_validation_and_writes_a_loadable_policy(tmp_path, c
     assert "selected after" in capsys.readouterr().out
 
 
+def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
+    from agents.layerwise import load
+
+    base = ["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_rnn", "--episodes", "16", "--rounds",
+            "2", "--batch-size", "8", "--hidden", "8", "--checkpoint", str(tmp_path / "p.ckpt"), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a.pt")]) == 0
+    assert (tmp_path / "p.ckpt").exists()
+    assert main([*base, "--out", str(tmp_path / "b.pt")]) == 0  # finished: every round comes from the checkpoint
+    a, b = load(tmp_path / "a.pt"), load(tmp_path / "b.pt")
+    assert a.meta["log"] == b.meta["log"]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    capsys.readouterr()
+    assert main([*base, "--seed", "1", "--out", str(tmp_path / "c.pt")]) == 2
+    err = capsys.readouterr().err  # (a dirty tree adds a warning line first)
+    last = err.strip().splitlines()[-1]
+    assert "--checkpoint" in last and "seed" in last and "Traceback" not in err
+
+
 @pytest.mark.parametrize("argv, words", [
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--targets", "0.9", "0.5"],
      "LOW must not exceed"),

@@ -176,3 +176,44 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     corrupt.write_bytes(files("agents").joinpath("data/default_policy.pt").read_bytes()[:-200])
     with pytest.raises(ValueError, match="policy"):
         agents.search("policy", env, 1, policy=str(corrupt))
+
+
+def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeypatch):
+    """A checkpoint after every round: a run killed in round 3 of 4 and resumed ends with exactly the uninterrupted
+    run's policy and log, without redoing finished rounds; another run's checkpoint is refused, a corrupted one too."""
+    import agents.layerwise as L
+    from agents.eval_budget import CheckpointError
+
+    def zoo():
+        return PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
+
+    val = [_synthetic("rnn", 2)]
+    args = PretrainArgs(episodes=64, batch_size=8, learning_rate=0.01, hidden=8, seed=3)
+    whole, whole_log = L.pretrain_selected(zoo(), val, args, rounds=4)
+
+    ckpt = tmp_path / "pretrain.ckpt"
+    rounds_run = []
+    real = L.pretrain
+
+    def dies_in_round_3(*a, **k):
+        rounds_run.append(k["policy"] is not None)
+        if len(rounds_run) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(L, "pretrain", dies_in_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+    monkeypatch.setattr(L, "pretrain", lambda *a, **k: rounds_run.append(1) or real(*a, **k))
+    rounds_run.clear()
+    resumed, resumed_log = L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+    assert len(rounds_run) == 2  # rounds 3 and 4 only
+    assert resumed_log == whole_log and resumed.meta == whole.meta
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+
+    other = PretrainArgs(**{**args.__dict__, "learning_rate": 0.02})
+    with pytest.raises(CheckpointError, match="learning_rate"):
+        L.pretrain_selected(zoo(), val, other, rounds=4, checkpoint=ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:-50])
+    with pytest.raises(CheckpointError, match="unreadable|corrupted"):
+        L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
