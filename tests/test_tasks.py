@@ -256,6 +256,9 @@ def test_corpus_small_dir_and_file_change_retrains(tmp_path, fresh_cache):
     assert a.metadata["vocab_size"] == 5  # <eos>, <unk>, a, b, c
     assert a.metadata["unk_rate"]["val"] == pytest.approx(1 / 5)  # "d" is unseen
     assert make_task("corpus", path=str(root), **kw).metadata["from_cache"]
+    for f in corpus.FILES:  # a copy or a remount changes modification times, not content: still cached
+        os.utime(root / f, ns=(1, 1))
+    assert make_task("corpus", path=root, **kw).metadata["from_cache"]
     write_corpus(root, train="a b c\n" * 90)
     assert not make_task("corpus", path=root, **kw).metadata["from_cache"]
 

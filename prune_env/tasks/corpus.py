@@ -8,6 +8,8 @@ the raw text (newlines included) with the training text's characters as vocabula
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from collections import Counter
 from pathlib import Path
@@ -108,6 +110,14 @@ def load_corpus(root: Path, level: str, max_train_tokens: int | None, max_vocab:
     return vocab, splits
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **config: Any) -> RNNTask:
     """Build the ``corpus`` task. ``path=`` is required; other keys are those of :data:`WORD_DEFAULTS`, with
     :data:`CHAR_DEFAULTS` as the defaults when ``level="char"``.
@@ -123,8 +133,9 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
     root = check_path(cfg["path"])
     cfg["path"] = str(root)
     vocab, splits = load_corpus(root, level, cfg["max_train_tokens"], cfg["max_vocab"])
-    # The files may change under the same path: key the cache on their sizes and modification times too.
-    stats = {f: [(root / f).stat().st_size, (root / f).stat().st_mtime_ns] for f in FILES}
+    # The files may change under the same path: key the cache on their content too (not their modification times,
+    # which a copy, a checkout or a remount changes without changing a byte, costing a retrain).
+    stats = {f: _sha256(root / f) for f in FILES}
     unk_rate = {k: round(float((v == vocab.index(UNK)).float().mean()), 4) for k, v in splits.items()}
     return build_lm_task(preset=NAME, cfg=cfg, seed=seed, retrain=retrain, progress=progress,
                          model_cls=WordLM if level == "word" else CharLM, vocab_size=len(vocab), splits=splits,
