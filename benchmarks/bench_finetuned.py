@@ -98,7 +98,8 @@ def summarize(cells: list[dict], agents_: list[str], targets: list[float]) -> di
                          "ft_test_perplexity": (float(np.mean([c["ft_test_perplexity"] for c in cs]))
                                                 if all(c["ft_test_perplexity"] is not None for c in cs) else None)})
         pruned = [c for c in at if c["agent"] not in CONTROL]
-        corr[target] = _spearman([c["oneshot_test"] for c in pruned], [c["ft_test"] for c in pruned])
+        if len(pruned) >= 2:
+            corr[target] = _spearman([c["oneshot_test"] for c in pruned], [c["ft_test"] for c in pruned])
         means = {r["agent"]: r["ft_test"] for r in rows if r["target"] == target}
         searched = {a: v for a, v in means.items() if a not in ("uniform", *CONTROL)}
         if "uniform" in means and searched:
@@ -129,12 +130,14 @@ def to_markdown(result: dict) -> str:
     if "dense" in a["agents"]:
         lines += ["", "`dense`: the control, nothing pruned, trained on with the same steps and schedule (its one-shot "
                   "column is the dense model as given)."]
+    if not s["spearman"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "| target | Spearman (one-shot test vs fine-tuned test, all cells) | best non-uniform after "
               "fine-tuning | its margin over uniform |", "|---|---:|---|---:|"]
     for t in a["targets"]:
         m = s["margin_over_uniform"].get(str(t)) or s["margin_over_uniform"].get(t) or {}
         rho = s["spearman"].get(str(t), s["spearman"].get(t))
-        if rho is None:
+        if rho is None:  # the control alone
             continue
         lines.append(f"| {t} | {rho:.2f} | {m.get('best', '-')} | {m.get('margin', float('nan')):+.4f} |")
     return "\n".join(lines) + "\n"

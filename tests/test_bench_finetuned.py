@@ -44,3 +44,12 @@ def test_tiny_run_with_control_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_finetuned, "_cell", lambda *a, **k: ran.append(a))
     assert bench_finetuned.main(argv) == 0
     assert ran == []
+
+
+def test_control_alone_has_no_correlation_or_margin():
+    s = bench_finetuned.summarize([_cell("dense", 0.2, one=0.14)], ["dense"], [0.9])
+    assert s["spearman"] == {} and s["margin_over_uniform"] == {}
+    result = {"args": {"agents": ["dense"], "targets": [0.9], "steps": 10, "lr": 1e-3, "seeds": [0]},
+              "summary": s, "task": "t", "dense_test": 0.14, "meta": {"command": "x"}}
+    md = bench_finetuned.to_markdown(result)
+    assert "| 0.9 | dense |" in md and "Spearman" not in md
