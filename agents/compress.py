@@ -387,8 +387,8 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
              f"{width} values; allocation by `{s['agent']}` "
              f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps"
              f"{', cosine learning-rate decay after the ramp' if s.get('lr_schedule') == 'cosine' else ''} "
-             f"(best validation {'NLL' if s.get('select') == 'nll' else ''} checkpoint at step "
-             f"{report['finetune']['best_step']}).".replace("validation  ", "validation "), "",
+             f"(best validation {'NLL ' if s.get('select') == 'nll' else ''}checkpoint at step "
+             f"{report['finetune']['best_step']}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
     for key, r in rows.items():

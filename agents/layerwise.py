@@ -232,14 +232,15 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         torch.manual_seed(args.seed)
         policy = LayerwisePolicy(args.hidden, args.init_std)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
-    fingerprint = {"args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
-                   "target_range": [float(x) for x in train.target_range],
-                   "validation": [getattr(t, "name", str(t)) for t in validation]}
+    fingerprint = json.loads(json.dumps({  # plain values, as a checkpoint reads them back
+        "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
+        "target_range": [float(x) for x in train.target_range],
+        "validation": [getattr(t, "name", str(t)) for t in validation]}))
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
                            ("fingerprint", "round", "done", "policy", "optimizer", "best", "log"))
-        diff = differences(blob["fingerprint"], json.loads(json.dumps(fingerprint)))
+        diff = differences(blob["fingerprint"], fingerprint)
         if diff:
             raise CheckpointError(f"checkpoint {checkpoint!r} was written by another pretraining run "
                                   f"({'; '.join(diff)}); pass the same options and models, or another path")
@@ -267,7 +268,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         if score > best[0]:
             best = (score, copy.deepcopy(policy.state_dict()), done)
         if checkpoint is not None:
-            write_sealed(checkpoint, {"fingerprint": json.loads(json.dumps(fingerprint)), "round": r + 1,
+            write_sealed(checkpoint, {"fingerprint": fingerprint, "round": r + 1,
                                       "done": done, "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                                       "best": {"score": best[0], "state": best[1], "done": best[2]},
                                       "log": json.dumps(log)}, PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
@@ -335,5 +336,5 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
     return policy
 
 
-__all__ = ["DEFAULT_POLICY", "FORMAT", "LayerwisePolicy", "PretrainArgs", "default_policy", "load", "pretrain", "pretrain_selected", "save",
-           "zero_shot_score"]
+__all__ = ["DEFAULT_POLICY", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy", "PretrainArgs",
+           "default_policy", "load", "pretrain", "pretrain_selected", "save", "zero_shot_score"]

@@ -30,6 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
+from prune_env.gradual import LR_SCHEDULES, SELECT  # noqa: E402
+
 RULES = ("uniform", "global", "lamp", "erk")
 CONTROL = ("dense",)
 SEARCHES = ("reinforce", "reinforce-ft")
@@ -118,7 +120,8 @@ def to_markdown(result: dict) -> str:
     lines = [f"# Allocations after fine-tuning: {result['task']}", "", provenance(result["meta"]), "",
              f"Every allocation pruned gradually with the same budget: {a['steps']} Adam steps, lr {a['lr']}"
              f"{' (cosine decay after the ramp)' if a.get('lr_schedule') == 'cosine' else ''}, cubic ramp over the "
-             f"first half, best validation {'NLL' if a.get('select') == 'nll' else 'score'} checkpoint; seeds {a['seeds']} (fine-tuning batches; and the "
+             f"first half, best validation {'NLL' if a.get('select') == 'nll' else 'score'} checkpoint; seeds "
+             f"{a['seeds']} (fine-tuning batches; and the "
              f"search for reinforce).{searches} Dense test score {result['dense_test']:.4f}. Test split; the "
              "searches and the checkpoint selection see validation only.", "",
              "| target | agent | one-shot test | fine-tuned test (mean +- std) |" + (" fine-tuned test ppl |" if ppl
@@ -151,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", nargs="+", default=[*RULES, *SEARCHES])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
-    p.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep")
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES)
+    p.add_argument("--select", default="score", choices=SELECT, help="fine-tuning checkpoint to keep")
     p.add_argument("--reinforce-budget", type=int, default=300)
     p.add_argument("--ft-reinforce-budget", type=int, default=60)
     p.add_argument("--ft-reinforce-steps", type=int, default=5)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = ROOT / "benchmarks" / "results"
     write_json(out / f"{args.name}.json", result)
-    lines = [f"# Two jobs in turn vs side by side on this machine", "", provenance(meta), "",
+    lines = ["# Two jobs in turn vs side by side on this machine", "", provenance(meta), "",
              "Each job: 1 thread, about " + f"{args.work:g} s alone; two equal jobs run one after the other, then in "
              "two processes at once (the order alternates per round). Speedup = in turn / side by side (2.0: "
              "perfect on 2 cores).", "", "| job | in turn, median s | side by side, median s | speedup |",

@@ -9,7 +9,6 @@ the raw text (newlines included) with the training text's characters as vocabula
 from __future__ import annotations
 
 import hashlib
-
 import os
 from collections import Counter
 from pathlib import Path
