@@ -2,7 +2,7 @@
 
 For each unseen model and target sparsity, with test scores (the searches only see validation):
 
-- the one-evaluation rules: uniform, global, gradient, LAMP, ERK;
+- the one-evaluation rules: uniform, global, gradient, LAMP, ERK; Distiller's sensitivity scan (up to 100);
 - the policy zero-shot (1 evaluation) and few-shot (30 and 100 evaluations: REINFORCE from its allocation);
 - REINFORCE from scratch and random search at 100 and 1000 evaluations;
 
@@ -34,6 +34,8 @@ RULES = ("uniform", "global", "gradient", "lamp", "erk")
 METHODS = {**{r: (r, 1, False) for r in RULES},
            "zero-shot": ("policy", 1, False), "few-shot-30": ("policy", 30, True),
            "few-shot-100": ("policy", 100, True),
+           # Distiller's per-layer scan (deterministic): a 10-point scan of every layer and a sweep, within 100 evals
+           "sensitivity": ("sensitivity", 100, False),
            "reinforce-100": ("reinforce", 100, True), "reinforce-1000": ("reinforce", 1000, True),
            "random-100": ("random", 100, True), "random-1000": ("random", 1000, True)}
 
@@ -122,6 +124,16 @@ def checks(avg: dict[str, float]) -> list[str]:
     return out
 
 
+def _commits(cells: list[dict[str, Any]]) -> str:
+    """Which commits the cells were measured at (a directory resumed across commits holds several)."""
+    seen: dict[str, list[str]] = {}
+    for c in cells:
+        methods = seen.setdefault(str(c.get("commit", "unrecorded"))[:10], [])
+        if c["method"] not in methods:
+            methods.append(c["method"])
+    return "Cells measured at: " + "; ".join(f"{k} ({', '.join(v)})" for k, v in seen.items()) + "."
+
+
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
     """Best-so-far validation score relative to dense, mean over models, targets and seeds, per method."""
     import matplotlib
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     if (task.name, target, method, seed) in done:
                         continue
                     cell = run_cell(task, target, method, seed, policy, args.vector_envs)
+                    cell["commit"] = meta["git_commit"]  # a resumed directory can span several commits
                     with open(store, "a") as f:  # one line per finished cell, flushed: a kill loses at most one cell
                         f.write(json.dumps(cell) + "\n")
                         f.flush()
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{task.name} {target:g} {method} seed {seed}: test {cell['test']:.4f}", flush=True)
     lines, avg = summarize(cells)
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
-                      f"policy: {args.policy or 'untrained (smoke)'}; seeds {args.seeds}", "", *lines, "",
+                      f"policy: {args.policy or 'untrained (smoke)'}; seeds {args.seeds}", "", _commits(cells), "",
+                      *lines, "",
                       "Targets (issue 11):", "", *checks(avg)]) + "\n"
     tmp = out / "results.md.tmp"
     tmp.write_text(text)
