@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--rounds", type=int, default=10, help="validation checks (model selection) during training")
     pt.add_argument("--batch-size", type=int, default=16, help="episodes per update")
     pt.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size")
+    pt.add_argument("--group-size", type=int, default=1, metavar="G", help="allocations per drawn (model, target); "
+                    "above 1 each is compared with the others of its group (leave-one-out baseline)")
     pt.add_argument("--hidden", type=int, default=64, help="width of the policy's hidden layers")
     pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
     pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
@@ -298,7 +300,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     low, high = (_check_sparsity(t) for t in args.targets)
     if low > high:
         raise CLIError(f"--targets: LOW must not exceed HIGH, got {low} {high}")
-    for name in ("episodes", "rounds", "batch_size", "hidden"):
+    for name in ("episodes", "rounds", "batch_size", "hidden", "group_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.learning_rate > 0:
@@ -320,7 +322,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        hidden=args.hidden, seed=seed)
+                        hidden=args.hidden, seed=seed, group_size=args.group_size)
     try:
         policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
                                         checkpoint=args.checkpoint)

@@ -13,8 +13,10 @@ the model's real layers: without that the policy could drift along the ignored d
 
 :func:`pretrain` trains it with REINFORCE on a :class:`~prune_env.PruneRNNZooEnv` in joint mode: each episode draws
 a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the budget and scores
-it. Each model keeps a running mean and variance of its reward: the advantage is the reward minus that mean, in units
-of that standard deviation (rewards of different models are on different scales), normalised again per batch.
+it. By default each model keeps a running mean and variance of its reward: the advantage is the reward minus that
+mean, in units of that standard deviation (rewards of different models are on different scales), normalised again per
+batch. With ``group_size`` G > 1, G allocations are sampled for each drawn (model, target) and each is compared with
+the other G - 1 (RLOO's leave-one-out baseline), so the reward's dependence on the target drops out of the gradient.
 
 Policies are saved as a ``torch.save`` dict of tensors and plain values and loaded with ``weights_only=True``: a
 policy file never runs code.
@@ -108,7 +110,10 @@ class PretrainArgs:
     min_std: float = 0.05
     """floor on the standard deviation"""
     baseline_decay: float = 0.8
-    """decay of each model's running mean and variance of the reward (its baseline and scale)"""
+    """decay of each model's running mean and variance of the reward (its baseline and scale; ``group_size`` 1)"""
+    group_size: int = 1
+    """allocations sampled for each drawn (model, target); above 1, each is compared with the others of its group
+    (leave-one-out baseline) instead of with the model's running mean over all targets"""
     seed: int = 0
     """seeds the policy and its sampling (the zoo env is reset with it too)"""
 
@@ -129,7 +134,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     args = args or PretrainArgs()
     if zoo.mode != "joint":
         raise ValueError("pretrain needs a joint-mode PruneRNNZooEnv")
-    for name in ("episodes", "batch_size"):
+    for name in ("episodes", "batch_size", "group_size"):
         check_int(name, getattr(args, name), 1)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.random.fork_rng(devices=[]):
@@ -147,25 +152,33 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     while done < args.episodes:
         n = min(args.batch_size, args.episodes - done)
         obs_b, eps_b, adv_b, rewards = [], [], [], []
-        for _ in range(n):
+        while len(rewards) < n:
             obs, info = zoo.reset()
-            with torch.no_grad():
-                mu, valid = policy.means(torch.as_tensor(obs))
-                std = policy.log_std.exp().clamp_min(args.min_std)
-                eps = torch.randn(mu.shape, generator=gen) * valid
-                action = (mu + std * eps).clamp(-1.0, 1.0).numpy()
-            _, reward, _, _, info = zoo.step(action.astype(np.float32))
-            k = info["task_index"]
-            # Rewards of different models live on different scales (a regression model's score ratio can reach
-            # -100 where a classifier's stays in [0, 1]): each model's advantage is measured in its own running
-            # standard deviation.
-            mean, var = baselines.get(k, (reward, 0.0))
-            adv_b.append((reward - mean) / (np.sqrt(var) + 1e-3))
-            d = args.baseline_decay
-            baselines[k] = (d * mean + (1 - d) * reward, d * var + (1 - d) * (reward - mean) ** 2)
-            obs_b.append(obs)
-            eps_b.append(eps)
-            rewards.append(reward)
+            k, target = info["task_index"], info["target_sparsity"]
+            group = []
+            for j in range(min(args.group_size, n - len(rewards))):
+                if j:  # the same model at the same target again
+                    obs, info = zoo.reset(options={"task_index": k, "target_sparsity": target})
+                with torch.no_grad():
+                    mu, valid = policy.means(torch.as_tensor(obs))
+                    std = policy.log_std.exp().clamp_min(args.min_std)
+                    eps = torch.randn(mu.shape, generator=gen) * valid
+                    action = (mu + std * eps).clamp(-1.0, 1.0).numpy()
+                group.append(zoo.step(action.astype(np.float32))[1])
+                obs_b.append(obs)
+                eps_b.append(eps)
+            rewards += group
+            if args.group_size == 1:
+                # Rewards of different models live on different scales (a regression model's score ratio can reach
+                # -100 where a classifier's stays in [0, 1]): each model's advantage is measured in its own running
+                # standard deviation.
+                reward = group[0]
+                mean, var = baselines.get(k, (reward, 0.0))
+                adv_b.append((reward - mean) / (np.sqrt(var) + 1e-3))
+                d = args.baseline_decay
+                baselines[k] = (d * mean + (1 - d) * reward, d * var + (1 - d) * (reward - mean) ** 2)
+            else:
+                adv_b += _group_advantages(group)
         adv = torch.as_tensor(adv_b, dtype=torch.float32)
         adv = adv / (adv.std() + 1e-8) if len(adv_b) > 1 else adv
         mu, valid = policy.means(torch.as_tensor(np.stack(obs_b)))
@@ -186,6 +199,17 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
             writer.add_scalar("pretrain/episodes_per_s", done / (time.perf_counter() - t0), done)
     bar.close()
     return policy, curve
+
+
+def _group_advantages(rewards: list[float]) -> list[float]:
+    """Each reward against the mean of the others in its group (same model, same target), in units of the group's
+    standard deviation: the leave-one-out baseline of RLOO, so neither the model's nor the target's level of reward
+    enters the gradient. A group of one has no comparison and gets advantage 0."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if len(r) < 2:
+        return [0.0] * len(r)
+    others = (r.sum() - r) / (len(r) - 1)
+    return ((r - others) / (r.std() + 1e-3)).tolist()
 
 
 def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[float, ...] = (0.5, 0.7, 0.9),

@@ -55,7 +55,8 @@ def test_any_number_of_layers(layers, bidirectional):
     assert done and info["overall_sparsity"] == pytest.approx(0.6, abs=1e-3)
 
 
-def test_pretraining_learns_a_feature_dependent_allocation_and_transfers():
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_pretraining_learns_a_feature_dependent_allocation_and_transfers(group_size):
     zoo = PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1), _synthetic("rnn", 2, layers=3)],
                          target_sparsity=(0.35, 0.5))
     unseen = _synthetic("lstm", 3, layers=2, bidirectional=True, hidden=10)
@@ -64,10 +65,36 @@ def test_pretraining_learns_a_feature_dependent_allocation_and_transfers():
     for target in (0.4, 0.5):  # untrained: LAMP's allocation
         lamp[target] = _lamp_score(unseen, target)
         assert _score(fresh, unseen, target) == pytest.approx(lamp[target], abs=0.01)
-    policy, curve = pretrain(zoo, PretrainArgs(episodes=480, batch_size=16, learning_rate=0.01, hidden=16, seed=0))
+    policy, curve = pretrain(zoo, PretrainArgs(episodes=480, batch_size=16, learning_rate=0.01, hidden=16, seed=0,
+                                               group_size=group_size))
     assert np.mean(curve[-5:]) > np.mean(curve[:5]) + 0.1
     for target in (0.4, 0.5):  # one evaluation on a model it never saw beats uniform and LAMP by a wide margin
         assert _score(policy, unseen, target) > max(1 - target, lamp[target]) + 0.1
+
+
+def test_group_advantages_leave_one_out():
+    from agents.layerwise import _group_advantages
+
+    adv = _group_advantages([1.0, 2.0, 3.0, 6.0])
+    assert sum(adv) == pytest.approx(0.0, abs=1e-12)  # the group's level drops out
+    assert adv[3] > adv[2] > adv[1] > adv[0]
+    assert adv[3] == pytest.approx((6.0 - 2.0) / (np.std([1, 2, 3, 6]) + 1e-3))
+    assert _group_advantages([5.0]) == [0.0]
+    assert _group_advantages([7.0, 7.0]) == [0.0, 0.0]
+
+
+def test_group_size_draws_each_model_and_target_group_size_times():
+    zoo = PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
+    seen = []
+    real = zoo.step
+    zoo.step = lambda a: (seen.append((zoo.task_index, zoo.env.target_sparsity)), real(a))[1]
+    pretrain(zoo, PretrainArgs(episodes=14, batch_size=7, group_size=3, hidden=8))
+    assert len(seen) == 14
+    groups = [seen[0:3], seen[3:6], seen[6:7], seen[7:10], seen[10:13], seen[13:14]]  # a batch never splits a group
+    assert all(len(set(g)) == 1 for g in groups)
+    assert len({g[0] for g in groups}) > 1
+    with pytest.raises(ValueError, match="group_size"):
+        pretrain(zoo, PretrainArgs(episodes=4, group_size=0))
 
 
 def test_policy_files_load_safely(tmp_path):
