@@ -6,8 +6,8 @@ whatever the model, so one policy can act on every model of a zoo (and, by readi
 it has never seen):
 
 - **joint** mode: ``max_layers`` rows of ``len(FEATURES) + 3`` (the layer's static features, its LAMP sparsity at
-  the target, the sparsity chosen for it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``;
-  entries past the model's layers are ignored.
+  the target, the sparsity chosen for it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action
+  is ``Box(-1, 1, (max_layers,))``; entries past the model's layers are ignored.
 - **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
 
 :data:`CONTEXT` is the model-level state: the target, the fraction removed and still needed, the previous applied
@@ -40,8 +40,8 @@ from .analysis import analyse
 from .checks import check_number
 from .config import MODES
 from .env import PruneRNNEnv
-from .stats import FEATURES
 from .rules import lamp_counts
+from .stats import FEATURES
 from .task import RNNTask
 
 #: Model-level context features that follow the per-layer rows.
