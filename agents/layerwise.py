@@ -302,7 +302,8 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     return selected, log
 
 
-#: The shipped policy, inside the package (see ``docs/transfer.md`` for the command that made it).
+#: The shipped policy, inside the package (its ``meta`` and ``benchmarks/results/transfer/pretrain.md`` record the
+#: command that made it).
 DEFAULT_POLICY = "data/default_policy.pt"
 
 
