@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vector-envs", type=int, default=8)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transfer"))
     p.add_argument("--resume", action="store_true", help="keep the finished cells of --out/cells.jsonl")
+    p.add_argument("--summarize-only", action="store_true", help="rewrite results.md and the plot from --out's "
+                   "cells.jsonl, computing no cell (implies --resume)")
     p.add_argument("--smoke", action="store_true", help="tiny models and budgets cut to 1/10: a quick check")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             a, b, s = METHODS[m]
             METHODS[m] = (a, max(1, b // 10), s)
         policy = load(args.policy) if args.policy else LayerwisePolicy(hidden=8)
+    elif args.summarize_only:
+        models, policy = [], None
     else:
         if not args.policy:
             p.error("--policy is required (or --smoke)")
@@ -194,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         policy = load(args.policy)
     meta = run_meta()
     store = out / "cells.jsonl"
+    if args.summarize_only:
+        if not store.exists():
+            p.error(f"--summarize-only: no {store}")
+        args.resume = True
     cells = [json.loads(line) for line in store.read_text().splitlines()] if args.resume and store.exists() else []
     if not args.resume and store.exists():
         store.unlink()
@@ -214,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{task.name} {target:g} {method} seed {seed}: test {cell['test']:.4f}", flush=True)
     lines, avg = summarize(cells)
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
-                      f"policy: {args.policy or 'untrained (smoke)'}; seeds {args.seeds}", "", _commits(cells), "",
+                      f"policy: {args.policy or ('untrained (smoke)' if args.smoke else 'not given')}; "
+                      f"seeds in the cells: {sorted({c['seed'] for c in cells})}", "", _commits(cells), "",
                       *lines, "",
                       "Targets (issue 11):", "", *checks(avg)]) + "\n"
     tmp = out / "results.md.tmp"

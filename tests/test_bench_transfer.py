@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -32,3 +34,13 @@ def test_smoke_run_and_resume(tmp_path, monkeypatch):
     assert bench_transfer.main([*argv, "--resume"]) == 0
     assert ran == []  # every cell was already on disk
     assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == len(cells)
+
+    # --summarize-only rewrites the report from the cells, computing nothing, even with other methods asked for
+    (tmp_path / "results.md").unlink()
+    assert bench_transfer.main(["--summarize-only", "--out", str(tmp_path), "--methods", "random-1000"]) == 0
+    assert ran == []
+    summary = (tmp_path / "results.md").read_text()
+    assert summary.split("| model |")[1] == text.split("| model |")[1]  # the same tables
+    assert all(c.get("commit") for c in cells) and "Cells measured at: " in summary
+    with pytest.raises(SystemExit):
+        bench_transfer.main(["--summarize-only", "--out", str(tmp_path / "empty")])
