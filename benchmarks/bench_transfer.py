@@ -55,6 +55,23 @@ def resolve_models(specs: list[str]) -> list[Any]:
     return tasks
 
 
+def pack(history: list[float]) -> dict[str, Any]:
+    """A best-so-far curve stored by its changes only (``[evaluation index, value]`` pairs and the length): a
+    1000-evaluation curve changes a few dozen times, so the cells file stays small. Lossless; see :func:`unpack`."""
+    changes = [[i, v] for i, v in enumerate(history) if i == 0 or v != history[i - 1]]
+    return {"len": len(history), "changes": changes}
+
+
+def unpack(history: list[float] | dict[str, Any]) -> list[float]:
+    """The full curve back from :func:`pack` (a plain list, as older cells hold, is returned as it is)."""
+    if isinstance(history, list):
+        return history
+    out: list[float] = []
+    for (i, v), nxt in zip(history["changes"], [*history["changes"][1:], [history["len"], None]]):
+        out += [v] * (nxt[0] - i)
+    return out
+
+
 def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vector_envs: int) -> dict[str, Any]:
     """One (model, target, method, seed) search and its single test scoring."""
     import agents
@@ -69,7 +86,8 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
     test = split_score(task.test(env.pruned_model(res.allocation)), "test")[0]
     return {"model": task.name, "target": target, "method": method, "seed": seed, "evals": res.evals,
             "val": res.val_score, "dense_val": env.dense_score, "test": test,
-            "dense_test": task.metadata.get("dense_test"), "history": res.history, "wall_s": round(res.wall_time, 2)}
+            "dense_test": task.metadata.get("dense_test"), "history": pack(res.history),
+            "wall_s": round(res.wall_time, 2)}
 
 
 def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], dict[str, float]]:
@@ -143,7 +161,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for method in METHODS:
-        runs = [np.asarray(c["history"]) / c["dense_val"] for c in cells if c["method"] == method]
+        runs = [np.asarray(unpack(c["history"])) / c["dense_val"] for c in cells if c["method"] == method]
         if not runs:
             continue
         n = max(len(r) for r in runs)

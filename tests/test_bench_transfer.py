@@ -44,3 +44,11 @@ def test_smoke_run_and_resume(tmp_path, monkeypatch):
     assert all(c.get("commit") for c in cells) and "Cells measured at: " in summary
     with pytest.raises(SystemExit):
         bench_transfer.main(["--summarize-only", "--out", str(tmp_path / "empty")])
+
+
+def test_history_pack_is_lossless():
+    for h in ([], [0.1], [0.1, 0.1, 0.3, 0.3, 0.3, 0.5], [0.2] * 5):
+        packed = bench_transfer.pack(h)
+        assert bench_transfer.unpack(packed) == h
+    assert len(bench_transfer.pack([0.1] * 500 + [0.2] * 500)["changes"]) == 2
+    assert bench_transfer.unpack([0.1, 0.2]) == [0.1, 0.2]  # older cells: a plain list
