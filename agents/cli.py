@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="each episode's target sparsity is drawn uniformly from [LOW, HIGH]")
     pt.add_argument("--episodes", type=int, default=2000, help="training episodes (evaluations) in all")
     pt.add_argument("--rounds", type=int, default=10, help="validation checks (model selection) during training")
+    pt.add_argument("--selection-metric", choices=("reward", "score"), default="reward",
+                    help="model selection: mean zero-shot reward clipped to [0, 1] (reward), or mean raw validation "
+                    "score in each task's units (score, what the transfer benchmark averages on test)")
+    pt.add_argument("--selection-targets", type=float, nargs="+", default=[0.5, 0.7, 0.9], metavar="T",
+                    help="target sparsities the selection criterion averages over")
     pt.add_argument("--batch-size", type=int, default=16, help="episodes per update")
     pt.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size")
     pt.add_argument("--group-size", type=int, default=1, metavar="G", help="allocations per drawn (model, target); "
@@ -297,9 +302,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from prune_env import PruneRNNZooEnv
 
     meta = _start_meta(args)
-    low, high = (_check_sparsity(t) for t in args.targets)
+    low, high = (_check_sparsity(t, "--targets") for t in args.targets)
     if low > high:
         raise CLIError(f"--targets: LOW must not exceed HIGH, got {low} {high}")
+    selection_targets = [_check_sparsity(t, "--selection-targets") for t in args.selection_targets]
     for name in ("episodes", "rounds", "batch_size", "hidden", "group_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -325,19 +331,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                         hidden=args.hidden, seed=seed, group_size=args.group_size)
     try:
         policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
-                                        checkpoint=args.checkpoint)
+                                        checkpoint=args.checkpoint, selection_metric=args.selection_metric,
+                                        selection_targets=selection_targets)
     except ValueError as e:  # a bad --checkpoint path, or a checkpoint of another run (CheckpointError)
         raise CLIError(f"--checkpoint: {e}") from None
     if writer is not None:
         writer.close()
     meta = _end_meta(meta, t_start, train_tasks=[t.name for t in train], validation_tasks=[t.name for t in val],
                      targets=[low, high], options=dict(opts.__dict__), rounds=args.rounds, log=log,
+                     selection={"metric": args.selection_metric, "targets": selection_targets},
                      **policy.meta)
     save(policy, out, _jsonable(meta))
     from rich.table import Table
 
     table = Table(title=f"pretrain: {len(train)} models, validation on {len(val)}")
-    for col in ("episodes", "validation zero-shot reward", "train reward"):
+    for col in ("episodes", f"validation zero-shot {args.selection_metric}", "train reward"):
         table.add_column(col)
     for row in log:
         table.add_row(str(row["episodes"]), f"{row['validation']:.4f}",
@@ -552,9 +560,9 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _check_sparsity(s: float) -> float:
+def _check_sparsity(s: float, flag: str = "--sparsity") -> float:
     if not isinstance(s, (int, float)) or not 0 <= s < 1:
-        raise CLIError(f"--sparsity must be in [0, 1), got {s}")
+        raise CLIError(f"{flag} must be in [0, 1), got {s}")
     return float(s)
 
 

@@ -28,6 +28,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -212,20 +213,32 @@ def _group_advantages(rewards: list[float]) -> list[float]:
     return ((r - others) / (r.std() + 1e-3)).tolist()
 
 
-def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: tuple[float, ...] = (0.5, 0.7, 0.9),
-                    **env_kwargs: Any) -> float:
-    """The mean reward (validation score relative to dense) of ``policy``'s one-evaluation allocation on every task
-    at every target, each clipped to [0, 1] so that one collapsed model (a regression model's ratio can reach -100)
-    cannot outweigh the rest: the model-selection criterion of :func:`pretrain_selected`."""
+#: Model-selection criteria of :func:`zero_shot_score` and :func:`pretrain_selected`.
+SELECTION_METRICS = ("reward", "score")
+
+
+def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: Sequence[float] = (0.5, 0.7, 0.9),
+                    metric: str = "reward", **env_kwargs: Any) -> float:
+    """The mean over ``tasks`` and ``targets`` of ``policy``'s one-evaluation allocation, on validation splits only:
+    the model-selection criterion of :func:`pretrain_selected`.
+
+    :param metric: ``"reward"``: the reward (validation score relative to dense), each clipped to [0, 1] so that
+        one collapsed model (a regression model's ratio can reach -100) cannot outweigh the rest (policy v1's
+        criterion); ``"score"``: the raw validation score in each task's own units, the quantity the transfer
+        benchmark averages on the test splits, so a model that collapses counts by how far its score falls.
+    """
     from prune_env import PruneRNNEnv
 
-    rewards = []
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"unknown `metric` {metric!r}; expected one of {SELECTION_METRICS}")
+    values = []
     for task in tasks:
         for target in targets:
             env = PruneRNNEnv(task, target_sparsity=target, **env_kwargs)
             env.reset(seed=0)
-            rewards.append(float(np.clip(env.step(policy.allocation_action(env))[1], 0.0, 1.0)))
-    return float(np.mean(rewards))
+            _, reward, _, _, info = env.step(policy.allocation_action(env))
+            values.append(float(np.clip(reward, 0.0, 1.0)) if metric == "reward" else float(info["score"]))
+    return float(np.mean(values))
 
 
 #: What :func:`pretrain_selected` writes in a checkpoint's ``"format"``.
@@ -233,11 +246,15 @@ PRETRAIN_CHECKPOINT_FORMAT = "prune-rnn-gym pretrain checkpoint"
 
 
 def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: PretrainArgs, rounds: int = 10,
-                      progress: bool = False, writer: Any = None, checkpoint: str | os.PathLike | None = None
+                      progress: bool = False, writer: Any = None, checkpoint: str | os.PathLike | None = None,
+                      selection_metric: str = "reward", selection_targets: Sequence[float] = (0.5, 0.7, 0.9)
                       ) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
     """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
     which is LAMP). Returns the selected policy and one log row per round.
+
+    :param selection_metric: ``zero_shot_score``'s ``metric``.
+    :param selection_targets: the targets ``zero_shot_score`` averages over.
 
     :param checkpoint: a file to resume from and to rewrite atomically after every round (policy, optimizer, the best
         policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
@@ -250,6 +267,16 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     from agents.eval_budget import CheckpointError, check_checkpoint_path, differences, read_sealed, write_sealed
 
     check_int("rounds", rounds, 1)
+    if selection_metric not in SELECTION_METRICS:
+        raise ValueError(f"unknown `selection_metric` {selection_metric!r}; expected one of {SELECTION_METRICS}")
+    selection_targets = tuple(check_number("selection_targets", t, 0.0, 1.0, high_open=True)
+                              for t in selection_targets)
+    if not selection_targets:
+        raise ValueError("`selection_targets` must hold at least one target sparsity")
+
+    def criterion(p: LayerwisePolicy) -> float:
+        return zero_shot_score(p, validation, selection_targets, selection_metric)
+
     checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     per = -(-args.episodes // rounds)
     with torch.random.fork_rng(devices=[]):
@@ -259,7 +286,8 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     fingerprint = json.loads(json.dumps({  # plain values, as a checkpoint reads them back
         "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
-        "validation": [getattr(t, "name", str(t)) for t in validation]}))
+        "validation": [getattr(t, "name", str(t)) for t in validation],
+        "selection": [selection_metric, list(selection_targets)]}))
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
@@ -274,7 +302,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         best = (float(b["score"]), b["state"], int(b["done"]))
         log, done, start = json.loads(blob["log"]), int(blob["done"]), int(blob["round"])
     else:
-        best = (zero_shot_score(policy, validation), copy.deepcopy(policy.state_dict()), 0)
+        best = (criterion(policy), copy.deepcopy(policy.state_dict()), 0)
         log = [{"episodes": 0, "validation": best[0]}]
         done = 0
     for r in range(start, rounds):
@@ -285,7 +313,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         policy, curve = pretrain(train, round_args, policy=policy, progress=progress, writer=writer,
                                  optimizer=optimizer)
         done += n
-        score = zero_shot_score(policy, validation)
+        score = criterion(policy)
         log.append({"episodes": done, "validation": score, "train_reward": float(np.mean(curve))})
         if writer is not None:
             writer.add_scalar("pretrain/validation_zero_shot", score, done)
@@ -362,4 +390,4 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
 
 
 __all__ = ["DEFAULT_POLICY", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy", "PretrainArgs",
-           "default_policy", "load", "pretrain", "pretrain_selected", "save", "zero_shot_score"]
+           "SELECTION_METRICS", "default_policy", "load", "pretrain", "pretrain_selected", "save", "zero_shot_score"]

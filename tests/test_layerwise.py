@@ -244,3 +244,36 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeyp
     ckpt.write_bytes(ckpt.read_bytes()[:-50])
     with pytest.raises(CheckpointError, match="unreadable|corrupted"):
         L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+
+
+def test_selection_metrics_score_raw_validation_scores_or_clipped_rewards(tmp_path):
+    """``metric="score"`` averages the raw validation scores the env reports, ``"reward"`` the rewards clipped to
+    [0, 1]; a pretraining checkpoint written under one selection is refused under another."""
+    import agents.layerwise as L
+    from agents.eval_budget import CheckpointError
+
+    policy, tasks, targets = LayerwisePolicy(hidden=8), [tiny_task("gru"), tiny_task("lstm")], (0.4, 0.8)
+    scores, rewards = [], []
+    for task in tasks:
+        for target in targets:
+            env = PruneRNNEnv(task, target_sparsity=target)
+            env.reset(seed=0)
+            _, reward, _, _, info = env.step(policy.allocation_action(env))
+            scores.append(info["score"])
+            rewards.append(min(max(reward, 0.0), 1.0))
+    assert L.zero_shot_score(policy, tasks, targets, "score") == pytest.approx(np.mean(scores), abs=1e-9)
+    assert L.zero_shot_score(policy, tasks, targets, "reward") == pytest.approx(np.mean(rewards), abs=1e-9)
+    assert np.mean(scores) != pytest.approx(np.mean(rewards))  # two different criteria on this task
+    with pytest.raises(ValueError, match="metric"):
+        L.zero_shot_score(policy, tasks, targets, "accuracy")
+
+    zoo = PruneRNNZooEnv(tasks, target_sparsity=(0.35, 0.5))
+    args = PretrainArgs(episodes=16, batch_size=8, learning_rate=0.01, hidden=8, seed=3)
+    ckpt = tmp_path / "pretrain.ckpt"
+    _, log = L.pretrain_selected(zoo, tasks, args, rounds=1, checkpoint=ckpt, selection_metric="score",
+                                 selection_targets=targets)
+    assert log[0]["validation"] == pytest.approx(np.mean(scores), abs=1e-9)  # episode 0: the untrained policy
+    with pytest.raises(CheckpointError, match="selection"):
+        L.pretrain_selected(zoo, tasks, args, rounds=1, checkpoint=ckpt, selection_targets=targets)
+    with pytest.raises(ValueError, match="selection_targets"):
+        L.pretrain_selected(zoo, tasks, args, rounds=1, selection_targets=(0.5, 1.5))
