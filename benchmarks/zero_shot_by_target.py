@@ -2,9 +2,10 @@
 
 For every model of ``--models`` and every target, each method proposes one allocation, the env projects it onto the
 budget and scores it on the model's *validation* split: the reward ``1 + (score - dense) / |dense|``. The table
-gives, per target, the mean over the models of that reward clipped to [0, 1] (pretraining's selection criterion,
-:func:`agents.layerwise.zero_shot_score`) and unclipped. No test split is read: this is the evidence a policy may
-be chosen on.
+gives, per target, the mean over the models of that reward clipped to [0, 1] (pretraining's ``reward`` selection
+criterion, :func:`agents.layerwise.zero_shot_score`) and unclipped, and the mean raw validation score in each
+model's own units (the ``score`` criterion, what the transfer benchmark averages on the test splits). No test split
+is read: this is the evidence a policy may be chosen on.
 
     python benchmarks/zero_shot_by_target.py --policy v1=benchmarks/results/transfer/policy.pt \\
         --policy v2=agents/data/default_policy.pt --out benchmarks/results/zero_shot_by_target
@@ -25,7 +26,8 @@ from _meta import ROOT, provenance, run_meta  # noqa: E402
 
 
 def rewards(task, target: float, rules: list[str], policies: dict) -> dict[str, float]:
-    """Method -> validation reward of its one allocation on ``task`` at ``target``."""
+    """Method -> validation reward of its one allocation on ``task`` at ``target``, and ``"method:score"`` -> its
+    raw validation score."""
     import agents
     from prune_env import PruneRNNEnv
 
@@ -34,9 +36,11 @@ def rewards(task, target: float, rules: list[str], policies: dict) -> dict[str, 
     for rule in rules:  # the reward of the rule's one-evaluation search, from its validation score
         res = agents.search(rule, env, 1)
         out[rule] = 1.0 + (res.val_score - env.dense_score) / (abs(env.dense_score) or 1.0)
+        out[f"{rule}:score"] = float(res.val_score)
     for name, policy in policies.items():
         env.reset(seed=0)
-        out[name] = float(env.step(policy.allocation_action(env))[1])
+        _, reward, _, _, info = env.step(policy.allocation_action(env))
+        out[name], out[f"{name}:score"] = float(reward), float(info["score"])
     return out
 
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in args.targets:
             r = rewards(task, target, args.rules, policies)
             rows.append({"model": task.name, "target": target, **r})
-            print(task.name, target, {k: round(v, 4) for k, v in r.items()}, flush=True)
+            print(task.name, target, {k: round(v, 4) for k, v in r.items() if ":" not in k}, flush=True)
     lines = ["| target | " + " | ".join(f"{m} (clipped)" for m in methods) + " | "
              + " | ".join(f"{m} (raw)" for m in methods) + " |", "|---|" + "---|" * (2 * len(methods))]
     for target in [*args.targets, None]:
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         label = "all" if target is None else f"{target:g}"
         lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in clipped) + " | "
                      + " | ".join(f"{v:.4f}" for v in raw) + " |")
+    scores = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for target in [*args.targets, None]:
+        sel = [r for r in rows if target is None or r["target"] == target]
+        scores.append(f"| {'all' if target is None else f'{target:g}'} | "
+                      + " | ".join(f"{np.mean([r[f'{m}:score'] for r in sel]):.4f}" for m in methods) + " |")
     per_model = ["| model | target | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     per_model += [f"| {r['model']} | {r['target']:g} | " + " | ".join(f"{r[m]:.3f}" for m in methods) + " |"
                   for r in rows]
@@ -85,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(["# Zero-shot validation reward per target (validation splits only)", "", provenance(meta), "",
                       "policies: " + ", ".join(args.policy), "",
                       "Mean over the models of the reward `1 + (score - dense) / |dense|` on the validation split, "
-                      "clipped to [0, 1] as in pretraining's selection, and raw:", "", *lines, "",
+                      "clipped to [0, 1] as in pretraining's `reward` selection, and raw:", "", *lines, "",
+                      "Mean raw validation score (each model's own units; pretraining's `score` selection averages "
+                      "it over the targets it is given):", "", *scores, "",
                       "Per model (raw reward):", "", *per_model]) + "\n"
     for name, content in (("results.md", text), ("rows.json", json.dumps({"meta": meta, "rows": rows}, indent=1))):
         tmp = out / (name + ".tmp")
