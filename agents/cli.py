@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--group-size", type=int, default=1, metavar="G", help="allocations per drawn (model, target); "
                     "above 1 each is compared with the others of its group (leave-one-out baseline)")
     pt.add_argument("--hidden", type=int, default=64, help="width of the policy's hidden layers")
+    pt.add_argument("--init-std", type=float, default=0.3, help="the policy's starting standard deviation, in "
+                    "action units (wider explores allocations farther from LAMP's)")
     pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
     pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
     pt.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log directory")
@@ -309,8 +311,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     for name in ("episodes", "rounds", "batch_size", "hidden", "group_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        raise CLIError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    for flag, value in (("--learning-rate", args.learning_rate), ("--init-std", args.init_std)):
+        if not value > 0:
+            raise CLIError(f"{flag} must be > 0, got {value}")
     seed = _check_seed(args.seed)
     _check_device(args.device)
     out = Path(args.out)
@@ -328,7 +331,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        hidden=args.hidden, seed=seed, group_size=args.group_size)
+                        hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std)
     try:
         policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
                                         checkpoint=args.checkpoint, selection_metric=args.selection_metric,
