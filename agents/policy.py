@@ -49,23 +49,33 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
             return float(reward), info
 
 
+#: The one-shot rules few-shot adaptation also scores before it searches (:func:`run`'s ``rivals``).
+RIVALS = ("lamp", "erk", "global")
+#: The agents ``rivals`` may name: those that cost exactly one evaluation.
+ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk")
+
+
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
-        init_std: float = 0.15) -> dict[str, Any]:
+        init_std: float = 0.15, rivals: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
 
     - A :class:`~agents.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.layerwise.save`; by
       default the policy shipped with the package, :func:`agents.layerwise.default_policy`):
       **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
-      with a larger budget the remaining evaluations run REINFORCE whose mean starts at that allocation (joint mode;
-      sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so it is never
-      below the zero-shot one on validation.
+      with a larger budget the one-shot ``rivals`` are scored next (one evaluation each), and the remaining
+      evaluations run REINFORCE whose mean starts at the best of these allocations on validation (joint mode;
+      sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so on
+      validation it is never below the zero-shot one nor below any rival rule.
     - Any other object with ``act(obs, info)``: played until the budget is spent (or for ``episodes`` episodes).
 
     :param env: the capped env.
     :param seed: seeds the few-shot search (a custom policy seeds itself).
     :param policy: the policy object, a path to a saved layer-wise policy, or ``None`` for the shipped one.
     :param episodes: custom policies: stop after this many episodes (a deterministic policy needs only 1).
-    :param init_std: layer-wise few-shot: the starting standard deviation around the pretrained allocation.
+    :param init_std: layer-wise few-shot: the starting standard deviation around the start allocation.
+    :param rivals: layer-wise few-shot: one-shot agents (names of :data:`agents.AGENTS`) scored after the policy's
+        allocation, while evaluations remain, before REINFORCE starts from the best; default :data:`RIVALS`
+        (none at ``hidden_unit`` granularity, where they do not apply); ``()`` starts from the policy's allocation.
     """
     import os
 
@@ -85,9 +95,25 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         requested = policy.allocation(env)
         submit(env, requested)
         extras: dict[str, Any] = {"policy": policy, "zero_shot_allocation": requested}
+        if rivals is None:
+            rivals = RIVALS if base.analysis.plan is None else ()
+        from . import get_agent
+
+        if isinstance(rivals, str) or any(name not in ONE_SHOT for name in rivals):
+            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
+        fns = [get_agent(name) for name in rivals]
+        for fn in fns:
+            if env.exhausted:
+                break
+            fn(env, seed)
         if not env.exhausted:
+            from prune_env.actions import sparsity_to_action
+
             from . import reinforce
 
+            best = env.tracker.best_allocation  # the best of the policy's and the rivals' allocations, as applied
+            if best is not None and base.mode == "joint":
+                start = sparsity_to_action(base.counts_for(best) / base.numels, base.max_sparsity)
             adapted = reinforce.run(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
             extras["adapted_policy"] = adapted["policy"]
         return extras

@@ -166,6 +166,14 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
     assert few.evals == 12 and few.history[0] == pytest.approx(zero.val_score)
     assert few.val_score >= zero.val_score  # adaptation never ends below the zero-shot allocation
     assert calls["test"] == 0  # the search never touches the test split
+    # the one-shot rivals are scored right after the policy, and few-shot never ends below any of them
+    rival_scores = [agents.search(r, env, 1).val_score for r in ("lamp", "erk", "global")]
+    assert few.val_score >= max(rival_scores)
+    assert few.history[3] == pytest.approx(max(zero.val_score, *rival_scores))
+    bare = agents.search("policy", env, 12, seed=0, policy=policy, rivals=())
+    assert bare.evals == 12 and bare.val_score >= zero.val_score
+    with pytest.raises(ValueError, match="rivals"):
+        agents.search("policy", env, 12, seed=0, policy=policy, rivals=("random",))
 
 
 def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_sees_test(tmp_path):
