@@ -253,14 +253,13 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
     which is LAMP). Returns the selected policy and one log row per round.
 
-    :param selection_metric: ``zero_shot_score``'s ``metric``.
-    :param selection_targets: the targets ``zero_shot_score`` averages over.
-
     :param checkpoint: a file to resume from and to rewrite atomically after every round (policy, optimizer, the best
         policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
         zoo's draws, so a run resumed after a kill ends with the same policy, bit for bit, as an uninterrupted one; a
         kill loses at most the round it was in. A checkpoint of another run (other options, rounds or models) is
         refused with a :class:`~agents.eval_budget.CheckpointError` naming what differs.
+    :param selection_metric: :func:`zero_shot_score`'s ``metric`` (default: v1's clipped reward).
+    :param selection_targets: the targets :func:`zero_shot_score` averages over.
     """
     import copy
 

@@ -90,18 +90,18 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         base = env.unwrapped
         if base.target_sparsity is None:
             raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
+        if rivals is None:
+            rivals = RIVALS if base.analysis.plan is None else ()
+        if not isinstance(rivals, (list, tuple)) or any(name not in ONE_SHOT for name in rivals):
+            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
+        from . import get_agent
+
+        fns = [get_agent(name) for name in rivals]
         env.reset()
         start = policy.allocation_action(env)  # read before anything is pruned: the episode's first observation
         requested = policy.allocation(env)
         submit(env, requested)
         extras: dict[str, Any] = {"policy": policy, "zero_shot_allocation": requested}
-        if rivals is None:
-            rivals = RIVALS if base.analysis.plan is None else ()
-        from . import get_agent
-
-        if isinstance(rivals, str) or any(name not in ONE_SHOT for name in rivals):
-            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
-        fns = [get_agent(name) for name in rivals]
         for fn in fns:
             if env.exhausted:
                 break

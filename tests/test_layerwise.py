@@ -174,6 +174,8 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
     assert bare.evals == 12 and bare.val_score >= zero.val_score
     with pytest.raises(ValueError, match="rivals"):
         agents.search("policy", env, 12, seed=0, policy=policy, rivals=("random",))
+    with pytest.raises(ValueError, match="rivals"):
+        agents.search("policy", env, 12, seed=0, policy=policy, rivals=5)
 
 
 def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_sees_test(tmp_path):
