@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--hidden", type=int, default=64, help="width of the policy's hidden layers")
     pt.add_argument("--init-std", type=float, default=0.3, help="the policy's starting standard deviation, in "
                     "action units (wider explores allocations farther from LAMP's)")
+    pt.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help="above 0, select (and save) an "
+                    "exponential moving average of the policy's weights, decay D per update, instead of the raw ones")
     pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
     pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
     pt.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log directory")
@@ -314,6 +316,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     for flag, value in (("--learning-rate", args.learning_rate), ("--init-std", args.init_std)):
         if not value > 0:
             raise CLIError(f"{flag} must be > 0, got {value}")
+    if not 0 <= args.ema_decay < 1:
+        raise CLIError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     seed = _check_seed(args.seed)
     _check_device(args.device)
     out = Path(args.out)
@@ -331,7 +335,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std)
+                        hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std,
+                        ema_decay=args.ema_decay)
     try:
         policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
                                         checkpoint=args.checkpoint, selection_metric=args.selection_metric,

@@ -115,13 +115,16 @@ class PretrainArgs:
     group_size: int = 1
     """allocations sampled for each drawn (model, target); above 1, each is compared with the others of its group
     (leave-one-out baseline) instead of with the model's running mean over all targets"""
+    ema_decay: float = 0.0
+    """above 0, :func:`pretrain_selected` keeps an exponential moving average of the policy's weights (this decay per
+    update) and selects, and returns, the average instead of the raw weights: less noise between rounds"""
     seed: int = 0
     """seeds the policy and its sampling (the zoo env is reset with it too)"""
 
 
 def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: LayerwisePolicy | None = None,
-             progress: bool = False, writer: Any = None,
-             optimizer: torch.optim.Optimizer | None = None) -> tuple[LayerwisePolicy, list[float]]:
+             progress: bool = False, writer: Any = None, optimizer: torch.optim.Optimizer | None = None,
+             average: LayerwisePolicy | None = None) -> tuple[LayerwisePolicy, list[float]]:
     """Train a :class:`LayerwisePolicy` with REINFORCE on ``zoo`` (joint mode); returns it and the mean reward of
     each batch.
 
@@ -131,12 +134,15 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     :param progress: show a tqdm bar.
     :param writer: an optional TensorBoard ``SummaryWriter``.
     :param optimizer: continue with this optimizer (over ``policy``'s parameters); default: a new Adam.
+    :param average: a policy of the same shape moved towards ``policy``'s weights after every update, by
+        ``args.ema_decay`` (an exponential moving average; ignored when ``ema_decay`` is 0).
     """
     args = args or PretrainArgs()
     if zoo.mode != "joint":
         raise ValueError("pretrain needs a joint-mode PruneRNNZooEnv")
     for name in ("episodes", "batch_size", "group_size"):
         check_int(name, getattr(args, name), 1)
+    check_number("ema_decay", args.ema_decay, 0.0, 1.0, high_open=True)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
@@ -191,6 +197,10 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
         optim.zero_grad()
         loss.backward()
         optim.step()
+        if average is not None and args.ema_decay > 0:
+            with torch.no_grad():
+                for avg, p in zip(average.parameters(), policy.parameters()):
+                    avg.mul_(args.ema_decay).add_(p, alpha=1.0 - args.ema_decay)
         done += n
         curve.append(float(np.mean(rewards)))
         bar.update(n)
@@ -251,7 +261,8 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
                       ) -> tuple[LayerwisePolicy, list[dict[str, float]]]:
     """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
-    which is LAMP). Returns the selected policy and one log row per round.
+    which is LAMP). Returns the selected policy and one log row per round. With ``args.ema_decay`` > 0 the
+    moving average of the weights is scored and selected instead of the raw weights.
 
     :param checkpoint: a file to resume from and to rewrite atomically after every round (policy, optimizer, the best
         policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
@@ -282,6 +293,8 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         torch.manual_seed(args.seed)
         policy = LayerwisePolicy(args.hidden, args.init_std)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    # with ema_decay > 0 the moving average is what is scored, selected and returned
+    average = copy.deepcopy(policy) if args.ema_decay > 0 else None
     fingerprint = json.loads(json.dumps({  # plain values, as a checkpoint reads them back
         "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
@@ -297,11 +310,13 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
                                   f"({'; '.join(diff)}); pass the same options and models, or another path")
         policy.load_state_dict(blob["policy"])
         optimizer.load_state_dict(blob["optimizer"])
+        if average is not None:
+            average.load_state_dict(blob["average"])
         b = blob["best"]
         best = (float(b["score"]), b["state"], int(b["done"]))
         log, done, start = json.loads(blob["log"]), int(blob["done"]), int(blob["round"])
     else:
-        best = (criterion(policy), copy.deepcopy(policy.state_dict()), 0)
+        best = (criterion(policy), copy.deepcopy(policy.state_dict()), 0)  # untrained: the average is the policy
         log = [{"episodes": 0, "validation": best[0]}]
         done = 0
     for r in range(start, rounds):
@@ -310,19 +325,22 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
             break
         round_args = PretrainArgs(**{**args.__dict__, "episodes": n, "seed": args.seed + r})
         policy, curve = pretrain(train, round_args, policy=policy, progress=progress, writer=writer,
-                                 optimizer=optimizer)
+                                 optimizer=optimizer, average=average)
         done += n
-        score = criterion(policy)
+        scored = policy if average is None else average
+        score = criterion(scored)
         log.append({"episodes": done, "validation": score, "train_reward": float(np.mean(curve))})
         if writer is not None:
             writer.add_scalar("pretrain/validation_zero_shot", score, done)
         if score > best[0]:
-            best = (score, copy.deepcopy(policy.state_dict()), done)
+            best = (score, copy.deepcopy(scored.state_dict()), done)
         if checkpoint is not None:
             write_sealed(checkpoint, {"fingerprint": fingerprint, "round": r + 1,
                                       "done": done, "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                                       "best": {"score": best[0], "state": best[1], "done": best[2]},
-                                      "log": json.dumps(log)}, PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
+                                      "log": json.dumps(log),
+                                      "average": None if average is None else average.state_dict()},
+                          PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
     selected = LayerwisePolicy(args.hidden, args.init_std)
     selected.load_state_dict(best[1])
     selected.meta = {"selected_after_episodes": best[2], "validation_zero_shot": best[0]}

@@ -370,6 +370,7 @@ def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
      "directory not found"),
     (["pretrain", "--tasks", "no-such-task", "--val-tasks", "tiny:tiny_task"], "unknown task"),
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--init-std", "0"], "--init-std"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--ema-decay", "1"], "--ema-decay"),
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--selection-targets", "1.2"],
      "--selection-targets must be in"),
 ])

@@ -287,3 +287,55 @@ def test_selection_metrics_score_raw_validation_scores_or_clipped_rewards(tmp_pa
         L.pretrain_selected(zoo, tasks, args, rounds=1, checkpoint=ckpt, selection_targets=targets)
     with pytest.raises(ValueError, match="selection_targets"):
         L.pretrain_selected(zoo, tasks, args, rounds=1, selection_targets=(0.5, 1.5))
+
+
+def test_weight_average_moves_by_the_decay_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """``ema_decay``: after one update the average is ``d * old + (1 - d) * new``; pretrain_selected scores and returns
+    the average, and a run killed after its first round resumes to the same policy."""
+    import copy
+
+    import agents.layerwise as L
+
+    def zoo():
+        return PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
+
+    args = PretrainArgs(episodes=8, batch_size=8, learning_rate=0.05, hidden=8, seed=3, ema_decay=0.75)
+    torch.manual_seed(0)
+    policy = LayerwisePolicy(hidden=8)
+    before = copy.deepcopy(policy)
+    average = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in average.parameters():
+            p.add_(1.0)  # an average that differs from the policy, to see both terms
+    old = copy.deepcopy(average)
+    trained, _ = pretrain(zoo(), args, policy=policy, average=average)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), before.parameters()))
+    for avg, o, p in zip(average.parameters(), old.parameters(), trained.parameters()):
+        assert torch.allclose(avg, 0.75 * o + 0.25 * p, atol=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"):
+        pretrain(zoo(), PretrainArgs(**{**args.__dict__, "ema_decay": 1.0}))
+
+    val = [_synthetic("rnn", 2)]
+    args = PretrainArgs(episodes=48, batch_size=8, learning_rate=0.05, hidden=8, seed=3, ema_decay=0.5)
+    whole, whole_log = L.pretrain_selected(zoo(), val, args, rounds=3)
+    _, raw_log = L.pretrain_selected(zoo(), val, PretrainArgs(**{**args.__dict__, "ema_decay": 0.0}), rounds=3)
+    # the same training, but the average is what gets scored
+    assert [r["train_reward"] for r in whole_log[1:]] == [r["train_reward"] for r in raw_log[1:]]
+    assert [r["validation"] for r in whole_log[1:]] != [r["validation"] for r in raw_log[1:]]
+    assert L.zero_shot_score(whole, val) == pytest.approx(whole.meta["validation_zero_shot"])
+    ckpt = tmp_path / "ema.ckpt"
+    real, calls = L.pretrain, []
+
+    def dies_in_round_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(L, "pretrain", dies_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        L.pretrain_selected(zoo(), val, args, rounds=3, checkpoint=ckpt)
+    monkeypatch.setattr(L, "pretrain", real)
+    resumed, resumed_log = L.pretrain_selected(zoo(), val, args, rounds=3, checkpoint=ckpt)
+    assert resumed_log == whole_log
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
