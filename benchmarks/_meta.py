@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # `agents` from this checkout when it is not inst
 from agents.results import DIRTY_NOTE, is_dirty, provenance  # noqa: E402
 from agents.results import run_meta as _run_meta  # noqa: E402
 
-__all__ = ["DIRTY_NOTE", "ROOT", "is_dirty", "provenance", "run_meta"]
+__all__ = ["DIRTY_NOTE", "ROOT", "is_dirty", "named_policies", "provenance", "run_meta"]
 
 
 def run_meta(argv: list[str] | None = None) -> dict[str, Any]:
@@ -34,3 +34,16 @@ def run_meta(argv: list[str] | None = None) -> dict[str, Any]:
     """
     return _run_meta(["python", *(sys.argv if argv is None else argv)], ROOT, prog=Path(sys.argv[0]).name or "python",
                      gpu=True)
+
+
+def named_policies(parser: Any, specs: list[str]) -> dict[str, Any]:
+    """``--policy NAME=PATH`` options -> name -> loaded layer-wise policy; a malformed option is a parser error."""
+    from agents.layerwise import load
+
+    policies = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--policy: expected NAME=PATH, got {spec!r}")
+        policies[name] = load(path)
+    return policies

@@ -11,13 +11,11 @@ budget projection) and its validation score. Validation splits only: this is evi
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
+from _meta import ROOT, named_policies, provenance, run_meta  # noqa: E402
 
 
 def allocations(task, target: float, rules: list[str], policies: dict, budget: int, seed: int) -> list[dict]:
@@ -46,14 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench_transfer import resolve_models
 
-    from agents.layerwise import load
+    from agents.results import write_json, write_text
 
-    policies = {}
-    for spec in args.policy:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            p.error(f"--policy: expected NAME=PATH, got {spec!r}")
-        policies[name] = load(path)
+    policies = named_policies(p, args.policy)
     meta = run_meta()
     rows, lines = [], []
     for task in resolve_models(args.models):
@@ -74,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                       provenance(meta), "",
                       f"policies: {', '.join(args.policy) or 'none'}; random search: {args.budget} evaluations, "
                       f"seed {args.seed}", "", *lines])
-    for name, content in (("results.md", text), ("rows.json", json.dumps({"meta": meta, "rows": rows}, indent=1))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, out / name)
+    write_text(out / "results.md", text)
+    write_json(out / "rows.json", {"meta": meta, "rows": rows})
     return 0
 
 

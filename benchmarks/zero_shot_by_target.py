@@ -14,15 +14,13 @@ is read: this is the evidence a policy may be chosen on.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
+from _meta import ROOT, named_policies, provenance, run_meta  # noqa: E402
 
 
 def rewards(task, target: float, rules: list[str], policies: dict) -> dict[str, float]:
@@ -55,14 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench_transfer import resolve_models
 
-    from agents.layerwise import load
+    from agents.results import write_json, write_text
 
-    policies = {}
-    for spec in args.policy:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            p.error(f"--policy: expected NAME=PATH, got {spec!r}")
-        policies[name] = load(path)
+    policies = named_policies(p, args.policy)
     meta = run_meta()
     models = resolve_models(args.models)
     methods = [*args.rules, *policies]
@@ -98,10 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                       "Mean raw validation score (each model's own units; pretraining's `score` selection averages "
                       "it over the targets it is given):", "", *scores, "",
                       "Per model (raw reward):", "", *per_model]) + "\n"
-    for name, content in (("results.md", text), ("rows.json", json.dumps({"meta": meta, "rows": rows}, indent=1))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, out / name)
+    write_text(out / "results.md", text)
+    write_json(out / "rows.json", {"meta": meta, "rows": rows})
     print(text)
     return 0
 

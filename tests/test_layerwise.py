@@ -215,45 +215,51 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
         agents.search("policy", env, 1, policy=str(corrupt))
 
 
+def _two_model_zoo() -> PruneRNNZooEnv:
+    return PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
+
+
+def _dies_in_round(real, n: int, calls: list):
+    """``real`` (``agents.layerwise.pretrain``), interrupted as a kill would at its ``n``-th call (one per round)."""
+
+    def run(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    return run
+
+
 def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeypatch):
     """A checkpoint after every round: a run killed in round 3 of 4 and resumed ends with exactly the uninterrupted
     run's policy and log, without redoing finished rounds; another run's checkpoint is refused, a corrupted one too."""
     import agents.layerwise as L
     from agents.eval_budget import CheckpointError
 
-    def zoo():
-        return PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
-
     val = [_synthetic("rnn", 2)]
     args = PretrainArgs(episodes=64, batch_size=8, learning_rate=0.01, hidden=8, seed=3)
-    whole, whole_log = L.pretrain_selected(zoo(), val, args, rounds=4)
+    whole, whole_log = L.pretrain_selected(_two_model_zoo(), val, args, rounds=4)
 
     ckpt = tmp_path / "pretrain.ckpt"
     rounds_run = []
     real = L.pretrain
-
-    def dies_in_round_3(*a, **k):
-        rounds_run.append(k["policy"] is not None)
-        if len(rounds_run) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(L, "pretrain", dies_in_round_3)
+    monkeypatch.setattr(L, "pretrain", _dies_in_round(real, 3, rounds_run))
     with pytest.raises(KeyboardInterrupt):
-        L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+        L.pretrain_selected(_two_model_zoo(), val, args, rounds=4, checkpoint=ckpt)
     monkeypatch.setattr(L, "pretrain", lambda *a, **k: rounds_run.append(1) or real(*a, **k))
     rounds_run.clear()
-    resumed, resumed_log = L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+    resumed, resumed_log = L.pretrain_selected(_two_model_zoo(), val, args, rounds=4, checkpoint=ckpt)
     assert len(rounds_run) == 2  # rounds 3 and 4 only
     assert resumed_log == whole_log and resumed.meta == whole.meta
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
 
     other = PretrainArgs(**{**args.__dict__, "learning_rate": 0.02})
     with pytest.raises(CheckpointError, match="learning_rate"):
-        L.pretrain_selected(zoo(), val, other, rounds=4, checkpoint=ckpt)
+        L.pretrain_selected(_two_model_zoo(), val, other, rounds=4, checkpoint=ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:-50])
     with pytest.raises(CheckpointError, match="unreadable|corrupted"):
-        L.pretrain_selected(zoo(), val, args, rounds=4, checkpoint=ckpt)
+        L.pretrain_selected(_two_model_zoo(), val, args, rounds=4, checkpoint=ckpt)
 
 
 def test_selection_metrics_score_raw_validation_scores_or_clipped_rewards(tmp_path):
@@ -296,9 +302,6 @@ def test_weight_average_moves_by_the_decay_and_resumes_bit_for_bit(tmp_path, mon
 
     import agents.layerwise as L
 
-    def zoo():
-        return PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1)], target_sparsity=(0.35, 0.5))
-
     args = PretrainArgs(episodes=8, batch_size=8, learning_rate=0.05, hidden=8, seed=3, ema_decay=0.75)
     torch.manual_seed(0)
     policy = LayerwisePolicy(hidden=8)
@@ -308,34 +311,28 @@ def test_weight_average_moves_by_the_decay_and_resumes_bit_for_bit(tmp_path, mon
         for p in average.parameters():
             p.add_(1.0)  # an average that differs from the policy, to see both terms
     old = copy.deepcopy(average)
-    trained, _ = pretrain(zoo(), args, policy=policy, average=average)
+    trained, _ = pretrain(_two_model_zoo(), args, policy=policy, average=average)
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), before.parameters()))
     for avg, o, p in zip(average.parameters(), old.parameters(), trained.parameters()):
         assert torch.allclose(avg, 0.75 * o + 0.25 * p, atol=1e-6)
     with pytest.raises(ValueError, match="ema_decay"):
-        pretrain(zoo(), PretrainArgs(**{**args.__dict__, "ema_decay": 1.0}))
+        pretrain(_two_model_zoo(), PretrainArgs(**{**args.__dict__, "ema_decay": 1.0}))
 
     val = [_synthetic("rnn", 2)]
     args = PretrainArgs(episodes=48, batch_size=8, learning_rate=0.05, hidden=8, seed=3, ema_decay=0.5)
-    whole, whole_log = L.pretrain_selected(zoo(), val, args, rounds=3)
-    _, raw_log = L.pretrain_selected(zoo(), val, PretrainArgs(**{**args.__dict__, "ema_decay": 0.0}), rounds=3)
+    whole, whole_log = L.pretrain_selected(_two_model_zoo(), val, args, rounds=3)
+    raw_args = PretrainArgs(**{**args.__dict__, "ema_decay": 0.0})
+    _, raw_log = L.pretrain_selected(_two_model_zoo(), val, raw_args, rounds=3)
     # the same training, but the average is what gets scored
     assert [r["train_reward"] for r in whole_log[1:]] == [r["train_reward"] for r in raw_log[1:]]
     assert [r["validation"] for r in whole_log[1:]] != [r["validation"] for r in raw_log[1:]]
     assert L.zero_shot_score(whole, val) == pytest.approx(whole.meta["validation_zero_shot"])
     ckpt = tmp_path / "ema.ckpt"
-    real, calls = L.pretrain, []
-
-    def dies_in_round_2(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(L, "pretrain", dies_in_round_2)
+    real = L.pretrain
+    monkeypatch.setattr(L, "pretrain", _dies_in_round(real, 2, []))
     with pytest.raises(KeyboardInterrupt):
-        L.pretrain_selected(zoo(), val, args, rounds=3, checkpoint=ckpt)
+        L.pretrain_selected(_two_model_zoo(), val, args, rounds=3, checkpoint=ckpt)
     monkeypatch.setattr(L, "pretrain", real)
-    resumed, resumed_log = L.pretrain_selected(zoo(), val, args, rounds=3, checkpoint=ckpt)
+    resumed, resumed_log = L.pretrain_selected(_two_model_zoo(), val, args, rounds=3, checkpoint=ckpt)
     assert resumed_log == whole_log
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
