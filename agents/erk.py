@@ -18,19 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from prune_env.rules import erk_counts, erk_weights
 
-from ._alloc import allocation_of, caps, density_counts, target_of, total_count
+from ._alloc import allocation_of, caps, target_of, total_count
 from .eval_budget import EvalCap, submit
 
-
-def erk_weights(shapes: list[tuple[int, ...]]) -> np.ndarray:
-    """The unscaled ERK densities ``sum(shape) / prod(shape)`` (``(fan_in + fan_out) / (fan_in * fan_out)`` in 2-D).
-
-    >>> erk_weights([(4, 4), (2, 8)]).tolist()
-    [0.5, 0.625]
-    """
-    return np.array([sum(s) / float(np.prod(s)) for s in shapes], dtype=np.float64)
+__all__ = ["erk_weights", "run"]  # erk_weights lives in prune_env.rules (the zoo observation uses it too)
 
 
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
@@ -45,8 +38,7 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
     if base.analysis.plan is not None:
         raise ValueError("lamp/erk rank weights; use unstructured granularity (agent 'erk')")
     target = target_of(env, sparsity)
-    weights = erk_weights([layer.shape for layer in base.analysis.layers])
-    counts = density_counts(weights, base.numels, total_count(env, target), caps(env))
+    counts = erk_counts(base.analysis, total_count(env, target), caps(env))
     dense = [n for n, c in zip(base.layer_names, counts) if c == 0]
     capped = [n for n, c, k in zip(base.layer_names, counts, caps(env)) if c == k and k > 0]
     submit(env, allocation_of(env, counts))

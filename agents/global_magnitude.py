@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._alloc import allocation_of, caps, global_threshold_counts, target_of, total_count
+from prune_env.rules import global_magnitude_counts
+
+from ._alloc import allocation_of, caps, target_of, total_count
 from .eval_budget import EvalCap, submit
 
 
@@ -27,8 +29,7 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
         raise ValueError("agent 'global' thresholds weights; use unstructured granularity (or 'uniform', 'gradient', "
                          "'random', 'reinforce' for hidden units)")
     target = target_of(env, sparsity)
-    scores = [w.abs().numpy() for w in base.analysis.dense]  # the dense weights, flat, as the analysis holds them
-    counts = global_threshold_counts(scores, total_count(env, target), caps(env))
+    counts = global_magnitude_counts(base.analysis, total_count(env, target), caps(env))
     capped = [n for n, c, k in zip(base.layer_names, counts, caps(env)) if c == k and k > 0]
     submit(env, allocation_of(env, counts))
     return {"capped_layers": capped}

@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from prune_env.checks import check_int, check_number
-from prune_env.zoo_env import CONTEXT, ROW, PruneRNNZooEnv, observation
+from prune_env.zoo_env import CONTEXT, ROW, ROW_V2, PruneRNNZooEnv, observation
 
-#: Format tag of saved policies.
-FORMAT = "prune-rnn-gym/layerwise-policy/2"
-_LAMP = ROW.index("lamp")
+#: Format tag of saved policies (format 3 records the row columns the policy reads; format 2 read :data:`ROW_V2`).
+FORMAT = "prune-rnn-gym/layerwise-policy/3"
+_FORMATS = {"prune-rnn-gym/layerwise-policy/2": ROW_V2, FORMAT: None}
+_LAMP, _VALID = ROW.index("lamp"), ROW.index("valid")
 
 
 class LayerwisePolicy(nn.Module):
@@ -51,13 +52,20 @@ class LayerwisePolicy(nn.Module):
 
     :param hidden: width of the two hidden layers.
     :param init_std: the starting standard deviation, in action units.
+    :param columns: the columns of :data:`~prune_env.zoo_env.ROW` the network reads (default: all of them; a policy
+        of an older observation format reads the ones it was trained on).
     """
 
-    def __init__(self, hidden: int = 64, init_std: float = 0.3):
+    def __init__(self, hidden: int = 64, init_std: float = 0.3, columns: Sequence[str] = ROW):
         super().__init__()
         self.hidden = check_int("hidden", hidden, 1)
-        self.net = nn.Sequential(nn.Linear(len(ROW) + len(CONTEXT), hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                                 nn.Tanh(), nn.Linear(hidden, 1))
+        unknown = [c for c in columns if c not in ROW]
+        if unknown or not columns:
+            raise ValueError(f"`columns` must be a non-empty subset of the observation row {ROW}; unknown: {unknown}")
+        self.columns = tuple(columns)
+        self.register_buffer("_index", torch.tensor([ROW.index(c) for c in self.columns]), persistent=False)
+        self.net = nn.Sequential(nn.Linear(len(self.columns) + len(CONTEXT), hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.net[-1].weight)  # the start: LAMP's allocation
         nn.init.zeros_(self.net[-1].bias)
         self.log_std = nn.Parameter(torch.tensor(float(np.log(check_number("init_std", init_std, 0.0,
@@ -68,8 +76,8 @@ class LayerwisePolicy(nn.Module):
         n_ctx = len(CONTEXT)
         rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(ROW))
         context = obs[..., -n_ctx:].unsqueeze(-2).expand(*rows.shape[:-1], n_ctx)
-        delta = self.net(torch.cat([rows, context], -1)).squeeze(-1)
-        valid = rows[..., -1] > 0.5
+        delta = self.net(torch.cat([rows.index_select(-1, self._index), context], -1)).squeeze(-1)
+        valid = rows[..., _VALID] > 0.5
         centre = (delta * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
         mu = 2.0 * rows[..., _LAMP] - 1.0 + delta - centre
         return torch.where(valid, mu, torch.zeros_like(mu)), valid
@@ -299,7 +307,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
         "validation": [getattr(t, "name", str(t)) for t in validation],
-        "selection": [selection_metric, list(selection_targets)]}))
+        "selection": [selection_metric, list(selection_targets)], "columns": list(ROW)}))
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
@@ -371,8 +379,8 @@ def default_policy() -> LayerwisePolicy:
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
-    blob = {"format": FORMAT, "hidden": policy.hidden, "state_dict": policy.state_dict(),
-            "meta": json.dumps(meta or {}, default=str)}
+    blob = {"format": FORMAT, "hidden": policy.hidden, "columns": list(policy.columns),
+            "state_dict": policy.state_dict(), "meta": json.dumps(meta or {}, default=str)}
     from pathlib import Path
 
     from prune_env.tasks.cache import atomic_save
@@ -392,12 +400,15 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
     except Exception as e:  # an unpickling error, a truncated zip, a pickle that would run code...
         raise ValueError(f"{os.fspath(path)!r} is not a readable layer-wise policy: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a layer-wise policy file (format {FORMAT!r})")
-    policy = LayerwisePolicy(int(blob["hidden"]))
+    if not isinstance(blob, dict) or blob.get("format") not in _FORMATS:
+        raise ValueError(f"{os.fspath(path)!r} is not a layer-wise policy file (format {FORMAT!r} or older)")
+    columns = _FORMATS[blob["format"]] or blob.get("columns")
+    if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"{os.fspath(path)!r} does not list the observation columns its policy reads")
     try:
+        policy = LayerwisePolicy(int(blob["hidden"]), columns=columns)
         policy.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{os.fspath(path)!r} holds mismatched policy weights: {e}") from None
     try:
         policy.meta = json.loads(blob.get("meta", "{}"))

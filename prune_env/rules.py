@@ -4,7 +4,8 @@ LAMP (Lee et al., ICLR 2021) scores each weight ``w_u^2 / sum_{v >= u} w_v^2`` o
 magnitude; pruning the globally lowest scores gives a layer-adaptive allocation. The zoo observation carries each
 layer's LAMP sparsity at the episode's target (:mod:`prune_env.zoo_env`), so a learned policy starts from the
 strongest one-shot rule we measured and learns how to depart from it; the ``lamp`` agent (:mod:`agents.lamp`) is
-the same arithmetic.
+the same arithmetic. The observation also carries the allocations of ERK, global magnitude and a loss-aware rule
+(:func:`obd_counts`), all computed here without an evaluation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["global_threshold_counts", "lamp_counts", "lamp_scores"]
+__all__ = ["density_counts", "erk_counts", "erk_weights", "global_magnitude_counts", "global_threshold_counts",
+           "lamp_counts", "lamp_scores", "obd_counts"]
 
 
 def lamp_scores(weights: np.ndarray) -> np.ndarray:
@@ -71,8 +73,73 @@ def lamp_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
 
     The global LAMP order is computed once per analysis and kept with it; each call is then one pass.
     """
-    key = "lamp_order"
-    if key not in analysis._memo:
-        analysis._memo[key] = _global_order([lamp_scores(w.numpy()) for w in analysis.dense])
-    lid, rank = analysis._memo[key]
+    lid, rank = _memo_order(analysis, "lamp_order", lambda: [lamp_scores(w.numpy()) for w in analysis.dense])
     return _take(lid, rank, total, cap, len(analysis.dense))
+
+
+def _memo_order(analysis, key, scores):
+    if key not in analysis._memo:
+        analysis._memo[key] = _global_order(scores())
+    return analysis._memo[key]
+
+
+def global_magnitude_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
+    """Per-layer pruned counts of one global ``|w|`` threshold over the whole model (order kept with the analysis)."""
+    lid, rank = _memo_order(analysis, "global_order", lambda: [w.abs().numpy() for w in analysis.dense])
+    return _take(lid, rank, total, cap, len(analysis.dense))
+
+
+def obd_counts(analysis, task, total: int, cap: np.ndarray) -> np.ndarray:
+    """Per-layer pruned counts of one global threshold on the Optimal Brain Damage cost ``0.5 * F * w**2``
+    (:func:`prune_env.fisher.obd_costs`; training batches only, no evaluation).
+
+    Each layer's costs are read in the env's prune order and made non-decreasing along it (a running maximum), so a
+    layer's count is the longest prefix whose marginal cost stays under the threshold.
+    """
+    from .fisher import obd_costs
+
+    lid, rank = _memo_order(analysis, "obd_order",
+                            lambda: [np.maximum.accumulate(c) for c in obd_costs(analysis, task)])
+    return _take(lid, rank, total, cap, len(analysis.dense))
+
+
+def erk_weights(shapes: Sequence[tuple[int, ...]]) -> np.ndarray:
+    """The unscaled ERK densities ``sum(shape) / prod(shape)`` (``(fan_in + fan_out) / (fan_in * fan_out)`` in 2-D).
+
+    >>> erk_weights([(4, 4), (2, 8)]).tolist()
+    [0.5, 0.625]
+    """
+    return np.array([sum(s) / float(np.prod(s)) for s in shapes], dtype=np.float64)
+
+
+def erk_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
+    """Per-layer pruned counts of ERK (Evci et al. 2020) meeting ``total``; see :mod:`agents.erk`."""
+    return density_counts(erk_weights([layer.shape for layer in analysis.layers]), analysis.numels, total, cap)
+
+
+def density_counts(weights: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:
+    """Counts whose kept fraction is proportional to ``weights`` (clipped to each layer's range), meeting ``total``.
+
+    Solves ``sum_i n_i * clip(c * w_i, 1 - cap_i / n_i, 1) = N - total`` for ``c`` by bisection, then rounds with
+    the env's own largest-remainder rule (via :func:`prune_env.budget.project_to_budget`).
+
+    :param weights: positive per-layer density weights (larger: keep more).
+    :param numels: weights per layer.
+    :param total: weights to prune in all.
+    :param cap: most weights each layer may lose.
+    """
+    from . import budget as B
+
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.max()
+    floor = 1.0 - cap / numels
+    keep = float(numels.sum() - total)
+    lo, hi = 0.0, 1.0 / max(float(w.min()), 1e-12)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if (np.clip(mid * w, floor, 1.0) * numels).sum() < keep:
+            lo = mid
+        else:
+            hi = mid
+    sparsities = 1.0 - np.clip(hi * w, floor, 1.0)
+    return B.project_to_budget(sparsities, numels, total, cap)

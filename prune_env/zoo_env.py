@@ -5,8 +5,10 @@ ordinary :class:`~prune_env.PruneRNNEnv` episode on that model in budget mode. T
 whatever the model, so one policy can act on every model of a zoo (and, by reading per-layer statistics, on models
 it has never seen):
 
-- **joint** mode: ``max_layers`` rows of ``len(FEATURES) + 3`` (the layer's static features, its LAMP sparsity at
-  the target, the sparsity chosen for it, and 1 for a real layer / 0 for padding), then :data:`CONTEXT`. The action
+- **joint** mode: ``max_layers`` rows of :data:`ROW` (the layer's static features; the sparsity each one-shot rule,
+  LAMP, ERK, global magnitude and the loss-aware OBD rule, gives it at the target; its share of the model's estimated
+  loss increase under LAMP's allocation; the sparsity chosen for it; and 1 for a real layer / 0 for padding), then
+  :data:`CONTEXT`. The action
   is ``Box(-1, 1, (max_layers,))``; entries past the model's layers are ignored.
 - **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
 
@@ -36,20 +38,27 @@ import numpy as np
 from gymnasium import spaces
 
 from . import budget as B
+from . import rules as R
 from .analysis import analyse
 from .checks import check_number
 from .config import MODES
 from .env import PruneRNNEnv
-from .rules import lamp_counts
 from .stats import FEATURES
 from .task import RNNTask
 
 #: Model-level context features that follow the per-layer rows.
 CONTEXT = ("target_sparsity", "removed", "still_needed", "prev_action", "progress", "rest_share", "num_layers",
            "log_params")
-#: Per-layer row: the static features, the layer's LAMP sparsity at the episode's target (over ``max_sparsity``, so
-#: ``2 * lamp - 1`` is LAMP's action), then the chosen sparsity and a validity flag.
-ROW = (*FEATURES, "lamp", "chosen", "valid")
+#: The one-shot rules whose allocation at the episode's target each row carries (over ``max_sparsity``, so
+#: ``2 * lamp - 1`` is LAMP's action); all computed without an evaluation (:mod:`prune_env.rules`).
+RULE_COLUMNS = ("lamp", "erk", "global", "obd")
+#: Per-layer row: the static features, the rules' sparsities, ``obd_share`` (the layer's share of the model's
+#: Optimal Brain Damage cost under LAMP's allocation, from training batches: :mod:`prune_env.fisher`), then the
+#: chosen sparsity and a validity flag.
+ROW = (*FEATURES, *RULE_COLUMNS, "obd_share", "chosen", "valid")
+#: The row of observation format 2, which policies v1-v3 were trained on: they read these columns of :data:`ROW` by
+#: name.
+ROW_V2 = (*FEATURES, "lamp", "chosen", "valid")
 
 
 class PruneRNNZooEnv(gym.Env):
@@ -169,7 +178,7 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     max_layers = n if max_layers is None else max_layers
     rows = np.zeros((max_layers, len(ROW)), np.float64)
     rows[:n, :len(FEATURES)] = env.analysis.features
-    rows[:n, -3] = _lamp_fraction(env)
+    rows[:n, len(FEATURES):len(FEATURES) + len(RULE_COLUMNS) + 1] = rule_columns(env)
     rows[:n, -2] = env.counts / env.numels
     rows[:n, -1] = 1.0
     sequential = not ((env.mode == "joint") if joint is None else joint)
@@ -180,13 +189,39 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
 
 
-def _lamp_fraction(env: PruneRNNEnv) -> np.ndarray:
-    """Each layer's LAMP sparsity at the env's target over ``max_sparsity`` (the target itself at ``hidden_unit``
-    granularity, where LAMP does not apply: uniform)."""
-    if env.analysis.plan is not None:
-        return np.full(env.num_layers, env.target_sparsity / env.max_sparsity)
-    counts = lamp_counts(env.analysis, B.budget_count(env.target_sparsity, env.numels), env.cap)
-    return counts / env.numels / env.max_sparsity
+def rule_columns(env: PruneRNNEnv) -> np.ndarray:
+    """``(num_layers, len(RULE_COLUMNS) + 1)``: each rule's sparsity per layer at the env's target over
+    ``max_sparsity``, then ``obd_share``. Computed once per (model, target) and kept with the analysis.
+
+    At ``hidden_unit`` granularity, where the rules do not apply, every rule column is the target itself (uniform) and
+    ``obd_share`` is 0. A task with neither ``train_loss`` nor ``loss`` has no OBD costs: its ``obd`` column repeats
+    LAMP's and ``obd_share`` is 0.
+    """
+    a, target = env.analysis, env.target_sparsity
+    key = ("rule_columns", target, env.max_sparsity)
+    if key in a._memo:
+        return a._memo[key]
+    n = env.num_layers
+    out = np.zeros((n, len(RULE_COLUMNS) + 1))
+    if a.plan is not None:
+        out[:, :-1] = target / env.max_sparsity
+    else:
+        total, cap = B.budget_count(target, env.numels), env.cap
+        lamp = R.lamp_counts(a, total, cap)
+        has_loss = env.task.train_loss is not None or env.task.loss is not None
+        counts = {"lamp": lamp, "erk": R.erk_counts(a, total, cap), "global": R.global_magnitude_counts(a, total, cap),
+                  "obd": R.obd_counts(a, env.task, total, cap) if has_loss else lamp}
+        for j, rule in enumerate(RULE_COLUMNS):
+            out[:, j] = counts[rule] / env.numels / env.max_sparsity
+        if has_loss:
+            from .fisher import obd_costs
+
+            damage = np.array([c[:k].sum() for c, k in zip(obd_costs(a, env.task), lamp)])
+            out[:, -1] = damage / damage.sum() if damage.sum() > 0 else 0.0
+    out.setflags(write=False)
+    if len(a._memo) < 4096:  # targets drawn from a range are all distinct: keep the memo bounded
+        a._memo[key] = out
+    return out
 
 
 def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
@@ -200,4 +235,4 @@ def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
     return t, t
 
 
-__all__ = ["CONTEXT", "ROW", "PruneRNNZooEnv", "observation"]
+__all__ = ["CONTEXT", "ROW", "ROW_V2", "RULE_COLUMNS", "PruneRNNZooEnv", "observation", "rule_columns"]
