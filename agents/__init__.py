@@ -32,6 +32,7 @@ AGENTS: dict[str, str] = {
     "gradient": "agents.gradient:run",
     "lamp": "agents.lamp:run",
     "erk": "agents.erk:run",
+    "obd": "agents.obd:run",
     "random": "agents.random_search:run",
     "sensitivity": "agents.sensitivity:run",
     "reinforce": "agents.reinforce:run",
@@ -47,6 +48,8 @@ DESCRIPTIONS: dict[str, str] = {
     "gradient": "layers with small mean |g| pruned harder; variant='global' for one |g| threshold (1 evaluation)",
     "lamp": "LAMP (Lee et al. 2021): one threshold on layer-adaptive magnitude scores, capped (1 evaluation)",
     "erk": "ERK (Evci et al. 2020): layer density proportional to (fan_in+fan_out)/(fan_in*fan_out) (1 evaluation)",
+    "obd": "Optimal Brain Damage: one threshold on 0.5*F*w^2, F from training-batch gradients, capped "
+           "(1 evaluation)",
     "random": "random allocations projected onto the budget; best on validation",
     "sensitivity": "Distiller-style per-layer sensitivity scan, then a tolerance sweep",
     "reinforce": "REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus",

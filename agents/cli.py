@@ -35,7 +35,7 @@ from .results import (
 #: Agents ``bench`` runs by default (``policy`` needs a Python object, so it is API-only).
 BENCH_AGENTS = ("uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity", "reinforce", "ppo")
 #: Agents that ignore the seed: ``bench`` runs them once (the first seed), since more seeds would repeat them.
-DETERMINISTIC = ("uniform", "global", "gradient", "lamp", "erk", "sensitivity")
+DETERMINISTIC = ("uniform", "global", "gradient", "lamp", "erk", "obd", "sensitivity")
 #: Agents whose trained policy ``train`` saves, with the file name.
 POLICY_FILES = {"ppo": "policy.zip", "reinforce": "policy.pt"}
 

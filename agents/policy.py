@@ -52,7 +52,7 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
 #: The one-shot rules few-shot adaptation also scores before it searches (:func:`run`'s ``rivals``).
 RIVALS = ("lamp", "erk", "global")
 #: The agents ``rivals`` may name: those that cost exactly one evaluation.
-ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk")
+ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 
 
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", required=True, help="task names, or zoo:<split>")
     p.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
-    p.add_argument("--rules", nargs="+", default=["lamp", "erk", "global"])
+    p.add_argument("--rules", nargs="+", default=["lamp", "erk", "global", "obd"])
     p.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="a saved layer-wise policy")
     p.add_argument("--budget", type=int, default=300, help="random search's evaluations")
     p.add_argument("--seed", type=int, default=0)

@@ -2,7 +2,8 @@
 
 For each unseen model and target sparsity, with test scores (the searches only see validation):
 
-- the one-evaluation rules: uniform, global, gradient, LAMP, ERK; Distiller's sensitivity scan (up to 100);
+- the one-evaluation rules: uniform, global, gradient, LAMP, ERK, OBD (loss-aware, from training batches);
+  Distiller's sensitivity scan (up to 100);
 - the policy zero-shot (1 evaluation) and few-shot (30 and 100 evaluations: REINFORCE from its allocation);
 - REINFORCE from scratch and random search at 100 and 1000 evaluations;
 
@@ -29,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
-RULES = ("uniform", "global", "gradient", "lamp", "erk")
+RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
 METHODS = {**{r: (r, 1, False) for r in RULES},
            "zero-shot": ("policy", 1, False), "few-shot-30": ("policy", 30, True),

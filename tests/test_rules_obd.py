@@ -119,7 +119,7 @@ def test_obd_moves_sparsity_to_the_layer_the_loss_does_not_feel():
     assert share[1] == 0.0 and share[0] == 1.0
 
 
-@pytest.mark.parametrize("rule", ["lamp", "erk", "global"])
+@pytest.mark.parametrize("rule", ["lamp", "erk", "global", "obd"])
 def test_rule_columns_are_the_rule_agents_allocations(rule):
     task = _with_train_loss()
     env = PruneRNNEnv(task, target_sparsity=0.7)
@@ -135,6 +135,8 @@ def test_rule_columns_are_the_rule_agents_allocations(rule):
 def test_rule_columns_without_a_loss_or_at_hidden_unit_granularity():
     task = tiny_task("gru", hidden=16)
     no_loss = PruneRNNEnv(dataclasses.replace(task, loss=None), target_sparsity=0.6)
+    with pytest.raises(ValueError, match="agent 'obd' needs a task with `train_loss"):
+        agents.search("obd", no_loss, 1)
     no_loss.reset()
     c = rule_columns(no_loss)
     np.testing.assert_array_equal(c[:, RULE_COLUMNS.index("obd")], c[:, RULE_COLUMNS.index("lamp")])
