@@ -50,7 +50,7 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
 
 
 #: The one-shot rules few-shot adaptation also scores before it searches (:func:`run`'s ``rivals``).
-RIVALS = ("lamp", "erk", "global")
+RIVALS = ("lamp", "erk", "global", "obd")
 #: The agents ``rivals`` may name: those that cost exactly one evaluation.
 ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 
@@ -75,7 +75,8 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
     :param init_std: layer-wise few-shot: the starting standard deviation around the start allocation.
     :param rivals: layer-wise few-shot: one-shot agents (names of :data:`agents.AGENTS`) scored after the policy's
         allocation, while evaluations remain, before REINFORCE starts from the best; default :data:`RIVALS`
-        (none at ``hidden_unit`` granularity, where they do not apply); ``()`` starts from the policy's allocation.
+        (none at ``hidden_unit`` granularity, where they do not apply; ``obd`` only for a task with a loss);
+        ``()`` starts from the policy's allocation.
     """
     import os
 
@@ -91,7 +92,8 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         if base.target_sparsity is None:
             raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
         if rivals is None:
-            rivals = RIVALS if base.analysis.plan is None else ()
+            has_loss = base.task.train_loss is not None or base.task.loss is not None
+            rivals = tuple(r for r in RIVALS if r != "obd" or has_loss) if base.analysis.plan is None else ()
         if not isinstance(rivals, (list, tuple)) or any(name not in ONE_SHOT for name in rivals):
             raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
         from . import get_agent

@@ -167,9 +167,14 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
     assert few.val_score >= zero.val_score  # adaptation never ends below the zero-shot allocation
     assert calls["test"] == 0  # the search never touches the test split
     # the one-shot rivals are scored right after the policy, and few-shot never ends below any of them
-    rival_scores = [agents.search(r, env, 1).val_score for r in ("lamp", "erk", "global")]
+    rival_scores = [agents.search(r, env, 1).val_score for r in ("lamp", "erk", "global", "obd")]
     assert few.val_score >= max(rival_scores)
-    assert few.history[3] == pytest.approx(max(zero.val_score, *rival_scores))
+    assert few.history[4] == pytest.approx(max(zero.val_score, *rival_scores))
+    # a task without a loss has no OBD rival: the other three, then the search
+    import dataclasses
+
+    lossless = PruneRNNEnv(dataclasses.replace(task, loss=None), target_sparsity=0.7, mode=mode)
+    assert agents.search("policy", lossless, 12, seed=0, policy=policy).evals == 12
     bare = agents.search("policy", env, 12, seed=0, policy=policy, rivals=())
     assert bare.evals == 12 and bare.val_score >= zero.val_score
     with pytest.raises(ValueError, match="rivals"):
