@@ -26,6 +26,7 @@ def test_smoke_run_and_resume(tmp_path, monkeypatch):
     assert {c["evals"] for c in cells if c["method"] == "few-shot-30"} == {3}  # smoke: budgets / 10
     text = (tmp_path / "results.md").read_text()
     assert "zero-shot" in text and "Targets (issue 11)" in text
+    assert "The best of the one-shot rules (lamp) for each model and target" in text
     assert (tmp_path / "sample_efficiency.png").stat().st_size > 0
 
     ran = []
@@ -52,3 +53,11 @@ def test_history_pack_is_lossless():
         assert bench_transfer.unpack(packed) == h
     assert len(bench_transfer.pack([0.1] * 500 + [0.2] * 500)["changes"]) == 2
     assert bench_transfer.unpack([0.1, 0.2]) == [0.1, 0.2]  # older cells: a plain list
+
+
+def test_the_hindsight_rule_is_the_mean_of_the_best_rule_per_pair():
+    by = {("a", 0.8, "lamp"): [0.5], ("a", 0.8, "erk"): [0.7], ("b", 0.8, "lamp"): [0.4], ("b", 0.8, "erk"): [0.1],
+          ("a", 0.8, "global"): [0.9]}  # global is missing for b: not a rule of every pair
+    rules, value = bench_transfer.hindsight_rule(by, ["a", "b"], [0.8])
+    assert rules == ["lamp", "erk"] and value == pytest.approx((0.7 + 0.4) / 2)
+    assert bench_transfer.hindsight_rule({("a", 0.8, "zero-shot"): [0.3]}, ["a"], [0.8]) is None
