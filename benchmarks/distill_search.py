@@ -128,7 +128,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     policy = LayerwisePolicy(hidden=args.hidden)
     opt = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
-    rows = [{"step": 0, "loss": float(centred_loss(policy, obs, target)),
+    rows = [{"step": 0, "loss": centred_loss(policy, obs, target).item(),
              "validation": zero_shot_score(policy, validation, SELECTION_TARGETS, "score")}]
     best = (rows[0]["validation"], {k: v.clone() for k, v in policy.state_dict().items()}, 0)
     t0 = time.perf_counter()
@@ -139,8 +139,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         opt.step()
         if step % args.check_every == 0:
             score = zero_shot_score(policy, validation, SELECTION_TARGETS, "score")
-            rows.append({"step": step, "loss": float(loss), "validation": score})
-            print(f"step {step}: loss {float(loss):.4f} validation {score:.4f}", flush=True)
+            rows.append({"step": step, "loss": loss.item(), "validation": score})
+            print(f"step {step}: loss {loss.item():.4f} validation {score:.4f}", flush=True)
             if score > best[0]:
                 best = (score, {k: v.clone() for k, v in policy.state_dict().items()}, step)
     policy.load_state_dict(best[1])

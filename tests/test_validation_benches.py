@@ -50,3 +50,34 @@ def test_allocations_vs_search_rows_meet_the_budget():
         assert list(r["allocation"]) == env.layer_names
         assert int(env.counts_for(r["allocation"]).sum()) == round(0.8 * env.numels.sum())
     assert rows[2]["val"] == pytest.approx(rows[0]["val"])  # untrained policy = LAMP
+
+
+def test_distill_search_examples_and_the_centred_fit():
+    """A search example is the better of REINFORCE's and LAMP's allocations on validation; fitting the policy to
+    examples drives the centred loss down, and a common shift of the target actions does not change the loss."""
+    import distill_search
+    import torch
+
+    task = _no_test(tiny_task("gru", hidden=12))
+    example = distill_search.search_example(task, 0.7, budget=6, seed=0)
+    assert example["source"] in ("search", "lamp")
+    assert max(example["search_val"], example["lamp_val"]) == pytest.approx(
+        example["search_val"] if example["source"] == "search" else example["lamp_val"])
+    env = PruneRNNEnv(task, target_sparsity=0.7)
+    assert list(example["allocation"]) == env.layer_names
+    assert env.score_counts(env.counts_for(example["allocation"]))[0] == pytest.approx(
+        max(example["search_val"], example["lamp_val"]))
+    examples = [example, {**example, "target": 0.5, "allocation": {n: 0.5 for n in env.layer_names}}]
+    obs, target = distill_search.examples_tensors(examples, {task.name: task}, max_layers=env.num_layers + 2)
+    assert obs.shape[0] == 2 and target.shape == (2, env.num_layers + 2)
+    assert torch.all(target[:, env.num_layers:] == 0)  # padding
+    policy = LayerwisePolicy(hidden=8)
+    before = distill_search.centred_loss(policy, obs, target).item()
+    assert distill_search.centred_loss(policy, obs, target + 0.3).item() == pytest.approx(before, abs=1e-6)
+    opt = torch.optim.Adam(policy.parameters(), lr=0.01)
+    for _ in range(100):
+        loss = distill_search.centred_loss(policy, obs, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * before
