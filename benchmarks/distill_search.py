@@ -12,6 +12,8 @@ the cap, a head kept dense) that pretraining by REINFORCE on the zoo, a Gaussian
    (the budget projection ignores a common shift), by Adam on all examples at once; every ``--check-every`` steps
    the zero-shot criterion of ``prune-rnn pretrain`` (mean raw validation score on the zoo's validation models at
    0.5, 0.7, 0.8, 0.9) is computed and the best policy is kept (``<out>/policy.pt``, ``<out>/fit.md``).
+   ``--subset K --subset-seed S`` fits on the examples of K training models only (a learning curve over the size
+   of the zoo; files tagged ``_modelsK_sS_pSEED``).
 
 Nothing here reads a test split. ::
 
@@ -115,12 +117,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from agents.layerwise import LayerwisePolicy, save, zero_shot_score
     from prune_env.tasks.zoo import make_zoo_task, zoo_names
 
-    torch.set_num_threads(1)
-    meta = run_meta()
     out = Path(args.out)
     examples = [json.loads(x) for f in sorted(out.glob("search_*.jsonl")) for x in f.read_text().splitlines()]
     if not examples:
         raise SystemExit(f"no search examples under {out}; run the `search` stage first")
+    if args.subset:  # a learning curve over the number of training models
+        names = sorted({e["model"] for e in examples})
+        if not 1 <= args.subset <= len(names):
+            raise SystemExit(f"--subset must be in [1, {len(names)}], got {args.subset}")
+        keep = set(np.random.default_rng(args.subset_seed).choice(names, args.subset, replace=False).tolist())
+        examples = [e for e in examples if e["model"] in keep]
+    tag = f"_models{args.subset}_s{args.subset_seed}_p{args.seed}" if args.subset else ""
+    torch.set_num_threads(1)
+    meta = run_meta()
     tasks = {t.name: t for t in train_tasks()}
     validation = [make_zoo_task(n, progress=False) for n in zoo_names("validation", available_only=True)]
     max_layers = max(len(e["allocation"]) for e in examples)
@@ -145,7 +154,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 best = (score, {k: v.clone() for k, v in policy.state_dict().items()}, step)
     policy.load_state_dict(best[1])
     wall = time.perf_counter() - t0
-    save(policy, out / "policy.pt", {**meta, "distilled_from": sorted({e["model"] for e in examples}),
+    save(policy, out / f"policy{tag}.pt", {**meta, "distilled_from": sorted({e["model"] for e in examples}),
                                      "examples": len(examples), "selected_after_steps": best[2],
                                      "validation_zero_shot": best[0], "wall_time_s": wall})
     improved = sum(e["source"] == "search" for e in examples)
@@ -163,7 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
               + (" (**selected**)" if r["step"] == best[2] else "") + " |" for r in rows]
     from agents.results import write_text
 
-    write_text(out / "fit.md", "\n".join(lines) + "\n")
+    write_text(out / f"fit{tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
@@ -183,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--learning-rate", type=float, default=3e-3)
     f.add_argument("--hidden", type=int, default=64)
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--subset", type=int, default=0, help="fit on the examples of this many training models only")
+    f.add_argument("--subset-seed", type=int, default=0, help="which models --subset draws")
     f.add_argument("--out", required=True)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))

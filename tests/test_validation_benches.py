@@ -81,3 +81,13 @@ def test_distill_search_examples_and_the_centred_fit():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * before
+
+
+def test_distill_search_subset_refuses_a_bad_size(tmp_path):
+    import json
+
+    import distill_search
+
+    (tmp_path / "search_0.jsonl").write_text(json.dumps({"model": "m", "target": 0.5, "allocation": {}}) + "\n")
+    with pytest.raises(SystemExit, match="--subset must be in"):
+        distill_search.main(["fit", "--subset", "2", "--out", str(tmp_path)])
