@@ -1,10 +1,10 @@
 """Loss-aware layer statistics without an evaluation: a diagonal Fisher estimate and Optimal Brain Damage costs.
 
 The second-order estimate of the loss increase from zeroing weight ``i`` of a trained model (LeCun et al., "Optimal
-Brain Damage", 1990) is ``0.5 * F_i * w_i**2``, with ``F_i`` the diagonal of the Fisher information, estimated here
-as the mean squared gradient over a few training batches (the empirical Fisher of Theis et al., 2018). Only the
-training loss is read: the validation split, which the reward scores, is never touched, so a policy that reads
-these costs still prunes an unseen model in one evaluation.
+Brain Damage", NeurIPS 1989) is ``0.5 * F_i * w_i**2``, with ``F_i`` the diagonal of the Fisher information,
+estimated here as the mean squared gradient over a few training batches (the empirical Fisher, as in the Fisher
+pruning of Theis et al., 2018). Only the training loss is read: the validation split, which the reward scores, is
+never touched, so a policy that reads these costs still prunes an unseen model in one evaluation.
 
 The gradients come from ``task.train_loss`` (``batches`` fresh batches from a fixed seed, so the same model always
 gets the same costs) or, for a task without one, the single fixed batch of ``task.loss``. Both run on a throwaway

@@ -8,8 +8,7 @@ it has never seen):
 - **joint** mode: ``max_layers`` rows of :data:`ROW` (the layer's static features; the sparsity each one-shot rule,
   LAMP, ERK, global magnitude and the loss-aware OBD rule, gives it at the target; its share of the model's estimated
   loss increase under LAMP's allocation; the sparsity chosen for it; and 1 for a real layer / 0 for padding), then
-  :data:`CONTEXT`. The action
-  is ``Box(-1, 1, (max_layers,))``; entries past the model's layers are ignored.
+  :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``; entries past the model's layers are ignored.
 - **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
 
 :data:`CONTEXT` is the model-level state: the target, the fraction removed and still needed, the previous applied
