@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prune_env.fisher import has_loss
 from prune_env.rules import obd_counts
 
 from ._alloc import allocation_of, caps, target_of, total_count
@@ -31,7 +32,7 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
     base = env.unwrapped
     if base.analysis.plan is not None:
         raise ValueError("agent 'obd' ranks weights; use unstructured granularity")
-    if base.task.train_loss is None and base.task.loss is None:
+    if not has_loss(base.task):
         raise ValueError("agent 'obd' needs a task with `train_loss(model, generator)` or `loss(model)` for its "
                          "Fisher estimate")
     target = target_of(env, sparsity)

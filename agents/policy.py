@@ -92,8 +92,10 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         if base.target_sparsity is None:
             raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
         if rivals is None:
-            has_loss = base.task.train_loss is not None or base.task.loss is not None
-            rivals = tuple(r for r in RIVALS if r != "obd" or has_loss) if base.analysis.plan is None else ()
+            from prune_env.fisher import has_loss
+
+            loss_aware = has_loss(base.task)
+            rivals = tuple(r for r in RIVALS if r != "obd" or loss_aware) if base.analysis.plan is None else ()
         if not isinstance(rivals, (list, tuple)) or any(name not in ONE_SHOT for name in rivals):
             raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
         from . import get_agent

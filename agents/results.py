@@ -330,6 +330,15 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
+def append_jsonl(path: Path, record: Any) -> None:
+    """Append ``record`` as one JSON line and flush it to disk: a run killed later loses nothing already appended,
+    and one killed mid-write leaves at most a partial last line."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_figure(fig: Any, path: Path) -> None:
     """Atomic PNG."""
     _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
+from agents.results import append_jsonl  # noqa: E402
 from prune_env.gradual import LR_SCHEDULES, SELECT  # noqa: E402
 
 RULES = ("uniform", "global", "lamp", "erk")
@@ -191,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 cell = _cell(task, agent, target, seed, args, cache)
                 print(f"{agent:13s} target {target} seed {seed}: one-shot test {cell['oneshot_test']:.4f} -> "
                       f"fine-tuned {cell['ft_test']:.4f} ({cell['search_s'] + cell['finetune_s']:.0f} s)", flush=True)
-                with open(cells_path, "a") as f:  # one line per finished cell: a killed run loses one cell at most
-                    f.write(json.dumps(cell) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+                append_jsonl(cells_path, cell)  # one line per finished cell: a killed run loses one cell at most
                 done.append(cell)
     cells = [c for c in done if c["agent"] in args.agents and c["target"] in args.targets and c["seed"] in args.seeds]
     result = {"meta": meta, "task": task.name, "args": vars(args),

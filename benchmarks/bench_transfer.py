@@ -30,6 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
+from agents.results import append_jsonl  # noqa: E402
+
 RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
 METHODS = {**{r: (r, 1, False) for r in RULES},
@@ -249,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     cell = run_cell(task, target, method, seed, policy, args.vector_envs)
                     cell["commit"] = meta["git_commit"]  # a resumed directory can span several commits
-                    with open(store, "a") as f:  # one line per finished cell, flushed: a kill loses at most one cell
-                        f.write(json.dumps(cell) + "\n")
-                        f.flush()
-                        os.fsync(f.fileno())
+                    append_jsonl(store, cell)  # one line per finished cell: a kill loses at most one cell
                     cells.append(cell)
                     print(f"{task.name} {target:g} {method} seed {seed}: test {cell['test']:.4f}", flush=True)
     lines, avg = summarize(cells)

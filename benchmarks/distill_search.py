@@ -6,7 +6,7 @@ the cap, a head kept dense) that pretraining by REINFORCE on the zoo, a Gaussian
 
 1. ``search``: on every model of the zoo's training split and every ``--targets`` value, REINFORCE with ``--budget``
    evaluations (validation only); the better of its allocation and LAMP's, on validation, is the example. Each
-   example is appended to ``<out>/search.jsonl`` at once (``--shard i/n`` splits the work over processes; a killed
+   example is appended to ``<out>/search_<i>.jsonl`` at once (``--shard i/n`` splits the work over processes; a killed
    run resumes, recomputing nothing).
 2. ``fit``: the policy regresses its mean actions onto the examples' actions, both centred over the model's layers
    (the budget projection ignores a common shift), by Adam on all examples at once; every ``--check-every`` steps
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
+
+from agents.results import append_jsonl  # noqa: E402
 
 SELECTION_TARGETS = (0.5, 0.7, 0.8, 0.9)
 
@@ -72,10 +73,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if k % n != i or (task.name, target) in done:
             continue
         example = search_example(task, target, args.budget, args.seed)
-        with open(store, "a") as f:
-            f.write(json.dumps(example) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(store, example)
         print(f"{task.name} {target:g}: lamp {example['lamp_val']:.4f} search {example['search_val']:.4f}",
               flush=True)
     return 0

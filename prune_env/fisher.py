@@ -21,7 +21,12 @@ import torch
 
 from .layers import PrunableLayer, get_param
 
-__all__ = ["fisher_diagonal", "obd_costs"]
+__all__ = ["fisher_diagonal", "has_loss", "obd_costs"]
+
+
+def has_loss(task) -> bool:
+    """Whether ``task`` gives the gradients a Fisher estimate needs (``train_loss`` or ``loss``)."""
+    return task.train_loss is not None or task.loss is not None
 
 
 def fisher_diagonal(task, layers: Sequence[PrunableLayer], batches: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -33,7 +38,7 @@ def fisher_diagonal(task, layers: Sequence[PrunableLayer], batches: int = 8, see
     :param seed: seeds the batches' ``torch.Generator``.
     :raises ValueError: for a task with neither loss.
     """
-    if task.train_loss is None and task.loss is None:
+    if not has_loss(task):
         raise ValueError("loss-aware statistics need a task with `train_loss(model, generator)` or `loss(model)`")
     work = copy.deepcopy(task.model).cpu().eval()
     for p in work.parameters():

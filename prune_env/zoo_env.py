@@ -42,6 +42,7 @@ from .analysis import analyse
 from .checks import check_number
 from .config import MODES
 from .env import PruneRNNEnv
+from .fisher import has_loss, obd_costs
 from .stats import FEATURES
 from .task import RNNTask
 
@@ -207,14 +208,12 @@ def rule_columns(env: PruneRNNEnv) -> np.ndarray:
     else:
         total, cap = B.budget_count(target, env.numels), env.cap
         lamp = R.lamp_counts(a, total, cap)
-        has_loss = env.task.train_loss is not None or env.task.loss is not None
+        loss_aware = has_loss(env.task)
         counts = {"lamp": lamp, "erk": R.erk_counts(a, total, cap), "global": R.global_magnitude_counts(a, total, cap),
-                  "obd": R.obd_counts(a, env.task, total, cap) if has_loss else lamp}
+                  "obd": R.obd_counts(a, env.task, total, cap) if loss_aware else lamp}
         for j, rule in enumerate(RULE_COLUMNS):
             out[:, j] = counts[rule] / env.numels / env.max_sparsity
-        if has_loss:
-            from .fisher import obd_costs
-
+        if loss_aware:
             damage = np.array([c[:k].sum() for c, k in zip(obd_costs(a, env.task), lamp)])
             out[:, -1] = damage / damage.sum() if damage.sum() > 0 else 0.0
     out.setflags(write=False)

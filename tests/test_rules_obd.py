@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_fisher_is_the_mean_squared_gradient_of_the_training_batches_and_leaves_
     fisher = fisher_diagonal(task, layers, batches=3, seed=5)
     gen = torch.Generator().manual_seed(5)
     expected = {layer.name: torch.zeros(layer.shape) for layer in layers}
-    work = __import__("copy").deepcopy(task.model)
+    work = copy.deepcopy(task.model)
     for _ in range(3):
         work.zero_grad()
         _SampledNLL()(work, gen).backward()
@@ -62,7 +63,7 @@ def test_without_train_loss_the_fixed_loss_batch_is_used_and_without_any_loss_it
     task = tiny_task("lstm", hidden=8)  # loss only
     env = PruneRNNEnv(task, target_sparsity=0.5)
     one = fisher_diagonal(task, env.analysis.layers, batches=8)
-    work = __import__("copy").deepcopy(task.model)
+    work = copy.deepcopy(task.model)
     task.loss(work).backward()
     for layer in env.analysis.layers:
         torch.testing.assert_close(one[layer.name], get_param(work, layer).grad ** 2)
