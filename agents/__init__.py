@@ -3,7 +3,7 @@
 >>> result = agents.search("reinforce", env, budget=200, seed=0)   # doctest: +SKIP
 >>> result.allocation, result.val_score, result.evals
 
-Every agent sees the env only through :class:`agents.eval_budget.EvalCap`, which counts evaluations (finished
+Every agent sees the env only through :class:`agents.core.eval_cap.EvalCap`, which counts evaluations (finished
 episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap (``search``'s ``budget=``
 argument; "budget" elsewhere means the sparsity target): the same hard cap for every agent, so comparisons are fair.
 :func:`search` leaves the global RNGs (Python's, NumPy's, torch's) as it found them, whatever the agent seeds.
@@ -21,24 +21,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.policies.policy import Policy
 from prune_env.checks import check_int
-
-from .policy import Policy
 
 #: Agent name -> ``"module:function"``; each function is ``fn(env: EvalCap, seed: int, **kwargs) -> extras``.
 AGENTS: dict[str, str] = {
-    "uniform": "agents.uniform:run",
-    "global": "agents.global_magnitude:run",
-    "gradient": "agents.gradient:run",
-    "lamp": "agents.lamp:run",
-    "erk": "agents.erk:run",
-    "obd": "agents.obd:run",
-    "random": "agents.random_search:run",
-    "sensitivity": "agents.sensitivity:run",
-    "reinforce": "agents.reinforce:run",
-    "ppo": "agents.ppo:run",
-    "policy": "agents.policy:run",
-    "rllib-ppo": "agents.rllib_ppo:run",
+    "uniform": "agents.rules.uniform:run",
+    "global": "agents.rules.global_magnitude:run",
+    "gradient": "agents.rules.gradient:run",
+    "lamp": "agents.rules.lamp:run",
+    "erk": "agents.rules.erk:run",
+    "obd": "agents.rules.obd:run",
+    "random": "agents.searchers.random_search:run",
+    "sensitivity": "agents.searchers.sensitivity:run",
+    "reinforce": "agents.searchers.reinforce:run",
+    "ppo": "agents.searchers.ppo:run",
+    "policy": "agents.policies.policy:run",
+    "rllib-ppo": "agents.searchers.rllib_ppo:run",
 }
 
 #: One-line descriptions for ``prune-rnn`` and the docs.
@@ -93,17 +92,17 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
 
     :param name: a key of :data:`AGENTS`.
     :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
-        :class:`~agents.eval_budget.EvalCap`).
+        :class:`~agents.core.eval_cap.EvalCap`).
     :param budget: the evaluation cap: the hard cap on evaluations (finished episodes), a positive int. (Not the
         sparsity target, which is the env's ``target_sparsity``; the name is kept for compatibility.)
     :param seed: seeds the agent (and the env's ``reset``); the same seed gives the same result.
     :param vector_envs: ``K > 1`` lets the agents that propose candidates in batches (``random``, ``reinforce``
         in joint mode) score ``K`` at a time in one batched pass (:class:`~prune_env.PruneRNNVectorEnv`). The
         evaluation cap and the results are the same; only the wall time changes.
-    :param kwargs: agent-specific options, see each agent module (e.g. ``agents.reinforce.Args``).
+    :param kwargs: agent-specific options, see each agent module (e.g. ``agents.searchers.reinforce.Args``).
     :raises ValueError: for an unknown agent, a bad evaluation cap or seed, or an agent option it does not take.
     """
-    from .eval_budget import EvalCap
+    from agents.core.eval_cap import EvalCap
 
     with _global_rng_restored():
         fn = get_agent(name)  # importing an agent's libraries can draw from Python's RNG (rich, via SB3, does)

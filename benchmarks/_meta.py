@@ -1,4 +1,4 @@
-"""Run metadata for the benchmark scripts: one implementation, the CLI's (:mod:`agents.results`).
+"""Run metadata for the benchmark scripts: one implementation, the CLI's (:mod:`agents.core.results`).
 
 Every script calls :func:`run_meta` when it starts (after setting its torch threads, which it records) and opens
 its Markdown with :func:`provenance`, which marks a run from a dirty tree **uncommitted changes**::
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `agents` from this checkout when it is not installed
     sys.path.append(str(ROOT))
 
-from agents.results import DIRTY_NOTE, is_dirty, provenance  # noqa: E402
-from agents.results import run_meta as _run_meta  # noqa: E402
+from agents.core.results import DIRTY_NOTE, is_dirty, provenance  # noqa: E402
+from agents.core.results import run_meta as _run_meta  # noqa: E402
 
 __all__ = ["DIRTY_NOTE", "ROOT", "is_dirty", "named_policies", "provenance", "run_meta"]
 
@@ -38,7 +38,7 @@ def run_meta(argv: list[str] | None = None) -> dict[str, Any]:
 
 def named_policies(parser: Any, specs: list[str]) -> dict[str, Any]:
     """``--policy NAME=PATH`` options -> name -> loaded layer-wise policy; a malformed option is a parser error."""
-    from agents.layerwise import load
+    from agents.policies.layerwise import load
 
     policies = {}
     for spec in specs:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench_transfer import resolve_models
 
-    from agents.results import write_json, write_text
+    from agents.core.results import write_json, write_text
 
     policies = named_policies(p, args.policy)
     meta = run_meta()

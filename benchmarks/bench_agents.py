@@ -81,7 +81,7 @@ def run(name: str, out: Path) -> Path:
     :param name: a key of :data:`CONFIGS`.
     :param out: parent of the CLI's run directory.
     """
-    from agents.cli import main
+    from agents.cli.main import main
 
     parent = out / f"{name}-{os.getpid()}"  # a parent of our own: other runs may share `out`
     code = main(["bench", *CONFIGS[name], "--out", str(parent), "--no-progress"])

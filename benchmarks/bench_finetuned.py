@@ -7,7 +7,7 @@ same fine-tuning budget and seeds, scored on test.
 Agents: ``uniform``, ``global``, ``lamp``, ``erk`` (deterministic: one allocation, fine-tuned with each seed),
 ``reinforce`` (one-shot reward, ``--reinforce-budget`` evaluations, seeded) and ``reinforce-ft`` (the env fine-tunes
 each candidate ``--ft-reinforce-steps`` steps before scoring it, ``--ft-reinforce-budget`` evaluations). Every
-allocation then goes through :func:`prune_env.gradual.gradual_prune` (``--steps``, Adam ``--lr``, cubic ramp over the
+allocation then goes through :func:`prune_env.compression.gradual.gradual_prune` (``--steps``, Adam ``--lr``, cubic ramp over the
 first half, best validation checkpoint). Cells are appended to ``cells.jsonl`` as they finish (a rerun with the same
 ``--out`` skips them); ``results.md``/``results.json`` hold the table, the Spearman correlation between one-shot and
 fine-tuned test scores, and the best searched allocation's margin over uniform. ``dense`` is the control: the dense
@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
-from agents.results import append_jsonl  # noqa: E402
-from prune_env.gradual import LR_SCHEDULES, SELECT  # noqa: E402
+from agents.core.results import append_jsonl  # noqa: E402
+from prune_env.compression.gradual import LR_SCHEDULES, SELECT  # noqa: E402
 
 RULES = ("uniform", "global", "lamp", "erk")
 CONTROL = ("dense",)
@@ -63,7 +63,7 @@ def _allocation(task, agent: str, target: float, seed: int, args) -> tuple[dict[
 
 def _cell(task, agent: str, target: float, seed: int, args, cache: dict) -> dict:
     import prune_env
-    from prune_env.gradual import gradual_prune
+    from prune_env.compression.gradual import gradual_prune
     from prune_env.task import split_score
 
     key = (agent, target) if agent in RULES + CONTROL else (agent, target, seed)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--agents: unknown {sorted(unknown)}; expected some of {[*RULES, *SEARCHES, *CONTROL]}")
     torch.set_num_threads(args.threads)
     meta = run_meta()
-    from agents.results import write_json, write_text
+    from agents.core.results import write_json, write_text
     from prune_env.task import split_score
     from prune_env.tasks import resolve_task
 

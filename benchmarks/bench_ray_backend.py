@@ -52,7 +52,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from agents.cli import main as cli
+    from agents.cli.main import main as cli
 
     result = {"meta": run_meta(), "config": {**vars(args), "agent": "random", "cells": len(args.seeds)}, "runs": []}
     base = ["bench", "--task", args.task, "--sparsity", str(args.sparsity), "--agents", "random", "--budget",

@@ -5,7 +5,7 @@ over the per-layer sparsities, optimum 1.0 at a known lopsided allocation; unifo
 Each variant trains for 300 evaluations per seed; we report the score of the trained policy's deterministic
 allocation (not the best sample, which even a non-learner finds by chance).
 
-A variant may set any field of ``agents.reinforce.Args`` and any knob of the private ``agents.reinforce._Ablation``
+A variant may set any field of ``agents.searchers.reinforce.Args`` and any knob of the private ``agents.searchers.reinforce._Ablation``
 (``advantage``, ``mirrored``, ``std_learning_rate``, ``joint_hidden``, ``center``): the variants that showed no gain
 are kept out of ``Args`` and reachable only from here and ``benchmarks/bench_reinforce_tuning.py``.
 
@@ -45,8 +45,8 @@ def run_variant(env, options: dict, seed: int) -> dict:
     :param seed: the agent's seed.
     """
     import agents
-    from agents.policy import play
-    from agents.reinforce import _search_options
+    from agents.policies.policy import play
+    from agents.searchers.reinforce import _search_options
 
     t0 = time.perf_counter()
     res = agents.search("reinforce", env, BUDGET, seed=seed, **_search_options(options))

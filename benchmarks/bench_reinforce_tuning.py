@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "reinforce_tuning"
 
 #: name -> (agent, options). "old" is the REINFORCE of commit 3a3f8ac (before this tuning), spelt out so it stays
-#: reproducible after the defaults change. REINFORCE options may name ``agents.reinforce.Args`` fields and the
-#: private ``agents.reinforce._Ablation`` knobs (``advantage``, ``mirrored``, ``std_learning_rate``, ...), which
+#: reproducible after the defaults change. REINFORCE options may name ``agents.searchers.reinforce.Args`` fields and the
+#: private ``agents.searchers.reinforce._Ablation`` knobs (``advantage``, ``mirrored``, ``std_learning_rate``, ...), which
 #: showed no gain and are not ``Args`` any more; the options are recorded in ``runs.json`` as written here.
 OLD = {"init_std": 0.3, "advantage": "std", "mirrored": False, "init_mean": "uniform", "batch_size": 8,
        "std_learning_rate": None}
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import agents
     import prune_env
-    from agents.cli import resolve_cli_task
-    from agents.reinforce import _search_options
+    from agents.cli.main import resolve_cli_task
+    from agents.searchers.reinforce import _search_options
 
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "runs.json"

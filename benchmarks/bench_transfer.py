@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
-from agents.results import append_jsonl  # noqa: E402
+from agents.core.results import append_jsonl  # noqa: E402
 
 RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
@@ -200,7 +200,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", help="a saved layer-wise policy (agents.layerwise.save)")
+    p.add_argument("--policy", help="a saved layer-wise policy (agents.policies.layerwise.save)")
     p.add_argument("--models", nargs="+", default=["zoo:validation", "pydoc-char", "benchmarks.gru_task:make"])
     p.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny models and budgets cut to 1/10: a quick check")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from agents.layerwise import LayerwisePolicy, load
+    from agents.policies.layerwise import LayerwisePolicy, load
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

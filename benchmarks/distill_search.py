@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _meta import ROOT, provenance, run_meta  # noqa: E402
 
-from agents.results import append_jsonl  # noqa: E402
+from agents.core.results import append_jsonl  # noqa: E402
 
 SELECTION_TARGETS = (0.5, 0.7, 0.8, 0.9)
 
@@ -84,8 +84,8 @@ def examples_tensors(examples: list[dict[str, Any]], tasks: dict[str, Any], max_
     import torch
 
     from prune_env import PruneRNNEnv
-    from prune_env.actions import sparsity_to_action
-    from prune_env.zoo_env import observation
+    from prune_env.envs.actions import sparsity_to_action
+    from prune_env.envs.zoo import observation
 
     obs, acts = [], []
     for e in examples:
@@ -112,7 +112,7 @@ def centred_loss(policy: Any, obs, target):
 def cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from agents.layerwise import LayerwisePolicy, save, zero_shot_score
+    from agents.policies.layerwise import LayerwisePolicy, save, zero_shot_score
     from prune_env.tasks.zoo import make_zoo_task, zoo_names
 
     out = Path(args.out)
@@ -168,7 +168,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
              "| step | fit loss | validation |", "|---|---|---|"]
     lines += [f"| {r['step']} | {r['loss']:.4f} | {r['validation']:.4f}"
               + (" (**selected**)" if r["step"] == best[2] else "") + " |" for r in rows]
-    from agents.results import write_text
+    from agents.core.results import write_text
 
     write_text(out / f"fit{tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _meta import provenance, run_meta  # noqa: E402
 
 import prune_env  # noqa: E402
-from prune_env.export import export, load  # noqa: E402
-from prune_env.size import model_size  # noqa: E402
+from prune_env.compression.export import export, load  # noqa: E402
+from prune_env.compression.size import model_size  # noqa: E402
 from prune_env.task import split_score  # noqa: E402
 from prune_env.tasks import make_task  # noqa: E402
 

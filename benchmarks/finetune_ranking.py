@@ -27,8 +27,8 @@ from _meta import provenance, run_meta  # noqa: E402
 from export_size import RESULTS, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
-from prune_env.export import masks as weight_masks  # noqa: E402
-from prune_env.finetune import finetune  # noqa: E402
+from prune_env.compression.export import masks as weight_masks  # noqa: E402
+from prune_env.compression.finetune import finetune  # noqa: E402
 from prune_env.task import split_score  # noqa: E402
 from prune_env.tasks import make_task  # noqa: E402
 

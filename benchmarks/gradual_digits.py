@@ -31,9 +31,9 @@ def main() -> int:
     torch.set_num_threads(1)
     meta = run_meta()
     import prune_env
-    from prune_env.export import masks
-    from prune_env.finetune import finetune
-    from prune_env.gradual import gradual_prune
+    from prune_env.compression.export import masks
+    from prune_env.compression.finetune import finetune
+    from prune_env.compression.gradual import gradual_prune
     from prune_env.task import split_score
 
     env = prune_env.PruneRNNEnv(args.task, target_sparsity=args.sparsity, device="cpu",

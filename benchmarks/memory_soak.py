@@ -5,7 +5,7 @@ Runs ``--steps`` joint-mode steps (each a full episode: reset, step, score) of a
 ``--every`` steps after a warm-up. Growth is measured from the first sample after the warm-up to the last.
 
 Each sample is taken twice: the raw RSS, then the RSS after glibc's ``malloc_trim(0)`` has returned the heap's free
-pages to the OS (``prune_env.batched._trim_heap``; a no-op off glibc). Leaked memory is still allocated, so it
+pages to the OS (``prune_env.envs.batched._trim_heap``; a no-op off glibc). Leaked memory is still allocated, so it
 shows in both; heap fragmentation between the vector env's periodic trims (batched passes free large, differently
 sized activations) shows only in the raw numbers, as a bounded band rather than a trend. The target is judged on
 the trimmed RSS; the raw band and slope are reported next to it.
@@ -31,7 +31,7 @@ from _meta import provenance, run_meta  # noqa: E402
 from env_speed import load_task, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
-from prune_env.batched import _trim_heap  # noqa: E402
+from prune_env.envs.batched import _trim_heap  # noqa: E402
 
 TARGET_GROWTH = 0.05
 

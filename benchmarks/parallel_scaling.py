@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[kind] = {"in_turn_median_s": statistics.median(seq), "side_by_side_median_s": statistics.median(par),
                          "speedup": round(statistics.median(seq) / statistics.median(par), 3)}
     result = {"meta": meta, "args": vars(args), "rows": rows, "summary": summary}
-    from agents.results import write_json, write_text
+    from agents.core.results import write_json, write_text
 
     out = ROOT / "benchmarks" / "results"
     write_json(out / f"{args.name}.json", result)

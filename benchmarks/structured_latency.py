@@ -2,7 +2,7 @@
 
 Target: <= 0.35x dense on ``pydoc-char``. Both models run the task's validation inputs in the same process,
 interleaved (dense, pruned, dense, ...), after warm-up; the ratio of medians is reported. The pruned model is the
-file written by :func:`prune_env.export` and read back by :func:`prune_env.load`, i.e. what a user deploys.
+file written by :func:`prune_env.compression.export` and read back by :func:`prune_env.load`, i.e. what a user deploys.
 
 Run: ``python benchmarks/structured_latency.py --task pydoc-char``
 Writes ``benchmarks/results/structured_latency.{json,md}``.
@@ -24,7 +24,7 @@ from _meta import provenance, run_meta  # noqa: E402
 from export_size import RESULTS, write_results  # noqa: E402
 
 import prune_env  # noqa: E402
-from prune_env.export import export, load  # noqa: E402
+from prune_env.compression.export import export, load  # noqa: E402
 from prune_env.task import RNNTask, split_score  # noqa: E402
 from prune_env.tasks import make_task  # noqa: E402
 

@@ -3,7 +3,7 @@
 For every model of ``--models`` and every target, each method proposes one allocation, the env projects it onto the
 budget and scores it on the model's *validation* split: the reward ``1 + (score - dense) / |dense|``. The table
 gives, per target, the mean over the models of that reward clipped to [0, 1] (pretraining's ``reward`` selection
-criterion, :func:`agents.layerwise.zero_shot_score`) and unclipped, and the mean raw validation score in each
+criterion, :func:`agents.policies.layerwise.zero_shot_score`) and unclipped, and the mean raw validation score in each
 model's own units (the ``score`` criterion, what the transfer benchmark averages on the test splits). No test split
 is read: this is the evidence a policy may be chosen on.
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench_transfer import resolve_models
 
-    from agents.results import write_json, write_text
+    from agents.core.results import write_json, write_text
 
     policies = named_policies(p, args.policy)
     meta = run_meta()

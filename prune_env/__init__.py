@@ -1,12 +1,12 @@
 """prune-rnn-gym: a Gymnasium environment for learning per-layer pruning of recurrent networks."""
 
-from .env import PruneRNNEnv
-from .export import export, load
-from .layers import PrunableLayer, find_prunable_layers
-from .registration import register_envs
-from .task import EvaluationError, RNNTask, TaskError
-from .vector_env import PruneRNNVectorEnv
-from .zoo_env import PruneRNNZooEnv
+from prune_env.compression.export import export, load
+from prune_env.envs.env import PruneRNNEnv
+from prune_env.envs.registration import register_envs
+from prune_env.envs.vector import PruneRNNVectorEnv
+from prune_env.envs.zoo import PruneRNNZooEnv
+from prune_env.pruning.layers import PrunableLayer, find_prunable_layers
+from prune_env.task import EvaluationError, RNNTask, TaskError
 
 __all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
            "PruneRNNZooEnv", "EvaluationError", "TaskError", "export", "load"]

@@ -54,14 +54,14 @@ def package_versions() -> dict[str, str | None]:
 def task_identity(task: Any, spec: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """How to rebuild ``task``: the spec as given (preset, corpus directory, zoo name or ``module:function``), its
     seed, and from ``task.metadata`` the preset, config, seed and the code versions its weights depend on."""
-    from .tasks.cache import TASK_CODE_VERSION
+    from prune_env.tasks.cache import TASK_CODE_VERSION
 
     md = task.metadata if isinstance(getattr(task, "metadata", None), Mapping) else {}
     out = {"spec": spec, "seed": seed, "name": task.name, "preset": md.get("preset"), "config": md.get("config"),
            "metadata_seed": md.get("seed"), "task_code_version": TASK_CODE_VERSION,
            "trained_with_torch": md.get("trained_with_torch")}
     if isinstance(spec, str) and spec.startswith("zoo-"):
-        from .tasks.zoo import ZOO_VERSION
+        from prune_env.tasks.zoo import ZOO_VERSION
 
         out["zoo_version"] = ZOO_VERSION
     return out
@@ -111,7 +111,7 @@ def rescore(env: Any, counts: np.ndarray, bits: np.ndarray | dict[str, int] | No
     reports it (``task.test`` of ``env.pruned_model``: fp32, on the task model's device). ``test`` is NaN for a task
     without ``test``.
     """
-    from .task import split_score
+    from prune_env.task import split_score
 
     counts = np.asarray(counts, dtype=np.int64)
     names = env.layer_names

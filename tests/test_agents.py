@@ -11,12 +11,12 @@ from tiny import tiny_task
 from torch import nn
 
 import agents
-from agents._alloc import global_threshold_counts
-from agents.eval_budget import EvalCap, split_budget
-from agents.policy import play
+from agents.core.eval_cap import EvalCap, split_budget
+from agents.policies.policy import play
+from agents.rules.shared import global_threshold_counts
 from prune_env import PruneRNNEnv, RNNTask
-from prune_env import budget as B
-from prune_env.layers import find_prunable_layers, get_param
+from prune_env.pruning import allocation as B
+from prune_env.pruning.layers import find_prunable_layers, get_param
 
 FAST = {"ppo": {"n_envs": 2, "n_steps": 4, "n_epochs": 2}}
 ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
@@ -327,7 +327,7 @@ def test_trained_policy_save_load(tmp_path, name):
     env, _ = counted_env()
     path = str(tmp_path / ("policy.zip" if name == "ppo" else "policy.pt"))
     res = agents.search(name, env, 8, seed=0, save_path=path, **FAST.get(name, {}))
-    module = __import__(f"agents.{name}", fromlist=["load"])
+    module = __import__(f"agents.searchers.{name}", fromlist=["load"])
     loaded = module.load(path, env=env) if name == "ppo" else module.load(path)
     obs, info = env.reset()
     np.testing.assert_allclose(loaded.act(obs, info), res.policy.act(obs, info), atol=1e-6)
@@ -400,7 +400,7 @@ def test_learning_test_fails_an_agent_that_learns_nothing(name, kwargs):
                                               ({"batch_size": 16, "init_std": 0.5},
                                                {"advantage": "rank", "mirrored": True})])
 def test_reinforce_options_still_learn(kwargs, ablation):
-    from agents.reinforce import _Ablation
+    from agents.searchers.reinforce import _Ablation
 
     env = synthetic_env()
     private = {"_ablation": _Ablation(**ablation)} if ablation else {}
@@ -412,7 +412,7 @@ def test_reinforce_options_still_learn(kwargs, ablation):
                                   {"joint_hidden": 64}, {"center": False}])
 def test_reinforce_ablation_knobs_are_not_options(knob):
     """Knobs without a measured gain are not ``Args``; the ablation benchmarks reach them through ``_Ablation``."""
-    from agents.reinforce import _Ablation
+    from agents.searchers.reinforce import _Ablation
 
     env, counter = counted_env()
     with pytest.raises(ValueError, match=next(iter(knob))):
@@ -422,7 +422,7 @@ def test_reinforce_ablation_knobs_are_not_options(knob):
 
 
 def test_reinforce_ablation_checks_its_knobs():
-    from agents.reinforce import _Ablation
+    from agents.searchers.reinforce import _Ablation
 
     for bad in ({"advantage": "x"}, {"mirrored": 1}, {"center": "yes"}, {"std_learning_rate": -1.0},
                 {"joint_hidden": -1}):
@@ -443,7 +443,7 @@ def test_reinforce_starts_at_uniform_pruning(init_mean):
 
 
 def test_rank_advantage_is_measured_from_the_baseline():
-    from agents.reinforce import _advantages
+    from agents.searchers.reinforce import _advantages
 
     adv = _advantages(np.array([0.1, 0.3, 0.2, 0.3]), 0.25, "rank")
     np.testing.assert_allclose(adv, [-0.5, 0.375, -0.25, 0.375])  # ties share a rank; above b: positive
@@ -516,14 +516,14 @@ def test_ppo_on_the_vector_env_never_scores_past_the_cap(monkeypatch, batched):
 def test_heuristics_read_the_shared_analysis(monkeypatch):
     """The gradient baseline reuses the gradients of the env's analysis (never recomputes them), and the heuristics'
     caps are the env's, hidden-unit floor included (every recurrent layer keeps one unit)."""
-    from agents import _alloc
+    from agents.rules import shared as _alloc
     from prune_env import PruneRNNEnv
 
     env = PruneRNNEnv(tiny_task("gru", hidden=8), granularity="hidden_unit", target_sparsity=0.8, max_sparsity=1.0)
     assert (_alloc.caps(env) == env.numels - 1).all()
     flat = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.8)
-    monkeypatch.setattr("prune_env.criteria.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
-    monkeypatch.setattr("prune_env.analysis.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
+    monkeypatch.setattr("prune_env.pruning.criteria.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
+    monkeypatch.setattr("prune_env.pruning.analysis.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
     for variant in ("layer", "global"):
         result = agents.search("gradient", flat, 1, variant=variant)
         assert result.evals == 1
@@ -593,7 +593,7 @@ def test_lamp_scores_by_hand(target, expect):
     model = env.pruned_model(res.allocation)
     kept_a = model.layers[0].weight.detach().abs().reshape(-1)
     assert kept_a.tolist() == [0.0 if abs(w) <= expect[0] else abs(w) for w in (-1.0, 2.0, 3.0, -4.0)]
-    from agents.lamp import lamp_scores
+    from agents.rules.lamp import lamp_scores
 
     np.testing.assert_allclose(lamp_scores(np.array(a)), [1 / 30, 4 / 29, 9 / 25, 1.0])
     np.testing.assert_allclose(lamp_scores(np.array(b)), [1 / 6, 1 / 5, 1 / 4, 1 / 3, 1 / 2, 1.0])
@@ -640,7 +640,7 @@ def _capped_env() -> PruneRNNEnv:
 def test_lamp_respects_the_caps_at_high_sparsity():
     """The tiny layer stops at its cap and the rest of the budget goes to the lowest LAMP scores of the others
     (brute-force greedy), not a common shift of the uncapped request."""
-    from agents.lamp import lamp_scores
+    from agents.rules.lamp import lamp_scores
 
     env = _capped_env()
     res = agents.search("lamp", env, 1)

@@ -12,8 +12,8 @@ import torch
 from tiny import tiny_task
 
 from prune_env import PruneRNNEnv
-from prune_env.analysis import _CACHE, analyse
-from prune_env.kinds import HiddenUnit, PruningKind, Quantized, Unstructured
+from prune_env.pruning.analysis import _CACHE, analyse
+from prune_env.pruning.kinds import HiddenUnit, PruningKind, Quantized, Unstructured
 
 
 def test_analysis_is_computed_once_per_task_criterion_and_granularity():

@@ -13,7 +13,7 @@ from test_agents import counted_env
 from tiny import VOCAB, _nll
 
 import agents
-from agents.eval_budget import CheckpointError, read_checkpoint
+from agents.core.eval_cap import CheckpointError, read_checkpoint
 from prune_env import PruneRNNEnv
 
 BUDGET = 40
@@ -251,7 +251,7 @@ def test_checkpoint_that_is_a_directory_is_refused(tmp_path):
 
 
 def test_global_rng_state_round_trips_through_a_weights_only_file(tmp_path):
-    from agents.eval_budget import global_rng_state, set_global_rng_state
+    from agents.core.eval_cap import global_rng_state, set_global_rng_state
 
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
     np.random.randn()  # leaves a cached Gaussian in NumPy's legacy state

@@ -15,10 +15,10 @@ import pytest
 import torch
 from tiny import bf16_available
 
-import agents.cli
-import agents.results
-from agents.cli import main
-from agents.results import DIRTY_NOTE, git_state, provenance, run_meta, summarize
+import agents.cli.main
+import agents.core.results
+from agents.cli.main import main
+from agents.core.results import DIRTY_NOTE, git_state, provenance, run_meta, summarize
 
 TINY = "tiny:tiny_task"  # tests/tiny.py is importable under pytest: no preset training in CI
 #: bf16 where this CPU has a bf16 GRU kernel (the tiny task is a GRU), else fp32 (the env would refuse bf16)
@@ -114,14 +114,14 @@ def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
 
 
 def test_console_script_exit_code():
-    proc = subprocess.run([sys.executable, "-m", "agents.cli", "bench", "--task", "no-such-task"],
+    proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "bench", "--task", "no-such-task"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
 def test_python_m_agents_cli_runs():
-    proc = subprocess.run([sys.executable, "-m", "agents.cli", "tasks"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "tasks"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "digits" in proc.stdout, proc.stderr
 
 
@@ -263,7 +263,7 @@ def test_git_state_flags_uncommitted_code_only(tmp_path):
 def test_run_meta_records_commit_dirty_flag_and_start(monkeypatch, capsys):
     # the checkout this code sits in, if it is one
     assert run_meta.__defaults__ and run_meta.__defaults__[0] == (ROOT if (ROOT / ".git").exists() else None)
-    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("c" * 40, True))
+    monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: ("c" * 40, True))
     before = datetime.now().astimezone().replace(microsecond=0)
     meta = run_meta(["prune-rnn", "bench", "--task", "my task"])
     assert meta["command"] == "prune-rnn bench --task 'my task'"
@@ -274,7 +274,7 @@ def test_run_meta_records_commit_dirty_flag_and_start(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "WARNING" in err and "UNCOMMITTED CHANGES" in err
     assert DIRTY_NOTE in provenance(meta)
-    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("c" * 40, False))
+    monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: ("c" * 40, False))
     clean = run_meta("prune-rnn bench")
     assert clean["git_dirty"] is False and capsys.readouterr().err == ""
     assert DIRTY_NOTE not in provenance(clean) and "c" * 10 in provenance(clean)
@@ -287,8 +287,8 @@ def test_run_meta_records_commit_dirty_flag_and_start(monkeypatch, capsys):
 def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monkeypatch, capsys):
     """The tree changes (a commit, an edit) while the search runs: the results keep the state it started from."""
     state = {"now": ("a" * 40, True)}
-    monkeypatch.setattr(agents.results, "git_state", lambda root=None: state["now"])
-    real_run_one, entered = agents.cli._run_one, []
+    monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: state["now"])
+    real_run_one, entered = agents.cli.main._run_one, []
 
     def slow_run_one(*args, **kwargs):
         if not entered:
@@ -297,7 +297,7 @@ def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monke
             time.sleep(1.2)  # "started" has whole seconds: a time taken after this is later than `entered`
         return real_run_one(*args, **kwargs)
 
-    monkeypatch.setattr(agents.cli, "_run_one", slow_run_one)
+    monkeypatch.setattr(agents.cli.main, "_run_one", slow_run_one)
     assert main(["bench", "--task", TINY, "--sparsity", "0.5", "--agents", "uniform", "global", "--budget", "2",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     err = capsys.readouterr().err
@@ -317,7 +317,7 @@ def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monke
 
 
 def test_train_from_a_clean_tree_warns_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(agents.results, "git_state", lambda root=None: ("d" * 40, False))
+    monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: ("d" * 40, False))
     assert main(["train", "--task", TINY, "--sparsity", "0.5", "--agent", "uniform", "--budget", "1",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     assert "WARNING" not in capsys.readouterr().err
@@ -327,7 +327,7 @@ def test_train_from_a_clean_tree_warns_nothing(tmp_path, monkeypatch, capsys):
 
 
 def test_pretrain_selects_on_validation_and_writes_a_loadable_policy(tmp_path, capsys):
-    from agents.layerwise import load
+    from agents.policies.layerwise import load
 
     out = tmp_path / "policy.pt"
     argv = ["pretrain", "--tasks", "tiny:tiny_task", "tiny:tiny_lstm", "--val-tasks", "tiny:tiny_rnn",
@@ -345,7 +345,7 @@ def test_pretrain_selects_on_validation_and_writes_a_loadable_policy(tmp_path, c
 
 
 def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
-    from agents.layerwise import load
+    from agents.policies.layerwise import load
 
     base = ["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_rnn", "--episodes", "16", "--rounds",
             "2", "--batch-size", "8", "--hidden", "8", "--checkpoint", str(tmp_path / "p.ckpt"), "--no-progress"]
@@ -383,7 +383,7 @@ def test_pretrain_bad_arguments_one_line_exit_2(argv, words, capsys):
 def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(tmp_path, monkeypatch):
     """A bench killed after any finished cell, then resumed, ends with the uninterrupted table (deterministic
     agents and seeded searches alike), and recomputes no finished cell."""
-    import agents.cli as cli
+    import agents.cli.main as cli
 
     base = ["bench", "--task", TINY, "--sparsity", "0.6", "0.8", "--agents", "uniform", "lamp", "random",
             "--budget", "4", "--seeds", "0", "1", "--no-progress"]

@@ -1,4 +1,4 @@
-"""``prune-rnn compress`` / :func:`agents.compress.compress`: end to end on digits and a tiny task, the exported file
+"""``prune-rnn compress`` / :func:`agents.cli.compress.compress`: end to end on digits and a tiny task, the exported file
 scores what the report says, stage-level resume, refused settings, one-line errors."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import agents
-import agents.compress as C
-import prune_env.gradual
-from agents.cli import main
-from prune_env.export import load
+import agents.cli.compress as C
+import prune_env.compression.gradual
+from agents.cli.main import main
+from prune_env.compression.export import load
 from prune_env.task import split_score
 
 TINY = "tiny:tiny_task"
@@ -72,7 +72,7 @@ def test_interrupted_after_search_resumes_without_repeating_it(tmp_path, monkeyp
         raise KeyboardInterrupt  # the process dies during fine-tuning
 
     monkeypatch.setattr(agents, "search", counting_search)
-    monkeypatch.setattr(prune_env.gradual, "gradual_prune", killed)
+    monkeypatch.setattr(prune_env.compression.gradual, "gradual_prune", killed)
     with pytest.raises(KeyboardInterrupt):
         C.compress(task, 0.7, tmp_path, steps=4)
     assert calls["search"] == 1 and (tmp_path / "search.json").exists()
@@ -85,7 +85,7 @@ def test_interrupted_after_search_resumes_without_repeating_it(tmp_path, monkeyp
     assert (tmp_path / "search.json").read_bytes() == before
     assert report["rows"]["final"]["sparsity"] >= 0.7 - 1e-3
     # a finished run is all reused: nothing is recomputed
-    monkeypatch.setattr(prune_env.gradual, "gradual_prune", killed)
+    monkeypatch.setattr(prune_env.compression.gradual, "gradual_prune", killed)
     assert C.compress(task, 0.7, tmp_path, steps=4)["rows"] == report["rows"]
 
 
@@ -105,8 +105,8 @@ def test_lr_schedule_and_select_reach_gradual_prune_and_the_settings(tmp_path, m
 
     task = tiny_task("gru")
     seen = {}
-    real = prune_env.gradual.gradual_prune
-    monkeypatch.setattr(prune_env.gradual, "gradual_prune", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
+    real = prune_env.compression.gradual.gradual_prune
+    monkeypatch.setattr(prune_env.compression.gradual, "gradual_prune", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
     report = C.compress(task, 0.6, tmp_path / "a", steps=4, lr_schedule="cosine", select="nll")
     assert seen["lr_schedule"] == "cosine" and seen["select"] == "nll"
     assert report["settings"]["lr_schedule"] == "cosine" and report["settings"]["select"] == "nll"
@@ -130,7 +130,7 @@ def test_hidden_unit_gives_a_physically_smaller_model(tmp_path):
     assert rows["final"]["params"]["total"] < rows["dense"]["params"]["total"]
     assert rows["final"]["latency_ms"] is not None and rows["final"]["sparsity"] >= 0.5 - 1e-3
     model = _load(tmp_path / "model.prnn", task)
-    from prune_env.layers import rnn_modules
+    from prune_env.pruning.layers import rnn_modules
 
     assert all(m.hidden_size < 16 for m in rnn_modules(model))
 

@@ -12,9 +12,9 @@ from tiny import TinyLM, bf16_available, kind_for, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask, find_prunable_layers
-from prune_env.criteria import apply_counts
-from prune_env.layers import get_param
-from prune_env.size import size_bytes
+from prune_env.compression.size import size_bytes
+from prune_env.pruning.criteria import apply_counts
+from prune_env.pruning.layers import get_param
 
 MODES = ["joint", "sequential"]
 
@@ -381,7 +381,7 @@ def test_black_box_task_works():
 
 def test_projection_rounding_moves_at_most_one_weight_per_layer():
     """Float32 actions lose ~1e-7 per sparsity; the exact-budget rounding must not pile the error on one layer."""
-    from prune_env.budget import caps, project_to_budget
+    from prune_env.pruning.allocation import caps, project_to_budget
 
     numels = np.array([96, 96, 96, 96, 96, 96])
     request = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5]) + np.float32(1e-7) * np.arange(6)

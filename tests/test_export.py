@@ -15,9 +15,9 @@ from tiny import VOCAB, TinyLM, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv
-from prune_env.export import ExportError, apply_masks, export, load, masks
-from prune_env.quantize import quantize
-from prune_env.size import dense_bits, encoding, model_size, size_table
+from prune_env.compression.export import ExportError, apply_masks, export, load, masks
+from prune_env.compression.quantize import quantize
+from prune_env.compression.size import dense_bits, encoding, model_size, size_table
 
 
 def _env_model(granularity: str, rnn: str = "gru"):

@@ -12,10 +12,10 @@ from tiny import VOCAB, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask
-from prune_env.criteria import apply_counts, prune_order
-from prune_env.export import masks
-from prune_env.finetune import finetune
-from prune_env.layers import find_prunable_layers, get_param
+from prune_env.compression.export import masks
+from prune_env.compression.finetune import finetune
+from prune_env.pruning.criteria import apply_counts, prune_order
+from prune_env.pruning.layers import find_prunable_layers, get_param
 
 
 class TrainLoss:

@@ -1,4 +1,4 @@
-"""Gradual pruning with fine-tuning (prune_env.gradual): the cubic schedule, fixed masks, magnitude re-ranking,
+"""Gradual pruning with fine-tuning (prune_env.compression.gradual): the cubic schedule, fixed masks, magnitude re-ranking,
 the best checkpoint after the ramp, hidden units, quantization-aware training, seeding and argument checks."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from tiny import VOCAB, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv, RNNTask
-from prune_env.budget import allocation_counts
-from prune_env.finetune import finetune
-from prune_env.gradual import cubic_schedule, gradual_prune
-from prune_env.layers import find_prunable_layers, get_param
-from prune_env.quantize import quantize
+from prune_env.compression.finetune import finetune
+from prune_env.compression.gradual import cubic_schedule, gradual_prune
+from prune_env.compression.quantize import quantize
+from prune_env.pruning.allocation import allocation_counts
+from prune_env.pruning.layers import find_prunable_layers, get_param
 from prune_env.task import split_score
 
 
@@ -224,8 +224,7 @@ def test_select_nll_keeps_the_lowest_validation_nll_not_the_best_score():
 def test_cosine_schedule_keeps_lr_through_the_ramp_then_decays_to_zero(task):
     """Plain SGD without momentum or clipping: a step's update is ``lr_t * grad``; the learning rate each step used is
     read back from the optimizer through the callback's view of the working model's update sizes."""
-    from prune_env import gradual as G
-
+    from prune_env.compression import gradual as G
     assert [G._cosine(t, 4, 12) for t in (0, 3, 4)] == [1.0, 1.0, 1.0]
     assert G._cosine(8, 4, 12) == pytest.approx(0.5) and 0 < G._cosine(11, 4, 12) < 0.05
     assert G._cosine(3, 4, 4) == 1.0

@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny import TinyLM, tiny_task
 
-from agents.layerwise import LayerwisePolicy, PretrainArgs, load, pretrain, save
+from agents.policies.layerwise import LayerwisePolicy, PretrainArgs, load, pretrain, save
 from prune_env import PruneRNNEnv, PruneRNNZooEnv, RNNTask
-from prune_env.zoo_env import observation
+from prune_env.envs.zoo import observation
 
 
 class HiddenHiddenKept:
@@ -73,7 +73,7 @@ def test_pretraining_learns_a_feature_dependent_allocation_and_transfers(group_s
 
 
 def test_group_advantages_leave_one_out():
-    from agents.layerwise import _group_advantages
+    from agents.policies.layerwise import _group_advantages
 
     adv = _group_advantages([1.0, 2.0, 3.0, 6.0])
     assert sum(adv) == pytest.approx(0.0, abs=1e-12)  # the group's level drops out
@@ -108,7 +108,7 @@ def test_policy_files_load_safely(tmp_path):
     obs = observation(_reset(PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5)))
     np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
     # a fresh process loads it
-    code = f"from agents.layerwise import load; p = load({str(path)!r}); print(p.hidden)"
+    code = f"from agents.policies.layerwise import load; p = load({str(path)!r}); print(p.hidden)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "8", proc.stderr
     # corrupt, foreign and code-running files are refused with a clear error, and never execute
@@ -186,7 +186,7 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
 def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_sees_test(tmp_path):
     """``policy=None`` is the default policy in the package; one evaluation, the exact budget, no test-split call."""
     import agents
-    from agents.layerwise import default_policy
+    from agents.policies.layerwise import default_policy
 
     policy = default_policy()
     assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
@@ -209,7 +209,7 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     assert result.evals == 1 and calls == {"evaluate": 1, "test": 0}
     assert env.counts_for(result.allocation).sum() == round(0.7 * env.numels.sum())
     # a fresh process loads it; a corrupted copy is refused with a clear error
-    code = "from agents.layerwise import default_policy; print(default_policy().meta['selected_after_episodes'])"
+    code = "from agents.policies.layerwise import default_policy; print(default_policy().meta['selected_after_episodes'])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and int(proc.stdout.strip()) > 0, proc.stderr
     from importlib.resources import files
@@ -225,7 +225,7 @@ def _two_model_zoo() -> PruneRNNZooEnv:
 
 
 def _dies_in_round(real, n: int, calls: list):
-    """``real`` (``agents.layerwise.pretrain``), interrupted as a kill would at its ``n``-th call (one per round)."""
+    """``real`` (``agents.policies.layerwise.pretrain``), interrupted as a kill would at its ``n``-th call (one per round)."""
 
     def run(*a, **k):
         calls.append(1)
@@ -239,8 +239,8 @@ def _dies_in_round(real, n: int, calls: list):
 def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeypatch):
     """A checkpoint after every round: a run killed in round 3 of 4 and resumed ends with exactly the uninterrupted
     run's policy and log, without redoing finished rounds; another run's checkpoint is refused, a corrupted one too."""
-    import agents.layerwise as L
-    from agents.eval_budget import CheckpointError
+    import agents.policies.layerwise as L
+    from agents.core.eval_cap import CheckpointError
 
     val = [_synthetic("rnn", 2)]
     args = PretrainArgs(episodes=64, batch_size=8, learning_rate=0.01, hidden=8, seed=3)
@@ -270,8 +270,8 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeyp
 def test_selection_metrics_score_raw_validation_scores_or_clipped_rewards(tmp_path):
     """``metric="score"`` averages the raw validation scores the env reports, ``"reward"`` the rewards clipped to
     [0, 1]; a pretraining checkpoint written under one selection is refused under another."""
-    import agents.layerwise as L
-    from agents.eval_budget import CheckpointError
+    import agents.policies.layerwise as L
+    from agents.core.eval_cap import CheckpointError
 
     policy, tasks, targets = LayerwisePolicy(hidden=8), [tiny_task("gru"), tiny_task("lstm")], (0.4, 0.8)
     scores, rewards = [], []
@@ -305,7 +305,7 @@ def test_weight_average_moves_by_the_decay_and_resumes_bit_for_bit(tmp_path, mon
     the average, and a run killed after its first round resumes to the same policy."""
     import copy
 
-    import agents.layerwise as L
+    import agents.policies.layerwise as L
 
     args = PretrainArgs(episodes=8, batch_size=8, learning_rate=0.05, hidden=8, seed=3, ema_decay=0.75)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 from tiny import kind_for, tiny_task
 
 from prune_env import PruneRNNEnv
-from prune_env.quantize import BITS, encode, qmax, quantize
+from prune_env.compression.quantize import BITS, encode, qmax, quantize
 
 
 def _sparse_weight(seed: int = 0, shape=(24, 40)) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli import main
+from agents.cli.main import main
 
 HERE = Path(__file__).resolve().parent
 TINY = "tiny:tiny_task"  # tests/tiny.py: on the Ray workers' PYTHONPATH too (this process's sys.path)
@@ -65,7 +65,7 @@ def test_ray_backend_rows_equal_the_local_backend(ray_cli, tmp_path):
 @needs_ray
 def test_ray_backend_resumes_a_local_bench(ray_cli, tmp_path, monkeypatch):
     """A local bench killed after 3 cells, finished with --backend ray: the local table, finished cells kept."""
-    import agents.cli as cli
+    import agents.cli.main as cli
 
     assert main([*BASE, "--out", str(tmp_path / "full")]) == 0
     (full,) = (tmp_path / "full").iterdir()

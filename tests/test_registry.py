@@ -16,10 +16,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import prune_env  # noqa: F401  (registers the ids)
-from prune_env.registration import ENV_IDS
+from prune_env.envs.registration import ENV_IDS
 from prune_env.tasks import PRESETS, digits
 
-ENTRY_POINT = "prune_env.env:PruneRNNEnv"
+ENTRY_POINT = "prune_env.envs.env:PruneRNNEnv"
 ENV_IDS_REGISTERED = sorted(env_id for env_id, spec in gym.registry.items() if spec.entry_point == ENTRY_POINT)
 MODES = ["joint", "sequential"]
 TINY = "tiny:tiny_task"  # tests/tiny.py, importable because pytest puts tests/ on sys.path
@@ -83,7 +83,7 @@ def test_registry_holds_exactly_the_registered_presets():
 def test_spec_names_a_preset(env_id):
     spec = gym.spec(env_id)
     assert spec.entry_point == ENTRY_POINT
-    assert spec.vector_entry_point == "prune_env.vector_env:PruneRNNVectorEnv"
+    assert spec.vector_entry_point == "prune_env.envs.vector:PruneRNNVectorEnv"
     assert spec.kwargs["task"] in PRESETS
     assert spec.kwargs["task"] != "corpus"  # needs a user's directory, so it cannot be a default
 

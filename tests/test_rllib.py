@@ -18,7 +18,7 @@ from tiny import tiny_task
 
 import agents
 from prune_env import PruneRNNEnv, RNNTask
-from prune_env.budget import budget_count
+from prune_env.pruning.allocation import budget_count
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -104,7 +104,7 @@ def test_rllib_trains_envs_built_from_env_config(local_ray, kind):
     """The new user's recipe: ``PPOConfig().environment(cls, env_config={...})`` with 2 env runners."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from agents.rllib_ppo import RLlibEnv
+    from agents.searchers.rllib_ppo import RLlibEnv
 
     if kind == "env":
         env_cls, env_config = PruneRNNEnv, {"task": "tiny:tiny_lstm", "target_sparsity": 0.6, "device": "cpu"}
@@ -136,7 +136,7 @@ def test_runners_that_build_another_model_stop_the_search_clearly(local_ray):
 
 
 def test_runner_refuses_a_different_model():
-    from agents.rllib_ppo import RunnerEnv, _fingerprint
+    from agents.searchers.rllib_ppo import RunnerEnv, _fingerprint
 
     env = PruneRNNEnv(tiny_task(), target_sparsity=0.5, device="cpu")
     other = PruneRNNEnv(tiny_task(seed=1), target_sparsity=0.5, device="cpu")

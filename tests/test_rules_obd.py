@@ -11,13 +11,13 @@ import torch
 from tiny import tiny_task
 
 import agents
-from agents.layerwise import FORMAT, LayerwisePolicy, load, save
+from agents.policies.layerwise import FORMAT, LayerwisePolicy, load, save
 from prune_env import PruneRNNEnv
-from prune_env import budget as B
-from prune_env import rules as R
-from prune_env.fisher import fisher_diagonal, obd_costs
-from prune_env.layers import get_param
-from prune_env.zoo_env import ROW, ROW_V2, RULE_COLUMNS, observation, rule_columns
+from prune_env.envs.zoo import ROW, ROW_V2, RULE_COLUMNS, observation, rule_columns
+from prune_env.pruning import allocation as B
+from prune_env.pruning import rules as R
+from prune_env.pruning.fisher import fisher_diagonal, obd_costs
+from prune_env.pruning.layers import get_param
 
 
 class _SampledNLL:

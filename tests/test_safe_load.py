@@ -28,7 +28,7 @@ from tiny import VOCAB, TinyLM, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv
-from prune_env.export import ExportError, allowed_functions, export, load, tensor_methods
+from prune_env.compression.export import ExportError, allowed_functions, export, load, tensor_methods
 from prune_env.tasks import make_task
 from prune_env.tasks.models import ZooLM
 
@@ -106,8 +106,8 @@ def test_a_crafted_cache_entry_is_refused_and_retrained(tmp_path, monkeypatch, m
 
 # ------------------------------------------------------------------------------------------ (b) policies
 def test_crafted_policy_files_are_refused(tmp_path, marker):
-    from agents import layerwise, reinforce
-
+    from agents.policies import layerwise
+    from agents.searchers import reinforce
     for evil in _evil_files(tmp_path, marker):
         with pytest.raises(ValueError, match="not a readable layer-wise policy"):
             layerwise.load(evil)
@@ -126,8 +126,7 @@ def test_crafted_policy_files_are_refused(tmp_path, marker):
 
 def test_a_crafted_ppo_zip_is_refused(tmp_path, marker):
     pytest.importorskip("stable_baselines3")
-    from agents import ppo
-
+    from agents.searchers import ppo
     blob = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
     path = tmp_path / "policy.zip"
     with zipfile.ZipFile(path, "w") as z:
@@ -350,7 +349,9 @@ def _writers():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from agents import layerwise, reinforce, results
+    from agents.core import results
+    from agents.policies import layerwise
+    from agents.searchers import reinforce
     from prune_env.tasks.cache import atomic_save
 
     return {

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny import tiny_task
 
-import prune_env.env as env_module
+import prune_env.envs.env as env_module
 from prune_env import PruneRNNEnv, PruneRNNVectorEnv
 
 
@@ -35,9 +35,9 @@ def test_steps_copy_no_model_sort_nothing_and_recompute_no_statistics(mode):
     env.reset(seed=0)
     _run_episodes(env, 1)  # warm
     forbidden = ["torch.sort", "torch.argsort", "torch.Tensor.sort", "torch.Tensor.argsort",
-                 "prune_env.analysis.raw_layer_stats", "prune_env.analysis.compute_gradients",
-                 "prune_env.analysis.prune_order", "prune_env.analysis.layer_features", "prune_env.analysis.size_table",
-                 "prune_env.analysis._compute"]
+                 "prune_env.pruning.analysis.raw_layer_stats", "prune_env.pruning.analysis.compute_gradients",
+                 "prune_env.pruning.analysis.prune_order", "prune_env.pruning.analysis.layer_features", "prune_env.pruning.analysis.size_table",
+                 "prune_env.pruning.analysis._compute"]
     patches = _forbid(*forbidden)
     with mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):
         for p in patches:

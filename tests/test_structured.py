@@ -9,7 +9,7 @@ from tiny import VOCAB, TinyLM, kind_for, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv
-from prune_env.structured import UnitPlan, shrink
+from prune_env.pruning.structured import UnitPlan, shrink
 from prune_env.tasks.models import SequenceClassifier
 
 

@@ -13,7 +13,7 @@ import pytest
 import tiny
 import torch
 
-from agents.cli import main
+from agents.cli.main import main
 from prune_env import PruneRNNEnv
 from prune_env.replay import model_hash, replay_record, rescore
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny import tiny_task
 
-from agents.layerwise import LayerwisePolicy
+from agents.policies.layerwise import LayerwisePolicy
 from prune_env import PruneRNNEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -11,10 +11,10 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tiny import bf16_available, tiny_task
 
-from agents.sb3 import SB3VecEnv
+from agents.searchers.sb3 import SB3VecEnv
 from prune_env import PruneRNNEnv, PruneRNNVectorEnv, RNNTask, find_prunable_layers
-from prune_env.batched import BatchedScorer, LoopRNN, loop_model
-from prune_env.criteria import apply_counts, prune_order
+from prune_env.envs.batched import BatchedScorer, LoopRNN, loop_model
+from prune_env.pruning.criteria import apply_counts, prune_order
 
 K = 3
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -71,7 +71,7 @@ def test_equals_independent_envs(rnn, bidirectional, mode, target, device):
 def test_bf16_batched_scores_track_bf16_envs(rnn, device):
     """precision="bf16": the batched pass runs under autocast too; its rewards follow bf16 single envs to the
     bf16 probe tolerance (both round differently from fp32), the observations exactly."""
-    from prune_env.vector_env import PROBE_TOLERANCE_BF16
+    from prune_env.envs.vector import PROBE_TOLERANCE_BF16
 
     if not bf16_available(rnn.upper(), device):
         pytest.skip(f"no bf16 {rnn} kernel on this {device} (the env refuses bf16 here; tested in test_env.py)")

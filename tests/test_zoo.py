@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from prune_env import PruneRNNEnv, RNNTask
+from prune_env.envs.vector import PruneRNNVectorEnv
 from prune_env.tasks import PRESETS, TaskError, resolve_task
 from prune_env.tasks import zoo as Z
 from prune_env.tasks.models import ZooLM, ZooSequenceNet
-from prune_env.vector_env import PruneRNNVectorEnv
 
 # The shared read-only PTB copy next to the checkout, used only when $PRUNE_RNN_PTB is not set.
 _PTB_HERE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"

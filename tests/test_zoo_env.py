@@ -11,9 +11,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from tiny import tiny_task
 
-from prune_env.analysis import analyse
-from prune_env.stats import FEATURES
-from prune_env.zoo_env import CONTEXT, ROW, PruneRNNZooEnv
+from prune_env.envs.zoo import CONTEXT, ROW, PruneRNNZooEnv
+from prune_env.pruning.analysis import analyse
+from prune_env.pruning.stats import FEATURES
 
 
 def _zoo():

@@ -66,8 +66,8 @@ def kind_for(model: nn.Module, granularity: str = "unstructured", quantize: str 
     import copy
     import dataclasses
 
-    from prune_env.analysis import analyse
-    from prune_env.kinds import make_kind
+    from prune_env.pruning.analysis import analyse
+    from prune_env.pruning.kinds import make_kind
 
     x = torch.zeros(2, 3, dtype=torch.long)
     analysis = analyse(RNNTask(model, eval_batch=(x, x), metric="accuracy"), "magnitude", granularity)

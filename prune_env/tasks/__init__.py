@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..task import RNNTask, TaskError
+from prune_env.task import RNNTask, TaskError
 
 #: Preset name -> one-line description.
 PRESETS: dict[str, str] = {
@@ -25,11 +25,11 @@ PRESETS: dict[str, str] = {
 def _builder(name: str) -> Callable[..., RNNTask]:
     # Imported lazily so `import prune_env.tasks` stays cheap (no sklearn import until digits is built).
     if name == "digits":
-        from .digits import make
+        from prune_env.tasks.digits import make
     elif name == "pydoc-char":
-        from .pydoc_char import make
+        from prune_env.tasks.pydoc_char import make
     else:
-        from .corpus import make
+        from prune_env.tasks.corpus import make
     return make
 
 
@@ -50,7 +50,7 @@ def make_task(name: str, *, seed: int = 0, retrain: bool = False, progress: bool
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise TaskError(f"make_task: unknown preset `name` {name!r}; expected one of {sorted(PRESETS)}")
-    from .config import check_seed
+    from prune_env.tasks.config import check_seed
 
     return _builder(name)(seed=check_seed(seed), retrain=retrain, progress=progress, **config)
 
@@ -74,7 +74,7 @@ def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
         raise TaskError(f"`task` must be an RNNTask or a preset name ({sorted(PRESETS)}), a corpus directory or "
                         f"module:function, got {type(spec).__name__}")
     if spec.startswith("zoo-"):  # a model of the zoo, e.g. "zoo-v1/gru-char-email-2x128" (TaskError if unknown)
-        from .zoo import make_zoo_task
+        from prune_env.tasks.zoo import make_zoo_task
 
         return make_zoo_task(spec, **kwargs)
     if spec == "corpus" and "path" not in kwargs:
@@ -104,7 +104,7 @@ def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
 def __getattr__(name: str) -> Any:
     # The zoo's names load on first use, so `python -m prune_env.tasks.zoo` does not find its module pre-imported.
     if name in ("ZOO", "ZOO_VERSION", "make_zoo_task", "zoo_names"):
-        from . import zoo
+        from prune_env.tasks import zoo
 
         return getattr(zoo, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

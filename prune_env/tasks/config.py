@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..checks import check_int, check_number
+from prune_env.checks import check_int, check_number
 
 #: Config values that must be positive integers / positive floats when a preset declares them.
 _POSITIVE_INTS = {"hidden", "layers", "emb", "steps", "seq_len", "batch", "epochs", "eval_tokens",

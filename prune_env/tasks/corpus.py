@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ..task import RNNTask
-from .config import check_config
-from .lm import build_lm_task
-from .models import CharLM, WordLM
+from prune_env.task import RNNTask
+from prune_env.tasks.config import check_config
+from prune_env.tasks.lm import build_lm_task
+from prune_env.tasks.models import CharLM, WordLM
 
 NAME = "corpus"
 FILES = ("train.txt", "valid.txt", "test.txt")

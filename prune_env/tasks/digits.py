@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..task import BatchEvaluator, RNNTask
-from .cache import load_or_train
-from .config import check_config, finish_metadata
-from .models import SequenceClassifier
-from .scoring import ChunkedScorer
-from .training import BatchLoss, SampledLoss, seeded, training_threads
+from prune_env.task import BatchEvaluator, RNNTask
+from prune_env.tasks.cache import load_or_train
+from prune_env.tasks.config import check_config, finish_metadata
+from prune_env.tasks.models import SequenceClassifier
+from prune_env.tasks.scoring import ChunkedScorer
+from prune_env.tasks.training import BatchLoss, SampledLoss, seeded, training_threads
 
 NAME = "digits"
 

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..task import BatchEvaluator, RNNTask
-from .cache import load_or_train
-from .config import finish_metadata
-from .scoring import ChunkedScorer, contiguous_windows, spaced_windows
-from .training import BatchLoss, SampledLoss, seeded, train_lm, training_threads
+from prune_env.task import BatchEvaluator, RNNTask
+from prune_env.tasks.cache import load_or_train
+from prune_env.tasks.config import finish_metadata
+from prune_env.tasks.scoring import ChunkedScorer, contiguous_windows, spaced_windows
+from prune_env.tasks.training import BatchLoss, SampledLoss, seeded, train_lm, training_threads
 
 
 def build_lm_task(*, preset: str, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,

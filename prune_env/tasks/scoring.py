@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..devices import model_device
-from ..task import Metric
+from prune_env.devices import model_device
+from prune_env.task import Metric
 
 
 class ChunkedScorer:

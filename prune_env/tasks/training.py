@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..devices import model_device
-from ..task import forward_in_mode
+from prune_env.devices import model_device
+from prune_env.task import forward_in_mode
 
 
 @contextlib.contextmanager

@@ -46,14 +46,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_int
-from ..task import BatchEvaluator, RNNTask, TaskError, forward_in_mode
-from .cache import load_or_train
-from .config import check_config, finish_metadata
-from .lm import build_lm_task
-from .models import ZooLM, ZooSequenceNet
-from .scoring import ChunkedScorer
-from .training import BatchLoss, SampledLoss, seeded, single_thread, training_threads
+from prune_env.checks import check_int
+from prune_env.task import BatchEvaluator, RNNTask, TaskError, forward_in_mode
+from prune_env.tasks.cache import load_or_train
+from prune_env.tasks.config import check_config, finish_metadata
+from prune_env.tasks.lm import build_lm_task
+from prune_env.tasks.models import ZooLM, ZooSequenceNet
+from prune_env.tasks.scoring import ChunkedScorer
+from prune_env.tasks.training import BatchLoss, SampledLoss, seeded, single_thread, training_threads
 
 ZOO_VERSION = "v1"
 PREFIX = f"zoo-{ZOO_VERSION}/"
@@ -289,7 +289,7 @@ def stdlib_text(package: str) -> str:
 
 def _text(data: str) -> str:
     if data == "pydoc":
-        from .pydoc_char import load_text
+        from prune_env.tasks.pydoc_char import load_text
 
         return load_text()
     return stdlib_text(data.split(":", 1)[1])
@@ -352,7 +352,7 @@ def synthetic(data: str, n: int, seq_len: int, gen: torch.Generator, tokens: boo
 
 def _digits_rows() -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
     """``load_digits`` read row by row (8 steps of 8 pixels in [0, 1]), a fixed stratified 60/20/20 split."""
-    from .digits import load_splits
+    from prune_env.tasks.digits import load_splits
 
     return load_splits(0, 0.2, 0.2), 10
 
@@ -508,7 +508,7 @@ def make_zoo_task(name: str, *, seed: int = 0, retrain: bool = False, progress: 
     :raises TaskError: for an unknown name; ``ValueError`` for a bad override; :class:`ZooDataUnavailable` when the
         data are missing (PTB).
     """
-    from .config import check_seed
+    from prune_env.tasks.config import check_seed
 
     spec, cfg = _resolve(name, overrides)
     seed = check_seed(seed)
@@ -588,7 +588,7 @@ def _make_char_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retr
 
 def _make_word_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,
                   meta: dict[str, Any]) -> RNNTask:
-    from .corpus import FILES, load_corpus
+    from prune_env.tasks.corpus import FILES, load_corpus
 
     root = ptb_dir(cfg.pop("path"))
     vocab, splits = load_corpus(root, "word", cfg["max_tokens"], cfg["max_vocab"])

@@ -1,0 +1,439 @@
+"""From a trained RNN to a deployable compressed model in one call: search, gradual prune + fine-tune, export, report.
+
+:func:`compress` (and ``prune-rnn compress``) runs four stages, each ending in files written atomically in the
+output directory, so that a killed run restarts from its last finished stage:
+
+1. **search** (``search.json``): an agent picks the per-layer allocation at the target sparsity (default: LAMP for
+   ``unstructured``, uniform for ``hidden_unit``; one evaluation each). The one-shot model (that allocation, no
+   fine-tuning) is scored on validation and test.
+2. **finetune** (``finetuned.pt``, ``finetune.json``): :func:`prune_env.compression.gradual.gradual_prune` prunes a copy of
+   the model gradually to that allocation while training it (Zhu & Gupta's cubic schedule), with
+   quantization-aware training (straight-through rounding) after the ramp when ``bits`` is given; the best
+   validation checkpoint is kept. The weights are saved with ``torch.save`` of a plain ``state_dict`` (loaded
+   back with ``weights_only=True``).
+3. **export** (``model.prnn``, ``export.json``): :func:`prune_env.compression.export.export` writes the compressed file
+   (sparse layout, ``bits``-bit values).
+4. **report** (``report.md``, ``report.json``, ``report.png``): the exported file is loaded back with
+   :func:`prune_env.compression.export.load` and scored; dense, one-shot and final are compared side by side on test score
+   (and perplexity where the task reports it), validation score, bytes on disk, parameters and CPU latency.
+
+``compress.json`` holds the settings. Rerunning with the same output directory resumes: finished stages are
+skipped; different settings are refused (use a new directory).
+
+>>> import tempfile
+>>> from prune_env.tasks import make_task
+>>> task = make_task("digits", epochs=2, hidden=16, progress=False)
+>>> with tempfile.TemporaryDirectory() as out:
+...     report = compress(task, 0.8, out, steps=6, bits=8)
+...     rows = report["rows"]
+>>> round(rows["final"]["sparsity"], 3) >= 0.8 and rows["final"]["bytes"] < rows["dense"]["bytes"]
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["STAGES", "CompressError", "compress", "default_agent"]
+
+#: The stages in order; each one's "done" marker file.
+STAGES = {"search": "search.json", "finetune": "finetune.json", "export": "export.json", "report": "report.json"}
+#: Settings that identify a run (a rerun must match them to resume).
+_SETTINGS = ("task", "task_seed", "target_sparsity", "agent", "budget", "seed", "steps", "bits", "granularity", "lr",
+             "method", "agent_options")
+
+
+class CompressError(ValueError):
+    """The output directory holds a run with other settings, or a stage's files are unreadable."""
+
+
+def default_agent(granularity: str) -> str:
+    """The agent :func:`compress` uses when none is given: LAMP (one evaluation, the strongest one-shot rule we
+    measured) for ``unstructured``, uniform for ``hidden_unit`` (LAMP ranks single weights)."""
+    return "lamp" if granularity == "unstructured" else "uniform"
+
+
+def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent: str | None = None,
+             budget: int | None = None, seed: int = 0, steps: int = 800, bits: int | None = None,
+             granularity: str = "unstructured", lr: float = 3e-3, lr_schedule: str = "constant",
+             select: str = "score", method: str = "linear", device: str = "cpu",
+             agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
+             log: Callable[[str], None] | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
+
+    :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
+        preset, a zoo name, a corpus directory, ``module:function``).
+    :param target_sparsity: the overall sparsity of the prunable weights (for ``hidden_unit``: of their weights,
+        whole units removed), in ``(0, 1)``.
+    :param out: the run directory (created; an existing one with the same settings is resumed).
+    :param agent: the allocation agent (a key of :data:`agents.AGENTS`); default :func:`default_agent`.
+    :param budget: the agent's evaluation cap; default 1 for one-shot rules, else 100.
+    :param seed: seeds the agent and the fine-tuning batches.
+    :param steps: fine-tuning steps (the pruning ramp takes the first half); 0 gives the one-shot model.
+    :param bits: bits per value of the prunable weights (quantization-aware fine-tuning after the ramp, then an
+        export at this width); ``None``: float32.
+    :param granularity: ``"unstructured"`` or ``"hidden_unit"`` (physically smaller, faster model).
+    :param lr: Adam learning rate of the fine-tuning.
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after the ramp); see
+        :func:`prune_env.compression.gradual.gradual_prune`.
+    :param select: the fine-tuning checkpoint to keep: ``"score"`` (best validation score) or ``"nll"`` (lowest
+        validation NLL: language models judged by perplexity).
+    :param method: quantization method, ``"linear"`` or ``"kmeans"``.
+    :param device: where to search and fine-tune.
+    :param agent_options: extra options of the agent (see each agent module).
+    :param latency_reps: timed forward passes per model for the latency figures (median reported).
+    :param progress: progress bars.
+    :param log: called with one line per stage (default: silent).
+    :param command: the command line to record in the report (the CLI passes its own).
+    :returns: the report (also in ``report.json``).
+    :raises ValueError: on a bad argument (the message names it); :class:`CompressError` for a directory that holds
+        a run with other settings.
+    """
+    import agents as A
+    from agents.core.results import run_meta
+    from prune_env import PruneRNNEnv
+    from prune_env.checks import check_choice, check_int, check_number
+    from prune_env.tasks import resolve_task
+
+    meta = run_meta(list(command) if command else ["agents.cli.compress.compress"], warn=False)
+    say = log or (lambda _msg: None)
+    spec = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
+    target = check_number("target_sparsity", target_sparsity, 0.0, 1.0, low_open=True, high_open=True)
+    granularity = check_choice("granularity", granularity, ("unstructured", "hidden_unit"))
+    agent = default_agent(granularity) if agent is None else agent
+    if agent not in A.AGENTS:
+        raise ValueError(f"`agent` must be one of {sorted(A.AGENTS)}, got {agent!r}")
+    one_shot = agent in ("uniform", "global", "lamp", "erk", "gradient", "policy")
+    budget = (1 if one_shot else 100) if budget is None else A.check_budget(budget)
+    seed = check_int("seed", seed, 0)
+    steps = check_int("steps", steps, 0)
+    if bits is not None:
+        from prune_env.compression.quantize import BITS
+
+        bits = check_choice("bits", check_int("bits", bits), tuple(b for b in BITS if b != 32))
+    lr = check_number("lr", lr, 0.0, low_open=True)
+    from prune_env.compression.gradual import LR_SCHEDULES, SELECT
+
+    lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+    select = check_choice("select", select, SELECT)
+    method = check_choice("method", method, ("linear", "kmeans"))
+    latency_reps = check_int("latency_reps", latency_reps, 1)
+    options = dict(agent_options or {})
+    settings = {"task": spec, "task_seed": getattr(task, "metadata", {}).get("seed") if not isinstance(task, str)
+                else None, "target_sparsity": target, "agent": agent, "budget": budget, "seed": seed, "steps": steps,
+                "bits": bits, "granularity": granularity, "lr": lr, "method": method, "agent_options": options}
+    settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select)) if v != _LATER_DEFAULTS[k]})
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`out` must be a directory, got the file {str(out)!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
+
+    if isinstance(task, str):
+        task = resolve_task(task)
+    env = PruneRNNEnv(task, target_sparsity=target, granularity=granularity, device=device)
+    fingerprint = {"task_name": task.name, "dense_val": env.dense_score, "layers": list(env.layer_names),
+                   "numels": [int(n) for n in env.numels]}
+    _check_settings(out, settings, fingerprint)
+    t_run = time.perf_counter()
+
+    # ---- 1. search
+    search = _read(out, "search")
+    if search is None:
+        say(f"[1/4] search: {agent}, budget {budget}, target {target}")
+        t0 = time.perf_counter()
+        res = A.search(agent, env, budget, seed=seed, **options)
+        oneshot = env.pruned_model(res.allocation)
+        search = {"agent": agent, "budget": budget, "evals": res.evals, "allocation": res.allocation,
+                  "counts": [int(c) for c in env.counts_for(res.allocation)],
+                  "one_shot": _scores(task, oneshot), "wall_time_s": round(time.perf_counter() - t0, 3)}
+        _write_json(out / STAGES["search"], search)
+    else:
+        say("[1/4] search: done earlier, reused")
+    allocation = search["allocation"]
+
+    # ---- 2. gradual pruning with fine-tuning (quantization-aware with bits)
+    finetune = _read(out, "finetune")
+    if finetune is None:
+        say(f"[2/4] finetune: {steps} steps, lr {lr}" + (f", {bits}-bit aware" if bits else ""))
+        from prune_env.compression.gradual import gradual_prune
+        from prune_env.tasks.cache import atomic_save
+
+        t0 = time.perf_counter()
+        result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
+                               lr_schedule=lr_schedule, select=select,
+                               progress=progress)
+        atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
+        finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
+                    "curve": [[int(s), float(v)] for s, v in result.curve],
+                    "loss_curve": _subsample(result.losses, 200), "bits": result.bits, "info": result.info,
+                    "wall_time_s": round(time.perf_counter() - t0, 3)}
+        _write_json(out / STAGES["finetune"], finetune)
+    else:
+        say("[2/4] finetune: done earlier, reused")
+
+    # ---- 3. export
+    exported = _read(out, "export")
+    if exported is None:
+        say(f"[3/4] export: {out / 'model.prnn'}")
+        from prune_env.compression.export import export
+
+        model = _finetuned_model(env, out, search["counts"])
+        nbytes = export(model, out / "model.prnn", bits=bits, method=method)
+        exported = {"path": "model.prnn", "bytes": nbytes, "bits": bits, "method": method}
+        _write_json(out / STAGES["export"], exported)
+    else:
+        say("[3/4] export: done earlier, reused")
+
+    # ---- 4. report (always from the file on disk)
+    report = _read(out, "report")
+    if report is None:
+        say("[4/4] report")
+        report = _report(task, env, out, settings, search, finetune, exported, latency_reps)
+        report["meta"] = meta
+        report["wall_time_s"] = round(time.perf_counter() - t_run, 3)
+        _write_report(out, report)
+        _write_json(out / STAGES["report"], report)
+    else:
+        say("[4/4] report: done earlier, reused")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- stages
+def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, Any] | None = None) -> None:
+    path = out / "compress.json"
+    want = json.loads(json.dumps({"settings": settings, **({"model": fingerprint} if fingerprint else {})}))
+    if path.exists():
+        try:
+            have = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CompressError(f"{path} is unreadable ({e}); use a new `out` directory") from None
+        old = have.get("settings", {})
+        have_s = {**_LATER_DEFAULTS, **old}
+        want_s = {**_LATER_DEFAULTS, **want["settings"]}
+        diff = ", ".join(f"{k}={have_s.get(k)!r} (now {want_s.get(k)!r})"
+                         for k in dict.fromkeys([*want_s, *have_s]) if have_s.get(k) != want_s.get(k))
+        if diff:
+            raise CompressError(f"`out` {str(out)!r} holds a compress run with other settings: {diff}; "
+                                "use a new directory to start afresh")
+        if fingerprint is not None and "model" in have and have["model"] != want["model"]:
+            raise CompressError(f"`out` {str(out)!r} holds a compress run of another model (the dense model or its "
+                                "layers differ); use a new directory")
+        if fingerprint is not None and "model" not in have:
+            _write_json(path, want)
+    elif fingerprint is None:
+        if any((out / f).exists() for f in STAGES.values()):
+            raise CompressError(f"`out` {str(out)!r} holds stage files but no compress.json; use a new directory")
+        _write_json(path, want)
+    else:
+        _write_json(path, want)
+
+
+def _read(out: Path, stage: str) -> dict[str, Any] | None:
+    path = out / STAGES[stage]
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CompressError(f"{path} is unreadable ({e}); delete it to redo the {stage} stage") from None
+
+
+def _finetuned_model(env: Any, out: Path, counts: list[int]) -> nn.Module:
+    """The fine-tuned model of stage 2, rebuilt from its plain ``state_dict`` (``weights_only`` load)."""
+    import copy
+
+    payload = torch.load(out / "finetuned.pt", map_location="cpu", weights_only=True)
+    model = copy.deepcopy(env.task.model).cpu()
+    if env.granularity == "hidden_unit":  # the physically smaller architecture of those counts
+        model = env.kind.materialize(model, np.asarray(counts), None, torch.device("cpu"))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def _scores(task: Any, model: nn.Module) -> dict[str, Any]:
+    """Validation and test score (plus perplexity / other extras) of ``model``."""
+    from prune_env.task import split_score
+
+    val, val_extra = split_score(task.evaluate(model))
+    row: dict[str, Any] = {"val_score": val}
+    if task.test is not None:
+        test, test_extra = split_score(task.test(model), "test")
+        row["test_score"] = test
+        row.update({f"test_{k}": v for k, v in test_extra.items()})
+    row.update({f"val_{k}": v for k, v in val_extra.items()})
+    return row
+
+
+def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: dict[str, Any],
+            finetune: dict[str, Any], exported: dict[str, Any], reps: int) -> dict[str, Any]:
+    from prune_env.compression.export import export, load
+
+    final = load(out / exported["path"], classes=_classes(task.model))
+    dense = task.model
+    oneshot = env.pruned_model(search["allocation"])
+    with tempfile.TemporaryDirectory() as tmp:
+        oneshot_bytes = export(oneshot, Path(tmp) / "oneshot.prnn")
+    buf = io.BytesIO()
+    torch.save(dense.state_dict(), buf)
+    dense_bytes = len(buf.getvalue())
+    latency = _latency(task, {"dense": dense, "final": final}, reps)
+    rows = {
+        "dense": {**_scores(task, dense), "bytes": dense_bytes, "params": _params(dense), "sparsity": 0.0,
+                  "latency_ms": latency.get("dense")},
+        "one_shot": {**search["one_shot"], "bytes": oneshot_bytes, "params": _params(oneshot),
+                     "sparsity": _sparsity(oneshot, dense), "latency_ms": None},
+        "final": {**_scores(task, final), "bytes": exported["bytes"], "params": _params(final),
+                  "sparsity": _sparsity(final, dense), "latency_ms": latency.get("final")},
+    }
+    for r in rows.values():
+        r["bytes_ratio"] = r["bytes"] / dense_bytes
+        r["latency_ratio"] = None if r["latency_ms"] is None or latency.get("dense") is None else \
+            r["latency_ms"] / latency["dense"]
+    return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
+            "search": {k: search[k] for k in ("agent", "budget", "evals", "wall_time_s")},
+            "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
+            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()}}
+
+
+def _classes(model: nn.Module) -> list[type]:
+    return sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__)
+
+
+def _params(model: nn.Module) -> dict[str, int]:
+    seen, total, nonzero = set(), 0, 0
+    for p in list(model.parameters()) + list(model.buffers()):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p))
+    return {"total": total, "nonzero": nonzero}
+
+
+def _sparsity(model: nn.Module, dense: nn.Module) -> float:
+    """Zero (or removed, for ``hidden_unit``) prunable weights over the dense model's prunable weights."""
+    from prune_env.pruning.layers import find_prunable_layers, get_param
+
+    kept = sum(int(torch.count_nonzero(get_param(model, la))) for la in find_prunable_layers(model))
+    return 1.0 - kept / sum(la.numel for la in find_prunable_layers(dense))
+
+
+@torch.no_grad()
+def _latency(task: Any, models: dict[str, nn.Module], reps: int) -> dict[str, Any]:
+    """Median CPU milliseconds of one forward pass on (up to 64 sequences of) the validation batch, the models
+    timed alternately in one process so that machine noise hits both alike."""
+    if task.eval_batch is None:
+        return {}
+    x = task.eval_batch[0][:64]
+    cpu = {k: m.cpu().eval() for k, m in models.items()}
+    for m in cpu.values():  # warm-up
+        m(x)
+    times: dict[str, list[float]] = {k: [] for k in cpu}
+    for _ in range(reps):
+        for k, m in cpu.items():
+            t0 = time.perf_counter()
+            m(x)
+            times[k].append(time.perf_counter() - t0)
+    return {**{k: 1e3 * statistics.median(v) for k, v in times.items()}, "input": list(x.shape)}
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def _subsample(values: list[float], n: int) -> list[list[float]]:
+    if not values:
+        return []
+    idx = np.unique(np.linspace(0, len(values) - 1, min(n, len(values))).round().astype(int))
+    return [[int(i) + 1, float(values[i])] for i in idx]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from agents.core.results import write_json
+
+    write_json(path, data)
+
+
+#: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
+#: default, so that directories from before them still resume.
+_LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score"}
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    from agents.core.results import provenance, write_text
+
+    s, rows = report["settings"], report["rows"]
+    ppl = any("test_perplexity" in r for r in rows.values())
+    head = ["model", "test score"] + (["test ppl"] if ppl else []) + \
+        ["val score", "sparsity", "bytes on disk", "x dense", "nonzero params", "CPU latency ms", "x dense"]
+    width = f"{s['bits']}-bit" if s["bits"] else "float32"
+    lines = [f"# Compressed {report['task']}", "",
+             f"Target sparsity {s['target_sparsity']}, {s['granularity']}, "
+             f"{width} values; allocation by `{s['agent']}` "
+             f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps"
+             f"{', cosine learning-rate decay after the ramp' if s.get('lr_schedule') == 'cosine' else ''} "
+             f"(best validation {'NLL ' if s.get('select') == 'nll' else ''}checkpoint at step "
+             f"{report['finetune']['best_step']}).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
+    for key, r in rows.items():
+        cells = [names[key], _fmt(r.get("test_score"))] + ([_fmt(r.get("test_perplexity"), ".2f")] if ppl else []) + \
+            [_fmt(r["val_score"]), _fmt(r["sparsity"], ".3f"), str(r["bytes"]), _fmt(r["bytes_ratio"], ".3f"),
+             str(r["params"]["nonzero"]), _fmt(r["latency_ms"], ".2f"), _fmt(r["latency_ratio"], ".3f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lat = report["latency"]
+    lines += ["", f"Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.compression.export` files. "
+              f"Latency: median of {lat['reps']} forward passes on a {'x'.join(map(str, lat['input'] or []))} "
+              f"validation batch, {lat['threads']} thread(s), dense and compressed timed alternately (unstructured "
+              "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
+              "the exported file loaded back with `prune_env.load`.", "",
+              "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
+              provenance(report["meta"], threads=False), ""]
+    write_text(out / "report.md", "\n".join(lines))
+    _plot(out, report)
+
+
+def _plot(out: Path, report: dict[str, Any]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are a convenience
+        return
+    from agents.core.results import save_figure
+
+    finetune = json.loads((out / STAGES["finetune"]).read_text())
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if finetune["curve"]:
+        steps, vals = zip(*finetune["curve"])
+        a.plot(steps, vals, marker="o", label="validation score")
+    a.axhline(report["rows"]["dense"]["val_score"], color="gray", ls="--", label="dense")
+    a.axvline(finetune["end"], color="k", ls=":", label="end of pruning ramp")
+    a.set_xlabel("fine-tuning step")
+    a.set_title("gradual pruning")
+    a.legend(fontsize=8)
+    keys = list(report["rows"])
+    b.bar(keys, [report["rows"][k]["bytes_ratio"] for k in keys], color=["gray", "tab:orange", "tab:green"])
+    for i, k in enumerate(keys):
+        b.text(i, report["rows"][k]["bytes_ratio"], _fmt(report["rows"][k].get("test_score"), ".3f"),
+               ha="center", va="bottom", fontsize=8)
+    b.set_ylabel("bytes on disk / dense")
+    b.set_title("size (labels: test score)")
+    fig.tight_layout()
+    save_figure(fig, out / "report.png")

@@ -1,0 +1,128 @@
+"""The custom-policy protocol, and the ``policy`` agent that runs any object implementing it.
+
+A policy is anything with ``act(obs, info) -> action``. It may also define ``observe(reward, info)``, called at the
+end of every episode, to learn from the outcome. The learning agents return their trained policy in this form
+(``SearchResult.policy``), so a trained policy and a hand-written rule are used the same way::
+
+    class KeepHeadDense:
+        def act(self, obs, info):
+            return env.action_for({name: (0.0 if name == "head.weight" else 0.95) for name in env.layer_names})
+
+    result = agents.search("policy", env, budget=10, policy=KeepHeadDense())
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Maps an observation (and the last ``info``) to an action of the env's action space."""
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """The action for ``obs``.
+
+        :param obs: the env's observation.
+        :param info: the ``info`` from the last ``reset``/``step``.
+        """
+        ...
+
+
+def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
+    """Play one episode with ``policy``; calls its ``observe(reward, info)`` if it has one.
+
+    :param env: the env (capped or not); it is reset here.
+    :param policy: an object with ``act(obs, info)``.
+    :returns: the final reward and info.
+    """
+    obs, info = env.reset()
+    while True:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+        if terminated or truncated:
+            observe = getattr(policy, "observe", None)
+            if callable(observe):
+                observe(float(reward), info)
+            return float(reward), info
+
+
+#: The one-shot rules few-shot adaptation also scores before it searches (:func:`run`'s ``rivals``).
+RIVALS = ("lamp", "erk", "global", "obd")
+#: The agents ``rivals`` may name: those that cost exactly one evaluation.
+ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk", "obd")
+
+
+def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
+        init_std: float = 0.15, rivals: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
+
+    - A :class:`~agents.policies.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.policies.layerwise.save`; by
+      default the policy shipped with the package, :func:`agents.policies.layerwise.default_policy`):
+      **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
+      with a larger budget the one-shot ``rivals`` are scored next (one evaluation each), and the remaining
+      evaluations run REINFORCE whose mean starts at the best of these allocations on validation (joint mode;
+      sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so on
+      validation it is never below the zero-shot one nor below any rival rule.
+    - Any other object with ``act(obs, info)``: played until the budget is spent (or for ``episodes`` episodes).
+
+    :param env: the capped env.
+    :param seed: seeds the few-shot search (a custom policy seeds itself).
+    :param policy: the policy object, a path to a saved layer-wise policy, or ``None`` for the shipped one.
+    :param episodes: custom policies: stop after this many episodes (a deterministic policy needs only 1).
+    :param init_std: layer-wise few-shot: the starting standard deviation around the start allocation.
+    :param rivals: layer-wise few-shot: one-shot agents (names of :data:`agents.AGENTS`) scored after the policy's
+        allocation, while evaluations remain, before REINFORCE starts from the best; default :data:`RIVALS`
+        (none at ``hidden_unit`` granularity, where they do not apply; ``obd`` only for a task with a loss);
+        ``()`` starts from the policy's allocation.
+    """
+    import os
+
+    from agents.core.eval_cap import submit
+    from agents.policies.layerwise import LayerwisePolicy, default_policy, load
+
+    if policy is None:
+        policy = default_policy()
+    if isinstance(policy, (str, os.PathLike)):
+        policy = load(policy)
+    if isinstance(policy, LayerwisePolicy):
+        base = env.unwrapped
+        if base.target_sparsity is None:
+            raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
+        if rivals is None:
+            from prune_env.pruning.fisher import has_loss
+
+            loss_aware = has_loss(base.task)
+            rivals = tuple(r for r in RIVALS if r != "obd" or loss_aware) if base.analysis.plan is None else ()
+        if not isinstance(rivals, (list, tuple)) or any(name not in ONE_SHOT for name in rivals):
+            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
+        from agents import get_agent
+
+        fns = [get_agent(name) for name in rivals]
+        env.reset()
+        start = policy.allocation_action(env)  # read before anything is pruned: the episode's first observation
+        requested = policy.allocation(env)
+        submit(env, requested)
+        extras: dict[str, Any] = {"policy": policy, "zero_shot_allocation": requested}
+        for fn in fns:
+            if env.exhausted:
+                break
+            fn(env, seed)
+        if not env.exhausted:
+            from agents.searchers import reinforce
+            from prune_env.envs.actions import sparsity_to_action
+            best = env.tracker.best_allocation  # the best of the policy's and the rivals' allocations, as applied
+            if best is not None and base.mode == "joint":
+                start = sparsity_to_action(base.counts_for(best) / base.numels, base.max_sparsity)
+            adapted = reinforce.run(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
+            extras["adapted_policy"] = adapted["policy"]
+        return extras
+    if not callable(getattr(policy, "act", None)):
+        raise ValueError("agent 'policy' needs `policy=` an object with act(obs, info) -> action, a LayerwisePolicy, "
+                         f"or the path of a saved one; got {type(policy).__name__}")
+    n = env.remaining if episodes is None else min(int(episodes), env.remaining)
+    for _ in range(n):
+        play(env, policy)
+    return {"policy": policy}

@@ -1,0 +1,23 @@
+"""``uniform``: the same sparsity in every layer. One evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.core.eval_cap import EvalCap, submit
+from agents.rules.shared import target_of
+
+
+def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
+    """Prune every layer to the target sparsity.
+
+    Layers are rounded to whole weights, so the overall sparsity can differ from the target by a few weights; in
+    budget mode the env's projection fixes that by largest remainder.
+
+    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`).
+    :param seed: unused (deterministic).
+    :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
+    """
+    target = target_of(env, sparsity)
+    submit(env, {name: target for name in env.unwrapped.layer_names})
+    return {}
