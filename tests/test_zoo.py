@@ -7,6 +7,7 @@ benchmarks/results/zoo_build.md), not here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pickle
 import re
@@ -94,7 +95,7 @@ def test_names_stable_and_versioned():
 
 def test_specs_frozen_and_consistent():
     spec = Z.ZOO["zoo-v1/gru-char-email-2x128"]
-    with pytest.raises(Z.dataclasses.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.hidden = 8
     assert hash(spec) == hash(copy.deepcopy(spec))
     for name, s in Z.ZOO.items():
@@ -189,7 +190,7 @@ def _check_structured(task: RNNTask, name: str) -> None:
     for key in ("spec", "config", "seed", "split", "kind", "dense_val", "dense_test", "train_time_s", "chance_val",
                 "chance_test", "chance_test_loss", "dense_test_loss", "skill", "params", "zoo_version"):
         assert key in md, key
-    assert md["spec"] == Z.dataclasses.asdict(Z.ZOO[name]) and md["zoo_version"] == "v1"
+    assert md["spec"] == dataclasses.asdict(Z.ZOO[name]) and md["zoo_version"] == "v1"
     assert md["params"] == sum(p.numel() for p in task.model.parameters())
     clone = pickle.loads(pickle.dumps(task))
     assert clone.evaluate(clone.model)["score"] == val["score"]
@@ -278,8 +279,8 @@ def test_synthetic_data_are_what_they_say():
     assert c == 10 and torch.equal((x == 0).sum(1).clamp(max=9), y)
     x, y, c = Z.synthetic("sines", 64, 32, gen, tokens=False)
     assert c == 1 and x.shape == (64, 32, 1) and y.shape == (64,)
-    a = Z.synthetic("sines", 8, 16, Z._generator("sines", "train"), tokens=False)[0]
-    b = Z.synthetic("sines", 8, 16, Z._generator("sines", "train"), tokens=False)[0]
+    a = Z.synthetic("sines", 8, 16, Z.data_generator("sines", "train"), tokens=False)[0]
+    b = Z.synthetic("sines", 8, 16, Z.data_generator("sines", "train"), tokens=False)[0]
     assert torch.equal(a, b)
 
 
@@ -328,7 +329,7 @@ def test_cli_build_table(tmp_path, capsys, monkeypatch):
     # Shrink the two models' defaults so the command itself runs in a second.
     names = ["zoo-v1/lstm-digits-1x32", "zoo-v1/rnn-sines-3x32"]
     for n in names:
-        monkeypatch.setitem(Z.ZOO, n, Z.dataclasses.replace(Z.ZOO[n], hidden=8, steps=60))
+        monkeypatch.setitem(Z.ZOO, n, dataclasses.replace(Z.ZOO[n], hidden=8, steps=60))
     out = tmp_path / "zoo.md"
     assert Z.main(["build", "--names", *names, "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -1,0 +1,236 @@
+"""The zoo's catalogue: every model's versioned name and frozen :class:`ZooSpec`, its split, and where PTB lives.
+
+- **Splits.** ``train`` models are for training a policy, ``validation`` models for selecting one. The splits never
+  share a (data, architecture) pair; the ``pydoc-char`` preset's model and ``benchmarks/gru_task.py``'s model are
+  in neither, so they stay unseen.
+- **PTB** is not bundled: its directory (``train.txt``, ``valid.txt``, ``test.txt``) comes from ``path=`` or the
+  environment variable ``PRUNE_RNN_PTB``. Without either, its entries raise :class:`ZooDataUnavailable` naming the
+  variable, and ``zoo_names(available_only=True)`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ZOO_VERSION = "v1"
+PREFIX = f"zoo-{ZOO_VERSION}/"
+#: Environment variable naming the PTB directory (``train.txt``, ``valid.txt``, ``test.txt``).
+PTB_ENV = "PRUNE_RNN_PTB"
+
+SPLITS = ("train", "validation")
+KINDS = ("char-lm", "word-lm", "classify", "regress")
+CELLS = ("lstm", "gru", "rnn")
+LM_HEADS = ("lm", "lm-mlp")
+SEQ_HEADS = ("last", "mean", "mlp", "step")
+#: Synthetic and bundled data sources of the sequence tasks, with their kind.
+SEQUENCE_DATA = {"digits-rows": "classify", "parity": "classify", "adding": "classify", "counting": "classify",
+                 "sines": "regress"}
+
+
+class ZooDataUnavailable(ValueError):
+    """A zoo model's data is not on this machine (PTB without ``path=`` or ``$PRUNE_RNN_PTB``)."""
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """One zoo model: what it learns, its architecture and how it is trained (all of it fixed by the name).
+
+    :param split: ``"train"`` or ``"validation"``.
+    :param data: ``"pydoc"``, ``"stdlib:<package>"``, ``"ptb"``, ``"digits-rows"``, ``"parity"``, ``"adding"``,
+        ``"counting"`` or ``"sines"``.
+    :param kind: ``"char-lm"``, ``"word-lm"``, ``"classify"`` or ``"regress"`` (follows from ``data``).
+    :param cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (``nn.RNN``, tanh).
+    :param layers: stacked recurrent layers (1-3).
+    :param hidden: hidden units per layer and direction (32-512).
+    :param head: language models ``"lm"`` (Linear per step) or ``"lm-mlp"`` (Linear-tanh-Linear per step);
+        sequence models ``"last"`` (Linear on the last step), ``"mean"`` (Linear on the mean over time),
+        ``"mlp"`` (a 2-layer MLP on the last step) or ``"step"`` (Linear on every step: a label per step).
+    :param steps: Adam steps.
+    :param lr: peak learning rate (cosine decay to a tenth).
+    :param batch: windows / sequences per step.
+    :param seq_len: LM window length, or the length of the synthetic sequences (digits: always 8 rows).
+    :param bidirectional: a bidirectional recurrent module (sequence models only).
+    :param emb: embedding size; 0 for none (LMs then read one-hot tokens, sequence models float features).
+    :param mlp_hidden: width of the ``mlp`` / ``lm-mlp`` head (``lm-mlp`` uses ``hidden``).
+    :param max_tokens: LMs: characters of the text (words of PTB's training file) used, from the start.
+    :param max_vocab: word LM: most frequent words kept, the rest ``<unk>``.
+    """
+
+    split: str
+    data: str
+    kind: str
+    cell: str
+    layers: int
+    hidden: int
+    head: str
+    steps: int
+    lr: float
+    batch: int
+    seq_len: int
+    bidirectional: bool = False
+    emb: int = 0
+    mlp_hidden: int = 0
+    max_tokens: int | None = None
+    max_vocab: int | None = None
+
+    @property
+    def architecture(self) -> tuple[Any, ...]:
+        """``(cell, layers, hidden, bidirectional, has_embedding, head)``: what makes two models the same shape
+        of network (sizes of the embedding or the MLP do not make a new architecture)."""
+        return (self.cell, self.layers, self.hidden, self.bidirectional, self.emb > 0, self.head)
+
+    @property
+    def pair(self) -> tuple[str, tuple[Any, ...]]:
+        """``(data, architecture)``, never shared by the two splits."""
+        return (self.data, self.architecture)
+
+
+def spec_name(spec: ZooSpec) -> str:
+    """The versioned name a spec is filed under, e.g. ``zoo-v1/gru-char-email-2x128``.
+
+    ``<cell>-<data>-<layers>x<hidden>`` then ``-bi`` (bidirectional), ``-onehot`` (an LM without embedding) or
+    ``-emb`` (a sequence model with one), and the head unless it is the default (``lm`` / ``last``).
+    """
+    if spec.data.startswith("stdlib:"):
+        label = "char-" + spec.data.split(":", 1)[1]
+    elif spec.kind == "char-lm":
+        label = "char-" + spec.data
+    elif spec.kind == "word-lm":
+        label = "word-" + spec.data
+    else:
+        label = spec.data.replace("-rows", "")
+    parts = [spec.cell, label, f"{spec.layers}x{spec.hidden}"]
+    if spec.bidirectional:
+        parts.append("bi")
+    lm = spec.kind in ("char-lm", "word-lm")
+    if lm and not spec.emb:
+        parts.append("onehot")
+    if not lm and spec.emb:
+        parts.append("emb")
+    if spec.head not in ("lm", "last"):
+        parts.append(spec.head.replace("lm-", ""))
+    return PREFIX + "-".join(parts)
+
+
+def _kind(data: str) -> str:
+    if data == "ptb":
+        return "word-lm"
+    if data == "pydoc" or data.startswith("stdlib:"):
+        return "char-lm"
+    return SEQUENCE_DATA[data]
+
+
+def _spec(split: str, data: str, cell: str, layers: int, hidden: int, head: str | None = None, **kw: Any
+          ) -> ZooSpec:
+    kind = _kind(data)
+    return ZooSpec(split=split, data=data, kind=kind, cell=cell, layers=layers, hidden=hidden,
+                   head=head or ("lm" if kind.endswith("-lm") else "last"), **kw)
+
+
+# Training configs were sized so that each model trains in under about a minute on a busy 2-core CPU, on one
+# thread (measured times are in docs/tasks.md and benchmarks/results/zoo_build.md).
+_CHAR = {"lr": 6e-3, "batch": 32, "seq_len": 64, "max_tokens": 300_000}
+_WORD = {"lr": 1e-2, "batch": 32, "seq_len": 35, "max_tokens": 300_000, "max_vocab": 5000}
+_SEQ = {"lr": 5e-3, "batch": 64}
+
+_SPECS: list[ZooSpec] = [
+    # --- train: character LMs on the help text and on the source of stdlib packages
+    _spec("train", "stdlib:email", "gru", 2, 128, emb=32, steps=500, **_CHAR),
+    _spec("train", "stdlib:json", "lstm", 1, 128, emb=32, steps=500, **{**_CHAR, "max_tokens": None}),
+    _spec("train", "stdlib:http", "rnn", 2, 128, emb=32, steps=1200, **_CHAR),
+    _spec("train", "stdlib:asyncio", "lstm", 1, 256, emb=64, steps=600, **_CHAR),
+    _spec("train", "stdlib:unittest", "gru", 1, 64, steps=1500, **_CHAR),
+    _spec("train", "stdlib:xml", "rnn", 1, 256, steps=1200, **_CHAR),
+    _spec("train", "stdlib:logging", "lstm", 3, 96, "lm-mlp", emb=32, steps=700, **_CHAR),
+    _spec("train", "pydoc", "gru", 1, 192, emb=48, steps=650, **_CHAR),
+    _spec("train", "pydoc", "rnn", 2, 64, emb=16, steps=1500, **_CHAR),
+    # --- train: word LM on a slice of PTB
+    _spec("train", "ptb", "lstm", 1, 128, emb=128, steps=400, **_WORD),
+    # --- train: sequence classification
+    _spec("train", "digits-rows", "lstm", 1, 32, steps=1500, seq_len=8, **_SEQ),
+    _spec("train", "digits-rows", "gru", 2, 64, "mean", bidirectional=True, steps=800, seq_len=8, **_SEQ),
+    _spec("train", "digits-rows", "rnn", 1, 512, steps=1500, seq_len=8, **_SEQ),
+    _spec("train", "digits-rows", "gru", 1, 512, "mlp", mlp_hidden=64, steps=800, seq_len=8, **_SEQ),
+    _spec("train", "parity", "lstm", 1, 64, "step", emb=8, steps=1000, seq_len=16, **_SEQ),
+    _spec("train", "parity", "gru", 2, 32, "step", steps=1000, seq_len=16, **_SEQ),
+    _spec("train", "parity", "rnn", 1, 128, "step", steps=2500, seq_len=16, **{**_SEQ, "lr": 1e-2}),
+    _spec("train", "adding", "lstm", 2, 64, steps=1500, seq_len=16, **_SEQ),
+    _spec("train", "adding", "gru", 1, 128, "mlp", bidirectional=True, mlp_hidden=64, steps=1500, seq_len=16,
+          **_SEQ),
+    _spec("train", "adding", "rnn", 1, 96, emb=16, steps=1500, seq_len=16, **_SEQ),
+    _spec("train", "counting", "lstm", 1, 48, "mean", emb=8, steps=2000, seq_len=20, **_SEQ),
+    _spec("train", "counting", "gru", 3, 64, emb=8, steps=1000, seq_len=20, **_SEQ),
+    _spec("train", "counting", "rnn", 2, 128, "mean", bidirectional=True, emb=8, steps=1000, seq_len=20, **_SEQ),
+    # --- train: next-value regression on noisy sums of sinusoids
+    _spec("train", "sines", "lstm", 2, 64, steps=1500, seq_len=32, **_SEQ),
+    _spec("train", "sines", "gru", 1, 256, "mlp", mlp_hidden=64, steps=800, seq_len=32, **_SEQ),
+    _spec("train", "sines", "rnn", 3, 32, steps=1500, seq_len=32, **_SEQ),
+    _spec("train", "sines", "lstm", 1, 128, "mean", bidirectional=True, steps=1200, seq_len=32, **_SEQ),
+    # --- validation: four families of network (GRU char LM, biLSTM classifier, 3-layer tanh char LM, word
+    # LSTM LM) plus one model per synthetic family, never pairing data and architecture as the train split does
+    _spec("validation", "stdlib:multiprocessing", "gru", 1, 160, emb=32, steps=850, **_CHAR),
+    _spec("validation", "digits-rows", "lstm", 1, 96, "mean", bidirectional=True, steps=800, seq_len=8, **_SEQ),
+    _spec("validation", "stdlib:importlib", "rnn", 3, 128, emb=32, steps=900, **_CHAR),
+    _spec("validation", "ptb", "lstm", 2, 96, emb=64, steps=800, **{**_WORD, "lr": 1.5e-2, "max_vocab": 3000}),
+    _spec("validation", "counting", "gru", 2, 48, "mlp", mlp_hidden=32, steps=1500, seq_len=20, **_SEQ),
+    _spec("validation", "sines", "gru", 2, 96, steps=1000, seq_len=32, **_SEQ),
+    _spec("validation", "parity", "lstm", 2, 64, "step", emb=8, steps=1000, seq_len=16, **_SEQ),
+]
+
+#: Every zoo model by versioned name, in a fixed order (train first).
+ZOO: dict[str, ZooSpec] = {}
+for _s in _SPECS:
+    _n = spec_name(_s)
+    if _n in ZOO:
+        raise RuntimeError(f"duplicate zoo name {_n}")
+    ZOO[_n] = _s
+del _s, _n
+
+
+# ------------------------------------------------------------------------------------------------ listing
+def ptb_dir(path: str | os.PathLike | None = None) -> Path:
+    """The PTB directory: ``path``, else ``$PRUNE_RNN_PTB``.
+
+    :raises ZooDataUnavailable: naming ``PRUNE_RNN_PTB`` when neither is set, or the directory lacks a file.
+    """
+    source = "path="
+    if path is None:
+        path, source = os.environ.get(PTB_ENV) or None, f"${PTB_ENV}"
+    if path is None:
+        raise ZooDataUnavailable(f"the zoo's word LMs need the Penn Treebank: set the environment variable {PTB_ENV} "
+                                 "to a directory holding train.txt, valid.txt and test.txt (or pass path=)")
+    root = Path(path).expanduser()
+    missing = [f for f in ("train.txt", "valid.txt", "test.txt") if not (root / f).is_file()]
+    if missing:
+        raise ZooDataUnavailable(f"PTB directory {str(root)!r} (from {source}) lacks {', '.join(missing)}; "
+                                 f"point {PTB_ENV} at a directory holding train.txt, valid.txt and test.txt")
+    return root.resolve()
+
+
+def available(name: str) -> bool:
+    """Whether the data of zoo model ``name`` is on this machine (only PTB may be missing)."""
+    if ZOO[name].data != "ptb":
+        return True
+    try:
+        ptb_dir()
+    except ZooDataUnavailable:
+        return False
+    return True
+
+
+def zoo_names(split: str | None = None, available_only: bool = False) -> list[str]:
+    """The zoo's model names, in the zoo's fixed order.
+
+    :param split: ``"train"``, ``"validation"`` or ``None`` for both.
+    :param available_only: leave out models whose data is missing here (the PTB word LMs when neither
+        ``$PRUNE_RNN_PTB`` nor a path is given), so a loop over the result never fails for want of data.
+    :raises ValueError: for an unknown split.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"zoo_names: unknown `split` {split!r}; expected one of {SPLITS} or None")
+    names = [n for n, s in ZOO.items() if split is None or s.split == split]
+    return [n for n in names if available(n)] if available_only else names
+
