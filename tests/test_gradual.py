@@ -1,5 +1,6 @@
-"""Gradual pruning with fine-tuning (prune_env.compression.gradual): the cubic schedule, fixed masks, magnitude re-ranking,
-the best checkpoint after the ramp, hidden units, quantization-aware training, seeding and argument checks."""
+"""Gradual pruning with fine-tuning (prune_env.compression.gradual): the cubic schedule, fixed masks, magnitude
+re-ranking, the best checkpoint after the ramp, hidden units, quantization-aware training, seeding and argument
+checks."""
 
 from __future__ import annotations
 
@@ -224,22 +225,23 @@ def test_select_nll_keeps_the_lowest_validation_nll_not_the_best_score():
 def test_cosine_schedule_keeps_lr_through_the_ramp_then_decays_to_zero(task):
     """Plain SGD without momentum or clipping: a step's update is ``lr_t * grad``; the learning rate each step used is
     read back from the optimizer through the callback's view of the working model's update sizes."""
-    from prune_env.compression import gradual as G
-    assert [G._cosine(t, 4, 12) for t in (0, 3, 4)] == [1.0, 1.0, 1.0]
-    assert G._cosine(8, 4, 12) == pytest.approx(0.5) and 0 < G._cosine(11, 4, 12) < 0.05
-    assert G._cosine(3, 4, 4) == 1.0
+    from prune_env.compression.gradual import schedule as S
+    from prune_env.compression.gradual.trainer import MaskedTrainer
+    assert [S.cosine_factor(t, 4, 12) for t in (0, 3, 4)] == [1.0, 1.0, 1.0]
+    assert S.cosine_factor(8, 4, 12) == pytest.approx(0.5) and 0 < S.cosine_factor(11, 4, 12) < 0.05
+    assert S.cosine_factor(3, 4, 4) == 1.0
     env = _env(task)
     allocation = _uniform(env, 0.5)
     kw = dict(steps=12, end=4, frequency=1, lr=1e-2, eval_every=4, optimizer="sgd", momentum=0.0, clip=None)
     lrs = []
-    original = G._Run.set_lr
+    original = MaskedTrainer.set_lr
     try:
-        G._Run.set_lr = lambda self, lr: (lrs.append(lr), original(self, lr))[1]
+        MaskedTrainer.set_lr = lambda self, lr: (lrs.append(lr), original(self, lr))[1]
         cos = gradual_prune(env, allocation, lr_schedule="cosine", **kw)
     finally:
-        G._Run.set_lr = original
+        MaskedTrainer.set_lr = original
     const = gradual_prune(env, allocation, **kw)
-    assert lrs == pytest.approx([1e-2 * G._cosine(t, 4, 12) for t in range(12)])
+    assert lrs == pytest.approx([1e-2 * S.cosine_factor(t, 4, 12) for t in range(12)])
     assert cos.losses[:5] == const.losses[:5] and cos.losses[5:] != const.losses[5:]
     assert cos.info["lr_schedule"] == "cosine" and const.info["lr_schedule"] == "constant"
 
