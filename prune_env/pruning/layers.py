@@ -1,19 +1,22 @@
-"""Finding the prunable weights of a model, with stable names and their role in the network."""
+"""Finding the prunable weights of a model, with stable names and their role in the network.
+
+What a module holds to prune is its layer adapter's answer (:mod:`prune_env.pruning.adapters`); this module walks
+the model and names the weights.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from torch import nn
 
+from prune_env.pruning.adapters import KINDS, adapter_for, registered_types
+
+#: The module types with a built-in adapter.
 SUPPORTED = (nn.LSTM, nn.GRU, nn.RNN, nn.Linear, nn.Embedding)
 SUPPORTED_NAMES = ", ".join(f"nn.{t.__name__}" for t in SUPPORTED)
 
-#: Layer kinds, in the order used by the one-hot observation feature.
-KINDS = ("embedding", "input-hidden", "hidden-hidden", "linear")
-
-_RNN_WEIGHT = re.compile(r"weight_(ih|hh|hr)_l(\d+)(_reverse)?$")
+__all__ = ["KINDS", "SUPPORTED", "PrunableLayer", "find_prunable_layers", "get_param", "rnn_modules"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class PrunableLayer:
     :param shape: the weight's shape.
     :param rnn_layer: for recurrent weights, the stacked layer index (``l<k>``); ``None`` otherwise.
     :param reverse: for recurrent weights, whether it belongs to the reverse direction.
+    :param role: the adapter's role of the weight (:data:`~prune_env.pruning.adapters.ROLES`).
+    :param gates: the weight's rows form this many equal gate blocks (4 LSTM, 3 GRU, else 1).
     """
 
     name: str
@@ -36,6 +41,8 @@ class PrunableLayer:
     shape: tuple[int, ...]
     rnn_layer: int | None = None
     reverse: bool = False
+    role: str = ""
+    gates: int = 1
 
     @property
     def numel(self) -> int:
@@ -44,30 +51,50 @@ class PrunableLayer:
             n *= s
         return n
 
+    @property
+    def row_blocks(self) -> list[tuple[int, int]]:
+        """The ``[start, stop)`` row range of each gate block."""
+        rows = self.shape[0] // self.gates
+        return [(g * rows, (g + 1) * rows) for g in range(self.gates)]
+
 
 def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
     """List the prunable weights of ``model`` in module-definition order.
 
-    Recurrent weights of every stacked layer and both directions are included (``weight_ih``, ``weight_hh`` and an
-    LSTM's projection ``weight_hr``); biases are never pruned. A weight shared by two modules (tied embedding and
-    head) is listed once, under its first name.
+    Every module with a layer adapter contributes the weights its adapter names, in its own parameter order:
+    recurrent weights of every stacked layer and both directions (``weight_ih``, ``weight_hh`` and an LSTM's
+    projection ``weight_hr``), every linear and embedding weight; biases are never pruned. A weight shared by two
+    modules (tied embedding and head) is listed once, under its first name.
 
-    :raises ValueError: if the model holds no supported layer.
+    :raises ValueError: if the model holds no module with prunable weights.
     """
     layers: list[PrunableLayer] = []
     seen: set[int] = set()
     for mname, module in model.named_modules():
-        if not isinstance(module, SUPPORTED):
+        adapter = adapter_for(module)
+        if adapter is None:
             continue
-        for pname, param in module.named_parameters(recurse=False):
-            if id(param) in seen or not _is_weight(module, pname):
+        own = dict(module.named_parameters(recurse=False))
+        for spec in adapter.weights(module):
+            param = own.get(spec.param_name)
+            if param is None:
+                raise ValueError(f"the adapter of {type(module).__name__} names weight {spec.param_name!r}, which "
+                                 f"is not a parameter of module {mname or '<root>'!r}")
+            if id(param) in seen:
                 continue
             seen.add(id(param))
-            layers.append(_describe(mname, module, pname, tuple(param.shape)))
+            name = f"{mname}.{spec.param_name}" if mname else spec.param_name
+            layers.append(PrunableLayer(name, mname, spec.param_name, spec.kind, tuple(param.shape),
+                                        rnn_layer=spec.rnn_layer, reverse=spec.reverse, role=spec.role,
+                                        gates=spec.gates))
     if not layers:
-        raise ValueError(f"model has no prunable weights: expected at least one of {SUPPORTED_NAMES} "
+        names = ", ".join(f"nn.{t.__name__}" if t.__module__.startswith("torch.nn") else t.__qualname__
+                          for t in registered_types())
+        raise ValueError(f"model has no prunable weights: expected at least one of {names} "
                          f"(got a {type(model).__name__} with modules "
-                         f"{sorted({type(m).__name__ for m in model.modules()})})")
+                         f"{sorted({type(m).__name__ for m in model.modules()})}); "
+                         "register an adapter for your own module type with "
+                         "prune_env.pruning.adapters.register_adapter")
     return layers
 
 
@@ -79,21 +106,3 @@ def get_param(model: nn.Module, layer: PrunableLayer) -> nn.Parameter:
 def rnn_modules(model: nn.Module) -> list[nn.RNNBase]:
     """The recurrent modules, whose cuDNN flat weights must be refreshed after in-place edits."""
     return [m for m in model.modules() if isinstance(m, nn.RNNBase)]
-
-
-def _is_weight(module: nn.Module, pname: str) -> bool:
-    if isinstance(module, nn.RNNBase):
-        return _RNN_WEIGHT.match(pname) is not None
-    return pname == "weight"
-
-
-def _describe(mname: str, module: nn.Module, pname: str, shape: tuple[int, ...]) -> PrunableLayer:
-    name = f"{mname}.{pname}" if mname else pname
-    if isinstance(module, nn.Embedding):
-        return PrunableLayer(name, mname, pname, "embedding", shape)
-    if isinstance(module, nn.Linear):
-        return PrunableLayer(name, mname, pname, "linear", shape)
-    m = _RNN_WEIGHT.match(pname)
-    assert m is not None
-    kind = "input-hidden" if m.group(1) == "ih" else "hidden-hidden"
-    return PrunableLayer(name, mname, pname, kind, shape, rnn_layer=int(m.group(2)), reverse=bool(m.group(3)))
