@@ -1,11 +1,11 @@
 """Agents that choose per-layer sparsities for a :class:`~prune_env.PruneRNNEnv`, and one entry point to run them.
 
->>> result = agents.search("reinforce", env, budget=200, seed=0)   # doctest: +SKIP
+>>> result = agents.search("reinforce", env, max_evals=200, seed=0)   # doctest: +SKIP
 >>> result.allocation, result.val_score, result.evals
 
-Every agent sees the env only through :class:`agents.core.eval_cap.EvalCap`, which counts evaluations (finished
-episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap (``search``'s ``budget=``
-argument; "budget" elsewhere means the sparsity target): the same hard cap for every agent, so comparisons are fair.
+Every agent sees the env only through :class:`agents.core.cap.EvalCap`, which counts evaluations (finished
+episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap ``max_evals``: the same
+hard cap for every agent, so comparisons are fair.
 :func:`search` leaves the global RNGs (Python's, NumPy's, torch's) as it found them, whatever the agent seeds.
 Agents are imported lazily, so ``import agents`` does not pull in Stable-Baselines3.
 """
@@ -17,6 +17,7 @@ import importlib
 import inspect
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,7 @@ class SearchResult:
 
     :param allocation: layer name -> sparsity of the best allocation, as the env applied it.
     :param val_score: that allocation's validation score, as the reward saw it (``info["score"]``).
-    :param evals: env evaluations used, at most the budget.
+    :param evals: env evaluations used, at most ``max_evals``.
     :param history: best validation score so far after each evaluation (``len(history) == evals``).
     :param agent: the agent's name.
     :param wall_time: seconds spent in the search.
@@ -83,8 +84,9 @@ class SearchResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int = 0, **kwargs: Any) -> SearchResult:
-    """Run agent ``name`` on ``env`` with at most ``budget`` evaluations and return the best allocation found.
+def search(name: str, env: Any, max_evals: int | None = None, seed: int = 0, *, vector_envs: int = 0,
+           budget: int | None = None, **kwargs: Any) -> SearchResult:
+    """Run agent ``name`` on ``env`` with at most ``max_evals`` evaluations and return the best allocation found.
 
     Python's, NumPy's (legacy global) and torch's global RNG states (CPU, and every CUDA device when CUDA is
     available) are restored when the search ends, also on an exception: agents that seed them (Stable-Baselines3
@@ -92,24 +94,33 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
 
     :param name: a key of :data:`AGENTS`.
     :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
-        :class:`~agents.core.eval_cap.EvalCap`).
-    :param budget: the evaluation cap: the hard cap on evaluations (finished episodes), a positive int. (Not the
-        sparsity target, which is the env's ``target_sparsity``; the name is kept for compatibility.)
+        :class:`~agents.core.cap.EvalCap`).
+    :param max_evals: the evaluation cap: the hard cap on evaluations (finished episodes), a positive int.
     :param seed: seeds the agent (and the env's ``reset``); the same seed gives the same result.
     :param vector_envs: ``K > 1`` lets the agents that propose candidates in batches (``random``, ``reinforce``
         in joint mode) score ``K`` at a time in one batched pass (:class:`~prune_env.PruneRNNVectorEnv`). The
         evaluation cap and the results are the same; only the wall time changes.
+    :param budget: deprecated name of ``max_evals`` (a :class:`DeprecationWarning`).
     :param kwargs: agent-specific options, see each agent module (e.g. ``agents.searchers.reinforce.Args``).
     :raises ValueError: for an unknown agent, a bad evaluation cap or seed, or an agent option it does not take.
+    :raises TypeError: when ``max_evals`` is missing, or given twice (also as ``budget``).
     """
-    from agents.core.eval_cap import EvalCap
+    from agents.core.cap import EvalCap
+
+    if budget is not None:
+        if max_evals is not None:
+            raise TypeError("search() got both `max_evals` and its deprecated name `budget`; pass `max_evals` only")
+        warnings.warn("search(budget=...) is deprecated; use max_evals=...", DeprecationWarning, stacklevel=2)
+        max_evals = budget
+    if max_evals is None:
+        raise TypeError("search() missing the evaluation cap `max_evals`")
 
     with _global_rng_restored():
         fn = get_agent(name)  # importing an agent's libraries can draw from Python's RNG (rich, via SB3, does)
         _check_options(name, fn, kwargs)
-        check_budget(budget)
+        check_max_evals(max_evals)
         check_int("seed", seed, 0)
-        wrapped = EvalCap(env, budget, vector_envs=vector_envs)
+        wrapped = EvalCap(env, max_evals, vector_envs=vector_envs)
         wrapped.reset(seed=seed)
         t0 = time.perf_counter()
         try:
@@ -119,7 +130,7 @@ def search(name: str, env: Any, budget: int, seed: int = 0, *, vector_envs: int 
         wall = time.perf_counter() - t0
     tracker = extras.pop("tracker", None) or wrapped.tracker
     if tracker.best_allocation is None:
-        raise RuntimeError(f"agent {name!r} finished without evaluating an allocation that meets the budget")
+        raise RuntimeError(f"agent {name!r} finished without evaluating an allocation that meets the target")
     return SearchResult(allocation=tracker.best_allocation, val_score=tracker.best_score, evals=tracker.evals,
                         history=list(tracker.history), agent=name, wall_time=wall,
                         policy=extras.pop("policy", None), extras=extras)
@@ -174,9 +185,15 @@ def _check_options(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) ->
         raise ValueError(f"agent {name!r} got unknown options {unknown}; valid: {valid}")
 
 
+def check_max_evals(max_evals: Any) -> int:
+    """``max_evals``; :raises ValueError: unless it is a positive int."""
+    return check_int("max_evals", max_evals, 1)
+
+
 def check_budget(budget: Any) -> int:
-    """:raises ValueError: unless ``budget`` is a positive int."""
-    return check_int("budget", budget, 1)
+    """Deprecated name of :func:`check_max_evals` (a :class:`DeprecationWarning`)."""
+    warnings.warn("agents.check_budget is deprecated; use agents.check_max_evals", DeprecationWarning, stacklevel=2)
+    return check_max_evals(budget)
 
 
-__all__ = ["AGENTS", "DESCRIPTIONS", "Policy", "SearchResult", "get_agent", "search"]
+__all__ = ["AGENTS", "DESCRIPTIONS", "Policy", "SearchResult", "check_max_evals", "get_agent", "search"]

@@ -46,10 +46,10 @@ def run_variant(env, options: dict, seed: int) -> dict:
     """
     import agents
     from agents.policies.policy import play
-    from agents.searchers.reinforce import _search_options
+    from agents.searchers.reinforce import search_options
 
     t0 = time.perf_counter()
-    res = agents.search("reinforce", env, BUDGET, seed=seed, **_search_options(options))
+    res = agents.search("reinforce", env, BUDGET, seed=seed, **search_options(options))
     return {"policy_score": play(env, res.policy)[1]["score"], "best_sample": res.val_score,
             "wall_s": round(time.perf_counter() - t0, 2)}
 

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     import agents
     import prune_env
     from agents.cli.main import resolve_cli_task
-    from agents.searchers.reinforce import _search_options
+    from agents.searchers.reinforce import search_options
 
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "runs.json"
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                 key = dict(task=a.task, sparsity=sp, budget=a.budget, seed=seed, agent=agent, options=opts)
                 if any(all(r[k] == v for k, v in key.items()) for r in data["runs"]):
                     continue
-                kw = _search_options(opts) if agent == "reinforce" else opts
+                kw = search_options(opts) if agent == "reinforce" else opts
                 res = agents.search(agent, env, a.budget, seed=seed, vector_envs=a.vector_envs, **kw)
                 row = {**key, "variant": name, "val": res.val_score, "wall_s": round(res.wall_time, 1),
                        "history_at": {str(n): res.history[n - 1] for n in (100, 250, 500, 1000)

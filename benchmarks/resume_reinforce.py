@@ -83,7 +83,7 @@ def lines(path: Path) -> int:
 
 
 def in_checkpoint(path: Path) -> int:
-    from agents.core.eval_cap import read_checkpoint
+    from agents.core.checkpoint import read_checkpoint
 
     return int(read_checkpoint(str(path))["evals"]) if path.exists() else 0
 

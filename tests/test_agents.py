@@ -11,7 +11,7 @@ from tiny import tiny_task
 from torch import nn
 
 import agents
-from agents.core.eval_cap import EvalCap, split_budget
+from agents.core.cap import EvalCap, split_max_evals
 from agents.policies.policy import play
 from agents.rules.shared import global_threshold_counts
 from prune_env import PruneRNNEnv, RNNTask
@@ -62,7 +62,7 @@ def test_agent_end_to_end_respects_budget(name):
     finite = [h for h in res.history if np.isfinite(h)]
     assert finite == sorted(finite) and finite[-1] == res.val_score
     counts = env.counts_for(res.allocation)
-    assert counts.sum() == B.budget_count(0.6, env.numels)
+    assert counts.sum() == B.target_count(0.6, env.numels)
     assert all(0 <= s <= env.max_sparsity + 1e-9 for s in res.allocation.values())
     after = env.task.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the user's model was mutated"
@@ -73,7 +73,7 @@ def test_sequential_mode_respects_budget(name):
     env, counter = counted_env(mode="sequential")
     res = agents.search(name, env, 11, seed=0)
     assert counter.calls == res.evals <= 11
-    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+    assert env.counts_for(res.allocation).sum() == B.target_count(0.6, env.numels)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -97,7 +97,7 @@ def test_other_sb3_algorithms_respect_the_cap(algo):
     res = agents.search("ppo", env, 10, seed=0, algo=algo, n_envs=2, n_steps=4, batch_size=4)
     assert counter.calls == res.evals == len(res.history) == 10
     assert res.extras["algo"] == algo
-    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+    assert env.counts_for(res.allocation).sum() == B.target_count(0.6, env.numels)
     assert all(0 <= s <= env.max_sparsity + 1e-9 for s in res.allocation.values())
 
 
@@ -128,7 +128,7 @@ def test_ppo_subproc_vec_env_respects_the_cap(tmp_path):
     (tmp_path / "calls").write_bytes(b"")  # the env's dense-score evaluation is not the agent's
     res = agents.search("ppo", env, 7, seed=0, vec_env="subproc", n_envs=2, n_steps=4, n_epochs=1)
     assert counter.calls == res.evals == len(res.history) == 7
-    assert env.counts_for(res.allocation).sum() == B.budget_count(0.6, env.numels)
+    assert env.counts_for(res.allocation).sum() == B.target_count(0.6, env.numels)
 
 
 def test_eval_cap_stops_scoring():
@@ -140,12 +140,24 @@ def test_eval_cap_stops_scoring():
         _, reward, terminated, _, info = wrapped.step(env.action_space.sample())
         assert terminated
     assert counter.calls == 2 and wrapped.used == 2
-    assert info == {"over_budget": True} and reward == 0.0
+    assert info == {"over_max_evals": True, "over_budget": True} and reward == 0.0
 
 
-def test_split_budget_exact():
-    assert split_budget(10, 3) == [4, 3, 3]
-    assert sum(split_budget(1000, 7)) == 1000
+def test_split_max_evals_exact():
+    assert split_max_evals(10, 3) == [4, 3, 3]
+    assert sum(split_max_evals(1000, 7)) == 1000
+
+
+def test_budget_keyword_is_a_deprecated_alias_of_max_evals():
+    env, _ = counted_env()
+    new = agents.search("random", env, max_evals=3, seed=1)
+    with pytest.warns(DeprecationWarning, match="max_evals"):
+        old = agents.search("random", env, budget=3, seed=1)
+    assert old.evals == new.evals == 3 and old.allocation == new.allocation
+    with pytest.raises(TypeError, match="max_evals"):
+        agents.search("random", env, 3, budget=3)
+    with pytest.raises(TypeError, match="max_evals"):
+        agents.search("random", env)
 
 
 @pytest.mark.parametrize("name", ["random", "reinforce", "ppo", "sensitivity"])
@@ -245,7 +257,7 @@ def test_global_matches_magnitude_threshold_when_uncapped():
     res = agents.search("global", env, 1)
     w = np.concatenate([get_param(env.task.model, layer).detach().abs().reshape(-1).numpy()
                         for layer in env.layers])
-    thr = np.sort(w)[B.budget_count(0.3, env.numels) - 1]
+    thr = np.sort(w)[B.target_count(0.3, env.numels) - 1]
     for layer in env.layers:
         lw = get_param(env.task.model, layer).detach().abs().reshape(-1).numpy()
         assert res.allocation[layer.name] == pytest.approx(float((lw <= thr).mean()), abs=1.5 / lw.size)
@@ -258,7 +270,7 @@ def test_gradient_prunes_small_gradient_layers_harder():
     lo, hi = min(g, key=g.get), max(g, key=g.get)
     assert res.allocation[lo] > res.allocation[hi]
     res_g = agents.search("gradient", env, 1, variant="global")
-    assert env.counts_for(res_g.allocation).sum() == B.budget_count(0.5, env.numels)
+    assert env.counts_for(res_g.allocation).sum() == B.target_count(0.5, env.numels)
 
 
 def test_heuristics_penalty_mode_need_sparsity():
@@ -271,16 +283,16 @@ def test_heuristics_penalty_mode_need_sparsity():
 
 # ------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, match", [
-    ({"name": "nope", "budget": 3}, "unknown agent"),
-    ({"name": "random", "budget": 0}, "budget"),
-    ({"name": "random", "budget": 2.5}, "budget"),
-    ({"name": "random", "budget": True}, "budget"),
-    ({"name": "random", "budget": 3, "seed": -1}, "seed"),
-    ({"name": "reinforce", "budget": 3, "learning_rte": 0.1}, "learning_rte"),
-    ({"name": "ppo", "budget": 3, "algo": "DQN"}, "algo"),
-    ({"name": "ppo", "budget": 3, "vec_env": "ray"}, "vec_env"),
-    ({"name": "gradient", "budget": 3, "variant": "x"}, "variant"),
-    ({"name": "policy", "budget": 3, "policy": 42}, "policy"),
+    ({"name": "nope", "max_evals": 3}, "unknown agent"),
+    ({"name": "random", "max_evals": 0}, "max_evals"),
+    ({"name": "random", "max_evals": 2.5}, "max_evals"),
+    ({"name": "random", "max_evals": True}, "max_evals"),
+    ({"name": "random", "max_evals": 3, "seed": -1}, "seed"),
+    ({"name": "reinforce", "max_evals": 3, "learning_rte": 0.1}, "learning_rte"),
+    ({"name": "ppo", "max_evals": 3, "algo": "DQN"}, "algo"),
+    ({"name": "ppo", "max_evals": 3, "vec_env": "ray"}, "vec_env"),
+    ({"name": "gradient", "max_evals": 3, "variant": "x"}, "variant"),
+    ({"name": "policy", "max_evals": 3, "policy": 42}, "policy"),
 ])
 def test_bad_arguments(kwargs, match):
     env, _ = counted_env()
@@ -365,7 +377,7 @@ def synthetic_env(mode: str = "joint", target: float = 0.5) -> PruneRNNEnv:
     numels = np.array([layer.numel for layer in find_prunable_layers(model)])
     # A lopsided optimum, moved onto the budget with the env's own projection, so it is exactly reachable.
     want = np.array([0.9, 0.1, 0.8, 0.2])
-    optimum = B.project_to_budget(want, numels, B.budget_count(target, numels), B.caps(numels, 0.98)) / numels
+    optimum = B.project_to_target(want, numels, B.target_count(target, numels), B.caps(numels, 0.98)) / numels
     task = RNNTask(model, evaluate=SyntheticScore(optimum), test=SyntheticScore(optimum), name="synthetic")
     return PruneRNNEnv(task, target_sparsity=target, mode=mode, device="cpu")
 
@@ -493,7 +505,7 @@ def test_ppo_on_the_batched_vector_env_matches_plain_ppo(mode):
 
 @pytest.mark.parametrize("batched", [True, False])
 def test_ppo_on_the_vector_env_never_scores_past_the_cap(monkeypatch, batched):
-    """search("ppo", env, budget=20, vector_envs=8) scores at most 20 candidates: 8 + 8 + 4, the last round's other
+    """search("ppo", env, max_evals=20, vector_envs=8) scores at most 20 candidates: 8 + 8 + 4, the last round's other
     4 episodes end unscored. Counted where the vector env scores (batched pass or each sub-env's evaluate)."""
     from prune_env import PruneRNNVectorEnv
 
@@ -522,8 +534,11 @@ def test_heuristics_read_the_shared_analysis(monkeypatch):
     env = PruneRNNEnv(tiny_task("gru", hidden=8), granularity="hidden_unit", target_sparsity=0.8, max_sparsity=1.0)
     assert (_alloc.caps(env) == env.numels - 1).all()
     flat = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.8)
-    monkeypatch.setattr("prune_env.pruning.criteria.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
-    monkeypatch.setattr("prune_env.pruning.analysis.compute_gradients", lambda *a, **k: pytest.fail("recomputed gradients"))
+    def recomputed(*a, **k):
+        pytest.fail("recomputed gradients")
+
+    monkeypatch.setattr("prune_env.pruning.criteria.compute_gradients", recomputed)
+    monkeypatch.setattr("prune_env.pruning.analysis.compute_gradients", recomputed)
     for variant in ("layer", "global"):
         result = agents.search("gradient", flat, 1, variant=variant)
         assert result.evals == 1
@@ -550,7 +565,7 @@ def test_one_shot_rules_use_one_evaluation_and_meet_the_budget(name, mode):
     res = agents.search(name, env, 5, seed=0)
     assert counter.calls == res.evals == len(res.history) == 1
     counts = env.counts_for(res.allocation)
-    assert counts.sum() == B.budget_count(0.7, env.numels)
+    assert counts.sum() == B.target_count(0.7, env.numels)
     assert (counts <= env.cap).all()
     again = agents.search(name, counted_env(mode=mode, target=0.7)[0], 5, seed=1)
     assert again.allocation == res.allocation  # deterministic, whatever the seed
@@ -608,7 +623,7 @@ def test_erk_densities_proportional_to_fan_ratio():
     res = agents.search("erk", env, 2)
     assert counter.calls == res.evals == 1
     counts = env.counts_for(res.allocation)
-    assert counts.sum() == B.budget_count(0.8, env.numels)
+    assert counts.sum() == B.target_count(0.8, env.numels)
     d = np.array([(o + i) / (o * i) for o, i in ERK_SHAPES])
     c = (env.numels.sum() - counts.sum()) / (env.numels * d).sum()
     density = 1.0 - counts / env.numels
@@ -645,7 +660,7 @@ def test_lamp_respects_the_caps_at_high_sparsity():
     env = _capped_env()
     res = agents.search("lamp", env, 1)
     counts = env.counts_for(res.allocation)
-    total = B.budget_count(0.97, env.numels)
+    total = B.target_count(0.97, env.numels)
     pool = sorted((s, i) for i, w in enumerate(env.analysis.dense) for s in lamp_scores(w.numpy()))
     expect = np.zeros(3, dtype=int)
     for _, i in pool:
@@ -664,7 +679,7 @@ def test_erk_respects_the_caps_at_high_sparsity():
     env = _capped_env()
     res = agents.search("erk", env, 1)
     counts = env.counts_for(res.allocation)
-    assert counts[0] == env.cap[0] and counts.sum() == B.budget_count(0.97, env.numels)
+    assert counts[0] == env.cap[0] and counts.sum() == B.target_count(0.97, env.numels)
     assert (counts <= env.cap).all()
     d = np.array([256 / 16384, 204 / 800, 32 / 256])
     c = (env.numels[1:] - counts[1:]).sum() / (env.numels[1:] * d[1:]).sum()
@@ -686,11 +701,11 @@ def test_one_shot_rules_penalty_mode_and_bad_arguments(name):
     with pytest.raises(ValueError, match="sparsity"):
         agents.search(name, env, 1)
     res = agents.search(name, env, 1, sparsity=0.5)
-    assert env.counts_for(res.allocation).sum() == B.budget_count(0.5, env.numels)
+    assert env.counts_for(res.allocation).sum() == B.target_count(0.5, env.numels)
     budgeted, _ = counted_env()
     with pytest.raises(ValueError, match="sparsity"):
         agents.search(name, budgeted, 1, sparsity=0.5)  # differs from the env's target 0.6
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(ValueError, match="max_evals"):
         agents.search(name, budgeted, 0)
 
 

@@ -13,10 +13,10 @@ from test_agents import counted_env
 from tiny import VOCAB, _nll
 
 import agents
-from agents.core.eval_cap import CheckpointError, read_checkpoint
+from agents.core.checkpoint import CheckpointError, read_checkpoint
 from prune_env import PruneRNNEnv
 
-BUDGET = 40
+MAX_EVALS = 40
 
 
 class Killed(BaseException):
@@ -57,13 +57,13 @@ def _train_loss(model, generator):
     return _nll(model, x, (x + 1) % VOCAB)
 
 
-def search(budget: int = BUDGET, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
+def search(max_evals: int = MAX_EVALS, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
     env, counter = make_env(mode, **(env_kwargs or {}))
-    return env, counter, lambda **more: agents.search("reinforce", env, budget, seed=seed, **kw, **more)
+    return env, counter, lambda **more: agents.search("reinforce", env, max_evals, seed=seed, **kw, **more)
 
 
-def reference(budget: int = BUDGET, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
-    return search(budget, seed, mode, env_kwargs, **kw)[2]()
+def reference(max_evals: int = MAX_EVALS, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
+    return search(max_evals, seed, mode, env_kwargs, **kw)[2]()
 
 
 def evals_in(path) -> int:
@@ -77,15 +77,15 @@ def test_checkpointing_does_not_change_the_result(tmp_path):
     _, counter, run = search(checkpoint=str(ck), checkpoint_every=10)
     res = run()
     same(res, ref)
-    assert counter.calls == res.evals == BUDGET
-    assert evals_in(ck) == BUDGET  # the last checkpoint is the finished search
+    assert counter.calls == res.evals == MAX_EVALS
+    assert evals_in(ck) == MAX_EVALS  # the last checkpoint is the finished search
     assert res.extras["resumed_at"] == 0
 
     # resuming a finished search scores nothing and returns the same result
     _, counter, run = search(checkpoint=str(ck), checkpoint_every=10)
     again = run()
     same(again, ref)
-    assert counter.calls == 0 and again.extras["resumed_at"] == BUDGET
+    assert counter.calls == 0 and again.extras["resumed_at"] == MAX_EVALS
 
 
 # ------------------------------------------------------------------------------------------- kill + resume
@@ -96,12 +96,12 @@ def test_checkpointing_does_not_change_the_result(tmp_path):
     ("sequential", 17, None),
 ])
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, mode, kill, env_kwargs):
-    budget = 24 if env_kwargs else BUDGET
-    ref = reference(budget, mode=mode, env_kwargs=env_kwargs)
+    max_evals = 24 if env_kwargs else MAX_EVALS
+    ref = reference(max_evals, mode=mode, env_kwargs=env_kwargs)
     ck = tmp_path / "ck.pt"
     opts = dict(checkpoint=str(ck), checkpoint_every=5)
 
-    _, counter, run = search(budget, mode=mode, env_kwargs=env_kwargs, **opts)
+    _, counter, run = search(max_evals, mode=mode, env_kwargs=env_kwargs, **opts)
     killed_after(counter, kill)
     with pytest.raises(Killed):
         run()
@@ -109,10 +109,10 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path, mode, kill,
     saved = evals_in(ck)
     assert 0 < saved <= kill
 
-    _, counter, run = search(budget, mode=mode, env_kwargs=env_kwargs, **opts)
+    _, counter, run = search(max_evals, mode=mode, env_kwargs=env_kwargs, **opts)
     res = run()
-    assert counter.calls == budget - saved  # the cap counts across the kill: only what the checkpoint lacks
-    assert res.evals == len(res.history) == budget
+    assert counter.calls == max_evals - saved  # the cap counts across the kill: only what the checkpoint lacks
+    assert res.evals == len(res.history) == max_evals
     assert res.extras["resumed_at"] == saved
     same(res, ref)
 
@@ -132,8 +132,8 @@ def test_resume_after_two_kills(tmp_path):
     _, counter, run = search(checkpoint=ck, checkpoint_every=4)
     res = run()
     same(res, ref)
-    assert counter.calls == BUDGET - saved
-    assert scored + counter.calls == BUDGET + (9 - 8) + (19 - 16)  # what came after a last checkpoint is redone
+    assert counter.calls == MAX_EVALS - saved
+    assert scored + counter.calls == MAX_EVALS + (9 - 8) + (19 - 16)  # what came after a last checkpoint is redone
 
 
 def test_resume_leaves_the_global_rngs_alone(tmp_path):
@@ -162,7 +162,7 @@ def partial_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("change, match", [
     (dict(seed=1), "seed: 0 in the checkpoint, 1 now"),
-    (dict(budget=BUDGET + 1), f"budget: {BUDGET} in the checkpoint, {BUDGET + 1} now"),
+    (dict(max_evals=MAX_EVALS + 1), f"max_evals: {MAX_EVALS} in the checkpoint, {MAX_EVALS + 1} now"),
     (dict(env_kwargs={"target": 0.7}), "target_sparsity: 0.6 in the checkpoint, 0.7 now"),
     (dict(env_kwargs={"seed": 1}), "model_sha256"),  # another tiny model: same names and sizes, other weights
     (dict(env_kwargs={"hidden": 6}), "numels"),
@@ -251,7 +251,7 @@ def test_checkpoint_that_is_a_directory_is_refused(tmp_path):
 
 
 def test_global_rng_state_round_trips_through_a_weights_only_file(tmp_path):
-    from agents.core.eval_cap import global_rng_state, set_global_rng_state
+    from agents.core.checkpoint import global_rng_state, set_global_rng_state
 
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
     np.random.randn()  # leaves a cached Gaussian in NumPy's legacy state
@@ -267,9 +267,9 @@ def test_global_rng_state_round_trips_through_a_weights_only_file(tmp_path):
 PPO = {"n_envs": 2, "n_steps": 4, "n_epochs": 2}
 
 
-def ppo_search(budget: int = 32, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
+def ppo_search(max_evals: int = 32, seed: int = 0, mode: str = "joint", env_kwargs=None, **kw):
     env, counter = make_env(mode, **(env_kwargs or {}))
-    return env, counter, lambda: agents.search("ppo", env, budget, seed=seed, **{**PPO, **kw})
+    return env, counter, lambda: agents.search("ppo", env, max_evals, seed=seed, **{**PPO, **kw})
 
 
 def same_ppo(a: agents.SearchResult, b: agents.SearchResult) -> None:

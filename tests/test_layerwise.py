@@ -209,7 +209,8 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     assert result.evals == 1 and calls == {"evaluate": 1, "test": 0}
     assert env.counts_for(result.allocation).sum() == round(0.7 * env.numels.sum())
     # a fresh process loads it; a corrupted copy is refused with a clear error
-    code = "from agents.policies.layerwise import default_policy; print(default_policy().meta['selected_after_episodes'])"
+    code = ("from agents.policies.layerwise import default_policy; "
+            "print(default_policy().meta['selected_after_episodes'])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and int(proc.stdout.strip()) > 0, proc.stderr
     from importlib.resources import files
@@ -225,7 +226,8 @@ def _two_model_zoo() -> PruneRNNZooEnv:
 
 
 def _dies_in_round(real, n: int, calls: list):
-    """``real`` (``agents.policies.layerwise.pretrain``), interrupted as a kill would at its ``n``-th call (one per round)."""
+    """``real`` (``agents.policies.layerwise.pretrain``), interrupted as a kill would at its ``n``-th call (one per
+    round)."""
 
     def run(*a, **k):
         calls.append(1)
@@ -240,7 +242,7 @@ def test_pretraining_killed_mid_run_resumes_to_the_same_policy(tmp_path, monkeyp
     """A checkpoint after every round: a run killed in round 3 of 4 and resumed ends with exactly the uninterrupted
     run's policy and log, without redoing finished rounds; another run's checkpoint is refused, a corrupted one too."""
     import agents.policies.layerwise as L
-    from agents.core.eval_cap import CheckpointError
+    from agents.core.checkpoint import CheckpointError
 
     val = [_synthetic("rnn", 2)]
     args = PretrainArgs(episodes=64, batch_size=8, learning_rate=0.01, hidden=8, seed=3)
@@ -271,7 +273,7 @@ def test_selection_metrics_score_raw_validation_scores_or_clipped_rewards(tmp_pa
     """``metric="score"`` averages the raw validation scores the env reports, ``"reward"`` the rewards clipped to
     [0, 1]; a pretraining checkpoint written under one selection is refused under another."""
     import agents.policies.layerwise as L
-    from agents.core.eval_cap import CheckpointError
+    from agents.core.checkpoint import CheckpointError
 
     policy, tasks, targets = LayerwisePolicy(hidden=8), [tiny_task("gru"), tiny_task("lstm")], (0.4, 0.8)
     scores, rewards = [], []

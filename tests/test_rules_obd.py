@@ -82,7 +82,7 @@ def test_obd_costs_follow_the_prune_order_and_obd_counts_meet_the_budget_and_cap
         np.testing.assert_allclose(c, (0.5 * fisher[layer.name].reshape(-1) * w ** 2)[order].numpy(), rtol=1e-6)
         with pytest.raises(ValueError):
             c[0] = 1.0  # read-only
-    total = B.budget_count(0.8, env.numels)
+    total = B.target_count(0.8, env.numels)
     counts = R.obd_counts(a, task, total, env.cap)
     assert counts.sum() == total and np.all(counts <= env.cap) and np.all(counts >= 0)
 
@@ -110,7 +110,7 @@ def test_obd_moves_sparsity_to_the_layer_the_loss_does_not_feel():
 
     task = RNNTask(Two().eval(), eval_batch=(x, y), metric="accuracy", loss=loss)
     env = PruneRNNEnv(task, target_sparsity=0.45, max_sparsity=0.9)
-    total = B.budget_count(0.45, env.numels)
+    total = B.target_count(0.45, env.numels)
     lamp = R.lamp_counts(env.analysis, total, env.cap)
     assert lamp[0] == lamp[1]
     obd = R.obd_counts(env.analysis, task, total, env.cap)

@@ -36,7 +36,8 @@ def test_steps_copy_no_model_sort_nothing_and_recompute_no_statistics(mode):
     _run_episodes(env, 1)  # warm
     forbidden = ["torch.sort", "torch.argsort", "torch.Tensor.sort", "torch.Tensor.argsort",
                  "prune_env.pruning.analysis.raw_layer_stats", "prune_env.pruning.analysis.compute_gradients",
-                 "prune_env.pruning.analysis.prune_order", "prune_env.pruning.analysis.layer_features", "prune_env.pruning.analysis.size_table",
+                 "prune_env.pruning.analysis.prune_order", "prune_env.pruning.analysis.layer_features",
+                 "prune_env.pruning.analysis.size_table",
                  "prune_env.pruning.analysis._compute"]
     patches = _forbid(*forbidden)
     with mock.patch.object(env_module.copy, "deepcopy", side_effect=AssertionError("deepcopy in a step")):

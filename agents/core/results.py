@@ -14,14 +14,12 @@ Used by ``prune-rnn`` (:mod:`agents.cli.main`) and, for the metadata, by every s
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
 import platform
-import secrets
 import shlex
 import subprocess
 import sys
@@ -30,6 +28,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from prune_env.io import atomic_write, atomic_write_with
 
 #: The git checkout this package sits in; ``None`` where it is not one (an installed wheel, even inside some other
 #: repository, records no commit rather than that repository's).
@@ -322,7 +322,7 @@ def console() -> Any:
 # --------------------------------------------------------------------------------------- atomic writes
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temp file and ``os.replace``: never a half-written file."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, text)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -341,25 +341,7 @@ def append_jsonl(path: Path, record: Any) -> None:
 
 def save_figure(fig: Any, path: Path) -> None:
     """Atomic PNG."""
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(binary file)`` into a fresh temp file beside ``path`` (same filesystem, so the rename is atomic), then
-    ``os.replace`` it onto ``path``. On any failure, a crash between the write and the rename included, ``path`` is
-    untouched and the temp file removed. The temp name is unique per call, so concurrent writers never share one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def _jsonable(x: Any) -> Any:

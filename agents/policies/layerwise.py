@@ -276,13 +276,13 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
         zoo's draws, so a run resumed after a kill ends with the same policy, bit for bit, as an uninterrupted one; a
         kill loses at most the round it was in. A checkpoint of another run (other options, rounds or models) is
-        refused with a :class:`~agents.core.eval_cap.CheckpointError` naming what differs.
+        refused with a :class:`~agents.core.checkpoint.CheckpointError` naming what differs.
     :param selection_metric: :func:`zero_shot_score`'s ``metric`` (default: v1's clipped reward).
     :param selection_targets: the targets :func:`zero_shot_score` averages over.
     """
     import copy
 
-    from agents.core.eval_cap import CheckpointError, check_checkpoint_path, differences, read_sealed, write_sealed
+    from agents.core.checkpoint import CheckpointError, check_checkpoint_path, differences, read_sealed, write_sealed
 
     check_int("rounds", rounds, 1)
     if selection_metric not in SELECTION_METRICS:
@@ -381,11 +381,9 @@ def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] 
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
     blob = {"format": FORMAT, "hidden": policy.hidden, "columns": list(policy.columns),
             "state_dict": policy.state_dict(), "meta": json.dumps(meta or {}, default=str)}
-    from pathlib import Path
+    from prune_env.io import atomic_save_torch
 
-    from prune_env.tasks.cache import atomic_save
-
-    atomic_save(blob, Path(path))
+    atomic_save_torch(blob, path)
 
 
 def load(path: str | os.PathLike) -> LayerwisePolicy:

@@ -8,7 +8,7 @@ end of every episode, to learn from the outcome. The learning agents return thei
         def act(self, obs, info):
             return env.action_for({name: (0.0 if name == "head.weight" else 0.95) for name in env.layer_names})
 
-    result = agents.search("policy", env, budget=10, policy=KeepHeadDense())
+    result = agents.search("policy", env, max_evals=10, policy=KeepHeadDense())
 """
 
 from __future__ import annotations
@@ -59,14 +59,16 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         init_std: float = 0.15, rivals: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
 
-    - A :class:`~agents.policies.layerwise.LayerwisePolicy` (or the path of one saved by :func:`agents.policies.layerwise.save`; by
-      default the policy shipped with the package, :func:`agents.policies.layerwise.default_policy`):
+    - A :class:`~agents.policies.layerwise.LayerwisePolicy` (or the path of one saved by
+      :func:`agents.policies.layerwise.save`; by default the policy shipped with the package,
+      :func:`agents.policies.layerwise.default_policy`):
       **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
-      with a larger budget the one-shot ``rivals`` are scored next (one evaluation each), and the remaining
+      with a larger ``max_evals`` the one-shot ``rivals`` are scored next (one evaluation each), and the remaining
       evaluations run REINFORCE whose mean starts at the best of these allocations on validation (joint mode;
       sequential mode runs REINFORCE from its default start). The result is the best allocation seen, so on
       validation it is never below the zero-shot one nor below any rival rule.
-    - Any other object with ``act(obs, info)``: played until the budget is spent (or for ``episodes`` episodes).
+    - Any other object with ``act(obs, info)``: played until the evaluation cap is reached (or for ``episodes``
+      episodes).
 
     :param env: the capped env.
     :param seed: seeds the few-shot search (a custom policy seeds itself).
@@ -80,7 +82,7 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
     """
     import os
 
-    from agents.core.eval_cap import submit
+    from agents.core.cap import submit
     from agents.policies.layerwise import LayerwisePolicy, default_policy, load
 
     if policy is None:

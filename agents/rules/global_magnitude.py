@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.rules import global_magnitude_counts
 
@@ -19,7 +19,7 @@ from prune_env.pruning.rules import global_magnitude_counts
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
     """Prune the globally smallest ``|w|`` to the target sparsity.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`).
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`).
     :param seed: unused (deterministic).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
 from prune_env.checks import check_choice, check_number
 
@@ -28,7 +28,7 @@ def run(env: EvalCap, seed: int, variant: str = "layer", beta: float = 1.0,
         sparsity: float | None = None) -> dict[str, Any]:
     """Allocate sparsity from gradient magnitudes and submit it.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`); its task needs ``loss``.
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`); its task needs ``loss``.
     :param seed: unused (deterministic).
     :param variant: ``"layer"`` (per-layer mean ``|g|``) or ``"global"`` (one ``|g|`` threshold).
     :param beta: strength of the per-layer rule, ``>= 0`` (0: uniform).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.rules import lamp_counts, lamp_scores
 
@@ -28,7 +28,7 @@ __all__ = ["lamp_scores", "run"]  # lamp_scores lives in prune_env.pruning.rules
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
     """Prune the globally lowest LAMP scores to the target sparsity.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`); unstructured granularity.
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`); unstructured granularity.
     :param seed: unused (deterministic).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     :raises ValueError: at ``granularity="hidden_unit"`` (LAMP ranks single weights).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.fisher import has_loss
 from prune_env.pruning.rules import obd_counts
@@ -23,7 +23,7 @@ from prune_env.pruning.rules import obd_counts
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:
     """Prune the globally cheapest weights by OBD cost to the target sparsity.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`); unstructured granularity.
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`); unstructured granularity.
     :param seed: unused (deterministic; the Fisher batches have a fixed seed).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     :raises ValueError: at ``granularity="hidden_unit"``, or for a task with neither ``train_loss`` nor ``loss``.

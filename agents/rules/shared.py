@@ -13,7 +13,7 @@ __all__ = ["allocation_of", "caps", "density_counts", "global_threshold_counts",
 
 
 def target_of(env: Any, sparsity: float | None) -> float:
-    """The overall sparsity a heuristic aims at: the env's budget, or ``sparsity`` in penalty mode.
+    """The overall sparsity a heuristic aims at: the env's target, or ``sparsity`` in penalty mode.
 
     :param env: the (wrapped) env.
     :param sparsity: the caller's sparsity, required when the env has no ``target_sparsity``.
@@ -32,7 +32,7 @@ def target_of(env: Any, sparsity: float | None) -> float:
 def total_count(env: Any, target: float) -> int:
     """Weights to prune for ``target`` (the env's own rounding)."""
     from prune_env.pruning import allocation as B
-    return B.budget_count(target, env.unwrapped.numels)
+    return B.target_count(target, env.unwrapped.numels)
 
 
 def caps(env: Any) -> np.ndarray:

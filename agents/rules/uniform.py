@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import target_of
 
 
@@ -14,7 +14,7 @@ def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any
     Layers are rounded to whole weights, so the overall sparsity can differ from the target by a few weights; in
     budget mode the env's projection fixes that by largest remainder.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`).
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`).
     :param seed: unused (deterministic).
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.
     """

@@ -1,18 +1,19 @@
 """``ppo``: Stable-Baselines3 PPO (or any SB3 algorithm with a Box action space) on vectorized envs.
 
-The budget is split into exact per-env quotas (:func:`agents.core.eval_cap.split_budget`); each env copy sits in its own
-:class:`~agents.core.eval_cap.EvalCap`. SB3 rolls out in fixed chunks of ``n_steps * n_envs`` steps and may ask for a
-few steps past the budget: those get free terminal transitions (reward 0, nothing scored), and
+The evaluation cap is split into exact per-env quotas (:func:`agents.core.cap.split_max_evals`); each env copy
+sits in its own :class:`~agents.core.cap.EvalCap`. SB3 rolls out in fixed chunks of ``n_steps * n_envs`` steps and
+may ask for a few steps past the cap: those get free terminal transitions (reward 0, nothing scored), and
 :class:`BestAllocationCallback` stops ``learn`` as soon as every quota is spent. ``total_timesteps`` is set to
-``budget * episode_length`` so SB3's own counter agrees. Results are read from the step ``infos``, so the best
+``max_evals * episode_length`` so SB3's own counter agrees. Results are read from the step ``infos``, so the best
 allocation is tracked the same way whether the envs run in-process (``DummyVecEnv``) or in worker processes
 (``SubprocVecEnv``).
 
 With ``search(..., vector_envs=K)`` (K > 1) the K envs are instead one :class:`~prune_env.PruneRNNVectorEnv`
 behind :class:`~prune_env.SB3VecEnv`, so the K episodes that end in a step are scored in one batched pass where
 that is faster. Its sub-envs end their episodes together, so there are no per-env quotas: the callback records
-the first ``budget`` evaluations and stops; the vector env's ``max_evaluations`` is the budget, so when K does not
-divide it the last step scores only what is left and ends the other episodes unscored (reward 0, ``over_budget``).
+the first ``max_evals`` evaluations and stops; the vector env's ``max_evals`` is the same cap, so when K does not
+divide it the last step scores only what is left and ends the other episodes unscored (reward 0,
+``over_max_evals``).
 
 In joint budget mode the env's projection ignores a common shift of all requested sparsities, so a policy's mean
 could drift along that direction until every action clips at the bound and the allocation collapses to uniform.
@@ -33,16 +34,14 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 
-from agents.core.eval_cap import (
+from agents.core.cap import EvalCap, Tracker, split_max_evals
+from agents.core.checkpoint import (
     CheckpointError,
-    EvalCap,
-    Tracker,
     check_checkpoint_path,
     load_checkpoint,
     save_checkpoint,
     search_fingerprint,
     set_global_rng_state,
-    split_budget,
 )
 from agents.core.options import parse_options
 from prune_env.checks import check_choice, check_int
@@ -151,16 +150,16 @@ def center_actions(actions: np.ndarray, center: float) -> np.ndarray:
 
 
 class BestAllocationCallback(BaseCallback):
-    """Records every real evaluation from the step infos, keeps the best, and stops at the budget.
+    """Records every real evaluation from the step infos, keeps the best, and stops at the evaluation cap.
 
     :param tracker: where evaluations are recorded.
-    :param budget: total evaluations over all envs.
+    :param max_evals: total evaluations over all envs.
     """
 
-    def __init__(self, tracker: Tracker, budget: int, targets: list[float | None], checkpoint: Any = None):
+    def __init__(self, tracker: Tracker, max_evals: int, targets: list[float | None], checkpoint: Any = None):
         super().__init__()
         self.tracker = tracker
-        self.budget = budget
+        self.max_evals = max_evals
         self.targets = targets
         self.checkpoint = checkpoint  # called at each rollout start and at the end (resumable searches)
 
@@ -175,11 +174,11 @@ class BestAllocationCallback(BaseCallback):
     def _on_step(self) -> bool:
         steps = zip(self.locals["dones"], self.locals["infos"], self.locals["rewards"])
         for i, (done, info, reward) in enumerate(steps):
-            if done and "score" in info and not info.get("over_budget") and self.tracker.evals < self.budget:
+            if done and "score" in info and not info.get("over_max_evals") and self.tracker.evals < self.max_evals:
                 self.tracker.record(float(reward), info, self.targets[i])
                 self.logger.record("prune/best_score", self.tracker.best_score)
                 self.logger.record("prune/score", info["score"])
-        return self.tracker.evals < self.budget
+        return self.tracker.evals < self.max_evals
 
 
 class PolicyAdapter:
@@ -202,23 +201,23 @@ class PolicyAdapter:
 
 
 def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
-    """Train an SB3 agent on copies of ``env`` within the evaluation budget.
+    """Train an SB3 agent on copies of ``env`` within the evaluation cap.
 
-    :param env: the budgeted env; its inner env is copied ``n_envs - 1`` times.
+    :param env: the capped env; its inner env is copied ``n_envs - 1`` times.
     :param seed: seeds SB3 (``set_random_seed``) and the env copies.
     :param kwargs: fields of :class:`Args`.
     """
     args = _parse_args(kwargs)
     algo_cls = _algo_class(args.algo)
     base = env.unwrapped
-    budget = env.remaining
+    max_evals = env.remaining
     vector_envs = getattr(env, "vector_envs", 0)
     if vector_envs > 1 and args.vec_env != "dummy":
         raise ValueError(f"`vec_env`={args.vec_env!r} does not combine with vector_envs={vector_envs} (one batched "
                          "vector env in this process); leave vec_env at 'dummy'")
     if args.checkpoint:
         _check_resumable(args, base, vector_envs)
-    n_envs = max(1, min(vector_envs if vector_envs > 1 else args.n_envs, budget))
+    n_envs = max(1, min(vector_envs if vector_envs > 1 else args.n_envs, max_evals))
     center = uniform_center(base)
     centered = center is not None
     if vector_envs > 1:
@@ -226,19 +225,19 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         from prune_env import PruneRNNVectorEnv
 
         venv = PruneRNNVectorEnv.from_env(base, n_envs, autoreset_mode="SameStep")
-        venv.max_evaluations = budget  # a hard cap: the last round scores only what is left of the budget
+        venv.max_evals = max_evals  # a hard cap: the last round scores only what is left of it
         vec: Any = SB3VecEnv(venv)
         if centered:
             vec = CenteredVecActions(vec, center)
     else:
         inner = env.env
         factories = [_factory(inner if i == 0 else copy.deepcopy(inner), q, centered)
-                     for i, q in enumerate(split_budget(budget, n_envs))]
+                     for i, q in enumerate(split_max_evals(max_evals, n_envs))]
         vec = SubprocVecEnv(factories, start_method="spawn") if args.vec_env == "subproc" else DummyVecEnv(factories)
     vec.seed(seed)
 
     model = algo_cls("MlpPolicy", vec, seed=seed, verbose=args.verbose, tensorboard_log=args.tensorboard_log,
-                     **_algo_kwargs(args, algo_cls, budget, n_envs))
+                     **_algo_kwargs(args, algo_cls, max_evals, n_envs))
     tracker = Tracker(base.target_sparsity)
     saver, resumed, resumed_at = None, None, 0
     if args.checkpoint:
@@ -246,13 +245,13 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         saver = _Checkpointer(args, search_fingerprint(env, "ppo", seed, options), env, model, vec, tracker)
         resumed = saver.resume()
         resumed_at = resumed or 0
-    callback = BestAllocationCallback(tracker, budget, [base.target_sparsity] * n_envs, saver)
+    callback = BestAllocationCallback(tracker, max_evals, [base.target_sparsity] * n_envs, saver)
     try:
         # The vector env's sub-envs end their episodes together: whole rounds of n_envs episodes, of which the last
         # may be partly unscored (over the cap).
-        episodes = -(-budget // n_envs) * n_envs if vector_envs > 1 else budget
+        episodes = -(-max_evals // n_envs) * n_envs if vector_envs > 1 else max_evals
         total = episodes * (1 if base.mode == "joint" else base.num_layers)
-        if tracker.evals < budget:  # a finished search's checkpoint has nothing left to learn
+        if tracker.evals < max_evals:  # a finished search's checkpoint has nothing left to learn
             model.learn(total_timesteps=total - model.num_timesteps, callback=callback,
                         progress_bar=args.progress_bar, tb_log_name=args.algo, reset_num_timesteps=resumed is None)
     finally:
@@ -280,7 +279,7 @@ def _check_resumable(args: Args, base: gym.Env, vector_envs: int) -> None:
 class _Checkpointer:
     """Writes and restores a PPO/A2C search's state at rollout starts: the policy and its optimizer, the step
     count, the last observations, every env copy's cap, count and ``np_random``, the best-so-far, and (through
-    :func:`~agents.core.eval_cap.save_checkpoint`) the global RNGs, which SB3 samples actions and minibatches from.
+    :func:`~agents.core.checkpoint.save_checkpoint`) the global RNGs, which SB3 samples actions and minibatches from.
 
     At a rollout start in joint mode no episode is under way and the rollout buffer is empty, so that is all the
     learner's state.
@@ -338,12 +337,10 @@ class _Checkpointer:
 
 def save(model: Any, path: str) -> None:
     """Save an SB3 model atomically (SB3 appends ``.zip`` when missing, so the final name always ends in it)."""
-    import os
+    from prune_env.io import atomic_write_with
 
     final = path if path.endswith(".zip") else f"{path}.zip"
-    tmp = f"{final}.tmp.zip"
-    model.save(tmp)
-    os.replace(tmp, final)
+    atomic_write_with(final, model.save)
 
 
 def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
@@ -378,7 +375,8 @@ def load(path: str, algo: str = "PPO", env: Any | None = None) -> PolicyAdapter:
     kwargs = data.get("policy_kwargs", {}) if isinstance(data, dict) else None
     if not isinstance(kwargs, dict) or ":serialized:" in kwargs:
         raise ValueError(f"{path!r}: its policy_kwargs are pickled objects, which are not loaded (they could run "
-                         "code); only policies trained with plain policy_kwargs (as agents.searchers.ppo saves them) load")
+                         "code); only policies trained with plain policy_kwargs (as agents.searchers.ppo saves them) "
+                         "load")
     policy_cls = algo_cls.policy_aliases["MlpPolicy"]
     base = env.unwrapped
     policy = policy_cls(base.observation_space, base.action_space, lambda _: 0.0, **kwargs)
@@ -411,12 +409,12 @@ def _algo_class(algo: Any):
     raise ValueError(f"`algo` must be an SB3 algorithm name or class, got {type(algo).__name__}")
 
 
-def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[str, Any]:
+def _algo_kwargs(args: Args, algo_cls: type, max_evals: int, n_envs: int) -> dict[str, Any]:
     name = algo_cls.__name__
     kw: dict[str, Any] = {"learning_rate": args.learning_rate, "policy_kwargs": {"net_arch": list(args.net_arch)}}
     if name in ("PPO", "A2C"):
-        # SB3 needs a rollout of at least 2 steps; with a budget of 1 the second one is a free over-budget step.
-        kw["n_steps"] = max(2 if n_envs == 1 else 1, min(args.n_steps, budget // n_envs))
+        # SB3 needs a rollout of at least 2 steps; with max_evals=1 the second one is a free step past the cap.
+        kw["n_steps"] = max(2 if n_envs == 1 else 1, min(args.n_steps, max_evals // n_envs))
         kw["policy_kwargs"]["log_std_init"] = args.log_std_init
         kw["gamma"] = 0.99
     if name == "PPO":
@@ -424,7 +422,7 @@ def _algo_kwargs(args: Args, algo_cls: type, budget: int, n_envs: int) -> dict[s
         kw["n_epochs"] = args.n_epochs
     if name in ("SAC", "TD3", "DDPG"):
         kw["batch_size"] = args.batch_size
-        kw["learning_starts"] = max(1, min(100, budget // 5))
+        kw["learning_starts"] = max(1, min(100, max_evals // 5))
     kw.update(args.algo_kwargs)
     return kw
 

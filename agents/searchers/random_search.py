@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.core.eval_cap import EvalCap
+from agents.core.cap import EvalCap
 
 
 def run(env: EvalCap, seed: int) -> dict[str, Any]:
     """Score random allocations until the evaluation cap is reached.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`).
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`).
     :param seed: seeds the candidate draws.
     """
     rng = np.random.default_rng(seed)

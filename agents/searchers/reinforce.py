@@ -21,7 +21,7 @@ rather than the target's own request: the env's projection adds one common shift
 a 90% target the target's request sits near the +1 edge, where half of every sample clips and the differences
 between layers are lost (see ``benchmarks/results/reinforce_tuning/``). Run it directly::
 
-    python -m agents.searchers.reinforce --task digits --target-sparsity 0.9 --budget 300
+    python -m agents.searchers.reinforce --task digits --target-sparsity 0.9 --max-evals 300
 
 Resumable searches: with ``checkpoint=PATH`` the search writes a checkpoint every ``checkpoint_every``
 evaluations (default 100; after the first policy update at or past each multiple) and at the end, atomically
@@ -31,10 +31,10 @@ evaluations used, the best-so-far curve and the best allocation, and a fingerpri
 cap, seed, the options that change the result, the task's name, dense score, layer names and sizes, a hash of the
 model's weights, the env's settings). Run the same call again after a crash and it resumes: the evaluation cap counts
 across the interruption (the evaluations after the last checkpoint are redone: each kill costs at most
-``checkpoint_every + batch_size - 1`` extra scorings, and exactly ``budget`` are recorded), and the result (best
+``checkpoint_every + batch_size - 1`` extra scorings, and exactly ``max_evals`` are recorded), and the result (best
 score, allocation, history, policy) equals the uninterrupted run's for the same seed. A checkpoint of another search,
 a corrupted one (its content carries a SHA-256) or an unreadable one is refused with
-:class:`~agents.core.eval_cap.CheckpointError`. It is read with ``torch.load(weights_only=True)``: no code is
+:class:`~agents.core.checkpoint.CheckpointError`. It is read with ``torch.load(weights_only=True)``: no code is
 unpickled. A finished search's checkpoint is kept: running the call again returns the same result at no cost.
 ::
 
@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.core.eval_cap import (
+from agents.core.cap import EvalCap
+from agents.core.checkpoint import (
     CheckpointError,
-    EvalCap,
     check_checkpoint_path,
     load_checkpoint,
     save_checkpoint,
@@ -72,7 +72,8 @@ _NOT_IN_FINGERPRINT = ("tensorboard_log", "save_path", "checkpoint", "checkpoint
 
 @dataclass
 class Args:
-    """Hyper-parameters of :func:`run` (every field is also a ``--flag`` of ``python -m agents.searchers.reinforce``)."""
+    """Hyper-parameters of :func:`run` (every field is also a ``--flag`` of
+    ``python -m agents.searchers.reinforce``)."""
 
     learning_rate: float = 0.05
     """Adam step size of the mean's bias and of the log standard deviation"""
@@ -142,7 +143,7 @@ class _Ablation:
         check_int("joint_hidden", self.joint_hidden, 0)
 
 
-def _search_options(options: dict[str, Any]) -> dict[str, Any]:
+def search_options(options: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``agents.search("reinforce", ...)`` from a dict mixing :class:`Args` fields and
     :class:`_Ablation` knobs (the ablation benchmarks' variants): the knobs go into one ``_ablation``."""
     public = {f.name for f in dataclasses.fields(Args)}
@@ -204,7 +205,7 @@ def run(env: EvalCap, seed: int, _ablation: _Ablation | None = None, start: np.n
         **kwargs: Any) -> dict[str, Any]:
     """Train the policy on ``env`` until the evaluation cap is reached.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`) (joint or sequential mode).
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`) (joint or sequential mode).
     :param seed: seeds the network initialisation and the action sampling.
     :param start: joint mode: the starting mean action (e.g. a pretrained policy's allocation, see
         :mod:`agents.policies.policy`); default: ``init_mean``.
@@ -376,11 +377,9 @@ def save(policy: GaussianPolicy, path: str) -> None:
     """Save ``policy`` (state dict and sizes) atomically to ``path``."""
     blob = {"state_dict": policy.state_dict(), "obs_dim": policy.obs_dim, "act_dim": policy.bias.numel(),
             "hidden": policy.hidden, "center": policy.center}
-    from pathlib import Path
+    from prune_env.io import atomic_save_torch
 
-    from prune_env.tasks.cache import atomic_save
-
-    atomic_save(blob, Path(path))
+    atomic_save_torch(blob, path)
 
 
 def load(path: str) -> GaussianPolicy:
@@ -428,6 +427,8 @@ def _literal(text: str) -> Any:
 
 
 if __name__ == "__main__":
+    import sys
+
     import agents
     import prune_env
 
@@ -435,13 +436,18 @@ if __name__ == "__main__":
     parser.add_argument("--task", default="digits")
     parser.add_argument("--target-sparsity", type=float, default=0.9)
     parser.add_argument("--mode", default="joint", choices=("joint", "sequential"))
-    parser.add_argument("--budget", type=int, default=300)
+    parser.add_argument("--max-evals", type=int, default=300)
+    parser.add_argument("--budget", type=int, default=None, help="deprecated name of --max-evals")
     parser.add_argument("--seed", type=int, default=0)
     for f in dataclasses.fields(Args):
         kind = float if f.type in ("float", float) else int if f.type in ("int", int) else _literal
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     cli = vars(parser.parse_args())
+    if cli["budget"] is not None:
+        print("--budget is deprecated; use --max-evals", file=sys.stderr)
+        cli["max_evals"] = cli["budget"]
+    del cli["budget"]
     env = prune_env.PruneRNNEnv(cli.pop("task"), target_sparsity=cli.pop("target_sparsity"), mode=cli.pop("mode"))
-    result = agents.search("reinforce", env, cli.pop("budget"), seed=cli.pop("seed"), **cli)
+    result = agents.search("reinforce", env, cli.pop("max_evals"), seed=cli.pop("seed"), **cli)
     print(f"best validation score {result.val_score:.4f} after {result.evals} evaluations")
     print({k: round(v, 3) for k, v in result.allocation.items()})

@@ -2,18 +2,18 @@
 
 Needs the Ray extra (``pip install -e ".[ray]"``, which pins ``ray[rllib,tune]==2.60.0``).
 
->>> result = agents.search("rllib-ppo", env, budget=1000, seed=0, num_env_runners=2)   # doctest: +SKIP
+>>> result = agents.search("rllib-ppo", env, max_evals=1000, seed=0, num_env_runners=2)   # doctest: +SKIP
 
 **The evaluation cap across processes.** Each env runner builds its own copy of the env from an ``env_config``
 (the driver env's :attr:`~prune_env.PruneRNNEnv.config`, with its current target), wrapped in :class:`RunnerEnv`.
 One Ray actor, the *ledger* (:class:`Ledger`), holds the cap: before a runner's env scores an ended episode it asks
 the ledger for a permit (a synchronous call, counted under the actor's lock), scores only if it got one, and reports
 the result (reward, score, allocation) back to the ledger before ``step`` returns. Past the cap every ended episode
-gets the same free terminal transition as :class:`~agents.core.eval_cap.EvalCap` gives (reward 0, nothing scored,
-``info["over_budget"] = True``); a runner that was refused once never asks again. The driver trains until the ledger
+gets the same free terminal transition as :class:`~agents.core.cap.EvalCap` gives (reward 0, nothing scored,
+``info["over_max_evals"] = True``); a runner that was refused once never asks again. The driver trains until the ledger
 has handed out every permit, then replays the ledger's records, in the order they were scored, into a
-:class:`~agents.core.eval_cap.Tracker`, which :func:`agents.search` returns as a normal ``SearchResult`` with
-``evals <= budget``. The driver's own env is never stepped.
+:class:`~agents.core.cap.Tracker`, which :func:`agents.search` returns as a normal ``SearchResult`` with
+``evals <= max_evals``. The driver's own env is never stepped.
 
 Each runner checks that the model it rebuilt is the driver's (layer names and sizes, dense validation score) and
 refuses to start otherwise. With more than one runner the order in which episodes reach the ledger depends on
@@ -43,7 +43,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.core.eval_cap import EvalCap, Tracker
+from agents.core.cap import OVER_MAX_EVALS_INFO, EvalCap, Tracker
 from agents.core.options import parse_options
 from prune_env.checks import check_int, check_number
 from prune_env.envs.actions import sparsity_to_action
@@ -167,7 +167,7 @@ class RunnerEnv(gym.Wrapper):
             self._refused = True
             obs = self._last_obs if self._last_obs is not None else np.zeros(self.observation_space.shape,
                                                                              np.float32)
-            return obs, 0.0, True, False, {"over_budget": True}
+            return obs, 0.0, True, False, dict(OVER_MAX_EVALS_INFO)
         try:
             obs, reward, terminated, truncated, info = base.conclude(base.score() if ended else None)
         except BaseException:
@@ -221,17 +221,17 @@ def _check_same_model(base: Any, expect: dict[str, Any]) -> None:
 class Ledger:
     """The evaluation cap and the record of every scored episode, shared by all runners (a Ray actor).
 
-    :param cap: the most permits it hands out.
+    :param max_evals: the most permits it hands out.
     """
 
-    def __init__(self, cap: int):
-        self.cap = cap
+    def __init__(self, max_evals: int):
+        self.max_evals = max_evals
         self.granted = 0
         self.records: list[tuple[float, float, dict[str, float], float | None]] = []
 
     def acquire(self) -> bool:
         """One permit to score an episode, while any are left."""
-        if self.granted >= self.cap:
+        if self.granted >= self.max_evals:
             return False
         self.granted += 1
         return True
@@ -261,7 +261,7 @@ class Ledger:
 def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
     """Train RLlib PPO on runner copies of ``env`` until the evaluation cap is spent.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap` around a :class:`~prune_env.PruneRNNEnv`); its
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap` around a :class:`~prune_env.PruneRNNEnv`); its
         config is rebuilt in every runner, it is not stepped itself.
     :param seed: seeds RLlib (``debugging(seed=...)``: the module's initialisation and each runner's env).
     :param kwargs: fields of :class:`Args`.
@@ -275,8 +275,8 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         raise ImportError(f"{_MISSING} ({type(e).__name__}: {e})") from None
 
     base = env.unwrapped
-    budget = env.remaining
-    if budget <= 0:
+    max_evals = env.remaining
+    if max_evals <= 0:
         return {}
     if not hasattr(base, "advance"):
         raise ValueError("rllib-ppo searches a PruneRNNEnv")
@@ -287,12 +287,12 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
 
     started = _init_ray(ray, args)
     name, namespace = f"prune-rnn-ledger-{uuid.uuid4().hex[:12]}", ray.get_runtime_context().namespace
-    ledger = ray.remote(num_cpus=0)(Ledger).options(name=name, namespace=namespace).remote(budget)
+    ledger = ray.remote(num_cpus=0)(Ledger).options(name=name, namespace=namespace).remote(max_evals)
     algo = None
     try:
         env_config[CAP_KEY] = {"ledger": name, "namespace": namespace, "expect": _fingerprint(base),
                                "centered": centered}
-        config = _ppo_config(PPOConfig(), args, env_config, seed, budget)
+        config = _ppo_config(PPOConfig(), args, env_config, seed, max_evals)
         try:
             algo = config.build_algo() if hasattr(config, "build_algo") else config.build()
         except Exception:
@@ -307,9 +307,9 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
             granted, recorded = ray.get(ledger.counts.remote())
             if args.verbose:
                 s = ray.get(ledger.summary.remote())
-                print(f"rllib-ppo iteration {iterations}: {recorded}/{budget} evaluations, best score "
+                print(f"rllib-ppo iteration {iterations}: {recorded}/{max_evals} evaluations, best score "
                       f"{s['best_score']:.4f}, {time.perf_counter() - t0:.1f} s", flush=True)
-            if granted >= budget or (args.max_iterations is not None and iterations >= args.max_iterations):
+            if granted >= max_evals or (args.max_iterations is not None and iterations >= args.max_iterations):
                 break
         records = ray.get(ledger.all_records.remote())
         policy = _module_policy(algo, base, centered)
@@ -320,7 +320,7 @@ def run(env: EvalCap, seed: int, **kwargs: Any) -> dict[str, Any]:
         if started:
             ray.shutdown()
     tracker = Tracker(base.target_sparsity)
-    for reward, score, allocation, target in records[:budget]:
+    for reward, score, allocation, target in records[:max_evals]:
         tracker.record(reward, {"score": score, "layer_sparsity": allocation}, target)
     return {"tracker": tracker, "policy": policy, "iterations": iterations, "num_env_runners": args.num_env_runners}
 
@@ -373,9 +373,9 @@ def _init_ray(ray: Any, args: Args) -> bool:
     return True
 
 
-def _ppo_config(config: Any, args: Args, env_config: dict[str, Any], seed: int, budget: int) -> Any:
+def _ppo_config(config: Any, args: Args, env_config: dict[str, Any], seed: int, max_evals: int) -> Any:
     runners = args.num_env_runners
-    batch = max(runners * args.num_envs_per_env_runner, min(args.train_batch_size, budget))
+    batch = max(runners * args.num_envs_per_env_runner, min(args.train_batch_size, max_evals))
     config = (config
               .environment(RLlibEnv, env_config=env_config)
               .framework("torch")

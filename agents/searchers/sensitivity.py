@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.core.eval_cap import EvalCap, submit
+from agents.core.cap import EvalCap, submit
 from agents.rules.shared import target_of, total_count
 from prune_env.checks import check_int
 
@@ -31,7 +31,7 @@ FACTORS = (1.0, 0.5, 1.5, 0.75, 2.0, 3.0, 0.25, 5.0, *np.geomspace(0.1, 10.0, 25
 def run(env: EvalCap, seed: int, grid: int = 10, sparsity: float | None = None) -> dict[str, Any]:
     """Scan per-layer sensitivities, then sweep tolerances with the remaining evaluations.
 
-    :param env: the capped env (:class:`~agents.core.eval_cap.EvalCap`).
+    :param env: the capped env (:class:`~agents.core.cap.EvalCap`).
     :param seed: unused (deterministic).
     :param grid: sparsities per layer in the scan, evenly spaced in ``(0, max_sparsity]``.
     :param sparsity: the sparsity in penalty mode; must be omitted or equal to the env's target otherwise.

@@ -53,6 +53,7 @@ class PruneRNNVectorEnv(VectorEnv):
     :param max_batch: most candidates per batched pass (``None``: sized to memory, see ``BatchedScorer``).
     :param autoreset_mode: a :class:`gymnasium.vector.AutoresetMode` or its value (``"NextStep"``,
         ``"SameStep"``, ``"Disabled"``).
+    :param max_evals: a hard cap on :attr:`evaluations` (``None``: none); see the attribute.
     :param env_kwargs: keyword arguments of :class:`~prune_env.PruneRNNEnv` (``target_sparsity``, ``mode``,
         ``size_penalty``, ``criterion``, ``max_sparsity``, ``device``, ``task_kwargs``, ...).
 
@@ -66,8 +67,17 @@ class PruneRNNVectorEnv(VectorEnv):
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, task, num_envs: int = 8, *, batched: bool | None = None, max_batch: int | None = None,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any):
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, max_evals: int | None = None,
+                 **env_kwargs: Any):
         check_int("num_envs", num_envs, 1)
+        if "max_evaluations" in env_kwargs:
+            warnings.warn("PruneRNNVectorEnv(max_evaluations=...) is deprecated; use max_evals=...",
+                          DeprecationWarning, stacklevel=2)
+            if max_evals is not None:
+                raise TypeError("got both `max_evals` and its deprecated name `max_evaluations`")
+            max_evals = env_kwargs.pop("max_evaluations")
+        if max_evals is not None:
+            check_int("max_evals", max_evals, 0)
         check_choice("batched", batched, (None, True, False))
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -93,8 +103,9 @@ class PruneRNNVectorEnv(VectorEnv):
         #: candidates scored so far by :meth:`step` (the construction-time probe is not counted)
         self.evaluations = 0
         #: a hard cap on :attr:`evaluations` (``None``: none). Episodes that end past it are not scored: they end with
-        #: reward 0 and ``info["over_budget"] = True``, as :class:`agents.core.eval_cap.EvalCap` answers.
-        self.max_evaluations: int | None = None
+        #: reward 0 and ``info["over_max_evals"] = True`` (and the former key ``over_budget``, kept for one release),
+        #: as :class:`agents.core.cap.EvalCap` answers.
+        self.max_evals: int | None = max_evals
         self.scorer: BatchedScorer | None = None
         self.eval_path, self.eval_path_reason = self._choose_path(batched, max_batch)
 
@@ -219,7 +230,7 @@ class PruneRNNVectorEnv(VectorEnv):
             else:
                 self._obs[i], _, _, _, info = env.conclude(None)
                 infos = self._add_info(infos, info, i)
-        allowed = len(ended) if self.max_evaluations is None else max(0, self.max_evaluations - self.evaluations)
+        allowed = len(ended) if self.max_evals is None else max(0, self.max_evals - self.evaluations)
         ended, unscored = ended[:allowed], ended[allowed:]
         self.evaluations += len(ended)
         for i in unscored:  # past the cap: the episode ends without being scored
@@ -241,7 +252,7 @@ class PruneRNNVectorEnv(VectorEnv):
             self.template.close()
 
     def _finish_unscored(self, infos: dict[str, Any], i: int) -> dict[str, Any]:
-        info = {"over_budget": True}
+        info = {"over_max_evals": True, "over_budget": True}
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             infos = self._add_info(infos, {"final_obs": self._obs[i].copy(), "final_info": info}, i)
             self._obs[i], info = self.envs[i].reset()
@@ -262,6 +273,19 @@ class PruneRNNVectorEnv(VectorEnv):
         if self.scorer is not None and ended:
             return self.scorer.score(np.stack([self.envs[i].counts for i in ended]))
         return [self.envs[i].score() for i in ended]
+
+    @property
+    def max_evaluations(self) -> int | None:
+        """Deprecated name of :attr:`max_evals`."""
+        warnings.warn("PruneRNNVectorEnv.max_evaluations is deprecated; use max_evals", DeprecationWarning,
+                      stacklevel=2)
+        return self.max_evals
+
+    @max_evaluations.setter
+    def max_evaluations(self, value: int | None) -> None:
+        warnings.warn("PruneRNNVectorEnv.max_evaluations is deprecated; use max_evals", DeprecationWarning,
+                      stacklevel=2)
+        self.max_evals = value
 
     @property
     def allocations(self) -> list[dict[str, float] | None]:

@@ -1,6 +1,6 @@
-"""Turning requested per-layer sparsities into exact pruned counts that meet an overall budget.
+"""Turning requested per-layer sparsities into exact pruned counts that meet an overall target sparsity.
 
-Joint mode projects the whole request onto the budget; sequential mode caps each action with AMC's "action
+Joint mode projects the whole request onto the target; sequential mode caps each action with AMC's "action
 wall" so that the layers still to come can always meet the target. Both end at exactly ``round(target * N)``
 pruned weights, where ``N`` is the number of prunable weights.
 """
@@ -17,21 +17,21 @@ def caps(numels: np.ndarray, max_sparsity: float) -> np.ndarray:
     return np.floor(max_sparsity * numels + 1e-9).astype(np.int64)
 
 
-def budget_count(target_sparsity: float, numels: np.ndarray) -> int:
+def target_count(target_sparsity: float, numels: np.ndarray) -> int:
     """Total weights to prune for ``target_sparsity``."""
     return int(target_sparsity * int(numels.sum()) + 0.5)
 
 
 def counts_from_sparsities(sparsities: np.ndarray, numels: np.ndarray) -> np.ndarray:
-    """Round each layer's requested sparsity to a weight count (penalty mode: no budget)."""
+    """Round each layer's requested sparsity to a weight count (penalty mode: no target)."""
     return np.minimum(numels, np.floor(sparsities * numels + 0.5)).astype(np.int64)
 
 
-def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:
+def project_to_target(sparsities: np.ndarray, numels: np.ndarray, total: int, cap: np.ndarray) -> np.ndarray:
     """The allocation closest to the request that prunes exactly ``total`` weights.
 
     Finds the common shift ``lam`` such that ``sum_i n_i * clip(s_i + lam, 0, c_i / n_i) = total``, i.e. the
-    projection of ``s`` onto the budget set in the parameter-weighted Euclidean norm. The relative order of the
+    projection of ``s`` onto the target set in the parameter-weighted Euclidean norm. The relative order of the
     request survives: a layer asked to be sparser stays sparser. The left side is piecewise linear and
     non-decreasing in ``lam`` with kinks at ``-s_i`` and ``c_i / n_i - s_i``, so ``lam`` is solved exactly on the
     segment between the two kinks that bracket ``total`` (no iterative search in the env's step). Fractional
@@ -42,15 +42,15 @@ def project_to_budget(sparsities: np.ndarray, numels: np.ndarray, total: int, ca
     :param total: weights to prune in all, ``0 <= total <= cap.sum()``.
     :param cap: most weights each layer may lose.
 
-    Asked for sparsities 0.3 and 0.5 of layers of 100 and 300 weights under an overall budget of 0.5, both layers
+    Asked for sparsities 0.3 and 0.5 of layers of 100 and 300 weights under an overall target of 0.5, both layers
     move up by the same 0.05:
 
     >>> numels = np.array([100, 300])
-    >>> project_to_budget(np.array([0.3, 0.5]), numels, budget_count(0.5, numels), caps(numels, 0.98))
+    >>> project_to_target(np.array([0.3, 0.5]), numels, target_count(0.5, numels), caps(numels, 0.98))
     array([ 35, 165])
     """
     if total > int(cap.sum()):
-        raise ValueError(f"budget of {total} pruned weights exceeds what `max_sparsity` allows ({int(cap.sum())})")
+        raise ValueError(f"a target of {total} pruned weights exceeds what `max_sparsity` allows ({int(cap.sum())})")
     upper = cap / numels
     real = np.clip(sparsities + _shift(sparsities, numels, upper, total), 0.0, upper) * numels
     counts = np.minimum(np.floor(real + 1e-9).astype(np.int64), cap)
@@ -94,7 +94,7 @@ def _fix_sum(counts: np.ndarray, remainder: np.ndarray, total: int, cap: np.ndar
 
 
 def action_wall(requested: int, layer: int, pruned_so_far: int, total: int, cap: np.ndarray) -> int:
-    """AMC's action wall for sequential mode: cap layer ``layer``'s count so the budget stays exactly reachable.
+    """AMC's action wall for sequential mode: cap layer ``layer``'s count so the target stays exactly reachable.
 
     The layer must prune at least what the later layers cannot absorb even at their caps, and at most what is
     still needed; the last layer therefore takes exactly the remainder.
@@ -122,13 +122,18 @@ def allocation_counts(allocation: dict[str, float], names: list[str], numels: np
 
 def episode_fractions(counts: np.ndarray, numels: np.ndarray, target: float | None, t: int,
                       sequential: bool) -> tuple[float, float, float, float]:
-    """The observation's episode state: fraction of weights removed, fraction still needed for the budget (0 in
+    """The observation's episode state: fraction of weights removed, fraction still needed for the target (0 in
     penalty mode), progress (sequential: ``t / layers``; joint: ``t``, 0 or 1) and the share of weights after the
     current layer (sequential; 0 in joint mode and after the last layer)."""
     total = int(numels.sum())
     removed = int(counts.sum())
-    needed = max(0, budget_count(target, numels) - removed) if target is not None else 0
+    needed = max(0, target_count(target, numels) - removed) if target is not None else 0
     n = numels.size
     if not sequential:
         return removed / total, needed / total, float(t), 0.0
     return removed / total, needed / total, t / n, (float(numels[t + 1:].sum() / total) if t < n else 0.0)
+
+
+#: Former names, kept as aliases for one release.
+budget_count = target_count
+project_to_budget = project_to_target

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from prune_env.io import atomic_save_torch
 
 #: Bump whenever a change to the built-in tasks' code changes the weights they train (data pipeline, model,
 #: training loop), so stale cache entries are not reused.
@@ -57,24 +58,8 @@ def cache_path(name: str, key: str) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in ``path``'s directory, then ``os.replace`` it into place.
-
-    The temp file lives in the same directory so the rename is atomic (same filesystem); it is removed on failure.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`prune_env.io.atomic_save_torch`)."""
+    atomic_save_torch(obj, path)
 
 
 def load_or_train(name: str, config: dict[str, Any], seed: int, *,
