@@ -15,7 +15,7 @@ import pytest
 import torch
 from tiny import bf16_available
 
-import agents.cli.main
+import agents.cli.bench
 import agents.core.results
 from agents.cli.main import main
 from agents.core.results import DIRTY_NOTE, git_state, provenance, run_meta, summarize
@@ -34,7 +34,7 @@ def test_tasks_lists_presets(capsys):
 
 def test_bench_writes_results_and_never_overwrites(tmp_path, capsys):
     argv = ["bench", "--task", TINY, "--sparsity", "0.5", "0.7", "--agents", "uniform", "global", "random",
-            "reinforce", "--budget", "4", "--seeds", "0", "1", "--out", str(tmp_path), "--no-progress"]
+            "reinforce", "--max-evals", "4", "--seeds", "0", "1", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     assert main(argv) == 0
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
@@ -59,7 +59,7 @@ def test_bench_writes_results_and_never_overwrites(tmp_path, capsys):
 
 
 def test_train_then_evaluate_allocation_and_policy(tmp_path, capsys):
-    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "reinforce", "--budget", "6",
+    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "reinforce", "--max-evals", "6",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert (run / "policy.pt").is_file() and (run / "allocation.json").is_file()
@@ -73,7 +73,7 @@ def test_train_then_evaluate_allocation_and_policy(tmp_path, capsys):
 
 def test_train_ppo_saves_zip_policy(tmp_path):
     # also the batched vector env (--vector-envs) and bf16 scoring (--precision)
-    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "ppo", "--budget", "8", "--out",
+    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "ppo", "--max-evals", "8", "--out",
                  str(tmp_path), "--no-progress", "--vector-envs", "2", "--precision", PRECISION,
                  "--option", "ppo.n_epochs=1"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -89,7 +89,8 @@ def test_train_ppo_saves_zip_policy(tmp_path):
     (["bench", "--task", TINY, "--sparsity", "-0.1"], "--sparsity"),
     (["bench", "--task", "./missing/corpus"], "corpus directory not found"),
     (["bench", "--task", "corpus"], "corpus directory"),
-    (["bench", "--task", TINY, "--budget", "0"], "budget"),
+    (["bench", "--task", TINY, "--max-evals", "0"], "--max-evals must be >= 1"),
+    (["bench", "--task", TINY, "--max-evals", "3", "--budget", "4"], "disagree"),
     (["bench", "--task", TINY, "--seeds", "-1"], "seeds"),
     (["bench", "--task", TINY, "--option", "reinforce"], "AGENT.KEY=VALUE"),
     (["bench", "--task", TINY, "--agents", "random", "--option", "reinforce.lr=1"], "not being run"),
@@ -113,16 +114,44 @@ def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     assert not list(tmp_path.iterdir()), "a failed command must not create a run directory"
 
 
-def test_console_script_exit_code():
-    proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "bench", "--task", "no-such-task"],
+@pytest.mark.parametrize("module", ["agents.cli", "agents.cli.main"])
+def test_python_m_exit_code_and_one_line(module):
+    proc = subprocess.run([sys.executable, "-m", module, "bench", "--task", "no-such-task"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("prune-rnn: error: --task: unknown task")
 
 
-def test_python_m_agents_cli_runs():
-    proc = subprocess.run([sys.executable, "-m", "agents.cli.main", "tasks"], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("module", ["agents.cli", "agents.cli.main"])
+def test_python_m_agents_cli_runs(module):
+    proc = subprocess.run([sys.executable, "-m", module, "tasks"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "digits" in proc.stdout, proc.stderr
+    assert proc.stderr == ""  # no runpy warning about a module imported twice
+
+
+def test_console_script_names_the_package_main():
+    import tomllib
+
+    import agents.cli
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"prune-rnn": "agents.cli:main"}
+    assert agents.cli.main(["bench", "--task", "no-such-task"]) == 2
+    import agents.cli.main as module  # the submodule shadows the function's name, and runs the CLI too
+
+    assert module(["bench", "--task", "no-such-task"]) == 2
+
+
+def test_budget_is_a_deprecated_alias_of_max_evals(tmp_path, capsys):
+    assert main(["train", "--task", TINY, "--sparsity", "0.5", "--agent", "random", "--budget", "3",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "--budget" in line] == [
+        "prune-rnn: warning: --budget is deprecated and will be removed in the next release; use --max-evals"]
+    (run,) = tmp_path.iterdir()
+    row = json.loads((run / "result.json").read_text())["result"]
+    assert row["max_evals"] == 3 and row["evals"] == 3 and "budget" not in row
 
 
 def test_import_prune_env_pulls_in_neither_agents_nor_sb3():
@@ -145,7 +174,7 @@ def _evaluate_row(out: str) -> dict[str, float]:
 def test_evaluate_finetune_steps_fine_tunes_with_masks_held(tmp_path, capsys):
     # 80 % uniform: 40 steps take digits from ~0.10 to ~0.55 validation accuracy on AVX-512 and AVX2 CPUs alike (at
     # 90 % the recovery after 40 steps depends on the CPU the model was trained on: 0.18 -> 0.26, or 0.12 -> 0.10)
-    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "uniform", "--budget", "1",
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "uniform", "--max-evals", "1",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     capsys.readouterr()
@@ -163,7 +192,7 @@ def test_evaluate_finetune_steps_fine_tunes_with_masks_held(tmp_path, capsys):
 
 def test_bench_mode_sequential_builds_sequential_envs(tmp_path):
     assert main(["bench", "--task", "digits", "--mode", "sequential", "--sparsity", "0.8", "--agents", "uniform",
-                 "random", "reinforce", "--budget", "3", "--out", str(tmp_path), "--no-progress"]) == 0
+                 "random", "reinforce", "--max-evals", "3", "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     data = json.loads((run / "results.json").read_text())
     assert [r["mode"] for r in data["runs"]] == ["sequential"] * 3
@@ -172,7 +201,7 @@ def test_bench_mode_sequential_builds_sequential_envs(tmp_path):
 
 
 def test_train_device_cpu_and_mode_are_the_envs(tmp_path):
-    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--budget", "2",
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--max-evals", "2",
                  "--device", "cpu", "--mode", "sequential", "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     res = json.loads((run / "result.json").read_text())
@@ -182,7 +211,7 @@ def test_train_device_cpu_and_mode_are_the_envs(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_train_device_cuda(tmp_path):
-    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--budget", "2",
+    assert main(["train", "--task", "digits", "--sparsity", "0.8", "--agent", "random", "--max-evals", "2",
                  "--device", "cuda", "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     res = json.loads((run / "result.json").read_text())
@@ -288,7 +317,7 @@ def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monke
     """The tree changes (a commit, an edit) while the search runs: the results keep the state it started from."""
     state = {"now": ("a" * 40, True)}
     monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: state["now"])
-    real_run_one, entered = agents.cli.main._run_one, []
+    real_run_one, entered = agents.cli.bench.run_one, []
 
     def slow_run_one(*args, **kwargs):
         if not entered:
@@ -297,8 +326,8 @@ def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monke
             time.sleep(1.2)  # "started" has whole seconds: a time taken after this is later than `entered`
         return real_run_one(*args, **kwargs)
 
-    monkeypatch.setattr(agents.cli.main, "_run_one", slow_run_one)
-    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "--agents", "uniform", "global", "--budget", "2",
+    monkeypatch.setattr(agents.cli.bench, "run_one", slow_run_one)
+    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "--agents", "uniform", "global", "--max-evals", "2",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "WARNING" in err and "UNCOMMITTED CHANGES" in err
@@ -318,7 +347,7 @@ def test_bench_meta_is_taken_at_start_and_a_dirty_tree_is_marked(tmp_path, monke
 
 def test_train_from_a_clean_tree_warns_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(agents.core.results, "git_state", lambda root=None: ("d" * 40, False))
-    assert main(["train", "--task", TINY, "--sparsity", "0.5", "--agent", "uniform", "--budget", "1",
+    assert main(["train", "--task", TINY, "--sparsity", "0.5", "--agent", "uniform", "--max-evals", "1",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     assert "WARNING" not in capsys.readouterr().err
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -383,10 +412,10 @@ def test_pretrain_bad_arguments_one_line_exit_2(argv, words, capsys):
 def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(tmp_path, monkeypatch):
     """A bench killed after any finished cell, then resumed, ends with the uninterrupted table (deterministic
     agents and seeded searches alike), and recomputes no finished cell."""
-    import agents.cli.main as cli
+    import agents.cli.bench as cli
 
     base = ["bench", "--task", TINY, "--sparsity", "0.6", "0.8", "--agents", "uniform", "lamp", "random",
-            "--budget", "4", "--seeds", "0", "1", "--no-progress"]
+            "--max-evals", "4", "--seeds", "0", "1", "--no-progress"]
     assert main([*base, "--out", str(tmp_path / "full")]) == 0
     (full,) = (tmp_path / "full").iterdir()
     reference = json.loads((full / "results.json").read_text())
@@ -396,7 +425,7 @@ def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(t
         return [[r[k] for k in keys] for r in data["runs"]], [
             {k: v for k, v in s.items() if k not in ("wall_time_s",)} for s in data["summary"]]
 
-    real = cli._run_one
+    real = cli.run_one
     for kill_after in (1, 3, 4, 7):
         calls = []
 
@@ -406,14 +435,14 @@ def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(t
             _calls.append(a[2:5])
             return real(*a, **k)
 
-        monkeypatch.setattr(cli, "_run_one", dying)
+        monkeypatch.setattr(cli, "run_one", dying)
         parent = tmp_path / f"k{kill_after}"
         with pytest.raises(KeyboardInterrupt):
             main([*base, "--out", str(parent)])
         (run,) = parent.iterdir()
         assert len(json.loads((run / "results.json").read_text())["runs"]) == kill_after
         resumed = []
-        monkeypatch.setattr(cli, "_run_one", lambda *a, _r=resumed, **k: _r.append(a[2:5]) or real(*a, **k))
+        monkeypatch.setattr(cli, "run_one", lambda *a, _r=resumed, **k: _r.append(a[2:5]) or real(*a, **k))
         assert main([*base, "--resume", str(run)]) == 0
         assert not set(resumed) & set(calls)  # no finished cell recomputed
         assert len(resumed) + kill_after == 8  # 2 targets x (uniform, lamp, random x 2 seeds)
@@ -421,10 +450,10 @@ def test_bench_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(t
 
 
 def test_bench_resume_refuses_another_bench(tmp_path, capsys):
-    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--budget", "2",
+    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--max-evals", "2",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = tmp_path.iterdir()
-    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--budget", "3",
+    assert main(["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "uniform", "--max-evals", "3",
                  "--resume", str(run), "--no-progress"]) == 2
     assert "same arguments" in capsys.readouterr().err
     assert main(["bench", "--task", TINY, "--resume", str(tmp_path / "nothing")]) == 2

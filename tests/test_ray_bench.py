@@ -18,10 +18,10 @@ HERE = Path(__file__).resolve().parent
 TINY = "tiny:tiny_task"  # tests/tiny.py: on the Ray workers' PYTHONPATH too (this process's sys.path)
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason='needs the ray extra: pip install -e ".[ray]"')
-KEYS = ("task", "agent", "target_sparsity", "seed", "budget", "val_score", "test_score", "dense_val",
+KEYS = ("task", "agent", "target_sparsity", "seed", "max_evals", "val_score", "test_score", "dense_val",
         "achieved_sparsity", "nonzero_params", "evals", "allocation", "history", "replay")
 BASE = ["bench", "--task", TINY, "--sparsity", "0.6", "0.8", "--agents", "uniform", "global", "lamp", "random",
-        "--budget", "4", "--seeds", "3", "--no-progress"]
+        "--max-evals", "4", "--seeds", "3", "--no-progress"]
 
 
 def _rows(run: Path) -> list[list]:
@@ -65,11 +65,11 @@ def test_ray_backend_rows_equal_the_local_backend(ray_cli, tmp_path):
 @needs_ray
 def test_ray_backend_resumes_a_local_bench(ray_cli, tmp_path, monkeypatch):
     """A local bench killed after 3 cells, finished with --backend ray: the local table, finished cells kept."""
-    import agents.cli.main as cli
+    import agents.cli.bench as cli
 
     assert main([*BASE, "--out", str(tmp_path / "full")]) == 0
     (full,) = (tmp_path / "full").iterdir()
-    real, calls = cli._run_one, []
+    real, calls = cli.run_one, []
 
     def dying(*a, **k):
         if len(calls) == 3:
@@ -77,11 +77,11 @@ def test_ray_backend_resumes_a_local_bench(ray_cli, tmp_path, monkeypatch):
         calls.append(a[2:5])
         return real(*a, **k)
 
-    monkeypatch.setattr(cli, "_run_one", dying)
+    monkeypatch.setattr(cli, "run_one", dying)
     with pytest.raises(KeyboardInterrupt):
         main([*BASE, "--out", str(tmp_path / "part")])
     (run,) = (tmp_path / "part").iterdir()
-    monkeypatch.setattr(cli, "_run_one", real)
+    monkeypatch.setattr(cli, "run_one", real)
     assert main([*BASE, "--backend", "ray", "--resume", str(run)]) == 0
     assert _rows(run) == _rows(full)
 
@@ -89,7 +89,7 @@ def test_ray_backend_resumes_a_local_bench(ray_cli, tmp_path, monkeypatch):
 @needs_ray
 def test_ray_backend_reports_a_bad_task_option_in_one_line(ray_cli, tmp_path, capsys):
     """An error raised in a worker (here an unknown agent option) stops the bench with the local backend's line."""
-    argv = ["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "random", "--budget", "2", "--no-progress",
+    argv = ["bench", "--task", TINY, "--sparsity", "0.6", "--agents", "random", "--max-evals", "2", "--no-progress",
             "--option", "random.no_such_option=1", "--out", str(tmp_path)]
     local = main([*argv, "--backend", "local"])
     err_local = capsys.readouterr().err
@@ -100,7 +100,7 @@ def test_ray_backend_reports_a_bad_task_option_in_one_line(ray_cli, tmp_path, ca
 
 @pytest.mark.skipif(HAVE_RAY, reason="checks the error printed without the ray extra")
 def test_ray_backend_without_the_extra_is_one_line(tmp_path, capsys):
-    assert main(["bench", "--task", TINY, "--agents", "uniform", "--budget", "2", "--backend", "ray",
+    assert main(["bench", "--task", TINY, "--agents", "uniform", "--max-evals", "2", "--backend", "ray",
                  "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and 'pip install -e ".[ray]"' in err
@@ -108,6 +108,6 @@ def test_ray_backend_without_the_extra_is_one_line(tmp_path, capsys):
 
 
 def test_address_needs_the_ray_backend(tmp_path, capsys):
-    assert main(["bench", "--task", TINY, "--agents", "uniform", "--budget", "2", "--address", "auto",
+    assert main(["bench", "--task", TINY, "--agents", "uniform", "--max-evals", "2", "--address", "auto",
                  "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--address needs --backend ray" in capsys.readouterr().err

@@ -24,7 +24,7 @@ TINY = "tiny:tiny_task"
 def bench_dir(tmp_path_factory) -> Path:
     """One tiny bench (two targets, a deterministic and a searching agent, two seeds: 6 rows); tests copy it."""
     out = tmp_path_factory.mktemp("bench")
-    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "0.7", "--agents", "uniform", "random", "--budget", "3",
+    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "0.7", "--agents", "uniform", "random", "--max-evals", "3",
                  "--seeds", "0", "1", "--out", str(out), "--no-progress"]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run
@@ -163,7 +163,7 @@ def test_legacy_dense_model_checked_through_the_task_metadata_metrics(run_dir, m
 
 
 def test_train_result_validates(tmp_path, capsys):
-    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "random", "--budget", "2", "--out",
+    assert main(["train", "--task", TINY, "--sparsity", "0.6", "--agent", "random", "--max-evals", "2", "--out",
                  str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     capsys.readouterr()

@@ -6,16 +6,16 @@ output directory, so that a killed run restarts from its last finished stage:
 1. **search** (``search.json``): an agent picks the per-layer allocation at the target sparsity (default: LAMP for
    ``unstructured``, uniform for ``hidden_unit``; one evaluation each). The one-shot model (that allocation, no
    fine-tuning) is scored on validation and test.
-2. **finetune** (``finetuned.pt``, ``finetune.json``): :func:`prune_env.compression.gradual.gradual_prune` prunes a copy of
-   the model gradually to that allocation while training it (Zhu & Gupta's cubic schedule), with
+2. **finetune** (``finetuned.pt``, ``finetune.json``): :func:`prune_env.compression.gradual.gradual_prune` prunes a
+   copy of the model gradually to that allocation while training it (Zhu & Gupta's cubic schedule), with
    quantization-aware training (straight-through rounding) after the ramp when ``bits`` is given; the best
    validation checkpoint is kept. The weights are saved with ``torch.save`` of a plain ``state_dict`` (loaded
    back with ``weights_only=True``).
 3. **export** (``model.prnn``, ``export.json``): :func:`prune_env.compression.export.export` writes the compressed file
    (sparse layout, ``bits``-bit values).
 4. **report** (``report.md``, ``report.json``, ``report.png``): the exported file is loaded back with
-   :func:`prune_env.compression.export.load` and scored; dense, one-shot and final are compared side by side on test score
-   (and perplexity where the task reports it), validation score, bytes on disk, parameters and CPU latency.
+   :func:`prune_env.compression.export.load` and scored; dense, one-shot and final are compared side by side on test
+   score (and perplexity where the task reports it), validation score, bytes on disk, parameters and CPU latency.
 
 ``compress.json`` holds the settings. Rerunning with the same output directory resumes: finished stages are
 skipped; different settings are refused (use a new directory).
@@ -47,12 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["STAGES", "CompressError", "compress", "default_agent"]
+__all__ = ["STAGES", "CompressError", "add_parser", "cmd_compress", "compress", "default_agent"]
 
 #: The stages in order; each one's "done" marker file.
 STAGES = {"search": "search.json", "finetune": "finetune.json", "export": "export.json", "report": "report.json"}
 #: Settings that identify a run (a rerun must match them to resume).
-_SETTINGS = ("task", "task_seed", "target_sparsity", "agent", "budget", "seed", "steps", "bits", "granularity", "lr",
+_SETTINGS = ("task", "task_seed", "target_sparsity", "agent", "max_evals", "seed", "steps", "bits", "granularity", "lr",
              "method", "agent_options")
 
 
@@ -67,11 +67,12 @@ def default_agent(granularity: str) -> str:
 
 
 def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent: str | None = None,
-             budget: int | None = None, seed: int = 0, steps: int = 800, bits: int | None = None,
+             max_evals: int | None = None, seed: int = 0, steps: int = 800, bits: int | None = None,
              granularity: str = "unstructured", lr: float = 3e-3, lr_schedule: str = "constant",
              select: str = "score", method: str = "linear", device: str = "cpu",
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
-             log: Callable[[str], None] | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, command: Sequence[str] | None = None,
+             budget: int | None = None) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
 
     :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
@@ -80,7 +81,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
         whole units removed), in ``(0, 1)``.
     :param out: the run directory (created; an existing one with the same settings is resumed).
     :param agent: the allocation agent (a key of :data:`agents.AGENTS`); default :func:`default_agent`.
-    :param budget: the agent's evaluation cap; default 1 for one-shot rules, else 100.
+    :param max_evals: the agent's evaluation cap; default 1 for one-shot rules, else 100.
     :param seed: seeds the agent and the fine-tuning batches.
     :param steps: fine-tuning steps (the pruning ramp takes the first half); 0 gives the one-shot model.
     :param bits: bits per value of the prunable weights (quantization-aware fine-tuning after the ramp, then an
@@ -98,6 +99,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :param progress: progress bars.
     :param log: called with one line per stage (default: silent).
     :param command: the command line to record in the report (the CLI passes its own).
+    :param budget: deprecated name of ``max_evals`` (a :class:`DeprecationWarning`).
     :returns: the report (also in ``report.json``).
     :raises ValueError: on a bad argument (the message names it); :class:`CompressError` for a directory that holds
         a run with other settings.
@@ -108,6 +110,13 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     from prune_env.checks import check_choice, check_int, check_number
     from prune_env.tasks import resolve_task
 
+    if budget is not None:
+        if max_evals is not None:
+            raise TypeError("compress() got both `max_evals` and its deprecated name `budget`; pass `max_evals` only")
+        import warnings
+
+        warnings.warn("compress(budget=...) is deprecated; use max_evals=...", DeprecationWarning, stacklevel=2)
+        max_evals = budget
     meta = run_meta(list(command) if command else ["agents.cli.compress.compress"], warn=False)
     say = log or (lambda _msg: None)
     spec = task if isinstance(task, str) else getattr(task, "name", type(task).__name__)
@@ -117,7 +126,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     if agent not in A.AGENTS:
         raise ValueError(f"`agent` must be one of {sorted(A.AGENTS)}, got {agent!r}")
     one_shot = agent in ("uniform", "global", "lamp", "erk", "gradient", "policy")
-    budget = (1 if one_shot else 100) if budget is None else A.check_budget(budget)
+    max_evals = (1 if one_shot else 100) if max_evals is None else check_int("max_evals", max_evals, 1)
     seed = check_int("seed", seed, 0)
     steps = check_int("steps", steps, 0)
     if bits is not None:
@@ -133,8 +142,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     latency_reps = check_int("latency_reps", latency_reps, 1)
     options = dict(agent_options or {})
     settings = {"task": spec, "task_seed": getattr(task, "metadata", {}).get("seed") if not isinstance(task, str)
-                else None, "target_sparsity": target, "agent": agent, "budget": budget, "seed": seed, "steps": steps,
-                "bits": bits, "granularity": granularity, "lr": lr, "method": method, "agent_options": options}
+                else None, "target_sparsity": target, "agent": agent, "max_evals": max_evals, "seed": seed,
+                "steps": steps, "bits": bits, "granularity": granularity, "lr": lr, "method": method,
+                "agent_options": options}
     settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select)) if v != _LATER_DEFAULTS[k]})
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -153,11 +163,11 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     # ---- 1. search
     search = _read(out, "search")
     if search is None:
-        say(f"[1/4] search: {agent}, budget {budget}, target {target}")
+        say(f"[1/4] search: {agent}, max {max_evals} evaluations, target {target}")
         t0 = time.perf_counter()
-        res = A.search(agent, env, budget, seed=seed, **options)
+        res = A.search(agent, env, max_evals, seed=seed, **options)
         oneshot = env.pruned_model(res.allocation)
-        search = {"agent": agent, "budget": budget, "evals": res.evals, "allocation": res.allocation,
+        search = {"agent": agent, "max_evals": max_evals, "evals": res.evals, "allocation": res.allocation,
                   "counts": [int(c) for c in env.counts_for(res.allocation)],
                   "one_shot": _scores(task, oneshot), "wall_time_s": round(time.perf_counter() - t0, 3)}
         _write_json(out / STAGES["search"], search)
@@ -221,7 +231,9 @@ def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, 
             have = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise CompressError(f"{path} is unreadable ({e}); use a new `out` directory") from None
-        old = have.get("settings", {})
+        old = dict(have.get("settings", {}))
+        if "budget" in old and "max_evals" not in old:  # the name of earlier releases
+            old["max_evals"] = old.pop("budget")
         have_s = {**_LATER_DEFAULTS, **old}
         want_s = {**_LATER_DEFAULTS, **want["settings"]}
         diff = ", ".join(f"{k}={have_s.get(k)!r} (now {want_s.get(k)!r})"
@@ -304,7 +316,7 @@ def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: di
         r["latency_ratio"] = None if r["latency_ms"] is None or latency.get("dense") is None else \
             r["latency_ms"] / latency["dense"]
     return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
-            "search": {k: search[k] for k in ("agent", "budget", "evals", "wall_time_s")},
+            "search": {k: search.get(k) for k in ("agent", "max_evals", "evals", "wall_time_s")},
             "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
             "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()}}
 
@@ -397,7 +409,8 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
              str(r["params"]["nonzero"]), _fmt(r["latency_ms"], ".2f"), _fmt(r["latency_ratio"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     lat = report["latency"]
-    lines += ["", f"Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.compression.export` files. "
+    lines += ["", "Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.compression.export` "
+              "files. "
               f"Latency: median of {lat['reps']} forward passes on a {'x'.join(map(str, lat['input'] or []))} "
               f"validation batch, {lat['threads']} thread(s), dense and compressed timed alternately (unstructured "
               "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
@@ -437,3 +450,68 @@ def _plot(out: Path, report: dict[str, Any]) -> None:
     b.set_title("size (labels: test score)")
     fig.tight_layout()
     save_figure(fig, out / "report.png")
+
+
+# --------------------------------------------------------------------------------------------------- command
+def add_parser(sub: Any) -> None:
+    """Register ``compress`` on the ``prune-rnn`` subparsers."""
+    from agents.cli.common import add_max_evals_arg, add_task_args
+
+    c = sub.add_parser("compress", help="search, prune gradually while fine-tuning, quantize, export, report")
+    add_task_args(c)
+    c.add_argument("--sparsity", type=float, required=True, help="target overall sparsity of the prunable weights")
+    c.add_argument("--agent", default=None, help="allocation agent (default: lamp; uniform for --granularity "
+                   "hidden_unit)")
+    add_max_evals_arg(c, None, "the agent's evaluations (default 1 for one-shot rules, else 100)")
+    c.add_argument("--steps", type=int, default=800, help="fine-tuning steps; the pruning ramp takes the first half "
+                   "(800: pydoc-char in about 13 min on a 2-core CPU)")
+    c.add_argument("--bits", type=int, default=None, help="bits per weight value (quantization-aware fine-tuning, "
+                   "then export at this width); default float32")
+    c.add_argument("--granularity", default="unstructured", choices=("unstructured", "hidden_unit"))
+    c.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the fine-tuning")
+    c.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                   help="constant, or cosine decay to 0 after the pruning ramp")
+    c.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep: best "
+                   "validation score, or lowest validation NLL (language models judged by perplexity)")
+    c.add_argument("--method", default="linear", choices=("linear", "kmeans"), help="quantization method")
+    c.add_argument("--seed", type=int, default=0, help="seeds the agent and the fine-tuning batches")
+    c.add_argument("--device", default="cpu", help="where to search and fine-tune")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="agent option, e.g. learning_rate=0.1 (repeatable)")
+    c.add_argument("--out", required=True, help="run directory (rerunning with it resumes after the last finished "
+                   "stage)")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    c.set_defaults(func=cmd_compress)
+
+
+def cmd_compress(args: Any) -> int:
+    """search -> gradual pruning with fine-tuning (quantization-aware with --bits) -> export -> report."""
+    from agents.cli.common import (
+        CLIError,
+        check_agents,
+        check_device,
+        check_seed,
+        check_sparsity,
+        parse_options,
+        resolve_cli_task,
+    )
+
+    target = check_sparsity(args.sparsity)
+    check_device(args.device)
+    seed = check_seed(args.seed)
+    if args.agent is not None:
+        check_agents([args.agent])
+    options = parse_options([f"agent.{o}" for o in args.option], ["agent"]).get("agent", {})
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out: {args.out} is a file, not a directory")
+    task = resolve_cli_task(args.task, args.task_seed, not args.no_progress)
+    report = compress(task, target, args.out, agent=args.agent, max_evals=args.max_evals, seed=seed,
+                      steps=args.steps, bits=args.bits, granularity=args.granularity, lr=args.lr,
+                      lr_schedule=args.lr_schedule, select=args.select, method=args.method, device=args.device,
+                      agent_options=options, progress=not args.no_progress,
+                      log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])
+    final, dense = report["rows"]["final"], report["rows"]["dense"]
+    print(f"test score {final.get('test_score', float('nan')):.4f} (dense {dense.get('test_score', float('nan')):.4f}),"
+          f" {final['bytes']} bytes ({final['bytes_ratio']:.3f}x dense); report: {out / 'report.md'}")
+    return 0

@@ -1,10 +1,10 @@
 """``prune-rnn bench --backend ray``: every missing (agent, target, seed) cell of a bench as one Ray task.
 
 Each task (``num_cpus=1``, ``torch.set_num_threads(1)``) rebuilds the task from the CLI spec (``--task``,
-``--task-seed``), builds a fresh env as the local backend does (:func:`agents.cli.main._make_env`) and returns the row of
-:func:`agents.cli.main._run_one`, so the rows, and the table, equal the local backend's (cells do not depend on the order
-they run in: see ``--resume``). The driver gathers the rows as they finish (``ray.wait``) and rewrites the run's
-results after each, in cell order, atomically, as the local backend does, so ``--resume`` works for both backends.
+``--task-seed``), builds a fresh env as the local backend does (:func:`agents.cli.common.make_env`) and returns the
+row of :func:`agents.cli.common.run_one`, so the rows, and the table, equal the local backend's (cells do not depend on
+the order they run in: see ``--resume``). The driver gathers the rows as they finish (``ray.wait``) and rewrites the
+run's results after each, in cell order, atomically, as the local backend does, so ``--resume`` works for both backends.
 
 **Where Ray runs.** With a Ray already initialized in this process, it is used as it is and left running. With
 ``--address`` ("auto", "HOST:6379", "ray://HOST:10001") the bench joins that cluster; every node then needs this
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 _MISSING = '--backend ray needs the ray extra: pip install -e ".[ray]"  (ray[rllib,tune]==2.60.0)'
-#: The env arguments of ``bench`` that :func:`agents.cli.main._make_env` reads, sent to every task.
+#: The env arguments of ``bench`` that :func:`agents.cli.common.make_env` takes, sent to every task.
 _ENV_ARGS = ("mode", "device", "precision")
 #: Tasks built in this worker process, keyed by (spec, task seed): a worker runs many cells of the same task.
 _TASKS: dict[tuple[str, int], Any] = {}
@@ -34,7 +34,7 @@ _TASKS: dict[tuple[str, int], Any] = {}
 
 def check_backend(args: argparse.Namespace) -> None:
     """Refuse ``--address`` without ``--backend ray``, and ``--backend ray`` without the extra (one-line errors)."""
-    from agents.cli.main import CLIError
+    from agents.cli.common import CLIError
 
     if args.backend != "ray":
         if args.address is not None:
@@ -60,7 +60,7 @@ def run_cells(args: argparse.Namespace, cells: Sequence[tuple], finished: dict[t
     """
     import ray
 
-    from agents.cli.main import CLIError
+    from agents.cli.common import CLIError
 
     done = dict(finished)
     todo = [c for c in cells if c not in done]
@@ -76,7 +76,7 @@ def run_cells(args: argparse.Namespace, cells: Sequence[tuple], finished: dict[t
             if name in ("reinforce", "ppo"):
                 logs = Path(out).resolve() / "tensorboard"  # absolute: a worker's directory is not ours
                 kw.setdefault("tensorboard_log", str(logs / f"{name}-{target:g}-s{seed}"))
-            ref = remote.remote(args.task, args.task_seed, env_kw, name, target, seed, args.budget, kw,
+            ref = remote.remote(args.task, args.task_seed, env_kw, name, target, seed, args.max_evals, kw,
                                 args.vector_envs)
             pending[ref] = (target, name, seed)
         try:
@@ -116,17 +116,17 @@ def _init_ray(ray: Any, address: str | None) -> bool:
     return True
 
 
-def _cell(spec: str, task_seed: int, env_kw: dict[str, Any], name: str, target: float, seed: int, budget: int,
+def _cell(spec: str, task_seed: int, env_kw: dict[str, Any], name: str, target: float, seed: int, max_evals: int,
           kwargs: dict[str, Any], vector_envs: int) -> dict[str, Any]:
     """One bench cell in a Ray worker: the task from its CLI spec, a fresh env, one thread; the row."""
     import torch
 
-    from agents.cli.main import _make_env, _run_one, resolve_cli_task
+    from agents.cli.common import make_env, resolve_cli_task, run_one
 
     torch.set_num_threads(1)
     key = (spec, task_seed)
     if key not in _TASKS:
         _TASKS[key] = resolve_cli_task(spec, task_seed, progress=False)
     task = _TASKS[key]
-    env = _make_env(task, target, argparse.Namespace(**env_kw))
-    return _run_one(env, task, name, target, seed, budget, kwargs, vector_envs, spec=(spec, task_seed))
+    env = make_env(task, target, **env_kw)
+    return run_one(env, task, name, target, seed, max_evals, kwargs, vector_envs, spec=(spec, task_seed))

@@ -198,7 +198,7 @@ def _key(how: Mapping[str, Any]) -> tuple:
 
 def build_task(how: Mapping[str, Any]) -> Any:
     """The task of a plan (trains and caches a preset's dense model if it is not cached)."""
-    from agents.cli.main import CLIError, resolve_cli_task
+    from agents.cli.common import CLIError, resolve_cli_task
     from prune_env.tasks import TaskError, make_task
 
     try:
@@ -417,11 +417,20 @@ def print_report(report: Report) -> None:
           + f"; tolerance {report.tolerance:g}: {'PASS' if not failed else 'FAIL'}")
 
 
+def add_parser(sub: Any) -> None:
+    """Register ``validate`` on the ``prune-rnn`` subparsers."""
+    v = sub.add_parser("validate", help="re-score every row of a bench/train run directory; exit 1 on a mismatch")
+    v.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json (or result.json)")
+    v.add_argument("--tolerance", type=float, default=1e-6, help="largest |filed - re-scored| val and test score")
+    v.add_argument("--device", default="cpu", help="where to re-score (default cpu, whatever the run used)")
+    v.set_defaults(func=cmd_validate)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``prune-rnn validate``: 0 when every row re-scores within the tolerance, 1 otherwise."""
-    from agents.cli.main import CLIError, _check_device
+    from agents.cli.common import CLIError, check_device
 
-    _check_device(args.device)
+    check_device(args.device)
     try:
         report = validate_run(args.run_dir, args.tolerance, args.device)
     except ValidateError as e:
@@ -430,4 +439,5 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-__all__ = ["Report", "RowCheck", "ValidateError", "cmd_validate", "load_rows", "print_report", "validate_run"]
+__all__ = ["Report", "RowCheck", "ValidateError", "add_parser", "cmd_validate", "load_rows", "print_report",
+           "validate_run"]
