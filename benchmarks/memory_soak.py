@@ -5,7 +5,7 @@ Runs ``--steps`` joint-mode steps (each a full episode: reset, step, score) of a
 ``--every`` steps after a warm-up. Growth is measured from the first sample after the warm-up to the last.
 
 Each sample is taken twice: the raw RSS, then the RSS after glibc's ``malloc_trim(0)`` has returned the heap's free
-pages to the OS (``prune_env.envs.batched._trim_heap``; a no-op off glibc). Leaked memory is still allocated, so it
+pages to the OS (``prune_env.envs.batched.trim_heap``; a no-op off glibc). Leaked memory is still allocated, so it
 shows in both; heap fragmentation between the vector env's periodic trims (batched passes free large, differently
 sized activations) shows only in the raw numbers, as a bounded band rather than a trend. The target is judged on
 the trimmed RSS; the raw band and slope are reported next to it.
@@ -31,7 +31,7 @@ from _meta import provenance, run_meta  # noqa: E402
 from env_speed import load_task, save_results  # noqa: E402
 
 import prune_env  # noqa: E402
-from prune_env.envs.batched import _trim_heap  # noqa: E402
+from prune_env.envs.batched import trim_heap  # noqa: E402
 
 TARGET_GROWTH = 0.05
 
@@ -50,7 +50,7 @@ def soak(env, steps: int, every: int, warmup: int, per_step: int, seed: int = 0)
         done += per_step
         if done >= warmup and (done - warmup) % every < per_step:
             raw.append(proc.memory_info().rss / 2**20)
-            _trim_heap()
+            trim_heap()
             trimmed.append(proc.memory_info().rss / 2**20)
     # A leak grows steadily; the allocator's warm-up is a step then a plateau. The least-squares slope tells them
     # apart, so it is reported next to the first-to-last growth the target is stated in.

@@ -35,7 +35,7 @@ from prune_env.pruning.layers import PrunableLayer, get_param
 from prune_env.task import RNNTask, metric_from_logits, split_score
 
 TRIM_EVERY = 32
-"""CPU batched passes between two returns of freed heap memory to the OS (see :func:`_trim_heap`)."""
+"""CPU batched passes between two returns of freed heap memory to the OS (see :func:`trim_heap`)."""
 
 
 def _glibc_malloc_trim():
@@ -55,7 +55,7 @@ def _glibc_malloc_trim():
 _MALLOC_TRIM = _glibc_malloc_trim()
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Give freed heap memory back to the OS.
 
     A batched CPU pass allocates and frees many large, differently sized activations. glibc keeps such freed
@@ -317,7 +317,7 @@ class BatchedScorer:
             del weights
             self._passes += 1
             if self.device.type == "cpu" and self._passes % TRIM_EVERY == 0:
-                _trim_heap()
+                trim_heap()
         return results
 
     def _score_logits(self, logits: torch.Tensor) -> list[tuple[float, dict[str, float]]]:
