@@ -77,7 +77,7 @@ def check_task_contract(task: RNNTask, name: str) -> float:
 # --- presets ---------------------------------------------------------------------------------------------------
 
 def test_presets_listed():
-    assert set(PRESETS) == {"digits", "pydoc-char", "corpus"}
+    assert set(PRESETS) == {"digits", "pydoc-char", "corpus", "custom-gru"}
     assert all(isinstance(v, str) and v for v in PRESETS.values())
 
 

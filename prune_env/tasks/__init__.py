@@ -19,6 +19,15 @@ PRESETS: dict[str, str] = {
     "digits": "sklearn 8x8 digits read row by row; 2x64 LSTM classifier; accuracy ~0.97; trains in seconds (CI)",
     "pydoc-char": "CPython help-topics text (~465k chars); 2x256 char LSTM LM; next-char accuracy ~0.67; ~2.5 min CPU",
     "corpus": "your PTB/WikiText-style dir (path=...); word- or char-level LSTM LM; next-token accuracy",
+    "custom-gru": "digits read column by column; Linear-biGRU(64)-mean-Linear classifier; accuracy ~0.97; seconds",
+}
+
+#: Task specs that results files recorded for factories since moved into the package -> (preset, config). A spec
+#: found here is rebuilt from the installed preset: nothing named by a file is imported. ``$PRUNE_RNN_PTB`` stands
+#: for the PTB directory (the ``path`` of the corpus preset), read when the spec is resolved.
+SPEC_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "benchmarks.gru_task:make": ("custom-gru", {}),
+    "benchmarks.ptb_task:make": ("corpus", {"path": "$PRUNE_RNN_PTB", "steps": 6000}),
 }
 
 
@@ -28,6 +37,8 @@ def _builder(name: str) -> Callable[..., RNNTask]:
         from prune_env.tasks.digits import make
     elif name == "pydoc-char":
         from prune_env.tasks.pydoc_char import make
+    elif name == "custom-gru":
+        from prune_env.tasks.custom_gru import make
     else:
         from prune_env.tasks.corpus import make
     return make
@@ -55,12 +66,39 @@ def make_task(name: str, *, seed: int = 0, retrain: bool = False, progress: bool
     return _builder(name)(seed=check_seed(seed), retrain=retrain, progress=progress, **config)
 
 
+def resolve_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """What a task spec stored in a results file names, found among the installed tasks without importing anything.
+
+    :param spec: a preset name, a zoo model name (``zoo-...``), a key of :data:`SPEC_ALIASES` or a corpus directory.
+    :returns: ``(name, kwargs)`` such that ``resolve_task(name, **kwargs)`` rebuilds the task (add ``seed=``).
+    :raises TaskError: for a spec that names no installed task (e.g. a ``module:function`` factory of the user's,
+        which is rebuilt only when the user names it again), or an alias whose data directory is not set.
+    """
+    if not isinstance(spec, str):
+        raise TaskError(f"`spec` must be a task spec string, got {type(spec).__name__}")
+    if spec in SPEC_ALIASES:
+        preset, config = SPEC_ALIASES[spec]
+        config = dict(config)
+        if config.get("path") == "$PRUNE_RNN_PTB":
+            path = os.environ.get("PRUNE_RNN_PTB")
+            if not path:
+                raise TaskError(f"task {spec!r} is the corpus preset on PTB: set PRUNE_RNN_PTB to the PTB directory")
+            config["path"] = path
+        return preset, config
+    if (spec in PRESETS and spec != "corpus") or spec.startswith("zoo-"):
+        return spec, {}
+    if os.path.isdir(spec):
+        return "corpus", {"path": spec}
+    raise TaskError(f"task {spec!r} is not an installed preset, zoo model or alias ({sorted(SPEC_ALIASES)}); a "
+                    "module:function factory is rebuilt only when named on the command line")
+
+
 def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
     """The one way to turn what a user names into an :class:`RNNTask` (the env, its registered ids and the CLI use it).
 
     :param spec: an ``RNNTask`` (returned unchanged); a key of :data:`PRESETS`; a corpus directory (the ``corpus``
-        preset with ``path=spec``); or ``"module:function"``, a factory returning an ``RNNTask`` (the module must be
-        importable).
+        preset with ``path=spec``); a key of :data:`SPEC_ALIASES` (its installed preset, nothing imported); or
+        ``"module:function"``, a factory returning an ``RNNTask`` (the module must be importable).
     :param kwargs: for a preset or directory, :func:`make_task`'s keyword arguments (``seed``, ``progress``, config
         knobs); for a factory, its keyword arguments. Not allowed with a ready ``RNNTask``.
     :raises TaskError: (a ``ValueError``) for anything that does not name a task, saying what was expected.
@@ -73,6 +111,9 @@ def resolve_task(spec: RNNTask | str, **kwargs: Any) -> RNNTask:
     if not isinstance(spec, str):
         raise TaskError(f"`task` must be an RNNTask or a preset name ({sorted(PRESETS)}), a corpus directory or "
                         f"module:function, got {type(spec).__name__}")
+    if spec in SPEC_ALIASES:  # a factory since moved into the package: its preset, nothing imported
+        name, config = resolve_spec(spec)
+        return make_task(name, **{**config, **kwargs})
     if spec.startswith("zoo-"):  # a model of the zoo, e.g. "zoo-v1/gru-char-email-2x128" (TaskError if unknown)
         from prune_env.tasks.zoo import make_zoo_task
 
@@ -110,4 +151,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PRESETS", "ZOO", "ZOO_VERSION", "TaskError", "make_task", "make_zoo_task", "resolve_task", "zoo_names"]
+__all__ = ["PRESETS", "SPEC_ALIASES", "ZOO", "ZOO_VERSION", "TaskError", "make_task", "make_zoo_task", "resolve_spec",
+           "resolve_task", "zoo_names"]
