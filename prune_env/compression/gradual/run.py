@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,20 +13,32 @@ import torch
 from torch import nn
 
 from prune_env.checks import check_choice, check_int, check_number, is_int
-from prune_env.compression.gradual.pruners import UnitPruner, WeightPruner
+from prune_env.compression.gradual.movement import MovementScores
+from prune_env.compression.gradual.pruners import ScoredUnitPruner, UnitPruner, WeightPruner
+from prune_env.compression.gradual.regularize import (
+    REGULARIZERS,
+    STRENGTH_SCHEDULES,
+    GroupLassoProx,
+    L1Prox,
+    check_strength,
+    strength_at,
+)
 from prune_env.compression.gradual.schedule import cosine_factor, cubic_schedule
 from prune_env.compression.gradual.trainer import MaskedTrainer, evaluate_model, refresh_rnns
 from prune_env.compression.quantize import check_method
 from prune_env.devices import autocast, model_device
 from prune_env.envs.actions import bits_array
 from prune_env.pruning import allocation as B
-from prune_env.pruning.layers import find_prunable_layers
+from prune_env.pruning.layers import find_prunable_layers, get_param
+from prune_env.pruning.structured import shrink
 from prune_env.task import RNNTask, split_score
 
 #: Optimizers :func:`gradual_prune` accepts.
 OPTIMIZERS = ("adam", "sgd")
 #: Learning-rate schedules of :func:`gradual_prune`.
 LR_SCHEDULES = ("constant", "cosine")
+#: Pruning criteria of unstructured :func:`gradual_prune` runs (``None``: the env's).
+CRITERIA = ("magnitude", "movement")
 #: Checkpoint selection criteria of :func:`gradual_prune`.
 SELECT = ("score", "nll")
 
@@ -42,10 +55,15 @@ class GradualResult:
     :param end: the step of the last pruning step; checkpoints count from there.
     :param losses: the training loss of every optimizer step.
     :param curve: ``(step, validation score)`` of every evaluation (before the ramp ends too).
-    :param schedule: pruning step -> layer name -> pruned weights (units for ``hidden_unit``) from that step on.
+    :param schedule: pruning step -> layer name -> pruned weights (units for ``hidden_unit``) from that step on
+        (regularised runs: what each step actually pruned).
     :param counts: layer name -> final pruned weights (units).
     :param bits: layer name -> bit-width of a quantized run, else ``None``.
-    :param info: the settings the run used (granularity, optimizer, lr, frequency, start, ``qat_start``, seed).
+    :param info: the settings the run used (granularity, optimizer, lr, frequency, start, ``qat_start``, seed,
+        criterion, regularizer and its strength and schedule), ``train_seconds`` (wall time of the training steps
+        and proximal steps, evaluations excluded), and for regularised runs ``zeroed_by_penalty`` (layer -> weights
+        or units per direction exactly zero just before the last pruning step), ``kept_units`` and ``removed_units``
+        (``group_lasso``: layer -> units kept per direction, and the indices removed in each direction).
     """
 
     model: nn.Module
@@ -66,7 +84,9 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                   lr: float = 1e-3, optimizer: str = "adam", momentum: float = 0.9, clip: float | None = 1.0,
                   eval_every: int | None = None, seed: int = 0, bits: Mapping[str, int] | int | None = None,
                   qat_fraction: float | None = None, method: str | None = None, lr_schedule: str = "constant",
-                  select: str = "score", device: str | torch.device | None = None, progress: bool = False,
+                  select: str = "score", criterion: str | None = None, regularizer: str | None = None,
+                  regularizer_strength: float = 0.1, regularizer_schedule: str = "ramp",
+                  device: str | torch.device | None = None, progress: bool = False,
                   callback: Callable[[int, nn.Module], None] | None = None) -> GradualResult:
     """Prune a copy of the task's model gradually to ``allocation`` while fine-tuning it; keep the best checkpoint.
 
@@ -100,6 +120,18 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
         decay to 0 over the recovery steps after ``end``).
     :param select: which checkpoint to keep: ``"score"`` (highest validation score) or ``"nll"`` (lowest validation
         NLL, for language models whose figure of merit is perplexity; the task's ``evaluate`` must report ``nll``).
+    :param criterion: unstructured runs: ``"magnitude"`` (the lowest ``|w|`` of the current weights at each pruning
+        step) or ``"movement"`` (the lowest movement scores accumulated over the fine-tuning steps; see
+        :mod:`~prune_env.compression.gradual.movement`); default ``None``: the env's criterion (magnitude of the
+        current weights, or the env's fixed prune order for another criterion).
+    :param regularizer: ``None``, ``"l1"`` (unstructured) or ``"group_lasso"`` (``hidden_unit``: ISS groups, Wen et
+        al. 2018): a penalty applied by proximal steps after every optimizer step of the ramp (see
+        :mod:`~prune_env.compression.gradual.regularize`). The pruning steps before ``end`` then remove only what the
+        penalty has zeroed (at most the final count) and the one at ``end`` prunes to the final count exactly, what
+        the penalty zeroed first, then the lowest magnitudes (group norms). The env's criterion is not used.
+    :param regularizer_strength: the penalty's strength, ``> 0`` (relative to the learning rate: the threshold of a
+        step is ``lr * strength``, times ``sqrt(group size)`` for groups).
+    :param regularizer_schedule: ``"ramp"`` (the strength grows linearly over the ramp) or ``"constant"``.
     :param device: where to train; default the env's device, or the task model's.
     :param progress: show a progress bar.
     :param callback: ``callback(step, model)`` after every optimizer step (``step`` = steps done), with the working
@@ -151,6 +183,9 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     select = check_choice("select", select, SELECT)
     if not is_int(seed):
         raise ValueError(f"`seed` must be an int, got {seed!r}")
+    _check_learned(granularity, criterion, regularizer, regularizer_schedule)
+    if regularizer is not None:
+        regularizer_strength = check_strength(regularizer_strength)
     schedule = cubic_schedule(final, numels, start, end, frequency, initial_sparsity)
 
     layer_bits, method = _bits(env, bits, names, method)
@@ -176,24 +211,29 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     precision = env.precision if env is not None else "fp32"
     model = copy.deepcopy(task.model).to(device)
 
-    if granularity == "hidden_unit":
-        pruner: Any = UnitPruner(model, env.kind)
-    else:
-        weight_layers = list(env.layers) if env is not None else find_prunable_layers(model)
-        fixed = env is not None and env.criterion != "magnitude"
-        pruner = WeightPruner(model, weight_layers, env.analysis.orders if fixed else None)
+    pruner, prox, movement = _pruner(env, model, granularity, criterion, regularizer, final)
     quant_params = None if layer_bits is None else [
         (p, int(b)) for p, b in zip(pruner.params, layer_bits) if int(b) != 32]
 
     run = MaskedTrainer(model, task, device, precision, lr, optimizer, momentum, clip, seed, quant_params, method,
                         select)
+    if movement is not None:
+        run.grad_hooks.append(movement.accumulate)
+    zeroed: list[int] | None = None
+    train_seconds = 0.0
     best: dict[str, Any] | None = None
     curve: list[tuple[int, float]] = []
     bar = _progress(steps, progress)
     try:
         for t in range(steps + 1):
             if t in schedule:
-                run.set_masks(pruner.prune(schedule[t]))
+                if prox is None:
+                    run.set_masks(pruner.prune(schedule[t]))
+                else:  # lock in what the penalty zeroed; at `end`, the exact final counts
+                    if t == end:
+                        zeroed = _zero_counts(prox)
+                    run.set_masks(pruner.prune(final, zeros_only=t != end))
+                    schedule[t] = _pruned_counts(pruner)
             if t == end or (t > 0 and (t % eval_every == 0 or t == steps)):
                 # From the end of the ramp on, a better score replaces the checkpoint (the first one always does).
                 score, key, state = run.evaluate(t >= end, None if best is None else best["key"])
@@ -204,7 +244,11 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                 break
             if lr_schedule == "cosine":
                 run.set_lr(lr * cosine_factor(t, end, steps))
+            t0 = time.perf_counter()
             loss = run.train_step(straight_through=t >= qat_start)
+            if prox is not None and start <= t < end:
+                prox.step(run.lr * strength_at(t, start, end, regularizer_strength, regularizer_schedule))
+            train_seconds += time.perf_counter() - t0
             if callback is not None:
                 callback(t + 1, model)
             if bar is not None:
@@ -218,7 +262,18 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     result_model = copy.deepcopy(task.model).to(device)
     result_model.load_state_dict(best["state"])
     del best["state"]
-    if granularity == "hidden_unit":
+    kept_units = removed_units = None
+    if isinstance(pruner, ScoredUnitPruner):  # the units this run kept, not the env's order
+        keep = pruner.keep()
+        kept_units = {n: [int(k.sum()) for k in per_dir] for n, per_dir in zip(names, keep)}
+        removed_units = {n: [torch.nonzero(~k).reshape(-1).tolist() for k in per_dir]
+                         for n, per_dir in zip(names, keep)}
+        named = dict(result_model.named_parameters())
+        with torch.no_grad():
+            for name, mask in pruner.plan.param_masks(keep, result_model).items():
+                named[name].mul_(mask.to(named[name].device, named[name].dtype))
+        result_model = shrink(result_model, pruner.plan, keep)
+    elif granularity == "hidden_unit":
         result_model = env.kind.materialize(result_model, final, None, device)
     result_model.eval()
     refresh_rnns(result_model)
@@ -233,7 +288,62 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
         bits=None if layer_bits is None else dict(zip(names, (int(b) for b in layer_bits))),
         info={"granularity": granularity, "optimizer": optimizer, "lr": lr, "lr_schedule": lr_schedule,
               "select": select, "frequency": frequency, "start": start,
-              "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed)})
+              "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed),
+              "criterion": criterion, "regularizer": regularizer,
+              **({"regularizer_strength": regularizer_strength, "regularizer_schedule": regularizer_schedule,
+                  "zeroed_by_penalty": None if zeroed is None else dict(zip(names, zeroed)),
+                  "kept_units": kept_units, "removed_units": removed_units} if regularizer is not None else {}),
+              "train_seconds": round(train_seconds, 4)})
+
+
+def _check_learned(granularity: str, criterion: str | None, regularizer: str | None, schedule: str) -> None:
+    """The combinations of granularity, criterion and regularizer that gradual pruning supports."""
+    if criterion is not None:
+        check_choice("criterion", criterion, CRITERIA)
+        if granularity != "unstructured":
+            raise ValueError(f"`criterion`={criterion!r} needs granularity='unstructured' (hidden units rank by the "
+                             "env's unit order, or by group norms with regularizer='group_lasso')")
+    if regularizer is not None:
+        check_choice("regularizer", regularizer, REGULARIZERS)
+        need = "unstructured" if regularizer == "l1" else "hidden_unit"
+        if granularity != need:
+            raise ValueError(f"`regularizer`={regularizer!r} needs granularity={need!r}, got {granularity!r}")
+        if criterion == "movement":
+            raise ValueError("`criterion`='movement' and a `regularizer` do not combine: pass one of them")
+    check_choice("regularizer_schedule", schedule, STRENGTH_SCHEDULES)
+
+
+def _pruner(env, model: nn.Module, granularity: str, criterion: str | None, regularizer: str | None,
+            final: np.ndarray) -> tuple[Any, Any, MovementScores | None]:
+    """The pruner of a run, its proximal penalty (or ``None``) and its movement scores (or ``None``)."""
+    if granularity == "hidden_unit":
+        if regularizer is None:
+            return UnitPruner(model, env.kind), None, None
+        plan = env.kind.plan
+        prox = GroupLassoProx(plan, model, final)
+        return ScoredUnitPruner(model, plan, prox.scores, prox.zero_units), prox, None
+    weight_layers = list(env.layers) if env is not None else find_prunable_layers(model)
+    params = [get_param(model, layer) for layer in weight_layers]
+    if regularizer is not None:
+        prox = L1Prox(params, final)
+        return WeightPruner(model, weight_layers, None, prox.score), prox, None
+    if criterion == "movement":
+        movement = MovementScores(params)
+        return WeightPruner(model, weight_layers, None, movement.score), None, movement
+    fixed = env is not None and env.criterion != "magnitude" and criterion is None
+    return WeightPruner(model, weight_layers, env.analysis.orders if fixed else None), None, None
+
+
+def _zero_counts(prox) -> list[int]:
+    if isinstance(prox, L1Prox):
+        return prox.zero_counts()
+    return [min(int(z.sum()) for z in per_dir) for per_dir in prox.zero_units()]
+
+
+def _pruned_counts(pruner) -> np.ndarray:
+    if isinstance(pruner, ScoredUnitPruner):
+        return np.array([int(per_dir[0].sum()) for per_dir in pruner.pruned], dtype=np.int64)
+    return np.array([int(m.sum()) for m in pruner.pruned], dtype=np.int64)
 
 
 def _bits(env, bits, names: list[str], method: str | None) -> tuple[np.ndarray | None, str]:

@@ -4,6 +4,7 @@ quantization, and checkpoint scoring."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,6 +45,8 @@ class MaskedTrainer:
         self.rng_state = self._seeded_rng_state(int(seed))
         self.masks: list[tuple[nn.Parameter, torch.Tensor]] = []
         self.losses: list[float] = []
+        #: Called after the gradients are masked, before clipping and the optimizer step (movement scores).
+        self.grad_hooks: list[Callable[[], None]] = []
 
     def _seeded_rng_state(self, seed: int):
         with torch.random.fork_rng(devices=self._rng_devices()):
@@ -61,6 +64,10 @@ class MaskedTrainer:
         torch.set_rng_state(state[0])
         if state[1] is not None:
             torch.cuda.set_rng_state(state[1], self.device)
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
@@ -96,6 +103,8 @@ class MaskedTrainer:
             for p, m in self.masks:
                 if p.grad is not None:
                     p.grad.mul_(m)
+            for hook in self.grad_hooks:
+                hook()
             if self.clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.opt.step()
