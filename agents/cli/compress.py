@@ -72,7 +72,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
              select: str = "score", method: str = "linear", device: str = "cpu",
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
              log: Callable[[str], None] | None = None, command: Sequence[str] | None = None,
-             budget: int | None = None) -> dict[str, Any]:
+             budget: int | None = None, criterion: str | None = None, regularizer: str | None = None,
+             regularizer_strength: float = 0.1) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
 
     :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
@@ -90,6 +91,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :param lr: Adam learning rate of the fine-tuning.
     :param lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after the ramp); see
         :func:`prune_env.compression.gradual.gradual_prune`.
+    :param criterion: ``"movement"`` or ``"magnitude"`` (unstructured), ``regularizer``: ``"l1"`` (unstructured) or
+        ``"group_lasso"`` (``hidden_unit``: ISS), ``regularizer_strength``: see
+        :func:`prune_env.compression.gradual.gradual_prune` (sparsity learned while fine-tuning).
     :param select: the fine-tuning checkpoint to keep: ``"score"`` (best validation score) or ``"nll"`` (lowest
         validation NLL: language models judged by perplexity).
     :param method: quantization method, ``"linear"`` or ``"kmeans"``.
@@ -138,6 +142,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
     lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     select = check_choice("select", select, SELECT)
+    from prune_env.compression.gradual import check_learned
+
+    regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength)
     method = check_choice("method", method, ("linear", "kmeans"))
     latency_reps = check_int("latency_reps", latency_reps, 1)
     options = dict(agent_options or {})
@@ -145,7 +152,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
                 else None, "target_sparsity": target, "agent": agent, "max_evals": max_evals, "seed": seed,
                 "steps": steps, "bits": bits, "granularity": granularity, "lr": lr, "method": method,
                 "agent_options": options}
-    settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select)) if v != _LATER_DEFAULTS[k]})
+    settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select), ("criterion", criterion),
+                                       ("regularizer", regularizer), ("regularizer_strength", regularizer_strength))
+                     if v != _LATER_DEFAULTS[k]})
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` must be a directory, got the file {str(out)!r}")
@@ -184,7 +193,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
         t0 = time.perf_counter()
         result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
-                               lr_schedule=lr_schedule, select=select,
+                               lr_schedule=lr_schedule, select=select, criterion=criterion, regularizer=regularizer,
+                               regularizer_strength=regularizer_strength,
                                progress=progress)
         atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
         finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
@@ -318,7 +328,9 @@ def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: di
     return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
             "search": {k: search.get(k) for k in ("agent", "max_evals", "evals", "wall_time_s")},
             "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
-            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()}}
+            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()},
+            "hidden_units": {n: [int(m - k), int(m)] for n, m, k in zip(env.layer_names, env.numels, search["counts"])}
+            if env.granularity == "hidden_unit" else None}
 
 
 def _classes(model: nn.Module) -> list[type]:
@@ -379,7 +391,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 #: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
 #: default, so that directories from before them still resume.
-_LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score"}
+_LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score", "criterion": None, "regularizer": None,
+                   "regularizer_strength": 0.1}
 
 
 def _fmt(x: Any, spec: str = ".4f") -> str:
@@ -416,6 +429,10 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
               "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
               "the exported file loaded back with `prune_env.load`.", "",
               "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
+              *([("Hidden units kept per layer (of): " + ", ".join(f"`{k}` {a} ({b})" for k, (a, b) in
+                 report["hidden_units"].items())), ""] if report.get("hidden_units") else []),
+              *([f"Learned sparsity: {s.get('regularizer') or ''} {s.get('criterion') or ''}".rstrip(), ""]
+                if s.get("regularizer") or s.get("criterion") else []),
               provenance(report["meta"], threads=False), ""]
     write_text(out / "report.md", "\n".join(lines))
     _plot(out, report)
@@ -471,6 +488,11 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the fine-tuning")
     c.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
                    help="constant, or cosine decay to 0 after the pruning ramp")
+    c.add_argument("--criterion", default=None, choices=("magnitude", "movement"), help="unstructured: rank weights by "
+                   "current magnitude or by movement (-sum w*dL/dw over the fine-tuning steps)")
+    c.add_argument("--regularizer", default=None, choices=("l1", "group_lasso"), help="penalty with proximal steps "
+                   "during the ramp: l1 (unstructured) or group_lasso (hidden_unit: ISS groups)")
+    c.add_argument("--regularizer-strength", type=float, default=0.1, help="penalty strength (relative to --lr)")
     c.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep: best "
                    "validation score, or lowest validation NLL (language models judged by perplexity)")
     c.add_argument("--method", default="linear", choices=("linear", "kmeans"), help="quantization method")
@@ -509,6 +531,8 @@ def cmd_compress(args: Any) -> int:
     report = compress(task, target, args.out, agent=args.agent, max_evals=args.max_evals, seed=seed,
                       steps=args.steps, bits=args.bits, granularity=args.granularity, lr=args.lr,
                       lr_schedule=args.lr_schedule, select=args.select, method=args.method, device=args.device,
+                      criterion=args.criterion, regularizer=args.regularizer,
+                      regularizer_strength=args.regularizer_strength,
                       agent_options=options, progress=not args.no_progress,
                       log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])
     final, dense = report["rows"]["final"], report["rows"]["dense"]

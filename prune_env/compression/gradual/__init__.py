@@ -15,6 +15,14 @@ weight is never revived: the mask only shrinks.
   (``env.analysis.orders``, ranked on the dense model).
 - ``hidden_unit``: each layer (a stacked recurrent layer) ramps the number of removed hidden units, in the env's
   unit order; the result is the physically smaller model (:meth:`prune_env.pruning.kinds.HiddenUnit.materialize`).
+- ``criterion="movement"`` (unstructured): each pruning step removes the live weights of lowest movement score,
+  ``-sum w * dL/dw`` accumulated over the fine-tuning steps (Sanh et al., 2020;
+  :mod:`~prune_env.compression.gradual.movement`).
+- ``regularizer="l1"`` (unstructured) or ``"group_lasso"`` (``hidden_unit``, over the ISS groups of Wen et al.,
+  2018): a penalty applied by proximal steps after every optimizer step of the ramp drives weights or whole hidden
+  units to exact zeros; each pruning step removes at least the schedule's count, what the penalty zeroed first
+  (then the lowest current magnitudes or group norms), and locks in its other zeros, so the last one prunes to the
+  final counts exactly (:mod:`~prune_env.compression.gradual.regularize`).
 - quantized (``env.quantize`` or ``bits``): after the ramp, the last ``qat_fraction`` of the steps train with
   straight-through rounding (the forward pass sees ``quantize(w)``, the gradient reaches ``w`` unchanged, i.e.
   ``w + (quantize(w) - w).detach()``); the returned model holds the quantized values.
@@ -30,7 +38,17 @@ target sparsity). Quantized runs score (and keep) the quantized weights.
 (True, 10)
 """
 
-from prune_env.compression.gradual.run import LR_SCHEDULES, OPTIMIZERS, SELECT, GradualResult, gradual_prune
+from prune_env.compression.gradual.regularize import REGULARIZERS, STRENGTH_SCHEDULES
+from prune_env.compression.gradual.run import (
+    CRITERIA,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SELECT,
+    GradualResult,
+    check_learned,
+    gradual_prune,
+)
 from prune_env.compression.gradual.schedule import cubic_schedule
 
-__all__ = ["GradualResult", "LR_SCHEDULES", "OPTIMIZERS", "SELECT", "cubic_schedule", "gradual_prune"]
+__all__ = ["CRITERIA", "GradualResult", "LR_SCHEDULES", "OPTIMIZERS", "REGULARIZERS", "SELECT", "STRENGTH_SCHEDULES",
+           "check_learned", "cubic_schedule", "gradual_prune"]

@@ -126,9 +126,10 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
         current weights, or the env's fixed prune order for another criterion).
     :param regularizer: ``None``, ``"l1"`` (unstructured) or ``"group_lasso"`` (``hidden_unit``: ISS groups, Wen et
         al. 2018): a penalty applied by proximal steps after every optimizer step of the ramp (see
-        :mod:`~prune_env.compression.gradual.regularize`). The pruning steps before ``end`` then remove only what the
-        penalty has zeroed (at most the final count) and the one at ``end`` prunes to the final count exactly, what
-        the penalty zeroed first, then the lowest magnitudes (group norms). The env's criterion is not used.
+        :mod:`~prune_env.compression.gradual.regularize`). Each pruning step removes the schedule's count, what the
+        penalty zeroed first and then the lowest magnitudes (group norms), and also locks in any further zeros of the
+        penalty (at most the final count); so the step at ``end`` prunes to the final count exactly, and a weak
+        penalty gives gradual pruning by current magnitude. The env's criterion is not used.
     :param regularizer_strength: the penalty's strength, ``> 0`` (relative to the learning rate: the threshold of a
         step is ``lr * strength``, times ``sqrt(group size)`` for groups).
     :param regularizer_schedule: ``"ramp"`` (the strength grows linearly over the ramp) or ``"constant"``.
@@ -183,9 +184,8 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     select = check_choice("select", select, SELECT)
     if not is_int(seed):
         raise ValueError(f"`seed` must be an int, got {seed!r}")
-    _check_learned(granularity, criterion, regularizer, regularizer_schedule)
-    if regularizer is not None:
-        regularizer_strength = check_strength(regularizer_strength)
+    regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength,
+                                         regularizer_schedule)
     schedule = cubic_schedule(final, numels, start, end, frequency, initial_sparsity)
 
     layer_bits, method = _bits(env, bits, names, method)
@@ -229,10 +229,11 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
             if t in schedule:
                 if prox is None:
                     run.set_masks(pruner.prune(schedule[t]))
-                else:  # lock in what the penalty zeroed; at `end`, the exact final counts
+                else:  # the schedule's count, what the penalty zeroed first, and lock in its other zeros
                     if t == end:
                         zeroed = _zero_counts(prox)
-                    run.set_masks(pruner.prune(final, zeros_only=t != end))
+                    pruner.prune(schedule[t])
+                    run.set_masks(pruner.prune(final, zeros_only=True))
                     schedule[t] = _pruned_counts(pruner)
             if t == end or (t > 0 and (t % eval_every == 0 or t == steps)):
                 # From the end of the ramp on, a better score replaces the checkpoint (the first one always does).
@@ -296,8 +297,13 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
               "train_seconds": round(train_seconds, 4)})
 
 
-def _check_learned(granularity: str, criterion: str | None, regularizer: str | None, schedule: str) -> None:
-    """The combinations of granularity, criterion and regularizer that gradual pruning supports."""
+def check_learned(granularity: str, criterion: str | None = None, regularizer: str | None = None,
+                  strength: float = 0.1, schedule: str = "ramp") -> float:
+    """Check a combination of :func:`gradual_prune`'s ``granularity`` (the env's), ``criterion``, ``regularizer``,
+    ``regularizer_strength`` and ``regularizer_schedule``; returns the strength as a float.
+
+    :raises ValueError: naming the argument, for an unknown value or a combination gradual pruning does not support.
+    """
     if criterion is not None:
         check_choice("criterion", criterion, CRITERIA)
         if granularity != "unstructured":
@@ -311,6 +317,7 @@ def _check_learned(granularity: str, criterion: str | None, regularizer: str | N
         if criterion == "movement":
             raise ValueError("`criterion`='movement' and a `regularizer` do not combine: pass one of them")
     check_choice("regularizer_schedule", schedule, STRENGTH_SCHEDULES)
+    return check_strength(strength) if regularizer is not None else strength
 
 
 def _pruner(env, model: nn.Module, granularity: str, criterion: str | None, regularizer: str | None,
