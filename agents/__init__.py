@@ -7,13 +7,14 @@ Every agent sees the env only through :class:`agents.core.cap.EvalCap`, which co
 episodes, i.e. scorings of a pruned model) and refuses to score past the evaluation cap ``max_evals``: the same
 hard cap for every agent, so comparisons are fair.
 :func:`search` leaves the global RNGs (Python's, NumPy's, torch's) as it found them, whatever the agent seeds.
-Agents are imported lazily, so ``import agents`` does not pull in Stable-Baselines3.
+Every agent has one record, an :class:`~agents.registry.AgentSpec` (:mod:`agents.registry`), declared in its own
+module; :data:`AGENTS` and :data:`DESCRIPTIONS` are views of that registry. Agents are imported lazily, so
+``import agents`` does not pull in Stable-Baselines3.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import random
 import time
@@ -23,41 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.policies.policy import Policy
+from agents.registry import AGENTS, DESCRIPTIONS, AgentSpec, get_spec, register, specs
 from prune_env.checks import check_int
-
-#: Agent name -> ``"module:function"``; each function is ``fn(env: EvalCap, seed: int, **kwargs) -> extras``.
-AGENTS: dict[str, str] = {
-    "uniform": "agents.rules.uniform:run",
-    "global": "agents.rules.global_magnitude:run",
-    "gradient": "agents.rules.gradient:run",
-    "lamp": "agents.rules.lamp:run",
-    "erk": "agents.rules.erk:run",
-    "obd": "agents.rules.obd:run",
-    "random": "agents.searchers.random_search:run",
-    "sensitivity": "agents.searchers.sensitivity:run",
-    "reinforce": "agents.searchers.reinforce:run",
-    "ppo": "agents.searchers.ppo:run",
-    "policy": "agents.policies.policy:run",
-    "rllib-ppo": "agents.searchers.rllib_ppo:run",
-}
-
-#: One-line descriptions for ``prune-rnn`` and the docs.
-DESCRIPTIONS: dict[str, str] = {
-    "uniform": "the target sparsity in every layer (1 evaluation)",
-    "global": "one |w| threshold across all layers, capped at max_sparsity (1 evaluation)",
-    "gradient": "layers with small mean |g| pruned harder; variant='global' for one |g| threshold (1 evaluation)",
-    "lamp": "LAMP (Lee et al. 2021): one threshold on layer-adaptive magnitude scores, capped (1 evaluation)",
-    "erk": "ERK (Evci et al. 2020): layer density proportional to (fan_in+fan_out)/(fan_in*fan_out) (1 evaluation)",
-    "obd": "Optimal Brain Damage: one threshold on 0.5*F*w^2, F from training-batch gradients, capped "
-           "(1 evaluation)",
-    "random": "random allocations projected onto the budget; best on validation",
-    "sensitivity": "Distiller-style per-layer sensitivity scan, then a tolerance sweep",
-    "reinforce": "REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus",
-    "ppo": "Stable-Baselines3 PPO (or algo=SAC/TD3/A2C) on vectorized envs",
-    "rllib-ppo": "RLlib PPO with env runners in Ray worker processes or on a cluster (needs the ray extra)",
-    "policy": "a pretrained layer-wise policy (zero-shot at budget 1, then adapted by REINFORCE) or your own object "
-              "with act(obs, info) -> action (pass policy=...)",
-}
 
 
 @dataclass
@@ -92,7 +60,7 @@ def search(name: str, env: Any, max_evals: int | None = None, seed: int = 0, *, 
     available) are restored when the search ends, also on an exception: agents that seed them (Stable-Baselines3
     does) do not change the caller's random streams.
 
-    :param name: a key of :data:`AGENTS`.
+    :param name: a registered agent (:data:`AGENTS`, :mod:`agents.registry`).
     :param env: a :class:`~prune_env.PruneRNNEnv` (not wrapped; the agent wraps it in
         :class:`~agents.core.cap.EvalCap`).
     :param max_evals: the evaluation cap: the hard cap on evaluations (finished episodes), a positive int.
@@ -162,15 +130,12 @@ def _global_rng_restored() -> Iterator[None]:
 
 
 def get_agent(name: str) -> Callable[..., dict[str, Any] | None]:
-    """The run function of agent ``name``.
+    """The run function of agent ``name`` (its :class:`~agents.registry.AgentSpec`'s ``run``).
 
-    :param name: a key of :data:`AGENTS`.
+    :param name: a registered agent (:func:`agents.registry.names`).
     :raises ValueError: for an unknown name.
     """
-    if not isinstance(name, str) or name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
-    module, func = AGENTS[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    return get_spec(name).load()
 
 
 def _check_options(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
@@ -196,4 +161,5 @@ def check_budget(budget: Any) -> int:
     return check_max_evals(budget)
 
 
-__all__ = ["AGENTS", "DESCRIPTIONS", "Policy", "SearchResult", "check_max_evals", "get_agent", "search"]
+__all__ = ["AGENTS", "DESCRIPTIONS", "AgentSpec", "Policy", "SearchResult", "check_max_evals", "get_agent", "get_spec",
+           "register", "search", "specs"]

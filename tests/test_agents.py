@@ -1,4 +1,5 @@
-"""Agents: the hard evaluation budget, determinism, the custom-policy protocol, and a learning test."""
+"""Agents: the hard evaluation cap, what each agent's registry record claims, determinism, the custom-policy
+protocol, and a learning test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tiny import tiny_task
 from torch import nn
 
 import agents
+from agents import registry
 from agents.core.cap import EvalCap, split_max_evals
 from agents.policies.policy import play
 from agents.rules.shared import global_threshold_counts
@@ -18,8 +20,12 @@ from prune_env import PruneRNNEnv, RNNTask
 from prune_env.pruning import allocation as B
 from prune_env.pruning.layers import find_prunable_layers, get_param
 
+#: Options that keep an agent fast on the tiny task (agents not named here run with their defaults).
 FAST = {"ppo": {"n_envs": 2, "n_steps": 4, "n_epochs": 2}}
-ALL = ["uniform", "global", "gradient", "random", "sensitivity", "reinforce", "ppo"]
+#: Every registered agent that runs without an optional extra (``rllib-ppo`` needs Ray: tests/test_rllib.py).
+SPECS = [s for s in registry.specs() if not s.extras]
+NAMES = [s.name for s in SPECS]
+ONE_SHOT = [s.name for s in SPECS if s.one_shot]
 
 
 class CountingEvaluate:
@@ -46,18 +52,16 @@ def counted_env(mode: str = "joint", target: float = 0.6, **task_kwargs) -> tupl
     return env, counter
 
 
-# ------------------------------------------------------------------------------------------------ budget
-@pytest.mark.parametrize("name", ALL)
-def test_agent_end_to_end_respects_budget(name):
+# -------------------------------------------------------------------------------------------- max_evals
+@pytest.mark.parametrize("name", NAMES)
+def test_agent_end_to_end_uses_the_evaluations_its_record_states(name):
+    """An agent uses exactly its record's ``evals`` (1 for a one-shot rule), or all of ``max_evals``."""
+    spec = registry.get_spec(name)
     env, counter = counted_env()
     before = {k: v.clone() for k, v in env.task.model.state_dict().items()}
-    budget = 13
-    res = agents.search(name, env, budget, seed=0, **FAST.get(name, {}))
-    assert counter.calls == res.evals <= budget
-    if name in ("random", "reinforce", "ppo", "sensitivity"):
-        assert res.evals == budget
-    if name in ("uniform", "global", "gradient"):
-        assert res.evals == 1
+    max_evals = 13
+    res = agents.search(name, env, max_evals, seed=0, **FAST.get(name, {}))
+    assert counter.calls == res.evals == (spec.evals if spec.evals is not None else max_evals)
     assert len(res.history) == res.evals
     finite = [h for h in res.history if np.isfinite(h)]
     assert finite == sorted(finite) and finite[-1] == res.val_score
@@ -68,20 +72,21 @@ def test_agent_end_to_end_respects_budget(name):
     assert all(torch.equal(before[k], after[k]) for k in before), "the user's model was mutated"
 
 
-@pytest.mark.parametrize("name", ["random", "reinforce", "uniform", "sensitivity"])
-def test_sequential_mode_respects_budget(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_sequential_mode_respects_max_evals(name):
     env, counter = counted_env(mode="sequential")
-    res = agents.search(name, env, 11, seed=0)
+    res = agents.search(name, env, 11, seed=0, **FAST.get(name, {}))
     assert counter.calls == res.evals <= 11
     assert env.counts_for(res.allocation).sum() == B.target_count(0.6, env.numels)
 
 
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("budget", [1, 2])
-def test_tiny_budgets(name, budget):
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("max_evals", [1, 2])
+def test_tiny_max_evals(name, max_evals):
     env, counter = counted_env()
-    res = agents.search(name, env, budget, seed=0, **FAST.get(name, {}))
-    assert counter.calls == res.evals <= budget and res.allocation
+    res = agents.search(name, env, max_evals, seed=0, **FAST.get(name, {}))
+    assert counter.calls == res.evals <= max_evals
+    assert env.counts_for(res.allocation).sum() == B.target_count(0.6, env.numels)
 
 
 def test_ppo_budget_exact_when_rollouts_overshoot():
@@ -160,7 +165,7 @@ def test_budget_keyword_is_a_deprecated_alias_of_max_evals():
         agents.search("random", env)
 
 
-@pytest.mark.parametrize("name", ["random", "reinforce", "ppo", "sensitivity"])
+@pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_result(name):
     results = []
     for _ in range(2):
@@ -214,7 +219,7 @@ class DrawsThenFails:
         raise RuntimeError("policy failed")
 
 
-@pytest.mark.parametrize("name", sorted(set(agents.AGENTS) - {"rllib-ppo"}))  # rllib-ppo: tests/test_rllib.py
+@pytest.mark.parametrize("name", NAMES)
 def test_search_leaves_global_rngs_alone(name):
     env, counter = counted_env()
     options = {"policy": ZeroPolicy(env)} if name == "policy" else FAST.get(name, {})
@@ -546,29 +551,169 @@ def test_heuristics_read_the_shared_analysis(monkeypatch):
     assert max(result.allocation.values()) < 1.0
 
 
-# ------------------------------------------------------------------------------ LAMP and ERK (one-shot rules)
-ONE_SHOT_RULES = ["lamp", "erk"]
+# ------------------------------------------------------------------------------------- the registry
+def test_every_record_is_its_modules_own_and_names_are_unique():
+    """The registry reads each module's ``SPEC`` from its source; importing the module gives the same record, and
+    the run function lives in that module."""
+    import importlib
+
+    specs = registry.specs()
+    assert len({s.name for s in specs}) == len(specs)
+    assert {"uniform", "global", "gradient", "lamp", "erk", "obd", "random", "sensitivity", "reinforce", "ppo",
+            "policy", "rllib-ppo"} <= set(registry.names())
+    for spec in SPECS:
+        module_name, func = spec.run.split(":")
+        module = importlib.import_module(module_name)
+        assert module.SPEC == spec and callable(getattr(module, func))
+        assert agents.get_agent(spec.name) is getattr(module, func)
+    assert dict(agents.AGENTS) == {s.name: s.run for s in specs}
+    assert dict(agents.DESCRIPTIONS) == {s.name: s.description for s in specs}
+    assert registry.one_shot() == tuple(s.name for s in specs if s.evals == 1)
+    assert {"uniform", "global", "gradient", "lamp", "erk", "obd"} <= set(registry.one_shot())
+    assert "policy" not in registry.one_shot() and "sensitivity" not in registry.one_shot()
 
 
-@pytest.mark.parametrize("name", ONE_SHOT_RULES)
-def test_one_shot_rules_pass_the_checks_every_agent_passes(name):
-    """The parametrized checks over all agents above (their lists predate these two), run for the new names."""
-    test_agent_end_to_end_respects_budget(name)
-    for budget in (1, 2):
-        test_tiny_budgets(name, budget)
+def test_suggested_max_evals():
+    assert all(registry.get_spec(n).suggested_max_evals() == 1 for n in registry.one_shot())
+    assert registry.get_spec("policy").suggested_max_evals() == 1  # zero-shot by default
+    assert registry.get_spec("reinforce").suggested_max_evals() == 100
 
 
-@pytest.mark.parametrize("name", ONE_SHOT_RULES)
+def test_discovery_imports_no_agent_module():
+    """Listing the agents reads their records without importing them: no Stable-Baselines3, no Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys, agents; from agents import registry; names = registry.names(); "
+            "print(len(names), sorted(m for m in sys.modules if m.startswith(('agents.rules.', 'agents.searchers.')) "
+            "or m.split('.')[0] in ('stable_baselines3', 'ray')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    count, imported = out.stdout.split(" ", 1)
+    assert int(count) == len(registry.specs()) and imported.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("name", [s.name for s in SPECS if s.deterministic])
+def test_deterministic_agents_give_the_same_result_whatever_the_seed(name):
+    a = agents.search(name, counted_env()[0], 12, seed=0, **FAST.get(name, {}))
+    b = agents.search(name, counted_env()[0], 12, seed=7, **FAST.get(name, {}))
+    assert a.allocation == b.allocation
+    np.testing.assert_array_equal(a.history, b.history)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_granularities_are_as_recorded(name):
+    """An agent runs at every granularity its record lists and refuses the others with a clear error."""
+    env = PruneRNNEnv(tiny_task("gru"), granularity="hidden_unit", target_sparsity=0.5, device="cpu")
+    if "hidden_unit" in registry.get_spec(name).granularities:
+        res = agents.search(name, env, 3, seed=0, **FAST.get(name, {}))
+        assert 1 <= res.evals <= 3 and env.counts_for(res.allocation).sum() == B.target_count(0.5, env.numels)
+    else:
+        with pytest.raises(ValueError, match="unstructured granularity"):
+            agents.search(name, env, 3, seed=0, **FAST.get(name, {}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_needs_loss_is_as_recorded(name):
+    """An agent whose record says it needs a loss refuses a task without one; every other agent runs on it."""
+    task = tiny_task()
+    task.loss = None
+    env = PruneRNNEnv(task, target_sparsity=0.5, device="cpu")
+    if registry.get_spec(name).needs_loss:
+        with pytest.raises(ValueError, match="loss"):
+            agents.search(name, env, 3, seed=0, **FAST.get(name, {}))
+    else:
+        res = agents.search(name, env, 3, seed=0, **FAST.get(name, {}))
+        assert env.counts_for(res.allocation).sum() == B.target_count(0.5, env.numels)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batching_is_as_recorded(name, monkeypatch):
+    """``vector_envs=K`` builds a batched vector env exactly for the agents whose record says ``batching``."""
+    from prune_env import PruneRNNVectorEnv
+
+    built = []
+    original = PruneRNNVectorEnv.__init__
+
+    def counting(self, *a, **k):
+        built.append(1)
+        original(self, *a, **k)
+
+    monkeypatch.setattr(PruneRNNVectorEnv, "__init__", counting)
+    env, counter = counted_env()
+    options = {"n_steps": 2, "n_epochs": 1} if name == "ppo" else FAST.get(name, {})
+    res = agents.search(name, env, 8, seed=0, vector_envs=4, **options)
+    assert res.evals <= 8
+    assert bool(built) == registry.get_spec(name).batching
+
+
+def test_default_rivals_follow_the_records():
+    """The transfer policy's default rivals: the records with a ``rival_order``, in it, that fit the env."""
+    from agents.policies.policy import default_rivals
+
+    ordered = sorted((s for s in registry.specs() if s.rival_order is not None), key=lambda s: s.rival_order)
+    assert default_rivals(counted_env()[0]) == tuple(s.name for s in ordered) == ("lamp", "erk", "global", "obd")
+    hidden = PruneRNNEnv(tiny_task("gru"), granularity="hidden_unit", target_sparsity=0.5, device="cpu")
+    assert default_rivals(hidden) == ()
+
+
+def test_register_a_new_agent(tmp_path):
+    spec = registry.AgentSpec(name="first-layer-dense", run="tests_registry_rule:run", evals=1, deterministic=True,
+                              batching=False, description="a test rule")
+    assert "first-layer-dense" not in agents.AGENTS
+    registry.register(spec)
+    try:
+        assert agents.AGENTS["first-layer-dense"] == "tests_registry_rule:run"
+        assert "first-layer-dense" in registry.one_shot()
+        registry.register(spec)  # the same record again: a no-op
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register(registry.AgentSpec(name="lamp", run="x:run", evals=1, deterministic=True,
+                                                 batching=False, description="another lamp"))
+    finally:
+        registry.unregister("first-layer-dense")
+    assert "first-layer-dense" not in agents.AGENTS
+    with pytest.raises(ValueError, match="unknown agent"):
+        registry.get_spec("first-layer-dense")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"run": "no_colon"}, ValueError, "module:function"),
+    ({"evals": 0}, ValueError, "evals"),
+    ({"evals": None, "rival_order": 1}, ValueError, "one-shot"),
+    ({"granularities": ("channel",)}, ValueError, "granularities"),
+    ({"deterministic": 1}, TypeError, "deterministic"),
+    ({"description": ""}, TypeError, "description"),
+])
+def test_agent_spec_checks_its_fields(kwargs, error, match):
+    base = dict(name="x", run="m:run", evals=1, deterministic=True, batching=False, description="d")
+    with pytest.raises(error, match=match):
+        registry.AgentSpec(**{**base, **kwargs})
+
+
+def test_declared_spec_reads_literals_only(tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text('SPEC = AgentSpec(name="g", run="good:run", evals=1, deterministic=True, batching=False,\n'
+                    '                 description="a" "b", granularities=("unstructured",))\n')
+    assert registry.declared_spec(good) == registry.AgentSpec(
+        name="g", run="good:run", evals=1, deterministic=True, batching=False, description="ab",
+        granularities=("unstructured",))
+    assert registry.declared_spec(tmp_path / "good.py") is not None
+    (tmp_path / "none.py").write_text("X = 1\n")
+    assert registry.declared_spec(tmp_path / "none.py") is None
+    (tmp_path / "code.py").write_text('SPEC = AgentSpec(name=__import__("os").getcwd())\n')
+    with pytest.raises(ValueError, match="literals"):
+        registry.declared_spec(tmp_path / "code.py")
+
+
+# ---------------------------------------------------------------------------------------- one-shot rules
+@pytest.mark.parametrize("name", ONE_SHOT)
 @pytest.mark.parametrize("mode", ["joint", "sequential"])
-def test_one_shot_rules_use_one_evaluation_and_meet_the_budget(name, mode):
+def test_one_shot_rules_use_one_evaluation_and_meet_the_target(name, mode):
     env, counter = counted_env(mode=mode, target=0.7)
     res = agents.search(name, env, 5, seed=0)
     assert counter.calls == res.evals == len(res.history) == 1
     counts = env.counts_for(res.allocation)
     assert counts.sum() == B.target_count(0.7, env.numels)
     assert (counts <= env.cap).all()
-    again = agents.search(name, counted_env(mode=mode, target=0.7)[0], 5, seed=1)
-    assert again.allocation == res.allocation  # deterministic, whatever the seed
 
 
 class _Linears(nn.Module):
@@ -688,14 +833,7 @@ def test_erk_respects_the_caps_at_high_sparsity():
     assert res.extras["capped_layers"] == ["layers.0.weight"]
 
 
-@pytest.mark.parametrize("name", ONE_SHOT_RULES)
-def test_one_shot_rules_refuse_hidden_units(name):
-    env = PruneRNNEnv(tiny_task("gru"), granularity="hidden_unit", target_sparsity=0.5, device="cpu")
-    with pytest.raises(ValueError, match="unstructured granularity"):
-        agents.search(name, env, 1)
-
-
-@pytest.mark.parametrize("name", ONE_SHOT_RULES)
+@pytest.mark.parametrize("name", ONE_SHOT)
 def test_one_shot_rules_penalty_mode_and_bad_arguments(name):
     env = PruneRNNEnv(tiny_task(), device="cpu")
     with pytest.raises(ValueError, match="sparsity"):
@@ -709,8 +847,8 @@ def test_one_shot_rules_penalty_mode_and_bad_arguments(name):
         agents.search(name, budgeted, 0)
 
 
-@pytest.mark.parametrize("name", ["uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity"])
-def test_unknown_options_of_function_agents_are_value_errors(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_options_are_value_errors(name):
     env, _ = counted_env()
     with pytest.raises(ValueError, match=rf"agent '{name}' got unknown options \['bogus'\]"):
         agents.search(name, env, 3, bogus=1)

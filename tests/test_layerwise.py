@@ -167,13 +167,18 @@ def test_search_policy_zero_shot_and_few_shot(tmp_path, mode):
     assert few.val_score >= zero.val_score  # adaptation never ends below the zero-shot allocation
     assert calls["test"] == 0  # the search never touches the test split
     # the one-shot rivals are scored right after the policy, and few-shot never ends below any of them
-    rival_scores = [agents.search(r, env, 1).val_score for r in ("lamp", "erk", "global", "obd")]
+    from agents.policies.policy import default_rivals
+
+    rivals = default_rivals(env)  # read from the agent registry (each rule's record)
+    assert rivals == ("lamp", "erk", "global", "obd")
+    rival_scores = [agents.search(r, env, 1).val_score for r in rivals]
     assert few.val_score >= max(rival_scores)
-    assert few.history[4] == pytest.approx(max(zero.val_score, *rival_scores))
+    assert few.history[len(rivals)] == pytest.approx(max(zero.val_score, *rival_scores))
     # a task without a loss has no OBD rival: the other three, then the search
     import dataclasses
 
     lossless = PruneRNNEnv(dataclasses.replace(task, loss=None), target_sparsity=0.7, mode=mode)
+    assert default_rivals(lossless) == ("lamp", "erk", "global")
     assert agents.search("policy", lossless, 12, seed=0, policy=policy).evals == 12
     bare = agents.search("policy", env, 12, seed=0, policy=policy, rivals=())
     assert bare.evals == 12 and bare.val_score >= zero.val_score

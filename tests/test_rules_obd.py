@@ -120,7 +120,7 @@ def test_obd_moves_sparsity_to_the_layer_the_loss_does_not_feel():
     assert share[1] == 0.0 and share[0] == 1.0
 
 
-@pytest.mark.parametrize("rule", ["lamp", "erk", "global", "obd"])
+@pytest.mark.parametrize("rule", RULE_COLUMNS)
 def test_rule_columns_are_the_rule_agents_allocations(rule):
     task = _with_train_loss()
     env = PruneRNNEnv(task, target_sparsity=0.7)

@@ -18,6 +18,13 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from agents.registry import AgentSpec, get_spec, specs
+
+SPEC = AgentSpec(name="policy", run="agents.policies.policy:run", evals=None, deterministic=False, batching=False,
+                 default_max_evals=1,
+                 description="a pretrained layer-wise policy (zero-shot at max_evals=1, then adapted by REINFORCE) or "
+                             "your own object with act(obs, info) -> action (pass policy=...)")
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -49,10 +56,21 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
             return float(reward), info
 
 
-#: The one-shot rules few-shot adaptation also scores before it searches (:func:`run`'s ``rivals``).
-RIVALS = ("lamp", "erk", "global", "obd")
-#: The agents ``rivals`` may name: those that cost exactly one evaluation.
-ONE_SHOT = ("uniform", "global", "gradient", "lamp", "erk", "obd")
+def default_rivals(env: gym.Env) -> tuple[str, ...]:
+    """The one-shot rules that few-shot adaptation scores before it searches (:func:`run`'s ``rivals``): the
+    registered agents with a ``rival_order`` (:class:`~agents.registry.AgentSpec`), in that order, that support
+    ``env``'s granularity and whose task has the loss they need.
+
+    :param env: the (wrapped) env.
+    """
+    from prune_env.pruning.fisher import has_loss
+
+    base = env.unwrapped
+    granularity = "unstructured" if base.analysis.plan is None else "hidden_unit"
+    loss_aware = has_loss(base.task)
+    chosen = [s for s in specs() if s.rival_order is not None and granularity in s.granularities
+              and (loss_aware or not s.needs_loss)]
+    return tuple(s.name for s in sorted(chosen, key=lambda s: s.rival_order))
 
 
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
@@ -75,10 +93,10 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
     :param policy: the policy object, a path to a saved layer-wise policy, or ``None`` for the shipped one.
     :param episodes: custom policies: stop after this many episodes (a deterministic policy needs only 1).
     :param init_std: layer-wise few-shot: the starting standard deviation around the start allocation.
-    :param rivals: layer-wise few-shot: one-shot agents (names of :data:`agents.AGENTS`) scored after the policy's
-        allocation, while evaluations remain, before REINFORCE starts from the best; default :data:`RIVALS`
-        (none at ``hidden_unit`` granularity, where they do not apply; ``obd`` only for a task with a loss);
-        ``()`` starts from the policy's allocation.
+    :param rivals: layer-wise few-shot: one-shot agents (``evals=1`` in :mod:`agents.registry`) scored after the
+        policy's allocation, while evaluations remain, before REINFORCE starts from the best; default
+        :func:`default_rivals` (``lamp``, ``erk``, ``global`` and, for a task with a loss, ``obd``; none at
+        ``hidden_unit`` granularity, where they do not apply); ``()`` starts from the policy's allocation.
     """
     import os
 
@@ -94,15 +112,11 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
         if base.target_sparsity is None:
             raise ValueError("agent 'policy' with a layer-wise policy needs an env with target_sparsity (budget mode)")
         if rivals is None:
-            from prune_env.pruning.fisher import has_loss
-
-            loss_aware = has_loss(base.task)
-            rivals = tuple(r for r in RIVALS if r != "obd" or loss_aware) if base.analysis.plan is None else ()
-        if not isinstance(rivals, (list, tuple)) or any(name not in ONE_SHOT for name in rivals):
-            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {ONE_SHOT}, got {rivals!r}")
-        from agents import get_agent
-
-        fns = [get_agent(name) for name in rivals]
+            rivals = default_rivals(env)
+        one_shot = [s.name for s in specs() if s.one_shot]
+        if not isinstance(rivals, (list, tuple)) or any(name not in one_shot for name in rivals):
+            raise ValueError(f"`rivals` must be a sequence of one-shot agents from {one_shot}, got {rivals!r}")
+        fns = [get_spec(name).load() for name in rivals]
         env.reset()
         start = policy.allocation_action(env)  # read before anything is pruned: the episode's first observation
         requested = policy.allocation(env)

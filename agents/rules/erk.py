@@ -19,8 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.rules import erk_counts, erk_weights
+
+SPEC = AgentSpec(name="erk", run="agents.rules.erk:run", evals=1, deterministic=True, batching=False,
+                 description="ERK (Evci et al. 2020): layer density proportional to (fan_in+fan_out)/(fan_in*fan_out) "
+                             "(1 evaluation)",
+                 granularities=("unstructured",), rival_order=2)
 
 __all__ = ["erk_weights", "run"]  # erk_weights lives in prune_env.pruning.rules (the zoo observation uses it too)
 

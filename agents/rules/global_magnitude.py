@@ -12,8 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.rules import global_magnitude_counts
+
+SPEC = AgentSpec(name="global", run="agents.rules.global_magnitude:run", evals=1, deterministic=True, batching=False,
+                 description="one |w| threshold across all layers, capped at max_sparsity (1 evaluation)",
+                 granularities=("unstructured",), rival_order=3)
 
 
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:

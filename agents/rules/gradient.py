@@ -18,10 +18,16 @@ from typing import Any
 import numpy as np
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import allocation_of, caps, density_counts, global_threshold_counts, target_of, total_count
 from prune_env.checks import check_choice, check_number
 
 VARIANTS = ("layer", "global")
+
+SPEC = AgentSpec(name="gradient", run="agents.rules.gradient:run", evals=1, deterministic=True, batching=False,
+                 description="layers with small mean |g| pruned harder; variant='global' for one |g| threshold "
+                             "(1 evaluation)",
+                 needs_loss=True)
 
 
 def run(env: EvalCap, seed: int, variant: str = "layer", beta: float = 1.0,

@@ -19,8 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.rules import lamp_counts, lamp_scores
+
+SPEC = AgentSpec(name="lamp", run="agents.rules.lamp:run", evals=1, deterministic=True, batching=False,
+                 description="LAMP (Lee et al. 2021): one threshold on layer-adaptive magnitude scores, capped "
+                             "(1 evaluation)",
+                 granularities=("unstructured",), rival_order=1)
 
 __all__ = ["lamp_scores", "run"]  # lamp_scores lives in prune_env.pruning.rules (the zoo observation uses it too)
 

@@ -15,9 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import allocation_of, caps, target_of, total_count
 from prune_env.pruning.fisher import has_loss
 from prune_env.pruning.rules import obd_counts
+
+SPEC = AgentSpec(name="obd", run="agents.rules.obd:run", evals=1, deterministic=True, batching=False,
+                 description="Optimal Brain Damage: one threshold on 0.5*F*w^2, F from training-batch gradients, "
+                             "capped (1 evaluation)",
+                 needs_loss=True, granularities=("unstructured",), rival_order=4)
 
 
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import target_of
+
+SPEC = AgentSpec(name="uniform", run="agents.rules.uniform:run", evals=1, deterministic=True, batching=False,
+                 description="the target sparsity in every layer (1 evaluation)")
 
 
 def run(env: EvalCap, seed: int, sparsity: float | None = None) -> dict[str, Any]:

@@ -44,8 +44,12 @@ from agents.core.checkpoint import (
     set_global_rng_state,
 )
 from agents.core.options import parse_options
+from agents.registry import AgentSpec
 from prune_env.checks import check_choice, check_int
 from prune_env.envs.actions import sparsity_to_action
+
+SPEC = AgentSpec(name="ppo", run="agents.searchers.ppo:run", evals=None, deterministic=False, batching=True,
+                 description="Stable-Baselines3 PPO (or algo=SAC/TD3/A2C) on vectorized envs")
 
 ALGOS = ("PPO", "A2C", "SAC", "TD3", "DDPG")
 VEC_ENVS = ("dummy", "subproc")

@@ -12,6 +12,10 @@ from typing import Any
 import numpy as np
 
 from agents.core.cap import EvalCap
+from agents.registry import AgentSpec
+
+SPEC = AgentSpec(name="random", run="agents.searchers.random_search:run", evals=None, deterministic=False,
+                 batching=True, description="random allocations projected onto the target; best on validation")
 
 
 def run(env: EvalCap, seed: int) -> dict[str, Any]:

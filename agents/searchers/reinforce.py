@@ -63,8 +63,13 @@ from agents.core.checkpoint import (
     set_global_rng_state,
 )
 from agents.core.options import parse_options
+from agents.registry import AgentSpec
 from prune_env.checks import check_choice, check_int, check_number
 from prune_env.envs.actions import sparsity_to_action
+
+SPEC = AgentSpec(name="reinforce", run="agents.searchers.reinforce:run", evals=None, deterministic=False,
+                 batching=True,
+                 description="REINFORCE with a Gaussian policy, moving-average baseline and entropy bonus")
 
 #: :class:`Args` fields that do not change the search's result: a checkpoint resumes whatever their values.
 _NOT_IN_FINGERPRINT = ("tensorboard_log", "save_path", "checkpoint", "checkpoint_every")

@@ -45,8 +45,14 @@ import numpy as np
 
 from agents.core.cap import OVER_MAX_EVALS_INFO, EvalCap, Tracker
 from agents.core.options import parse_options
+from agents.registry import AgentSpec
 from prune_env.checks import check_int, check_number
 from prune_env.envs.actions import sparsity_to_action
+
+SPEC = AgentSpec(name="rllib-ppo", run="agents.searchers.rllib_ppo:run", evals=None, deterministic=False,
+                 batching=False, extras=("ray",),
+                 description="RLlib PPO with env runners in Ray worker processes or on a cluster (needs the ray "
+                             "extra)")
 
 #: Half-width of the learner's action box in joint budget mode (as :data:`agents.searchers.ppo.CENTERED_BOUND`).
 CENTERED_BOUND = 2.0

@@ -21,8 +21,12 @@ from typing import Any
 import numpy as np
 
 from agents.core.cap import EvalCap, submit
+from agents.registry import AgentSpec
 from agents.rules.shared import target_of, total_count
 from prune_env.checks import check_int
+
+SPEC = AgentSpec(name="sensitivity", run="agents.searchers.sensitivity:run", evals=None, deterministic=True,
+                 batching=False, description="Distiller-style per-layer sensitivity scan, then a tolerance sweep")
 
 #: Tolerance multipliers tried in the sweep, best guess first; a larger cap also tries a finer geometric grid.
 FACTORS = (1.0, 0.5, 1.5, 0.75, 2.0, 3.0, 0.25, 5.0, *np.geomspace(0.1, 10.0, 25).round(4).tolist())
