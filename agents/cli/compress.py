@@ -129,8 +129,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     agent = default_agent(granularity) if agent is None else agent
     if agent not in A.AGENTS:
         raise ValueError(f"`agent` must be one of {sorted(A.AGENTS)}, got {agent!r}")
-    one_shot = agent in ("uniform", "global", "lamp", "erk", "gradient", "policy")
-    max_evals = (1 if one_shot else 100) if max_evals is None else check_int("max_evals", max_evals, 1)
+    default = A.get_spec(agent).suggested_max_evals()  # 1 for one-shot rules and the zero-shot policy, else 100
+    max_evals = default if max_evals is None else check_int("max_evals", max_evals, 1)
     seed = check_int("seed", seed, 0)
     steps = check_int("steps", steps, 0)
     if bits is not None:
