@@ -317,3 +317,30 @@ def test_make_vec_works_in_every_mode_with_default_arguments(mode):
     expected = {None: "PruneRNNVectorEnv", "vector_entry_point": "PruneRNNVectorEnv", "sync": "SyncVectorEnv",
                 "async": "AsyncVectorEnv"}[mode]
     assert proc.stdout.strip().endswith(expected)
+
+
+def test_max_evals_caps_scoring_and_its_former_name_warns():
+    """4 episodes end per joint step: a cap of 6 scores 4, then 2, and ends the other 2 unscored (reward 0,
+    ``over_max_evals`` and the former ``over_budget`` in their final info)."""
+    venv = PruneRNNVectorEnv(tiny_task("gru"), 4, device="cpu", target_sparsity=0.5, autoreset_mode="SameStep",
+                             max_evals=6)
+    venv.reset(seed=0)
+    actions = np.zeros(venv.action_space.shape, dtype=np.float32)
+    _, rewards, terminated, _, infos = venv.step(actions)
+    assert venv.evaluations == 4 and "over_max_evals" not in infos["final_info"]
+    _, rewards, terminated, _, infos = venv.step(actions)
+    assert venv.evaluations == 6 and terminated.all()
+    over = infos["final_info"]["_over_max_evals"]
+    assert over.tolist() == [False, False, True, True]
+    assert infos["final_info"]["over_budget"][over].all() and (rewards[over] == 0).all()
+    assert (rewards[~over] != 0).all()
+    with pytest.warns(DeprecationWarning, match="max_evals"):
+        assert venv.max_evaluations == 6
+    with pytest.warns(DeprecationWarning, match="max_evals"):
+        venv.max_evaluations = 9
+    assert venv.max_evals == 9
+    with pytest.warns(DeprecationWarning, match="max_evals"):
+        old = PruneRNNVectorEnv(tiny_task("gru"), 2, device="cpu", target_sparsity=0.5, max_evaluations=3)
+    assert old.max_evals == 3
+    with pytest.raises(ValueError, match="max_evals"):
+        PruneRNNVectorEnv(tiny_task("gru"), 2, device="cpu", target_sparsity=0.5, max_evals=-1)

@@ -12,7 +12,7 @@ the model's real layers: without that the policy could drift along the ignored d
 (the same fix as :mod:`agents.searchers.reinforce`).
 
 :func:`pretrain` trains it with REINFORCE on a :class:`~prune_env.PruneRNNZooEnv` in joint mode: each episode draws
-a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the budget and scores
+a model and a target, the Gaussian policy proposes one allocation, the env projects it onto the target and scores
 it. By default each model keeps a running mean and variance of its reward: the advantage is the reward minus that
 mean, in units of that standard deviation (rewards of different models are on different scales), normalised again per
 batch. With ``group_size`` G > 1, G allocations are sampled for each drawn (model, target) and each is compared with
@@ -95,7 +95,7 @@ class LayerwisePolicy(nn.Module):
         return self.act(observation(env.unwrapped, joint=True))
 
     def allocation(self, env: Any) -> dict[str, float]:
-        """Layer name -> requested sparsity (before the env's projection onto the budget)."""
+        """Layer name -> requested sparsity (before the env's projection onto the target)."""
         from prune_env.envs.actions import action_to_sparsity
 
         base = env.unwrapped

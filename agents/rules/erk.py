@@ -8,7 +8,7 @@ Each layer keeps a fraction of its weights (its density) proportional to
 for a 2-D weight of shape ``(fan_out, fan_in)`` (an ``nn.Embedding`` weight ``(num_embeddings, dim)`` takes the
 same formula on its shape; in general ``sum(shape) / prod(shape)``, the kernel form). Small layers are kept
 denser than large ones, and the weights themselves play no part in the allocation. The constant is set so the
-total kept weights meet the budget; a layer whose scaled density would exceed 1 is kept dense and the others are
+total kept weights meet the target; a layer whose scaled density would exceed 1 is kept dense and the others are
 scaled up again, until no layer exceeds 1 (RigL's iteration, which is the solution of
 ``sum_i n_i * min(c * d_i, 1) = kept`` for ``c``). Layers are also held within the env's caps (density at least
 ``1 - max_sparsity``). Within a layer the env's own ``criterion`` decides which weights go.

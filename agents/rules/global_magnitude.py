@@ -1,10 +1,10 @@
 """``global``: global magnitude pruning, one ``|w|`` threshold across all layers. One evaluation.
 
-The threshold is the one that removes exactly the budget's number of weights. A layer that would lose more than
+The threshold is the one that removes exactly the target's number of weights. A layer that would lose more than
 the env's ``max_sparsity`` is held at that cap, and the threshold keeps rising through the other layers until the
-budget is met (the greedy rule "prune the globally smallest weight whose layer still has room"). So the result
-always meets the budget and the cap; what it gives up is pruning the capped layer further. The counts are then
-submitted to the env, whose projection leaves an allocation that already meets the budget unchanged.
+target is met (the greedy rule "prune the globally smallest weight whose layer still has room"). So the result
+always meets the target and the cap; what it gives up is pruning the capped layer further. The counts are then
+submitted to the env, whose projection leaves an allocation that already meets the target unchanged.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Two variants, both driven by the gradient of ``task.loss`` on the dense model (the env computes it once):
 
 - ``"layer"`` (default): each layer keeps a fraction of its weights proportional to ``mean|g| ** beta``, so a layer
-  whose weights barely move the loss is pruned harder; the constant is set so the total meets the budget, with
+  whose weights barely move the loss is pruned harder; the constant is set so the total meets the target, with
   every layer kept within ``[0, max_sparsity]``. ``beta = 0`` is uniform pruning.
 - ``"global"``: one ``|g|`` threshold across all layers (as :mod:`agents.rules.global_magnitude` does with ``|w|``),
   layers capped at ``max_sparsity``.

@@ -8,7 +8,7 @@ Within each layer the weights are sorted by ``|w|`` ascending (ties stable by in
 over the weights at or after ``u`` in that order (``u`` itself and every larger one). The score rescales each
 layer's magnitudes by what is left of the layer, so a layer's largest weight always scores 1 and no layer is
 emptied by a global threshold the way plain global magnitude pruning can. One global threshold over all layers'
-scores then removes exactly the budget's number of weights; a layer that reaches the env's ``max_sparsity`` cap
+scores then removes exactly the target's number of weights; a layer that reaches the env's ``max_sparsity`` cap
 keeps its remaining weights and the threshold moves on through the other layers (the greedy rule of
 :mod:`agents.rules.global_magnitude`). The scores are monotone in ``|w|`` within a layer, so with the env's default
 ``"magnitude"`` criterion the env prunes exactly the weights LAMP ranks lowest.

@@ -4,7 +4,7 @@ NeurIPS 1989). No learning; one evaluation.
 Zeroing weight ``i`` of a trained model raises the loss by about ``0.5 * F_i * w_i**2``, with ``F_i`` the diagonal
 Fisher information, estimated as the mean squared gradient over 8 training batches (:mod:`prune_env.pruning.fisher`; the
 task's ``train_loss``, or its fixed ``loss`` batch). Each layer's costs are read in the env's own prune order and
-made non-decreasing along it, and one global threshold removes exactly the budget's number of weights, no layer
+made non-decreasing along it, and one global threshold removes exactly the target's number of weights, no layer
 past its cap (the greedy rule of :mod:`agents.rules.global_magnitude`). Only the allocation comes from the costs: within
 a layer the env's ``criterion`` still decides which weights go. The validation split is never read before the one
 evaluation. The zoo observation carries the same allocation (:func:`prune_env.envs.zoo.rule_columns`).

@@ -1,4 +1,4 @@
-"""Shared arithmetic of the heuristic agents: turning per-weight or per-layer scores into budget-meeting counts."""
+"""Shared arithmetic of the heuristic agents: turning per-weight or per-layer scores into target-meeting counts."""
 
 from __future__ import annotations
 

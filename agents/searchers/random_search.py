@@ -1,7 +1,7 @@
 """``random``: random search over allocations; keeps the best on validation.
 
 Each candidate is an action drawn uniformly from the env's action space (every layer's requested sparsity uniform
-in ``[0, max_sparsity]``), which the env projects onto the budget (joint mode) or walls in (sequential mode).
+in ``[0, max_sparsity]``), which the env projects onto the target (joint mode) or walls in (sequential mode).
 Draws come from a generator seeded by ``seed``, so the same seed gives the same candidates.
 """
 

@@ -4,10 +4,10 @@
    validation: ``L * G`` evaluations. The env runs these in penalty mode (its target is switched off for the
    scan and restored after), so they count against the evaluation cap but are never returned as the result.
 2. **Allocate.** For a tolerated score drop ``t``, every layer takes the largest sparsity whose scanned drop is at
-   most ``t`` (linear between grid points, drops made monotone). The smallest ``t`` that meets the budget is found
-   by bisection: that is Distiller's "prune each layer as far as it tolerates" rule, fitted to a budget.
+   most ``t`` (linear between grid points, drops made monotone). The smallest ``t`` that meets the target is found
+   by bisection: that is Distiller's "prune each layer as far as it tolerates" rule, fitted to a target.
 3. **Sweep.** The remaining evaluations (up to ``len(FACTORS)``) try ``t`` scaled by a few factors (the env
-   projects each request onto the budget), and the best on validation wins.
+   projects each request onto the target), and the best on validation wins.
 
 With ``grid`` points per layer the scan needs ``L * grid`` evaluations; under a small evaluation cap the grid shrinks
 to fit and at least one evaluation is kept for the sweep. With fewer than ``L + 1`` evaluations there is no room to
