@@ -6,18 +6,19 @@ import copy
 import json
 import os
 import struct
-import zlib
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from tiny import VOCAB, TinyLM, tiny_task
 from torch import nn
 
 from prune_env import PruneRNNEnv
-from prune_env.compression.export import ExportError, apply_masks, export, load, masks
+from prune_env.compression.export import ExportError, apply_masks, can_export, declarative, export, load, masks
 from prune_env.compression.quantize import quantize
 from prune_env.compression.size import dense_bits, encoding, model_size, size_table
+from prune_env.tasks.models import ZooLM
 
 
 def _env_model(granularity: str, rnn: str = "gru"):
@@ -77,9 +78,22 @@ def test_env_quantized_model_exports_to_the_same_values(tmp_path):
 
 
 def _header(path):
+    """The safetensors header (tensor spans and metadata), its length, and the parsed description."""
     data = path.read_bytes()
-    _, _, hlen = struct.unpack_from("<8sIQ", data)
-    return json.loads(zlib.decompress(data[20:20 + hlen])), hlen
+    (hlen,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8:8 + hlen])
+    return header, hlen, json.loads(header["__metadata__"]["description"])
+
+
+def _rewrite(path, edit_header):
+    """Rewrite ``path``'s safetensors header with ``edit_header(header)``; the tensor bytes stay as they are."""
+    data = path.read_bytes()
+    (hlen,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8:8 + hlen])
+    edit_header(header)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + hlen:])
 
 
 @pytest.mark.parametrize("bits", [None, 4, 8])
@@ -88,21 +102,24 @@ def test_file_streams_match_size_accounting_exactly(tmp_path, bits):
     model = env.pruned_model()
     path = tmp_path / "m.prnn"
     total = export(model, path, bits=bits)
-    header, hlen = _header(path)
+    header, hlen, description = _header(path)
     report = model_size(_quantized(model, bits, "linear"), bits)
-    streams = 0
-    for entry in header["tensors"]:
-        if entry.get("layout", "raw") == "raw" or "alias" in entry:
-            continue
+    nbytes = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+    streams = raw = 0
+    encoded = [e for e in description["tensors"] if "layout" in e]
+    assert {e["name"] for e in encoded} == set(report.layers)
+    for entry in encoded:
         enc = report.layers[entry["name"]]
         assert enc.layout == entry["layout"] and enc.entries == entry["entries"]
-        got = {k: entry[k][1] for k in ("index", "values", "table")}
+        got = {k: nbytes.get(f"{entry['name']}:{k}", 0) for k in ("index", "values", "table")}
         assert got == enc.stream_bytes
         streams += sum(got.values())
-    raw = sum(e["raw"][1] for e in header["tensors"] if e.get("layout") == "raw")
+    for entry in description["tensors"]:
+        if "layout" not in entry and "alias" not in entry:
+            raw += nbytes[entry["name"]]
     assert raw * 8 == report.other_bits
-    assert total == 20 + hlen + streams + raw  # the module description is part of the header
-    assert streams + raw == report.total_bytes
+    assert streams + raw == report.total_bytes == sum(nbytes.values())
+    assert total == 8 + hlen + streams + raw  # the header holds the module description
 
 
 def test_layout_choice_and_relative_fillers_round_trip(tmp_path):
@@ -209,28 +226,42 @@ def test_corrupt_body_is_detected(tmp_path):
         load(path)
 
 
-def test_truncated_and_foreign_files(tmp_path):
+def test_truncated_foreign_and_other_version_files(tmp_path):
     path = _good_file(tmp_path)
     data = path.read_bytes()
-    (tmp_path / "short.prnn").write_bytes(data[:30])
-    with pytest.raises(ExportError, match="truncated|checksum"):
-        load(tmp_path / "short.prnn")
+    for cut, words in ((30, "truncated"), (len(data) - 3, "corrupt")):
+        (tmp_path / "short.prnn").write_bytes(data[:cut])
+        with pytest.raises(ExportError, match=words):
+            load(tmp_path / "short.prnn")
     torch.save({"a": torch.ones(2)}, tmp_path / "foreign.pt")
-    with pytest.raises(ExportError, match="magic"):
+    with pytest.raises(ExportError, match="not a prune-rnn-gym export"):
         load(tmp_path / "foreign.pt")
+    safetensors.torch.save_file({"a": torch.ones(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ExportError, match="without its metadata"):
+        load(tmp_path / "plain.safetensors")
     (tmp_path / "empty").write_bytes(b"")
-    with pytest.raises(ValueError, match="magic"):
+    with pytest.raises(ValueError, match="not a prune-rnn-gym export"):
         load(tmp_path / "empty")
-    newer = data[:8] + struct.pack("<I", 99) + data[12:]
-    (tmp_path / "new.prnn").write_bytes(newer)
-    with pytest.raises(ExportError, match="newer"):
-        load(tmp_path / "new.prnn")
-    bad_json = data[:20] + b"{" * (len(data) - 20)
-    (tmp_path / "bad.prnn").write_bytes(bad_json)
-    with pytest.raises(ExportError, match="corrupt"):
+    _rewrite(path, lambda h: h["__metadata__"].update(version="99"))
+    with pytest.raises(ExportError, match="version 99 is newer"):
+        load(path)
+    (tmp_path / "bad.prnn").write_bytes(data[:8] + b"{" * (len(data) - 8))
+    with pytest.raises(ExportError, match="unreadable header"):
         load(tmp_path / "bad.prnn")
     with pytest.raises(ValueError, match="not a file"):
         load(tmp_path / "missing.prnn")
+
+
+def test_any_safetensors_reader_sees_the_raw_tensors_and_the_streams(tmp_path):
+    model = TinyLM("gru", hidden=8, layers=1).eval()
+    with torch.no_grad():
+        model.rnn.weight_hh_l0[:, 2:] = 0
+    export(model, tmp_path / "m.prnn", bits=8)
+    plain = safetensors.torch.load_file(tmp_path / "m.prnn")
+    assert torch.equal(plain["rnn.bias_ih_l0"], model.rnn.bias_ih_l0)  # raw: own name, dtype and shape
+    assert plain["rnn.weight_hh_l0:index"].dtype == torch.uint8  # encoded: ordinary streams
+    assert plain["rnn.weight_hh_l0:table"].shape == (24,)  # one float32 scale per output row
+    assert "rnn.weight_hh_l0" not in plain
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
@@ -323,3 +354,184 @@ def test_module_description_round_trips_attributes_shared_modules_and_unsaved_te
     model.tokenizer = object()
     with pytest.raises(ValueError, match="cannot export `tokenizer`"):
         export(model, tmp_path / "t.prnn")
+
+
+class _Attention(nn.Module):
+    """LSTM -> multi-head self-attention -> mean pooling -> head: a user model holding ``nn.MultiheadAttention``
+    (whose ``out_proj`` is a ``NonDynamicallyQuantizableLinear``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h, _ = self.lstm(self.emb(x))
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.head(a.mean(1))
+
+
+def test_a_user_model_with_attention_loads_naming_only_its_own_class(tmp_path):
+    torch.manual_seed(0)
+    model = _Attention().eval()
+    with torch.no_grad():
+        model.attn.in_proj_weight[::2] = 0
+    export(model, tmp_path / "a.prnn", bits=8)
+    with pytest.raises(ExportError, match=r"classes=\[_Attention\]") as err:
+        load(tmp_path / "a.prnn")
+    assert "NonDynamicallyQuantizableLinear" not in str(err.value)  # a torch.nn class: rebuilt without asking
+    loaded = load(tmp_path / "a.prnn", classes=[_Attention])
+    assert type(loaded.attn.out_proj).__name__ == "NonDynamicallyQuantizableLinear"
+    x = torch.randint(0, VOCAB, (3, 7))
+    torch.testing.assert_close(loaded(x), _quantized(model, 8, "linear")(x))
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x))
+
+
+class _Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(), _Block()])
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def test_the_error_names_every_class_still_needed(tmp_path):
+    export(_Outer(), tmp_path / "o.prnn")
+    with pytest.raises(ExportError, match=r"_Outer'.*_Block'.*classes=\[_Outer, _Block\]"):
+        load(tmp_path / "o.prnn")
+    with pytest.raises(ExportError, match=r"class '[^']*_Block',.*classes=\[_Block\]"):
+        load(tmp_path / "o.prnn", classes=[_Outer])
+    x = torch.randn(2, 4)
+    model = _Outer()
+    export(model, tmp_path / "o.prnn")
+    torch.testing.assert_close(load(tmp_path / "o.prnn", classes=[_Outer, _Block])(x), model(x))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+    lambda: nn.Sequential(nn.Conv1d(8, 8, 3, padding=1), nn.BatchNorm1d(8), nn.GELU(), nn.Linear(5, 5)),
+    lambda: nn.Sequential(nn.LayerNorm(8), nn.Dropout(0.1), nn.PReLU(), nn.Identity(), nn.Linear(8, 8)),
+    lambda: nn.Sequential(nn.GRUCell(8, 8), nn.Linear(8, 8)),
+    lambda: nn.LSTM(8, 6, 2, bidirectional=True, proj_size=3, batch_first=True),
+], ids=["transformer", "conv", "norms", "cell", "lstm-proj"])
+def test_torch_nn_classes_rebuild_without_being_named(tmp_path, make):
+    torch.manual_seed(0)
+    model = make().eval()
+    export(model, tmp_path / "m.prnn")
+    loaded = load(tmp_path / "m.prnn")
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    first = next(iter(model.children()), model)
+    x = torch.randn(2, 8) if isinstance(first, nn.GRUCell) else torch.randn(2, 8, 5) if isinstance(
+        first, nn.Conv1d) else torch.randn(2, 5, 8)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+class _Hparams:
+    """A non-tensor attribute object no description can hold (like Lightning's ``_hparams`` or a flair
+    ``Dictionary``)."""
+
+    def __init__(self, vocab):
+        self.vocab = list(vocab)
+
+
+class _LibraryModel(TinyLM):
+    def __init__(self):
+        super().__init__("lstm", hidden=8, layers=1)
+        self.hparams = _Hparams("abc")
+
+
+def test_weights_only_export_for_a_model_no_description_can_hold(tmp_path):
+    torch.manual_seed(0)
+    model = _LibraryModel().eval()
+    with torch.no_grad():
+        model.rnn.weight_hh_l0[:, ::2] = 0
+    ok, why = can_export(model)
+    assert not ok and "`hparams`" in why and "weights_only=True" in why
+    with pytest.raises(ValueError, match="cannot export `hparams`.*weights_only=True"):
+        export(model, tmp_path / "m.prnn")
+    assert can_export(model, weights_only=True) == (True, "") and can_export(TinyLM()) == (True, "")
+    size = export(model, tmp_path / "w.prnn", bits=8, weights_only=True)
+    with pytest.raises(ExportError, match=r"weights-only.*load\(path, model=_LibraryModel\(\.\.\.\)\)"):
+        load(tmp_path / "w.prnn", classes=[_LibraryModel])
+    fresh = _LibraryModel()
+    loaded = load(tmp_path / "w.prnn", model=fresh)
+    assert loaded is fresh and not loaded.training and loaded.hparams.vocab == ["a", "b", "c"]
+    x = torch.randint(0, VOCAB, (2, 5))
+    torch.testing.assert_close(loaded(x), _quantized(model, 8, "linear")(x))
+    plain = TinyLM("lstm", hidden=8, layers=1)
+    plain.load_state_dict(model.state_dict())
+    assert size < export(plain, tmp_path / "full.prnn", bits=8)  # the same tensors, compressed the same, no tree
+
+
+def _hidden_unit_model(per_layer: list[float]):
+    task = tiny_task("gru", hidden=12, layers=2)
+    env = PruneRNNEnv(task, granularity="hidden_unit")
+    return task, env.pruned_model(dict(zip(env.layer_names, per_layer)))
+
+
+def test_a_hidden_unit_pruned_model_exports_declaratively_when_it_can(tmp_path):
+    task, shrunk = _hidden_unit_model([0.5, 0.5])
+    model = declarative(shrunk, task.model)
+    assert type(model) is TinyLM and model.rnn.hidden_size == 6 and model.head.in_features == 6
+    x = task.eval_batch[0]
+    torch.testing.assert_close(model(x), shrunk(x), atol=0, rtol=0)
+    export(model, tmp_path / "d.prnn")
+    _, _, description = _header(tmp_path / "d.prnn")
+    assert "graph" not in json.dumps(description["module"])
+    assert ["hidden_size", 6] in description["module"]["modules"][1][1]["config"]  # the GRU's smaller width
+    torch.testing.assert_close(load(tmp_path / "d.prnn", classes=[TinyLM])(x), shrunk(x), atol=0, rtol=0)
+
+
+def test_layers_of_different_widths_keep_a_checked_graph(tmp_path):
+    task, shrunk = _hidden_unit_model([0.25, 0.75])
+    assert declarative(shrunk, task.model) is None  # a ModuleDict of single-layer GRUs: not TinyLM's forward
+    export(shrunk, tmp_path / "g.prnn")
+    loaded = load(tmp_path / "g.prnn")  # torch.nn modules and a closed-set graph: no class to name
+    x = task.eval_batch[0]
+    torch.testing.assert_close(loaded(x), shrunk(x), atol=0, rtol=0)
+    assert [(n.op, n.target) for n in loaded.graph.nodes] == [(n.op, n.target) for n in shrunk.graph.nodes]
+
+
+def test_an_unexportable_model_fails_at_export_not_at_load(tmp_path):
+    model = TinyLM()
+    model.tokenizer = object()  # nothing a description can hold: refused when writing, naming the attribute
+    with pytest.raises(ValueError, match="cannot export `tokenizer`"):
+        export(model, tmp_path / "m.prnn")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_user_class_loads_by_qualname_and_non_persistent_buffers_survive(tmp_path):
+    torch.manual_seed(0)
+    onehot = ZooLM(VOCAB, 0, 6, 2, cell="gru", head="lm-mlp").eval()  # `codes`: a non-persistent buffer
+    export(onehot, tmp_path / "z.prnn")
+    x = torch.randint(0, VOCAB, (2, 5))
+    torch.testing.assert_close(load(tmp_path / "z.prnn")(x), onehot(x))
+    model = TinyLM("rnn", hidden=5, layers=2).eval()
+    export(model, tmp_path / "t.prnn")
+
+    def as_main(header):  # as if exported from a script
+        meta = header["__metadata__"]
+        description = json.loads(meta["description"])
+        description["module"]["class"] = "__main__.TinyLM"
+        meta["description"] = json.dumps(description)
+
+    _rewrite(tmp_path / "t.prnn", as_main)
+    with pytest.raises(ExportError, match="'__main__.TinyLM'"):
+        load(tmp_path / "t.prnn")
+    torch.testing.assert_close(load(tmp_path / "t.prnn", classes=[TinyLM])(x), model(x))
+    torch.testing.assert_close(load(tmp_path / "t.prnn", classes={"__main__.TinyLM": TinyLM})(x), model(x))
+    with pytest.raises(ValueError, match="not both"):
+        load(tmp_path / "t.prnn", classes=[TinyLM], model=TinyLM("rnn", hidden=5, layers=2))
