@@ -7,7 +7,7 @@ sees ``evaluate`` (the validation split); ``test`` exists for reporting and is n
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,12 @@ class RNNTask:
     :param train_loss: ``train_loss(model, generator) -> Tensor``, a scalar loss on a fresh training batch drawn
         with the ``torch.Generator``; used by recovery fine-tuning (``finetune_steps``). Optional: without it
         fine-tuning reuses the fixed ``loss`` batch.
+    :param calibration_batches: a sequence of model inputs drawn from the *training* split, each something
+        ``model(batch)`` accepts (a tuple is passed as positional arguments). The data-aware operators (criterion
+        ``"wanda"``/``"obs"``, ``reconstruct="obs"``, GPTQ) read what every prunable weight multiplies on these
+        inputs (:mod:`prune_env.pruning.calibration`); nothing else does. Optional: without it those operators take
+        the inputs ``train_loss`` feeds the model (its contract is a training batch), and a task with neither
+        cannot use them. Never give validation or test inputs here: the reward would be fitted to its own data.
 
     Your own model (here untrained, for brevity) and a validation batch are enough for an environment:
 
@@ -83,6 +89,7 @@ class RNNTask:
     metric: Metric | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     train_loss: Callable[[nn.Module, torch.Generator], torch.Tensor] | None = None
+    calibration_batches: Sequence[Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -101,6 +108,8 @@ class RNNTask:
                 raise ValueError("RNNTask: give `evaluate(model) -> float`, or `eval_batch=(inputs, targets)` "
                                  "together with `metric`")
             self.evaluate = BatchEvaluator(self.eval_batch, self.metric)
+        if self.calibration_batches is not None:
+            self.calibration_batches = _check_calibration(self.calibration_batches)
         for fname in ("evaluate", "test", "loss", "train_loss"):
             fn = getattr(self, fname)
             if fn is not None and not callable(fn):
@@ -202,3 +211,17 @@ def _check_metric(metric: Any) -> None:
     if metric not in METRICS:
         raise ValueError(f"RNNTask: unknown `metric` {metric!r}; expected one of {METRICS} or a callable "
                          "metric(logits, targets) -> float")
+
+
+def _check_calibration(batches: Any) -> tuple:
+    if isinstance(batches, torch.Tensor) or not isinstance(batches, Sequence) or isinstance(batches, str):
+        raise TypeError("RNNTask: `calibration_batches` must be a list or tuple of input batches (tensors, or tuples "
+                        f"of tensors passed as positional arguments), got {type(batches).__name__}")
+    if not batches:
+        raise ValueError("RNNTask: `calibration_batches` is empty; give at least one batch of training inputs")
+    for i, b in enumerate(batches):
+        parts = b if isinstance(b, tuple) else (b,)
+        if not parts or not all(isinstance(t, torch.Tensor) for t in parts):
+            raise TypeError(f"RNNTask: `calibration_batches[{i}]` must be a tensor or a tuple of tensors, "
+                            f"got {type(b).__name__}")
+    return tuple(batches)

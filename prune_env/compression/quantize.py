@@ -11,6 +11,10 @@ values.
   from a linear initialisation over the nonzero weights, plus a reserved code 0 for the value 0. Limited to
   ``b <= 8``: a 16-bit codebook costs more than it saves, so 16 bits is always linear.
 
+- ``gptq``: the ``linear`` grid and storage, with the rounding chosen by GPTQ (Frantar et al., ICLR 2023) from the
+  task's calibration inputs (:func:`prune_env.pruning.obs.gptq`; the env's quantize mode). Without calibration
+  inputs, as here, it rounds to nearest: exactly ``linear``.
+
 ``32`` bits means float32, unquantized.
 """
 
@@ -24,7 +28,7 @@ from prune_env.checks import is_int
 
 #: Bit-widths the env's action chooses from.
 BITS = (2, 3, 4, 6, 8, 16, 32)
-METHODS = ("linear", "kmeans")
+METHODS = ("linear", "kmeans", "gptq")
 KMEANS_MAX_BITS = 8
 _LLOYD_ITERS = 20
 
@@ -47,6 +51,8 @@ def effective_method(bits: int, method: str) -> str:
     """``"float"`` for 32 bits, ``"linear"`` for k-means above :data:`KMEANS_MAX_BITS`, else ``method``."""
     if bits == 32:
         return "float"
+    if method == "gptq":
+        return "linear"
     return "linear" if method == "kmeans" and bits > KMEANS_MAX_BITS else method
 
 
@@ -122,11 +128,18 @@ def _fixed_point_scales(m: torch.Tensor, qm: int) -> torch.Tensor:
     return s
 
 
+def linear_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """The per-row (first axis) float32 scales of ``linear`` quantization: ``max|w_r| / qmax`` (1 for a zero row)."""
+    qm = qmax(bits)
+    rows = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(-1, 1)
+    m = rows.float().abs().amax(dim=1)
+    return torch.where(m > 0, _fixed_point_scales(m, qm), torch.ones_like(m))
+
+
 def _linear(w: torch.Tensor, bits: int) -> Codes:
     qm = qmax(bits)
     rows = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(-1, 1)
-    m = rows.abs().amax(dim=1)
-    scale = torch.where(m > 0, _fixed_point_scales(m, qm), torch.ones_like(m))
+    scale = linear_scales(w, bits)
     q = torch.clamp(torch.round(rows / scale[:, None]), -qm, qm)
     codes = (q.long() + qm).reshape(w.shape)
     return Codes(codes, scale, bits, "linear")

@@ -22,7 +22,7 @@ evaluation.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -248,10 +248,14 @@ class BatchedScorer:
         :data:`GPU_MEMORY_SHARE` of the free memory on a GPU.
     :param autocast: run the passes under ``torch.autocast`` with this dtype (``None``: float32); the outputs
         are returned as float32.
+    :param weights: ``weights(i, k)``, layer ``i``'s flat weights at count ``k`` when they are not the dense ones
+        with the first ``k`` of the order zeroed (the env kind's ``target`` under ``reconstruct``); ``None``: those.
     """
 
     def __init__(self, task: RNNTask, layers: Sequence[PrunableLayer], orders: Sequence[torch.Tensor],
-                 device: torch.device, max_batch: int | None = None, autocast: torch.dtype | None = None):
+                 device: torch.device, max_batch: int | None = None, autocast: torch.dtype | None = None,
+                 weights: Callable[[int, int], torch.Tensor] | None = None):
+        self.weights = weights
         if not task.structured:
             raise ValueError("BatchedScorer needs a structured `task` (RNNTask with eval_batch and metric)")
         if max_batch is not None:
@@ -291,6 +295,10 @@ class BatchedScorer:
         c = torch.as_tensor(np.asarray(counts, dtype=np.int64), device=self.device)
         out = {}
         for i, layer in enumerate(self.layers):
+            if self.weights is not None:
+                rows = [self.weights(i, k).to(self.device) for k in np.asarray(counts)[:, i].tolist()]
+                out[layer.name] = torch.stack(rows).reshape(c.shape[0], *layer.shape)
+                continue
             keep = self.ranks[i].unsqueeze(0) >= c[:, i:i + 1]
             w = torch.where(keep, self.dense[i].reshape(1, -1), torch.zeros((), device=self.device))
             out[layer.name] = w.reshape(c.shape[0], *layer.shape)

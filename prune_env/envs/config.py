@@ -9,6 +9,7 @@ from prune_env.compression.quantize import METHODS
 from prune_env.devices import PRECISIONS
 from prune_env.pruning.analysis import GRANULARITIES
 from prune_env.pruning.criteria import CRITERIA
+from prune_env.pruning.reconstruction import check_reconstruct
 
 MODES = ("joint", "sequential")
 
@@ -16,13 +17,14 @@ MODES = ("joint", "sequential")
 DEFAULTS: dict[str, Any] = {
     "task": "digits", "target_sparsity": None, "mode": "joint", "size_penalty": 0.5, "criterion": "magnitude",
     "max_sparsity": 0.98, "device": None, "render_mode": None, "task_kwargs": None, "granularity": "unstructured",
-    "quantize": False, "finetune_steps": 0, "precision": "fp32",
+    "quantize": False, "finetune_steps": 0, "precision": "fp32", "reconstruct": None,
 }
 
 
 def env_config(arguments: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
     """:data:`DEFAULTS`, then the keyword ``arguments``, then ``config`` (whose entries win), checked and normalised
-    (``quantize=True`` becomes ``"linear"``, ``False`` ``None``; numbers become floats and ints).
+    (``quantize=True`` becomes ``"linear"``, ``False`` ``None``; ``reconstruct`` ``"none"``/``False`` ``None``;
+    numbers become floats and ints).
 
     :raises ValueError: naming the first bad entry and what it expects (``target_sparsity`` is checked by the env,
         which knows the layers).
@@ -40,6 +42,7 @@ def env_config(arguments: dict[str, Any], config: dict[str, Any] | None) -> dict
     cfg["max_sparsity"] = check_number("max_sparsity", cfg["max_sparsity"], 0.0, 1.0, low_open=True)
     cfg["size_penalty"] = check_number("size_penalty", cfg["size_penalty"], 0.0)
     cfg["finetune_steps"] = check_int("finetune_steps", cfg["finetune_steps"], 0)
+    cfg["reconstruct"] = check_reconstruct(cfg["reconstruct"])
     q = cfg["quantize"]
     if q not in (False, True, None) and q not in METHODS:
         raise ValueError(f"`quantize` must be False, True (= 'linear') or one of {METHODS}, got {q!r}")

@@ -16,9 +16,11 @@ from prune_env.devices import autocast, check_precision, model_device, resolve_d
 from prune_env.envs.actions import action_to_bits, action_to_sparsity, bits_array, bits_to_action, sparsity_to_action
 from prune_env.envs.config import DEFAULTS, MODES, env_config
 from prune_env.pruning import allocation as B
-from prune_env.pruning.analysis import Analysis, analyse
-from prune_env.pruning.criteria import sparsity_to_count
+from prune_env.pruning.analysis import Analysis, analyse, calibration
+from prune_env.pruning.calibration import calibration_inputs
+from prune_env.pruning.criteria import CALIBRATED, sparsity_to_count
 from prune_env.pruning.kinds import PruningKind, make_kind
+from prune_env.pruning.reconstruction import Calibrated, sequential_prune
 from prune_env.pruning.stats import FEATURES, layer_table
 from prune_env.task import EvaluationError, RNNTask, split_score
 
@@ -56,8 +58,8 @@ class PruneRNNEnv(gym.Env):
 
     In budget mode (``target_sparsity`` set) every episode ends at exactly ``round(target_sparsity * N)`` pruned
     weights (``N`` = prunable weights): joint mode projects the request onto the budget with one common shift
-    (:func:`~prune_env.pruning.allocation.project_to_budget`; a uniform request gives uniform pruning); sequential mode applies
-    AMC's action wall and the last layer takes the remainder. No layer exceeds ``max_sparsity``.
+    (:func:`~prune_env.pruning.allocation.project_to_budget`; a uniform request gives uniform pruning); sequential
+    mode applies AMC's action wall and the last layer takes the remainder. No layer exceeds ``max_sparsity``.
 
     ## Observation Space
 
@@ -87,7 +89,8 @@ class PruneRNNEnv(gym.Env):
 
     At the end of an episode: ``score``, ``dense_score``, ``overall_sparsity``, ``layer_sparsity`` (name ->
     sparsity), ``nonzero_params`` (parameters of the whole model kept, biases included), ``size_bytes`` (the exact
-    encoded size, :mod:`prune_env.compression.size`), ``reward_terms`` and the task's extra metrics (e.g. ``perplexity``).
+    encoded size, :mod:`prune_env.compression.size`), ``reward_terms`` and the task's extra metrics (e.g.
+    ``perplexity``).
     ``hidden_unit`` adds ``weight_sparsity``; ``quantize`` adds ``layer_bits`` and ``size_fraction``. Earlier
     sequential steps carry ``layer_sparsity`` and ``overall_sparsity``.
 
@@ -98,12 +101,22 @@ class PruneRNNEnv(gym.Env):
     - ``target_sparsity``: overall sparsity every episode must reach, in [0, 1); ``None`` for penalty mode.
     - ``mode``: ``"joint"`` or ``"sequential"``; ``size_penalty``: weight of the size term.
     - ``criterion``: ranking within a layer: ``"magnitude"`` ``|w|``, ``"gradient"`` ``|g|`` or ``"saliency"``
-      ``|w * g|`` (the last two need ``task.loss``; for hidden units: L2 norms, or ``(sum w * g) ** 2``).
+      ``|w * g|`` (the last two need ``task.loss``; for hidden units: L2 norms, or ``(sum w * g) ** 2``), or, from
+      the task's calibration inputs (:mod:`prune_env.pruning.calibration`), ``"wanda"`` ``|w| * ||x_j||`` or
+      ``"obs"`` ``w**2 / [H^-1]_jj``, both compared within each (gate) row and pruned row-balanced
+      (:mod:`prune_env.pruning.obs`).
+    - ``reconstruct``: ``None`` (kept weights keep their dense values) or ``"obs"``: each pruned layer's kept
+      weights are re-fitted by least squares to the dense layer's outputs on the calibration inputs (SparseGPT /
+      Optimal Brain Compression; for hidden units, the matrices that read the removed units). With ``criterion``
+      this is the *operator* (:mod:`prune_env.pruning.reconstruction`); ``quantize="gptq"`` rounds by GPTQ on
+      the same inputs. Both need the task's ``calibration_batches`` or ``train_loss`` (a ``ValueError`` naming the
+      setting otherwise).
     - ``max_sparsity``: the most any one layer may be pruned, in (0, 1].
     - ``device``: where the env's copy of the model runs; default ``"cuda"`` when available, else ``"cpu"``.
     - ``task_kwargs``: keyword arguments for building a preset task (e.g. ``{"seed": 1}``).
     - ``granularity``: ``"unstructured"`` or ``"hidden_unit"``.
-    - ``quantize``: ``False``, ``True``/``"linear"`` or ``"kmeans"``: per-layer bit-widths join the action.
+    - ``quantize``: ``False``, ``True``/``"linear"``, ``"kmeans"`` or ``"gptq"``: per-layer bit-widths join the
+      action.
     - ``finetune_steps``: Adam steps of recovery fine-tuning before each episode is scored (0: none).
     - ``precision``: ``"fp32"`` or ``"bf16"`` (scores under ``torch.autocast``; refused with a ``ValueError`` where
       the device has no bf16 kernel for the model's recurrent layers, see :mod:`prune_env.devices`).
@@ -135,7 +148,7 @@ class PruneRNNEnv(gym.Env):
                  max_sparsity: float = 0.98, device: str | torch.device | None = None,
                  render_mode: str | None = None, task_kwargs: dict | None = None,
                  granularity: str = "unstructured", quantize: bool | str = False, finetune_steps: int = 0,
-                 precision: str = "fp32", config: dict | None = None):
+                 precision: str = "fp32", reconstruct: str | None = None, config: dict | None = None):
         if isinstance(task, dict):
             if config is not None:
                 raise ValueError("pass `config` either positionally or as `config=`, not both")
@@ -143,12 +156,12 @@ class PruneRNNEnv(gym.Env):
         arguments = dict(target_sparsity=target_sparsity, mode=mode, size_penalty=size_penalty, criterion=criterion,
                          max_sparsity=max_sparsity, device=device, render_mode=render_mode, task_kwargs=task_kwargs,
                          granularity=granularity, quantize=quantize, finetune_steps=finetune_steps,
-                         precision=precision, **({} if task is None else {"task": task}))
+                         precision=precision, reconstruct=reconstruct, **({} if task is None else {"task": task}))
         self.config = cfg = env_config(arguments, config)
         self.mode, self.criterion, self.granularity = cfg["mode"], cfg["criterion"], cfg["granularity"]
         self.max_sparsity, self.size_penalty = cfg["max_sparsity"], cfg["size_penalty"]
         self.render_mode, self.finetune_steps = cfg["render_mode"], cfg["finetune_steps"]
-        self.precision, self.quantize = cfg["precision"], cfg["quantize"]
+        self.precision, self.quantize, self.reconstruct = cfg["precision"], cfg["quantize"], cfg["reconstruct"]
         self.device = resolve_device(cfg["device"])
 
         from prune_env.tasks import resolve_task
@@ -165,7 +178,7 @@ class PruneRNNEnv(gym.Env):
 
         self._model = copy.deepcopy(self.task.model).to(self.device).eval().requires_grad_(False)
         #: how counts (and bits) become a pruned model and its size (see :mod:`prune_env.pruning.kinds`)
-        self.kind: PruningKind = make_kind(self._model, self.analysis, self.quantize)
+        self.kind: PruningKind = make_kind(self._model, self.analysis, self.quantize, self._calibrated())
         self.dense_score, self._dense_extras = self.analysis.dense_score(
             (str(self.device), self.precision), lambda: self._evaluate(self._model))
 
@@ -179,6 +192,23 @@ class PruneRNNEnv(gym.Env):
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # the last finished episode's counts and bits
         self._last_scored: torch.nn.Module | None = None  # its fine-tuned model (finetune_steps only)
         self._t, self._prev_action = 0, 0.0
+
+    def _calibrated(self) -> Calibrated | None:
+        """The shared calibration-aware weights of the analysis, when the operator or GPTQ needs them."""
+        if not self.reconstruct and self.quantize != "gptq":
+            return None
+        stats = calibration(self.analysis, self.task, "reconstruct" if self.reconstruct else "quantize")
+        return self.analysis.cached(("calibrated", self.reconstruct),
+                                    lambda: Calibrated(self.analysis, stats, self.reconstruct))
+
+    @property
+    def operator(self) -> dict[str, Any]:
+        """How a layer is pruned: ``criterion``, ``reconstruct``, the quantization method and, for the data-aware
+        operators, the calibration data used (``batches`` and their SHA-256 ``digest``), for records."""
+        calibrated = self.criterion in CALIBRATED or self.reconstruct or self.quantize == "gptq"
+        stats = calibration(self.analysis, self.task) if calibrated else None
+        return {"criterion": self.criterion, "reconstruct": self.reconstruct, "quantize": self.quantize,
+                "calibration": None if stats is None else {"batches": stats.batches, "digest": stats.digest}}
 
     def _check_target(self, target: float | None) -> float | None:
         if target is None:
@@ -347,7 +377,8 @@ class PruneRNNEnv(gym.Env):
         budget mode the env still projects it, which leaves an allocation that meets the budget unchanged.
 
         :param allocation: layer name -> sparsity.
-        :param bits: quantize mode only: layer name -> one of :data:`~prune_env.compression.quantize.BITS` (missing: 32).
+        :param bits: quantize mode only: layer name -> one of :data:`~prune_env.compression.quantize.BITS`
+            (missing: 32).
         """
         action = sparsity_to_action(self.counts_for(allocation) / self.numels, self.max_sparsity)
         if self.quantize:
@@ -360,23 +391,34 @@ class PruneRNNEnv(gym.Env):
         return bits_array(bits, self.layer_names)
 
     def pruned_model(self, allocation: dict[str, float] | None = None,
-                     bits: dict[str, int] | None = None) -> torch.nn.Module:
+                     bits: dict[str, int] | None = None, *, sequential: bool = False) -> torch.nn.Module:
         """A pruned copy of the task's model, on the model's own device (never the task's model itself).
 
-        ``hidden_unit``: physically smaller (:func:`prune_env.pruning.structured.shrink`); ``quantize``: weights hold the
-        quantized values. With ``allocation=None`` and ``finetune_steps`` it is the fine-tuned model the last
-        episode scored; an explicit allocation is not fine-tuned.
+        ``hidden_unit``: physically smaller (:func:`prune_env.pruning.structured.shrink`); ``quantize``: weights hold
+        the quantized values; ``reconstruct``: the re-fitted weights the env scored. With ``allocation=None`` and
+        ``finetune_steps`` it is the fine-tuned model the last episode scored; an explicit allocation is not
+        fine-tuned.
 
         :param allocation: dict of layer name -> sparsity; default: the last finished episode's allocation.
         :param bits: quantize mode: layer name -> bits (missing: 32); default: the last episode's bit-widths.
+        :param sequential: with ``reconstruct``, re-fit the layers one after another, each on the inputs it reads
+            in the model with the earlier layers already pruned (:func:`~prune_env.pruning.reconstruction.
+            sequential_prune`), rather than the dense model's inputs the env scores with. Unstructured only.
         """
         if allocation is None and self._last is None:
             raise ValueError("no episode has finished yet: pass `allocation` or run an episode first")
+        if sequential and (not self.reconstruct or self.granularity != "unstructured"):
+            raise ValueError("`sequential` needs reconstruct='obs' and granularity='unstructured'")
         counts = self._last[0] if allocation is None else self.counts_for(allocation)
         chosen = self._bits_for(bits) if bits is not None else (self._last[1] if self._last is not None else None)
         reuse = allocation is None and bits is None and self._last_scored is not None
         source = self._last_scored if reuse else self.task.model
-        return self.kind.materialize(source, counts, chosen if self.quantize else None, model_device(self.task.model))
+        device = model_device(self.task.model)
+        if sequential and not reuse:
+            batches = calibration_inputs(self.task, "reconstruct")
+            source = sequential_prune(copy.deepcopy(self.task.model).cpu(), self.analysis.layers,
+                                      self.analysis.orders, counts, batches)
+        return self.kind.materialize(source, counts, chosen if self.quantize else None, device)
 
     def layer_table(self) -> str:
         """A plain-text table of the prunable layers and their current sparsities."""

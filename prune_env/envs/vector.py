@@ -144,7 +144,8 @@ class PruneRNNVectorEnv(VectorEnv):
                                            "finetune_steps")
         try:
             self.scorer = BatchedScorer(self.task, env.analysis.layers, env.analysis.orders, self.device,
-                                        max_batch=max_batch, autocast=PRECISIONS[self.template.precision])
+                                        max_batch=max_batch, autocast=PRECISIONS[self.template.precision],
+                                        weights=env.kind.target if env.reconstruct else None)
             return self._probe(batched)
         except Exception as e:  # any forward vmap cannot batch: fall back rather than fail the user's run
             self.scorer = None

@@ -198,9 +198,11 @@ def rule_columns(env: PruneRNNEnv) -> np.ndarray:
     LAMP's and ``obd_share`` is 0.
     """
     a, target = env.analysis, env.target_sparsity
-    key = ("rule_columns", target, env.max_sparsity)
-    if key in a._memo:
-        return a._memo[key]
+    return a.cached(("rule_columns", target, env.max_sparsity), lambda: _rule_columns(env), max_entries=4096)
+
+
+def _rule_columns(env: PruneRNNEnv) -> np.ndarray:
+    a, target = env.analysis, env.target_sparsity
     n = env.num_layers
     out = np.zeros((n, len(RULE_COLUMNS) + 1))
     if a.plan is not None:
@@ -216,9 +218,7 @@ def rule_columns(env: PruneRNNEnv) -> np.ndarray:
         if loss_aware:
             damage = np.array([c[:k].sum() for c, k in zip(obd_costs(a, env.task), lamp)])
             out[:, -1] = damage / damage.sum() if damage.sum() > 0 else 0.0
-    out.setflags(write=False)
-    if len(a._memo) < 4096:  # targets drawn from a range are all distinct: keep the memo bounded
-        a._memo[key] = out
+    out.setflags(write=False)  # kept for at most 4096 keys: targets drawn from a range are all distinct
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,15 @@ import torch
 
 from prune_env.compression.size import SIZE_TABLE_MAX_NUMEL, encoding, model_size, size_table
 from prune_env.pruning import allocation as B
-from prune_env.pruning.criteria import check_criterion, compute_gradients, importance, prune_order
+from prune_env.pruning.calibration import CalibrationStats, calibration_inputs, calibration_stats
+from prune_env.pruning.criteria import (
+    CALIBRATED,
+    calibrated_order,
+    check_criterion,
+    compute_gradients,
+    importance,
+    prune_order,
+)
 from prune_env.pruning.layers import PrunableLayer, find_prunable_layers, get_param
 from prune_env.pruning.stats import layer_features, raw_layer_stats
 from prune_env.pruning.structured import UnitPlan, group_tensors
@@ -32,7 +41,8 @@ GRANULARITIES = ("unstructured", "hidden_unit")
 class Analysis:
     """Statistics, gradients, prune orders and sizes of a dense model, for one criterion and granularity.
 
-    :param criterion: the within-layer ranking (``"magnitude"``, ``"gradient"``, ``"saliency"``).
+    :param criterion: the within-layer ranking (``"magnitude"``, ``"gradient"``, ``"saliency"``, or the calibrated
+        ``"wanda"`` and ``"obs"``, whose calibration statistics are then kept under ``cached("calibration")``).
     :param granularity: ``"unstructured"`` or ``"hidden_unit"``.
     :param weight_layers: every prunable weight tensor of the model.
     :param layers: the action units: ``weight_layers`` (unstructured) or the hidden-unit groups.
@@ -94,26 +104,51 @@ class Analysis:
     def dense_score(self, key: Any, compute) -> tuple[float, dict[str, float]]:
         """The dense model's validation score for ``key`` (device type and precision), computed once by
         ``compute()``."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        return self.cached(("dense_score", key), compute)
+
+    def cached(self, key: Any, compute: Callable[[], Any], *, max_entries: int | None = None) -> Any:
+        """A value derived from this analysis alone, computed once by ``compute()`` and kept with it (rankings,
+        costs, calibration statistics, reconstructed weights). Thread-safe; ``compute`` may run twice in a race,
+        the first result stored wins.
+
+        :param key: any hashable key; modules use their own prefix (e.g. ``("obd_costs", batches)``).
+        :param compute: builds the value on a miss.
+        :param max_entries: store the value only while the cache holds fewer entries (a bounded memo for keys drawn
+            from a continuum, e.g. targets); it is still returned.
+        """
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        value = compute()
+        with _MEMO_LOCK:
+            if max_entries is None or len(self._memo) < max_entries:
+                value = self._memo.setdefault(key, value)
+        return value
 
 
 _CACHE: dict[tuple, tuple[weakref.ref, Analysis]] = {}
 _LOCK = threading.Lock()
+_MEMO_LOCK = threading.Lock()
 
 
 def analyse(task: RNNTask, criterion: str = "magnitude", granularity: str = "unstructured") -> Analysis:
     """The :class:`Analysis` of ``task.model`` for ``criterion`` and ``granularity``, cached per task.
 
     :param task: the task (its model is read, never modified).
-    :param criterion: ``"magnitude"``, ``"gradient"`` or ``"saliency"`` (the last two need ``task.loss``).
+    :param criterion: ``"magnitude"``, ``"gradient"`` or ``"saliency"`` (the last two need ``task.loss``), or
+        ``"wanda"`` or ``"obs"`` (unstructured only; they need calibration data, see
+        :func:`~prune_env.pruning.calibration.calibration_inputs`).
     :param granularity: ``"unstructured"`` or ``"hidden_unit"``.
     :raises ValueError: for an unknown criterion or granularity, or a criterion the task cannot support.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown `granularity` {granularity!r}; expected one of {GRANULARITIES}")
     check_criterion(criterion, task.loss is not None)
+    if criterion in CALIBRATED and granularity != "unstructured":
+        raise ValueError(f"`criterion`={criterion!r} ranks single weights within rows; granularity={granularity!r} "
+                         "ranks hidden units: use 'magnitude', 'gradient' or 'saliency' (with reconstruct='obs' to "
+                         "re-fit the consuming weights)")
     key = (id(task), criterion, granularity, _fingerprint(task.model))
     with _LOCK:
         hit = _CACHE.get(key)
@@ -147,16 +182,34 @@ def _compute(task: RNNTask, criterion: str, granularity: str) -> Analysis:
     else:
         layers = weight_layers
         pairs = [(named[layer.name], grads[layer.name] if grads else None) for layer in layers]
-        orders = tuple(prune_order(importance(criterion, w, g)) for w, g in pairs)
+        if criterion in CALIBRATED:
+            stats = calibration_stats(model, weight_layers, calibration_inputs(task, "criterion"))
+            orders = tuple(calibrated_order(criterion, layer, w, stats[layer.name])
+                           for layer, (w, _) in zip(layers, pairs))
+        else:
+            orders = tuple(prune_order(importance(criterion, w, g)) for w, g in pairs)
         dense = tuple(w.reshape(-1).clone() for w, _ in pairs)
-    stats = tuple(raw_layer_stats(w, g) for w, g in pairs)
-    features = layer_features(layers, stats)
+    layer_stats = tuple(raw_layer_stats(w, g) for w, g in pairs)
+    features = layer_features(layers, layer_stats)
     numels = np.array([layer.numel for layer in layers], dtype=np.int64)
     weight_bits = sum(encoding(w, 32).total_bits for w in named.values())
     for array in (features, numels):
         array.setflags(write=False)
-    return Analysis(criterion=criterion, granularity=granularity, weight_layers=weight_layers, layers=layers,
-                    plan=plan, grads=grads, orders=orders, dense=dense, layer_stats=stats, features=features,
+    memo = {"calibration": stats} if criterion in CALIBRATED and granularity == "unstructured" else {}
+    return Analysis(_memo=memo, criterion=criterion, granularity=granularity, weight_layers=weight_layers,
+                    layers=layers, plan=plan, grads=grads, orders=orders, dense=dense, layer_stats=layer_stats,
+                    features=features,
                     numels=numels, total_params=sum(p.numel() for p in model.parameters()),
                     weight_numel=sum(layer.numel for layer in weight_layers),
                     fixed_size_bits=model_size(model).total_bits - weight_bits)
+
+
+def calibration(analysis: Analysis, task: RNNTask, argument: str = "reconstruct") -> CalibrationStats:
+    """The calibration statistics of every prunable weight of ``task.model`` (:mod:`prune_env.pruning.calibration`),
+    captured once and kept with ``analysis`` (the analysis of ``task``).
+
+    :param argument: the setting that needs them, named in the error of a task without calibration data.
+    :raises ValueError: for a task with neither ``calibration_batches`` nor ``train_loss``.
+    """
+    return analysis.cached("calibration", lambda: calibration_stats(
+        task.model, analysis.weight_layers, calibration_inputs(task, argument)))

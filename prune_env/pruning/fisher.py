@@ -68,13 +68,14 @@ def obd_costs(analysis, task, batches: int = 8) -> list[np.ndarray]:
     """
     if analysis.plan is not None:
         raise ValueError("OBD costs are per weight; hidden-unit granularity has none")
-    key = ("obd_costs", batches)
-    if key not in analysis._memo:
+
+    def compute() -> list[np.ndarray]:
         fisher = fisher_diagonal(task, analysis.layers, batches)
         costs = []
         for layer, w, order in zip(analysis.layers, analysis.dense, analysis.orders):
             c = (0.5 * fisher[layer.name].reshape(-1) * w.float() ** 2)[order].double().numpy()
             c.setflags(write=False)
             costs.append(c)
-        analysis._memo[key] = costs
-    return analysis._memo[key]
+        return costs
+
+    return analysis.cached(("obd_costs", batches), compute)

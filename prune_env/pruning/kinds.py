@@ -6,10 +6,16 @@ kind implements :class:`PruningKind`; :func:`make_kind` picks one from the env's
 - :class:`Unstructured`: the ``counts[i]`` lowest-ranked weights of layer ``i`` are zero. Moving a layer from ``k``
   to ``k'`` touches only the ``|k - k'|`` weights between the two positions of the cached order.
 - :class:`Quantized`: unstructured pruning, then each layer's kept weights rounded to ``bits[i]`` bits
-  (:mod:`prune_env.compression.quantize`); each changed layer is rewritten from its dense copy, so rounding never compounds.
+  (:mod:`prune_env.compression.quantize`); each changed layer is rewritten from its dense copy, so rounding never
+  compounds.
 - :class:`HiddenUnit`: layer ``i`` (a stacked recurrent layer) loses its ``counts[i]`` lowest-ranked hidden units
-  per direction, with all their weights (:mod:`prune_env.pruning.structured`); :meth:`materialize` returns the physically
-  smaller model.
+  per direction, with all their weights (:mod:`prune_env.pruning.structured`); :meth:`materialize` returns the
+  physically smaller model.
+
+Each takes an optional :class:`~prune_env.pruning.reconstruction.Calibrated`: with ``reconstruct="obs"`` the kept
+weights of a pruned layer are re-fitted by least squares on the calibration inputs (for hidden units: the matrices
+that read the removed units), and quantize method ``"gptq"`` rounds with GPTQ. Without it nothing changes: the
+incremental in-place edits above stay the whole cost of a step.
 
 A new kind is one new class with these methods.
 """
@@ -30,6 +36,7 @@ from prune_env.compression.size import encoding
 from prune_env.pruning.analysis import Analysis
 from prune_env.pruning.criteria import apply_counts
 from prune_env.pruning.layers import get_param, rnn_modules
+from prune_env.pruning.reconstruction import Calibrated
 from prune_env.pruning.structured import shrink
 
 
@@ -81,10 +88,12 @@ class Unstructured:
 
     prices_size = False  # a budget fixes the size: the reward has no size term in budget mode
 
-    def __init__(self, model: nn.Module, analysis: Analysis):
+    def __init__(self, model: nn.Module, analysis: Analysis, calibrated: Calibrated | None = None):
         if analysis.plan is not None:
             raise ValueError(f"{type(self).__name__} needs an unstructured analysis")
         self.analysis = analysis
+        self.calibrated = calibrated
+        self.refit = calibrated is not None and calibrated.reconstruct is not None
         self.layers = analysis.layers
         self.params = [get_param(model, layer) for layer in self.layers]
         for layer, p in zip(self.layers, self.params):
@@ -95,6 +104,14 @@ class Unstructured:
         self.counts = [0] * len(self.params)
         self._rnns = rnn_modules(model)
 
+    def target(self, i: int, k: int) -> torch.Tensor:
+        """Layer ``i``'s flat weights at count ``k`` (re-fitted with reconstruction), on the CPU."""
+        if self.calibrated is not None:
+            return self.calibrated.weight(i, k)
+        w = self.analysis.dense[i].clone()
+        w[self.analysis.orders[i][:int(k)]] = 0
+        return w
+
     @torch.no_grad()
     def apply(self, counts: Sequence[int], bits: Sequence[int] | None = None) -> None:
         for i, k in enumerate(counts):
@@ -102,7 +119,9 @@ class Unstructured:
             if k == old:
                 continue
             flat = self.params[i].data.view(-1)
-            if k > old:
+            if self.refit:  # re-fitted weights move as a whole
+                flat.copy_(self.target(i, k))
+            elif k > old:
                 flat.index_fill_(0, self.orders[i][old:k], 0)
             else:
                 idx = self.orders[i][k:old]
@@ -139,9 +158,25 @@ class Unstructured:
     @torch.no_grad()
     def materialize(self, source: nn.Module, counts: Sequence[int], bits: Sequence[int] | None,
                     device: torch.device) -> nn.Module:
-        model = apply_counts(copy.deepcopy(source).to(device), self.layers, self.analysis.orders, counts)
+        """A pruned copy of ``source``. With reconstruction, a layer of ``source`` that still holds the dense weights
+        gets the re-fitted ones the env scored; one that does not (a fine-tuned model) is only masked."""
+        model = copy.deepcopy(source).to(device)
+        if self.calibrated is None:
+            apply_counts(model, self.layers, self.analysis.orders, counts)
+        else:
+            for i, (layer, k) in enumerate(zip(self.layers, counts)):
+                p = get_param(model, layer)
+                if torch.equal(p.detach().reshape(-1).cpu(), self.analysis.dense[i]):
+                    p.copy_(self._final(i, int(k), None if bits is None else int(bits[i])).view_as(p))
+                else:
+                    p.view(-1)[self.analysis.orders[i][:int(k)].to(p.device)] = 0
+            for m in rnn_modules(model):
+                m.flatten_parameters()
         self.finalize(model, bits)
         return model
+
+    def _final(self, i: int, k: int, bits: int | None) -> torch.Tensor:
+        return self.target(i, k)
 
     def info(self, counts: Sequence[int], bits: Sequence[int] | None) -> dict[str, Any]:
         return {}
@@ -152,14 +187,19 @@ class Quantized(Unstructured):
 
     :param model: the module to edit.
     :param analysis: the model's unstructured analysis.
-    :param method: ``"linear"`` (per-output-channel symmetric) or ``"kmeans"`` (shared codebook per layer).
+    :param method: ``"linear"`` (per-output-channel symmetric), ``"kmeans"`` (shared codebook per layer) or
+        ``"gptq"`` (the linear grid, rounded by GPTQ on the calibration inputs; needs ``calibrated``).
+    :param calibrated: calibration-aware weights (reconstruction and/or GPTQ), or ``None``.
     """
 
     prices_size = True  # the budget fixes the sparsity; the size term prices the bits
 
-    def __init__(self, model: nn.Module, analysis: Analysis, method: str = "linear"):
-        super().__init__(model, analysis)
+    def __init__(self, model: nn.Module, analysis: Analysis, method: str = "linear",
+                 calibrated: Calibrated | None = None):
+        super().__init__(model, analysis, calibrated)
         self.method = check_method(method)
+        if self.method == "gptq" and calibrated is None:
+            raise ValueError("quantize method 'gptq' needs calibration statistics (`calibrated`)")
         self.bits = [32] * len(self.params)
         self._encoded: list[tuple[tuple[int, int], int] | None] = [None] * len(self.params)
 
@@ -170,11 +210,16 @@ class Quantized(Unstructured):
             k, b = int(k), int(b)
             if k == self.counts[i] and b == self.bits[i]:
                 continue
-            w = self.dense[i].clone()
-            w[self.orders[i][:k]] = 0
-            self.params[i].copy_(quantize(w.view_as(self.params[i]), b, self.method))
+            self.params[i].copy_(self._final(i, k, b).view_as(self.params[i]))
             self.counts[i], self.bits[i] = k, b
         self._refresh()
+
+    def _final(self, i: int, k: int, bits: int | None) -> torch.Tensor:
+        b = 32 if bits is None else int(bits)
+        if self.method == "gptq":
+            return self.calibrated.rounded(i, k, b).to(self.params[i].device)
+        w = self.target(i, k).to(self.params[i].device)
+        return quantize(w, b, self.method)
 
     def _layer_bits(self, counts: Sequence[int], bits: Sequence[int] | None) -> list[int]:
         """Stored bits of each prunable weight (quantization can add zeros, so the model is encoded)."""
@@ -198,9 +243,17 @@ class Quantized(Unstructured):
 
     @torch.no_grad()
     def finalize(self, model: nn.Module, bits: Sequence[int] | None) -> None:
-        for layer, b in zip(self.layers, [] if bits is None else bits):
+        """Quantize ``model``'s prunable weights to ``bits`` (idempotent on weights already on the grid); GPTQ
+        re-rounds weights moved by fine-tuning with the calibration inputs, zeros kept."""
+        for i, (layer, b) in enumerate(zip(self.layers, [] if bits is None else bits)):
             p = get_param(model, layer)
-            p.copy_(quantize(p, int(b), self.method))
+            if self.method == "gptq" and int(b) != 32:
+                if torch.equal(quantize(p, int(b), "linear"), p):  # already on the grid (idempotence)
+                    continue
+                mask = (p == 0).reshape(p.shape[0], -1).cpu()
+                p.copy_(self.calibrated.rounded(i, 0, int(b), weight=p, mask=mask).view_as(p))
+            else:
+                p.copy_(quantize(p, int(b), self.method))
 
     def info(self, counts: Sequence[int], bits: Sequence[int] | None) -> dict[str, Any]:
         bits = [32] * len(self.params) if bits is None else bits
@@ -213,16 +266,22 @@ class HiddenUnit:
 
     Only the parameters a changed layer touches are rewritten (``dense * mask``).
 
+    With ``calibrated`` (``reconstruct="obs"``), every prunable weight a removal touches is re-fitted by least
+    squares instead: the columns that read removed units are gone, and the rest of each row is moved to keep the
+    row's pre-activation on the calibration inputs (the consuming matrices absorb what the removed units carried).
+
     :param model: the module to edit.
     :param analysis: the model's ``hidden_unit`` analysis.
+    :param calibrated: calibration statistics for the re-fit, or ``None``.
     """
 
     prices_size = False
 
-    def __init__(self, model: nn.Module, analysis: Analysis):
+    def __init__(self, model: nn.Module, analysis: Analysis, calibrated: Calibrated | None = None):
         if analysis.plan is None:
             raise ValueError("HiddenUnit needs a hidden_unit analysis")
         self.analysis = analysis
+        self.calibrated = calibrated
         self.plan = analysis.plan
         named = dict(model.named_parameters())
         self.params = [named[t.name] for t in self.plan.tensors]
@@ -244,9 +303,17 @@ class HiddenUnit:
         keep = self.keep(self.counts)
         for t, p, dense in zip(self.plan.tensors, self.params, self.dense):
             if t.groups() & changed:
-                p.copy_(dense * self.plan.tensor_mask(t, keep, p.shape).to(p.device, p.dtype))
+                p.copy_(self._masked(t, dense, self.plan.tensor_mask(t, keep, p.shape), self.counts))
         for m in self._rnns:
             m.flatten_parameters()
+
+    def _masked(self, t, dense: torch.Tensor, mask: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+        mask = mask.to(dense.device, dense.dtype)
+        if self.calibrated is None:
+            return dense * mask
+        key = ("unit", t.name, tuple(int(counts[g]) for g in sorted(t.groups())))
+        refit = self.calibrated.refit(t.name, key, dense, mask == 0)
+        return dense * mask if refit is None else refit.to(dense.device, dense.dtype)
 
     def reset(self) -> None:
         self.apply([0] * len(self.counts))
@@ -279,18 +346,27 @@ class HiddenUnit:
         model = copy.deepcopy(source).to(device)
         keep = self.keep(counts)
         named = dict(model.named_parameters())
-        for name, mask in self.plan.param_masks(keep, model).items():
-            named[name].mul_(mask.to(named[name].device))
+        for t, dense in zip(self.plan.tensors, self.analysis.dense):
+            p = named[t.name]
+            mask = self.plan.tensor_mask(t, keep, p.shape).to(p.device)
+            if self.calibrated is not None and torch.equal(p.detach().cpu(), dense):
+                p.copy_(self._masked(t, dense, mask.cpu(), counts))  # the dense source: re-fitted as the env scored
+            else:
+                p.mul_(mask)
         return shrink(model, self.plan, keep)
 
     def info(self, counts: Sequence[int], bits: Sequence[int] | None) -> dict[str, Any]:
         return {"weight_sparsity": self.removed_params(counts) / self.analysis.weight_numel}
 
 
-def make_kind(model: nn.Module, analysis: Analysis, quantize: str | None = None) -> PruningKind:
-    """The pruning kind for an analysis (its granularity) and an optional quantization method."""
+def make_kind(model: nn.Module, analysis: Analysis, quantize: str | None = None,
+              calibrated: Calibrated | None = None) -> PruningKind:
+    """The pruning kind for an analysis (its granularity), an optional quantization method and optional
+    calibration-aware weights (:class:`~prune_env.pruning.reconstruction.Calibrated`)."""
     if analysis.plan is not None:
         if quantize:
             raise ValueError("`quantize` needs granularity='unstructured' (bit-widths are chosen per weight tensor)")
-        return HiddenUnit(model, analysis)
-    return Quantized(model, analysis, quantize) if quantize else Unstructured(model, analysis)
+        return HiddenUnit(model, analysis, calibrated)
+    if quantize:
+        return Quantized(model, analysis, quantize, calibrated)
+    return Unstructured(model, analysis, calibrated)

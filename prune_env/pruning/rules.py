@@ -69,7 +69,8 @@ def global_threshold_counts(scores: Sequence[np.ndarray], total: int, cap: np.nd
 
 
 def lamp_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
-    """Per-layer pruned counts of LAMP on an :class:`~prune_env.pruning.analysis.Analysis` (unstructured), meeting ``total``.
+    """Per-layer pruned counts of LAMP on an :class:`~prune_env.pruning.analysis.Analysis` (unstructured), meeting
+    ``total``.
 
     The global LAMP order is computed once per analysis and kept with it; each call is then one pass.
     """
@@ -78,9 +79,7 @@ def lamp_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:
 
 
 def _memo_order(analysis, key, scores):
-    if key not in analysis._memo:
-        analysis._memo[key] = _global_order(scores())
-    return analysis._memo[key]
+    return analysis.cached(key, lambda: _global_order(scores()))
 
 
 def global_magnitude_counts(analysis, total: int, cap: np.ndarray) -> np.ndarray:

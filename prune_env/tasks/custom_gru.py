@@ -136,4 +136,4 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
                 "splits": {k: len(v[1]) for k, v in s.items()}, "num_classes": 10}
     finish_metadata(metadata, info, hit)
     return RNNTask(model, eval_batch=s["val"], metric="accuracy", test=test, loss=Loss(*s["train"]), name=TASK_NAME,
-                   metadata=metadata)
+                   metadata=metadata, calibration_batches=tuple(s["train"][0].split(256)))

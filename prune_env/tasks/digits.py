@@ -112,5 +112,8 @@ def make(*, seed: int = 0, retrain: bool = False, progress: bool = True, **confi
                 "data": "sklearn.datasets.load_digits (8 rows x 8 pixels per sequence)",
                 "splits": {k: int(v[1].numel()) for k, v in splits.items()}, "num_classes": 10}
     finish_metadata(metadata, info, hit)
+    # Calibration (the data-aware operators' inputs): the same fixed training rows as `loss`, in batches.
+    calibration = tuple(x_train[:cfg["loss_samples"]].split(cfg["batch"]))
     return RNNTask(model=model, test=test, loss=loss, name=NAME, eval_batch=splits["val"], metric="accuracy",
-                   metadata=metadata, train_loss=SampledLoss(splits["train"], cfg["batch"]))
+                   metadata=metadata, train_loss=SampledLoss(splits["train"], cfg["batch"]),
+                   calibration_batches=calibration)

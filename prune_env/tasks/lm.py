@@ -14,6 +14,9 @@ from prune_env.tasks.config import finish_metadata
 from prune_env.tasks.scoring import ChunkedScorer, contiguous_windows, spaced_windows
 from prune_env.tasks.training import BatchLoss, SampledLoss, seeded, train_lm, training_threads
 
+#: Windows per calibration batch.
+CALIBRATION_BATCH = 16
+
 
 def build_lm_task(*, preset: str, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,
                   model_cls: type[nn.Module], vocab_size: int, splits: Mapping[str, torch.Tensor],
@@ -23,7 +26,8 @@ def build_lm_task(*, preset: str, cfg: dict[str, Any], seed: int, retrain: bool,
     ``cfg`` must hold ``emb, hidden, layers, steps, seq_len, batch, lr, eval_tokens, test_tokens, loss_tokens,
     metric``. The evaluation batch is ``eval_tokens // seq_len`` windows spread over the validation split; ``test``
     scores consecutive windows over the first ``test_tokens`` of the test split (all of it when ``None``);
-    ``loss`` is the cross-entropy on ``loss_tokens // seq_len`` windows spread over the training split.
+    ``loss`` is the cross-entropy on ``loss_tokens // seq_len`` windows spread over the training split, and the
+    same training windows, in batches of :data:`CALIBRATION_BATCH`, are the task's ``calibration_batches``.
 
     :param preset: preset name (cache file prefix and task name).
     :param cfg: resolved config.
@@ -72,4 +76,5 @@ def build_lm_task(*, preset: str, cfg: dict[str, Any], seed: int, retrain: bool,
     finish_metadata(metadata, info, hit)
     return RNNTask(model=model, test=test, loss=BatchLoss(loss_x, loss_y), name=preset,
                    eval_batch=(eval_x, eval_y), metric=metric, metadata=metadata,
-                   train_loss=SampledLoss(splits["train"], cfg["batch"], seq_len))
+                   train_loss=SampledLoss(splits["train"], cfg["batch"], seq_len),
+                   calibration_batches=tuple(loss_x.split(CALIBRATION_BATCH)))
