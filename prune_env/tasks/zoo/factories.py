@@ -239,4 +239,4 @@ def _make_sequence(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, ret
                  "outputs": out, "vocab_size": vocab, **chance})
     finish_metadata(meta, info, hit)
     return RNNTask(model=model, test=test, loss=loss, name=name, eval_batch=(x_val, y_val), metric=metric,
-                   metadata=meta, train_loss=train_loss)
+                   metadata=meta, train_loss=train_loss, calibration_batches=tuple(x_tr[:n_loss].split(64)))
