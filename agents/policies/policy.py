@@ -127,12 +127,12 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
                 break
             fn(env, seed)
         if not env.exhausted:
-            from agents.searchers import reinforce
             from prune_env.envs.actions import sparsity_to_action
             best = env.tracker.best_allocation  # the best of the policy's and the rivals' allocations, as applied
             if best is not None and base.mode == "joint":
                 start = sparsity_to_action(base.counts_for(best) / base.numels, base.max_sparsity)
-            adapted = reinforce.run(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
+            reinforce = get_spec("reinforce").load()  # the registered agent, by name, as the rivals are
+            adapted = reinforce(env, seed, start=start if base.mode == "joint" else None, init_std=init_std)
             extras["adapted_policy"] = adapted["policy"]
         return extras
     if not callable(getattr(policy, "act", None)):
