@@ -20,12 +20,17 @@ from prune_env.replay import model_hash, replay_record, rescore
 TINY = "tiny:tiny_task"
 
 
+def validate(run: Path, *more: str) -> int:
+    """``prune-rnn validate RUN --task tiny:tiny_task``: the tiny task is code, imported only when named."""
+    return main(["validate", str(run), "--task", TINY, *more])
+
+
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory) -> Path:
     """One tiny bench (two targets, a deterministic and a searching agent, two seeds: 6 rows); tests copy it."""
     out = tmp_path_factory.mktemp("bench")
-    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "0.7", "--agents", "uniform", "random", "--max-evals", "3",
-                 "--seeds", "0", "1", "--out", str(out), "--no-progress"]) == 0
+    assert main(["bench", "--task", TINY, "--sparsity", "0.5", "0.7", "--agents", "uniform", "random", "--max-evals",
+                 "3", "--seeds", "0", "1", "--out", str(out), "--no-progress"]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run
 
@@ -60,7 +65,7 @@ def test_rows_carry_a_replay_record_with_exact_counts(bench_dir):
 
 
 def test_fresh_bench_validates_clean(run_dir, capsys):
-    assert main(["validate", str(run_dir)]) == 0
+    assert validate(run_dir) == 0
     out = capsys.readouterr().out
     assert "6 rows, 6 passed, 0 mismatched" in out and "PASS" in out and "legacy" not in out
 
@@ -69,7 +74,7 @@ def test_tampered_test_score_is_caught_and_named(run_dir, capsys):
     def bump(d):
         d["runs"][2]["test_score"] += 0.05
     _edit(run_dir, bump)
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     out = capsys.readouterr().out
     label = "row 2 (random @ 0.5, seed 1)"
     assert f"{label}: test score differs by 0.05" in out
@@ -82,7 +87,7 @@ def test_tampered_allocation_is_caught(run_dir, capsys):
         a = d["runs"][0]["allocation"]
         a["emb.weight"], a["head.weight"] = 0.25, 0.5 + 0.25 * 72 / 96
     _edit(run_dir, swap)
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     out = capsys.readouterr().out
     assert "row 0 (uniform @ 0.5, seed 0): allocation disagrees with the replay counts in ['emb.weight', " \
            "'head.weight']" in out
@@ -92,15 +97,21 @@ def test_tampered_val_score_is_caught_within_a_tolerance(run_dir, capsys):
     def nudge(d):
         d["runs"][5]["val_score"] += 1e-3
     _edit(run_dir, nudge)
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     assert "row 5 (random @ 0.7, seed 1): validation score differs by 0.001" in capsys.readouterr().out
-    assert main(["validate", str(run_dir), "--tolerance", "0.01"]) == 0
+    # within the tolerance the re-score passes, but the table, the CSV and the history no longer agree with the row
+    assert validate(run_dir, "--tolerance", "0.01") == 1
+    out = capsys.readouterr().out
+    assert "6 rows, 6 passed, 0 mismatched; 4 table difference(s)" in out
+    assert "summary (random @ 0.7): val_mean 0.096875" in out
+    assert "results.csv line 6 (random @ 0.7, seed 1): val_score '0.0874" in out
+    assert "row 5 (random @ 0.7, seed 1): the last best-so-far score 0.0874" in out
 
 
 def test_changed_dense_model_is_reported_as_such(run_dir, monkeypatch, capsys):
     # the same task spec now builds another dense model (another seed): every row names the dense model
     monkeypatch.setattr(tiny, "tiny_task", functools.partial(tiny.tiny_task, seed=1))
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     out = capsys.readouterr().out
     assert "6 mismatched (6 with a different dense model)" in out
     assert "row 0 (uniform @ 0.5, seed 0): dense model differs: hash sha256:" in out
@@ -112,14 +123,14 @@ def test_rows_without_replay_are_validated_from_legacy_fields(run_dir, capsys):
         for r in d["runs"]:
             del r["replay"]
     _edit(run_dir, strip)
-    assert main(["validate", str(run_dir)]) == 0
+    assert validate(run_dir) == 0
     out = capsys.readouterr().out
     assert "6 passed" in out and "6 validated from legacy fields" in out and " legacy " in out
 
     def tamper(d):
         d["runs"][1]["test_score"] = 0.99
     _edit(run_dir, tamper)
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     assert "row 1 (random @ 0.5, seed 0): test score differs" in capsys.readouterr().out
 
 
@@ -129,7 +140,7 @@ def test_legacy_dense_model_checked_through_dense_val(run_dir, capsys):
             del r["replay"]
             r["dense_val"] += 0.1
     _edit(run_dir, strip)
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     assert "row 0 (uniform @ 0.5, seed 0): dense model differs: dense val" in capsys.readouterr().out
 
 
@@ -153,10 +164,10 @@ def test_legacy_dense_model_checked_through_the_task_metadata_metrics(run_dir, m
         d["meta"]["task_metadata"] = {"dense_val_metrics": {"score": 0.5, "nll": 2.25}}
     _edit(run_dir, strip)
     monkeypatch.setattr(tiny, "tiny_task", _with_metrics(2.25))
-    assert main(["validate", str(run_dir)]) == 0
+    assert validate(run_dir) == 0
     capsys.readouterr()
     monkeypatch.setattr(tiny, "tiny_task", _with_metrics(2.5))
-    assert main(["validate", str(run_dir)]) == 1
+    assert validate(run_dir) == 1
     out = capsys.readouterr().out
     assert "row 0 (uniform @ 0.5, seed 0): dense model differs: dense val nll 2.25 filed, 2.5 now" in out
     assert "6 mismatched (6 with a different dense model)" in out
@@ -167,7 +178,7 @@ def test_train_result_validates(tmp_path, capsys):
                  str(tmp_path), "--no-progress"]) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     capsys.readouterr()
-    assert main(["validate", str(run)]) == 0
+    assert validate(run) == 0
     assert "1 rows, 1 passed" in capsys.readouterr().out
 
 
@@ -181,14 +192,14 @@ def test_train_result_validates(tmp_path, capsys):
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, setup, words):
     run = tmp_path / "run"
     setup(run)
-    assert main(["validate", str(run)]) == 2
+    assert validate(run) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("prune-rnn: error:") and words in err
     assert "Traceback" not in err
 
 
 def test_bad_tolerance_is_exit_2(run_dir, capsys):
-    assert main(["validate", str(run_dir), "--tolerance", "-1"]) == 2
+    assert validate(run_dir, "--tolerance", "-1") == 2
     assert "--tolerance" in capsys.readouterr().err
 
 

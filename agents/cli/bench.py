@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
+from agents.cli.bench_args import BENCH_AGENTS, DETERMINISTIC, add_bench_arguments, bench_cells, recorded
 from agents.cli.common import (
     BATCHING_AGENTS,
     CLIError,
-    add_max_evals_arg,
-    add_run_args,
-    add_task_args,
     check_agents,
     check_device,
     check_seed,
@@ -32,42 +31,20 @@ from agents.cli.common import (
     start_meta,
 )
 
-#: Agents ``bench`` runs by default (``policy`` needs a Python object, so it is API-only).
-BENCH_AGENTS = ("uniform", "global", "gradient", "lamp", "erk", "random", "sensitivity", "reinforce", "ppo")
-#: Agents that ignore the seed: ``bench`` runs them once (the first seed), since more seeds would repeat them.
-DETERMINISTIC = ("uniform", "global", "gradient", "lamp", "erk", "obd", "sensitivity")
-
 
 def add_parser(sub: Any) -> None:
     """Register ``bench`` on the ``prune-rnn`` subparsers."""
     b = sub.add_parser("bench", help="compare agents on one task at several target sparsities")
-    add_task_args(b)
-    b.add_argument("--sparsity", type=float, nargs="+", default=[0.8, 0.9], help="target overall sparsities")
-    b.add_argument("--agents", nargs="+", default=list(BENCH_AGENTS), help="agents to compare")
-    add_max_evals_arg(b, 100, "evaluations per agent, run and sparsity (hard cap)")
-    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="agent seeds; scores are mean +- std")
-    b.add_argument("--resume", metavar="RUN_DIR", help="finish the bench of RUN_DIR (same arguments): run only the "
-                   "cells its results.json lacks")
-    b.add_argument("--backend", default="local", choices=("local", "ray"), help="run the cells in this process "
-                   "(local) or each as a Ray task (ray: needs the ray extra); the same table")
-    b.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join (auto, HOST:6379); "
-                   "default a local Ray instance")
-    add_run_args(b)
+    add_bench_arguments(b)
     b.set_defaults(func=cmd_bench)
-
-
-def bench_cells(sparsities: list[float], names: list[str], seeds: list[int]) -> list[tuple[float, str, int]]:
-    """The (target, agent, seed) cells of a bench in table order (deterministic agents: the first seed only)."""
-    return [(target, name, seed) for target in sparsities for name in names
-            for seed in (seeds[:1] if name in DETERMINISTIC else seeds)]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run every agent at every sparsity and seed; print the table and write the results."""
     from tqdm.auto import tqdm
 
+    from agents.cli import resume as R
     from agents.cli.ray_backend import check_backend, run_cells
-    from agents.cli.resume import resume_dir
     from agents.core.results import (
         plot_allocations,
         plot_pareto,
@@ -78,6 +55,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
     meta = start_meta(args)
+    old_meta, old_rows, typed, left_out = None, [], {}, []
+    if args.resume:  # the run's own arguments, unless typed again (and then they must agree)
+        old_meta, old_rows = R.read_results(args.resume)
+        typed = R.typed_args(args.argv[1:])
+        try:
+            rec = R.recorded_args(old_meta)
+        except ValueError as e:
+            raise CLIError(f"--resume: {args.resume}: {e}") from None
+        if rec is None:
+            raise CLIError(f"--resume: {args.resume} records no bench arguments (meta.args or a prune-rnn bench "
+                           "meta.command); it cannot be resumed")
+        left_out = R.merge_args(args, rec, typed, args.drop)
+        R.check_trusted_task(args.task, typed)
+    elif args.drop:
+        raise CLIError("--drop needs --resume")
     sparsities = [check_sparsity(s) for s in args.sparsity]
     names = check_agents(args.agents)
     seeds = [check_seed(s) for s in args.seeds]
@@ -90,23 +82,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     task = resolve_cli_task(args.task, args.task_seed, progress)
     if "gradient" in names and task.loss is None:
         raise CLIError(f"agent 'gradient' needs gradients, but task {task.name!r} has no `loss`; drop it from --agents")
-    out, finished = resume_dir(args.resume, task.name, args.max_evals) if args.resume \
-        else (new_run_dir(args.out), {})
-    warn_if_dirty(meta)
-    meta.update(task=task.name, task_metadata=plain(task.metadata))
+    cells = bench_cells(sparsities, names, seeds)
+    envs = {sparsities[0]: make_env(task, sparsities[0], args.mode, args.device, args.precision)}
+    fingerprint = R.run_fingerprint(task, envs[sparsities[0]], args, options)
+    cached = task.metadata.get("model_hash") if isinstance(task.metadata, dict) else None
+    if cached is not None and cached != fingerprint["dense_hash"]:
+        raise CLIError(f"the dense model of {task.name!r} is not the one its cache entry recorded (hash {cached[:19]}"
+                       f"... recorded, {fingerprint['dense_hash'][:19]}... now)")
+    finished: dict[tuple, dict[str, Any]] = {}
     if args.resume:
-        meta["resumed_with"] = len(finished)
+        if "fingerprint" in old_meta:
+            diff = R.fingerprint_differences(old_meta["fingerprint"], fingerprint)
+            if diff:
+                raise CLIError(f"--resume: {args.resume} is another run: {'; '.join(diff[:3])}"
+                               + (f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""))
+        R.check_rows(old_rows, task, envs[sparsities[0]], args)
+        finished = R.finished_cells(old_rows, cells, left_out, args.resume)
+        out = Path(args.resume)
+        meta = _resumed_meta(old_meta, meta, len(finished))
+    else:
+        out = new_run_dir(args.out)
+    warn_if_dirty(meta)
+    meta.update(task=task.name, task_metadata=plain(task.metadata), args=recorded(args), fingerprint=fingerprint)
     t_start = time.perf_counter()
+    wall_before = meta.pop("wall_time_s", 0.0) if args.resume else 0.0
 
     def save(done: list[dict[str, Any]], complete: bool = False) -> None:
-        write_results(out, end_meta(meta, t_start, complete=complete), done, summarize(done))
+        m = end_meta(meta, t_start, complete=complete)
+        m["wall_time_s"] = round(m["wall_time_s"] + (wall_before if isinstance(wall_before, (int, float)) else 0), 2)
+        write_results(out, m, done, summarize(done))
 
-    cells = bench_cells(sparsities, names, seeds)
     bar = tqdm(total=len(cells), initial=sum(c in finished for c in cells), desc="bench", disable=not progress)
     if args.backend == "ray":  # every missing cell as a Ray task, written as it finishes; the loop only collects
         finished = run_cells(args, cells, finished, options, out, bar, save)
     rows: list[dict[str, Any]] = []
-    envs: dict[float, Any] = {}
     for i, (target, name, seed) in enumerate(cells):  # rows in this order, resumed or not: the same tables
         if (target, name, seed) in finished:
             rows.append(finished[(target, name, seed)])
@@ -131,6 +140,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print_summary(summary, title=f"{task.name}: max {args.max_evals} evaluations, seeds {seeds}")
     print(f"results: {out}")
     return 0
+
+
+def _resumed_meta(old: dict[str, Any], now: dict[str, Any], finished: int) -> dict[str, Any]:
+    """The run's own metadata (its command, start, commit, machine), with this resumption appended to ``resumes``."""
+    keep = ("command", "started", "git_commit", "git_dirty", "machine", "torch", "python")
+    entry = {**{k: now.get(k) for k in keep}, "finished_before": finished}
+    return {**old, "resumes": [*(old.get("resumes") or []), entry], "resumed_with": finished}
 
 
 __all__ = ["BENCH_AGENTS", "DETERMINISTIC", "add_parser", "bench_cells", "cmd_bench"]

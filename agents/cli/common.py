@@ -171,11 +171,12 @@ def parse_options(items: Sequence[str], names: Sequence[str]) -> dict[str, dict[
 
 # -------------------------------------------------------------------------------------------------- tasks
 def is_factory_spec(spec: str) -> bool:
-    """Whether ``spec`` names code (``module:function``) rather than a preset, a zoo model or a directory."""
-    from prune_env.tasks import PRESETS
+    """Whether ``spec`` names code (``module:function``) rather than a preset, a zoo model, an alias of
+    :data:`prune_env.tasks.SPEC_ALIASES` (installed code) or a directory."""
+    from prune_env.tasks import PRESETS, SPEC_ALIASES
 
-    return ":" in spec and os.sep not in spec and spec not in PRESETS and not spec.startswith("zoo-") \
-        and not os.path.isdir(spec)
+    return ":" in spec and os.sep not in spec and spec not in PRESETS and spec not in SPEC_ALIASES \
+        and not spec.startswith("zoo-") and not os.path.isdir(spec)
 
 
 def resolve_cli_task(spec: str, seed: int, progress: bool, *, add_cwd: bool = True) -> Any:

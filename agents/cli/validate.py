@@ -1,7 +1,8 @@
 """``prune-rnn validate RUN_DIR``: re-score every result row of a run and report what no longer matches.
 
 Each row is rebuilt from its ``replay`` record (:mod:`prune_env.replay`): the task once per distinct task (from its
-preset, config and seed, or the spec as typed for ``module:function`` and zoo tasks), the env with the row's options,
+preset, config and seed, or its spec matched against the installed presets, zoo and aliases: nothing the file names is
+imported, see :mod:`agents.cli.record_task`), the env with the row's options,
 then the row's exact pruned counts are scored one-shot on validation (the env's device and precision) and test (fp32),
 as ``prune-rnn`` scored them. A row passes when
 
@@ -16,8 +17,14 @@ Rows written before the ``replay`` record existed are validated from *legacy fie
 row or ``meta.command`` (defaults for what the CLI never set), and the counts from the float allocation, rounded as
 the env rounds it. Without a hash, the dense model is checked through its dense validation score and, where
 ``meta.task_metadata`` records them (the presets), its dense metrics (validation and test score, NLL, perplexity):
-a finer fingerprint than an accuracy. The report says which rows were validated that way. Exit code: 0 when every
-row passes, 1 otherwise (2, from the CLI, for bad input).
+a finer fingerprint than an accuracy. The report says which rows were validated that way.
+
+What a reader sees is recomputed from the rows too (:mod:`agents.cli.validate_tables`): the summary table, ``evals``
+and ``history`` lengths, ``results.csv`` and the row count; any difference fails, naming the cell.
+
+``validate`` writes nothing: a dense model missing from the cache is an error unless ``train_missing`` allows
+training (and caching) it. A ``module:function`` task is imported only when the user names it (``--task``), from
+``sys.path`` as it is. Exit code: 0 when every row passes, 1 otherwise (2, from the CLI, for bad input).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agents.cli.record_task import RecordTaskError, build_recorded_task, plan_key, task_plan
 
 #: Keys every row needs, replay record or not.
 ROW_KEYS = ("agent", "target_sparsity", "val_score", "test_score", "allocation")
@@ -81,10 +90,12 @@ class Report:
     tolerance: float
     device: str
     notes: list[str] = field(default_factory=list)
+    #: differences between what the run shows (summary, CSV, counts) and its rows
+    tables: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows)
+        return all(r.passed for r in self.rows) and not self.tables
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -93,6 +104,12 @@ def load_rows(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
 
     :raises ValidateError: for a missing directory or file, bad JSON, or rows without the keys of :data:`ROW_KEYS`.
     """
+    _, meta, rows = load_results(run_dir)
+    return meta, rows
+
+
+def load_results(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """``(data, meta, rows)``: the whole results file as well (see :func:`load_rows`)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ValidateError(f"validate: run directory not found: {run_dir}")
@@ -103,8 +120,8 @@ def load_rows(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         raise ValidateError(f"validate: no results.json (bench) or result.json (train) in {run_dir}")
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValidateError(f"validate: {path} is not readable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValidateError(f"validate: {path} is not readable JSON ({' '.join(str(e).split())})") from None
     rows = data.get("runs") if isinstance(data, dict) else None
     if rows is None and isinstance(data, dict) and isinstance(data.get("result"), dict):
         rows = [data["result"]]
@@ -117,7 +134,7 @@ def load_rows(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         if not isinstance(r["allocation"], dict):
             raise ValidateError(f"validate: {path} row {i}: 'allocation' is not a {{layer: sparsity}} mapping")
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    return meta, rows
+    return data, meta, rows
 
 
 def row_label(i: int, row: Mapping[str, Any]) -> str:
@@ -144,88 +161,69 @@ class _Plan:
 
 def _legacy_command(meta: Mapping[str, Any]) -> argparse.Namespace:
     """The options of ``meta.command`` that rebuild a legacy row's task and env."""
-    p = argparse.ArgumentParser(add_help=False)
+    from agents.cli.common import CLIError, CLIParser
+
+    p = CLIParser(add_help=False)
     p.add_argument("--task", default="digits")
     p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--mode", default="joint")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--device", default="cpu")
     cmd = meta.get("command")
-    words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd or [])
     try:
+        words = shlex.split(cmd) if isinstance(cmd, str) else [str(w) for w in (cmd or [])]
         ns, _ = p.parse_known_args(words)
-    except SystemExit:  # argparse on a malformed value
+    except (CLIError, ValueError, TypeError):  # a malformed value, unbalanced quotes, not a list
         raise ValidateError(f"validate: cannot read the options of meta.command {cmd!r}") from None
     ns.has_command = bool(words)
     return ns
-
-
-def _task_how(spec: str | None, seed: int | None, preset: str | None, config: Any, md_seed: Any) -> dict[str, Any]:
-    """Rebuild from preset + config + seed where the task is a built-in preset (what determines its weights), else
-    from the spec as typed (``module:function``, zoo names)."""
-    from prune_env.tasks import PRESETS
-
-    factory = isinstance(spec, str) and ":" in spec and spec not in PRESETS and not Path(spec).is_dir()
-    if preset in PRESETS and isinstance(config, dict) and not factory:
-        return {"preset": preset, "config": config, "seed": int(md_seed if md_seed is not None else (seed or 0))}
-    if spec is None:
-        raise ValidateError("validate: a row names no task spec and no preset to rebuild the task from")
-    return {"spec": spec, "seed": int(seed or 0)}
 
 
 def plan_row(row: Mapping[str, Any], meta: Mapping[str, Any], legacy: argparse.Namespace) -> _Plan:
     """What to rebuild for ``row``: from its ``replay`` record, else from legacy fields."""
     rp = row.get("replay")
     if isinstance(rp, dict):
-        t = rp.get("task") or {}
-        how = _task_how(t.get("spec"), t.get("seed"), t.get("preset"), t.get("config"), t.get("metadata_seed"))
+        t = rp.get("task") if isinstance(rp.get("task"), dict) else {}
+        how = task_plan(t.get("spec"), t.get("seed"), t.get("preset"), t.get("config"), t.get("metadata_seed"))
         env = {k: rp.get(k) for k in ("target_sparsity", "mode", "granularity", "criterion", "max_sparsity",
                                       "quantize", "finetune_steps", "precision")}
-        return _Plan("replay", _key(how), how, env, dict(rp.get("pruned") or {}), rp.get("bits"),
+        return _Plan("replay", plan_key(how), how, env, dict(rp.get("pruned") or {}), rp.get("bits"),
                      rp.get("dense_hash"), rp.get("versions"))
     if not legacy.has_command and not meta.get("task_metadata"):
         raise ValidateError("validate: rows without a 'replay' record need meta.command or meta.task_metadata")
     md = meta.get("task_metadata") if isinstance(meta.get("task_metadata"), dict) else {}
-    how = _task_how(legacy.task, legacy.task_seed, md.get("preset"), md.get("config"), md.get("seed"))
+    how = task_plan(legacy.task, legacy.task_seed, md.get("preset"), md.get("config"), md.get("seed"))
     env = {**LEGACY_ENV, "target_sparsity": row.get("target_sparsity"), "mode": row.get("mode", legacy.mode),
            "precision": row.get("precision", legacy.precision)}
-    return _Plan("legacy", _key(how), how, env, None, None, None, None)
-
-
-def _key(how: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in how.items()))
-
-
-def build_task(how: Mapping[str, Any]) -> Any:
-    """The task of a plan (trains and caches a preset's dense model if it is not cached)."""
-    from agents.cli.common import CLIError, resolve_cli_task
-    from prune_env.tasks import TaskError, make_task
-
-    try:
-        if "preset" in how:
-            return make_task(how["preset"], seed=how["seed"], progress=False, **how["config"])
-        return resolve_cli_task(how["spec"], how["seed"], False)
-    except (TaskError, CLIError, ValueError) as e:
-        raise ValidateError(f"validate: cannot rebuild task {dict(how)}: {' '.join(str(e).split())}") from None
+    return _Plan("legacy", plan_key(how), how, env, None, None, None, None)
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cpu") -> Report:
-    """Re-score every row of ``run_dir`` (see the module docstring); nothing is written.
+def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cpu", *,
+                 trusted_task: str | None = None, train_missing: bool = False) -> Report:
+    """Re-score every row of ``run_dir`` and recompute what it shows (see the module docstring); nothing is written
+    unless ``train_missing``.
 
     :param tolerance: the largest |filed - re-scored| accepted for validation and test scores.
     :param device: where the envs score (``"cpu"`` by default, whatever device the run used).
-    :raises ValidateError: for bad input.
+    :param trusted_task: a ``module:function`` the user names: rows with exactly this spec import it.
+    :param train_missing: train (and cache) a preset's dense model that the cache lacks, instead of failing.
+    :raises ValidateError: for bad input, or a task that cannot be rebuilt here.
     """
     from prune_env import PruneRNNEnv
     from prune_env.replay import model_hash, package_versions
 
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0 and math.isfinite(tolerance)):
         raise ValidateError(f"validate: --tolerance must be a finite number >= 0, got {tolerance}")
-    meta, rows = load_rows(run_dir)
+    from agents.cli.validate_tables import check_tables
+
+    data, meta, rows = load_results(run_dir)
     legacy = _legacy_command(meta)
-    report = Report(str(run_dir), [], float(tolerance), device)
-    plans = [plan_row(r, meta, legacy) for r in rows]
+    report = Report(str(run_dir), [], float(tolerance), device, tables=check_tables(run_dir, data, rows))
+    try:
+        plans = [plan_row(r, meta, legacy) for r in rows]
+    except RecordTaskError as e:
+        raise ValidateError(f"validate: {e}") from None
     tasks: dict[tuple, Any] = {}
     hashes: dict[tuple, str] = {}
     fingerprints: dict[tuple, str | None] = {}  # legacy rows: how the task's dense metrics differ from the meta's
@@ -237,7 +235,11 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
                          str(row.get("seed", "-")), _num(row["val_score"]), _num(row["test_score"]))
         report.rows.append(check)
         if plan.task_key not in tasks:
-            tasks[plan.task_key] = build_task(plan.task_how)
+            try:
+                tasks[plan.task_key] = build_recorded_task(plan.task_how, trusted_spec=trusted_task,
+                                                           train_missing=train_missing)
+            except RecordTaskError as e:
+                raise ValidateError(f"validate: {e}") from None
             hashes[plan.task_key] = model_hash(tasks[plan.task_key].model)
             fingerprints[plan.task_key] = _metadata_difference(meta.get("task_metadata"),
                                                                tasks[plan.task_key].metadata, tolerance)
@@ -260,7 +262,7 @@ def validate_run(run_dir: str | Path, tolerance: float = 1e-6, device: str = "cp
         if env_key not in envs:
             try:
                 envs[env_key] = PruneRNNEnv(task, device=device, **plan.env)
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 envs[env_key] = e
         env = envs[env_key]
         if isinstance(env, Exception):
@@ -354,8 +356,8 @@ def _consistency(env: Any, row: Mapping[str, Any], counts: Any, plan: _Plan) -> 
             and int(nonzero) != int(env.total_params - total):
         out.append(f"nonzero_params {nonzero} disagrees with the counts ({int(env.total_params - total)})")
     target = plan.env.get("target_sparsity")
-    if isinstance(target, (int, float)) and total != B.budget_count(float(target), env.numels):
-        out.append(f"the counts prune {total} units, not the {B.budget_count(float(target), env.numels)} of "
+    if isinstance(target, (int, float)) and total != B.target_count(float(target), env.numels):
+        out.append(f"the counts prune {total} units, not the {B.target_count(float(target), env.numels)} of "
                    f"target {target:g}")
     return out
 
@@ -408,13 +410,16 @@ def print_report(report: Report) -> None:
     for r in report.rows:
         for p in r.problems:
             print(f"{r.label}: {p}")
+    for p in report.tables:
+        print(p)
     failed = [r for r in report.rows if not r.passed]
     legacy = sum(r.source == "legacy" for r in report.rows)
     dense = sum(r.dense_mismatch for r in report.rows)
     print(f"validate: {len(report.rows)} rows, {len(report.rows) - len(failed)} passed, {len(failed)} mismatched"
           + (f" ({dense} with a different dense model)" if dense else "")
           + (f"; {legacy} validated from legacy fields (no replay record)" if legacy else "")
-          + f"; tolerance {report.tolerance:g}: {'PASS' if not failed else 'FAIL'}")
+          + (f"; {len(report.tables)} table difference(s)" if report.tables else "")
+          + f"; tolerance {report.tolerance:g}: {'PASS' if report.passed else 'FAIL'}")
 
 
 def add_parser(sub: Any) -> None:
@@ -423,6 +428,11 @@ def add_parser(sub: Any) -> None:
     v.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json (or result.json)")
     v.add_argument("--tolerance", type=float, default=1e-6, help="largest |filed - re-scored| val and test score")
     v.add_argument("--device", default="cpu", help="where to re-score (default cpu, whatever the run used)")
+    v.add_argument("--task", default=None, metavar="MODULE:FUNCTION", help="import this factory for the rows whose "
+                   "task spec it is (a module:function in a results file is never imported on the file's word); "
+                   "from sys.path as it is, without the current directory")
+    v.add_argument("--train-missing", action="store_true", help="train and cache a preset's dense model that the "
+                   "cache lacks (default: write nothing, and fail on a missing model)")
     v.set_defaults(func=cmd_validate)
 
 
@@ -432,7 +442,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     try:
-        report = validate_run(args.run_dir, args.tolerance, args.device)
+        report = validate_run(args.run_dir, args.tolerance, args.device, trusted_task=args.task,
+                              train_missing=args.train_missing)
     except ValidateError as e:
         raise CLIError(str(e).removeprefix("validate: ")) from None
     print_report(report)

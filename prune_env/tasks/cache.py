@@ -3,16 +3,21 @@
 A dense model is trained on first use and its weights saved under :func:`cache_dir`, keyed by everything that
 determines the weights (task name, full config, seed, torch version, :data:`TASK_CODE_VERSION` and any data
 fingerprint the task adds). Writes are atomic, so a crash or a concurrent writer never leaves a half-written file
-under the final name; an unreadable file is retrained with a warning instead of failing.
+under the final name; an unreadable file is retrained with a warning instead of failing. Each entry records its
+key and the SHA-256 of its weights (:func:`prune_env.replay.model_hash`): an entry renamed to another key or with
+edited weights is unreadable. Inside :func:`no_training` nothing is trained or written: a missing or unreadable
+entry raises :class:`CacheMissError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,31 @@ import torch
 from torch import nn
 
 from prune_env.io import atomic_save_torch
+from prune_env.task import TaskError
 
 #: Bump whenever a change to the built-in tasks' code changes the weights they train (data pipeline, model,
 #: training loop), so stale cache entries are not reused.
 TASK_CODE_VERSION = 1
 
 ENV_VAR = "PRUNE_RNN_CACHE"
+
+_NO_TRAINING: contextvars.ContextVar[bool] = contextvars.ContextVar("prune_rnn_no_training", default=False)
+
+
+class CacheMissError(TaskError):
+    """Inside :func:`no_training`: the model is not in the cache (or its entry is unreadable), and may not be
+    trained."""
+
+
+@contextlib.contextmanager
+def no_training() -> Iterator[None]:
+    """Within this block :func:`load_or_train` only reads the cache: it trains nothing and writes nothing, and a
+    missing, unreadable or tampered entry (or ``retrain=True``) raises :class:`CacheMissError`."""
+    token = _NO_TRAINING.set(True)
+    try:
+        yield
+    finally:
+        _NO_TRAINING.reset(token)
 
 
 def cache_dir() -> Path:
@@ -79,25 +103,43 @@ def load_or_train(name: str, config: dict[str, Any], seed: int, *,
     :param extra: further key material, e.g. a data fingerprint.
     :returns: ``(model, info, from_cache)``; ``info`` also gets ``cache_path``.
     """
-    path = cache_path(name, cache_key(name, config, seed, extra))
+    from prune_env.replay import model_hash
+
+    key = cache_key(name, config, seed, extra)
+    path = cache_path(name, key)
+    cache_only = _NO_TRAINING.get()
+    if retrain and cache_only:
+        raise CacheMissError(f"{name}: retraining is not allowed here (it would overwrite the cached model)")
+    problem = "not cached"
     if not retrain and path.exists():
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             model = build()
             model.load_state_dict(payload["state_dict"])
+            if payload.get("key", key) != key:
+                raise ValueError("the entry was written for another key (a renamed or copied file)")
+            if payload.get("sha256", model_hash(model)) != model_hash(model):
+                raise ValueError("its weights do not match their recorded SHA-256")
             info = dict(payload["info"])
             info["cache_path"] = str(path)
+            info["model_hash"] = model_hash(model)
             return model, info, True
         except Exception as e:  # any unreadable/mismatched file means: retrain, never crash
-            warnings.warn(f"prune-rnn-gym: cached model {path} is unreadable ({type(e).__name__}: {e}); "
-                          "retraining it", RuntimeWarning, stacklevel=3)
+            problem = f"unreadable ({type(e).__name__}: {e})"
+            if not cache_only:
+                warnings.warn(f"prune-rnn-gym: cached model {path} is {problem}; retraining it", RuntimeWarning,
+                              stacklevel=3)
+    if cache_only:
+        raise CacheMissError(f"the dense model of {name} (seed {seed}) is {problem} in the cache {path}; training it "
+                             "is not allowed here")
     model, info = train()
     # Plain JSON types only, so the entry loads under torch.load(weights_only=True).
     info = json.loads(json.dumps(info, default=str))
     try:
-        atomic_save({"state_dict": model.state_dict(), "info": info}, path)
+        atomic_save({"state_dict": model.state_dict(), "info": info, "key": key, "sha256": model_hash(model)}, path)
     except OSError as e:  # a read-only or full disk should cost a retrain next time, not the run
         warnings.warn(f"prune-rnn-gym: could not cache the trained model at {path} ({e}); set "
                       f"{ENV_VAR} to a writable directory to keep it", RuntimeWarning, stacklevel=3)
     info["cache_path"] = str(path)
+    info["model_hash"] = model_hash(model)
     return model, info, False

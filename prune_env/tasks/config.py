@@ -59,6 +59,6 @@ def finish_metadata(metadata: dict[str, Any], info: Mapping[str, Any], from_cach
         "dense_val": val.get("score"), "dense_test": test.get("score"),
         "dense_val_metrics": dict(val), "dense_test_metrics": dict(test),
         "train_time_s": info.get("train_time_s"), "trained_with_torch": info.get("torch"),
-        "from_cache": from_cache, "cache_path": info.get("cache_path"),
+        "from_cache": from_cache, "cache_path": info.get("cache_path"), "model_hash": info.get("model_hash"),
     })
     return metadata
