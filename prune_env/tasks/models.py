@@ -80,29 +80,47 @@ class ZooLM(nn.Module):
     :param num_layers: stacked recurrent layers.
     :param cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (tanh).
     :param head: ``"lm"`` (one ``Linear`` per step) or ``"lm-mlp"`` (``Linear -> tanh -> Linear`` per step).
+    :param in_proj: width of a ``Linear -> tanh`` input projection between the embedding and the recurrent layer
+        (``0``: none).
+    :param proj_size: LSTM only: the recurrent layer's output projection (``nn.LSTM(proj_size=...)``; ``0``: none).
+    :param tied: the head shares the embedding's weight (Press & Wolf 2017); needs ``emb`` equal to the width the
+        head reads (``proj_size`` or ``hidden``).
 
     ``forward(x: LongTensor[B, T]) -> logits[B, T, vocab_size]``; position ``t`` predicts token ``t + 1``, from a
-    zero state. Modules: ``embed`` (when ``emb > 0``), ``rnn``, ``mlp`` (``lm-mlp`` only), ``head``.
+    zero state. Modules: ``embed`` (when ``emb > 0``), ``in_proj`` (when set), ``rnn``, ``mlp`` (``lm-mlp`` only),
+    ``head``. With every option at its default the modules, and the random draws that initialise them, are those
+    of the original zoo, so its models stay bit for bit the same.
     """
 
     def __init__(self, vocab_size: int, emb: int, hidden: int, num_layers: int, *, cell: str = "lstm",
-                 head: str = "lm"):
+                 head: str = "lm", in_proj: int = 0, proj_size: int = 0, tied: bool = False):
         super().__init__()
         if head not in ("lm", "lm-mlp"):
             raise ValueError(f"ZooLM: `head` must be 'lm' or 'lm-mlp', got {head!r}")
+        if proj_size and cell != "lstm":
+            raise ValueError(f"ZooLM: `proj_size` needs cell='lstm', got cell={cell!r}")
+        width = proj_size or hidden
+        if tied and emb != width:
+            raise ValueError(f"ZooLM: `tied` needs emb ({emb}) equal to the head's input width ({width})")
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, emb) if emb else None
         # One-hot codes as a non-persistent buffer: an equality test, so the forward has no data-dependent checks.
         self.register_buffer("codes", torch.arange(vocab_size), persistent=False)
-        self.rnn = CELLS[cell](emb or vocab_size, hidden, num_layers, batch_first=True)
-        self.mlp = nn.Linear(hidden, hidden) if head == "lm-mlp" else None
-        self.head = nn.Linear(hidden, vocab_size)
+        self.in_proj = nn.Linear(emb or vocab_size, in_proj) if in_proj else None
+        extra = {"proj_size": proj_size} if proj_size else {}
+        self.rnn = CELLS[cell](in_proj or emb or vocab_size, hidden, num_layers, batch_first=True, **extra)
+        self.mlp = nn.Linear(width, width) if head == "lm-mlp" else None
+        self.head = nn.Linear(width, vocab_size)
+        if tied:
+            self.head.weight = self.embed.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
             h = self.embed(x)
         else:
             h = (x.unsqueeze(-1) == self.codes).float()
+        if self.in_proj is not None:
+            h = torch.tanh(self.in_proj(h))
         out, _ = self.rnn(h)
         if self.mlp is not None:
             out = torch.tanh(self.mlp(out))
@@ -120,36 +138,50 @@ class ZooSequenceNet(nn.Module):
     :param bidirectional: a bidirectional recurrent module.
     :param vocab_size: token inputs through ``nn.Embedding(vocab_size, in_features)``; ``None`` for float inputs.
     :param head: ``"last"`` (``Linear`` on the last step), ``"mean"`` (``Linear`` on the mean over time),
-        ``"mlp"`` (``Linear -> tanh -> Linear`` on the last step, ``mlp_hidden`` units) or ``"step"`` (``Linear`` on
-        every step: one output per time step).
+        ``"mlp"`` (``Linear -> tanh -> Linear`` on the last step, ``mlp_hidden`` units), ``"step"`` (``Linear`` on
+        every step: one output per time step) or ``"attn"`` (attention pooling: a ``Linear`` scores each step, a
+        softmax over time weights the outputs, then ``Linear``; Bahdanau-style pooling as in Lin et al. 2017).
     :param mlp_hidden: width of the ``mlp`` head's hidden layer.
+    :param in_proj: width of a ``Linear -> tanh`` input projection before the recurrent layer (``0``: none).
+    :param proj_size: LSTM only: ``nn.LSTM(proj_size=...)`` (``0``: none).
 
     ``forward(x: FloatTensor[B, T, in_features] | LongTensor[B, T]) -> [B, out_features]`` (``[B, T,
-    out_features]`` for the ``step`` head). Modules: ``embed`` (token inputs), ``rnn``, ``mlp`` (``mlp`` head),
-    ``head``.
+    out_features]`` for the ``step`` head). Modules: ``embed`` (token inputs), ``in_proj`` (when set), ``rnn``,
+    ``attn`` (``attn`` head), ``mlp`` (``mlp`` head), ``head``. With every option at its default the modules and
+    their initialisation are those of the original zoo.
     """
 
     def __init__(self, in_features: int, hidden: int, num_layers: int, out_features: int, *, cell: str = "lstm",
                  bidirectional: bool = False, vocab_size: int | None = None, head: str = "last",
-                 mlp_hidden: int = 64):
+                 mlp_hidden: int = 64, in_proj: int = 0, proj_size: int = 0):
         super().__init__()
-        if head not in ("last", "mean", "mlp", "step"):
-            raise ValueError(f"ZooSequenceNet: `head` must be 'last', 'mean', 'mlp' or 'step', got {head!r}")
+        if head not in ("last", "mean", "mlp", "step", "attn"):
+            raise ValueError(f"ZooSequenceNet: `head` must be 'last', 'mean', 'mlp', 'step' or 'attn', got {head!r}")
+        if proj_size and cell != "lstm":
+            raise ValueError(f"ZooSequenceNet: `proj_size` needs cell='lstm', got cell={cell!r}")
         self.pool = head
         self.embed = nn.Embedding(vocab_size, in_features) if vocab_size else None
-        self.rnn = CELLS[cell](in_features, hidden, num_layers, batch_first=True, bidirectional=bidirectional)
-        width = hidden * (2 if bidirectional else 1)
+        self.in_proj = nn.Linear(in_features, in_proj) if in_proj else None
+        extra = {"proj_size": proj_size} if proj_size else {}
+        self.rnn = CELLS[cell](in_proj or in_features, hidden, num_layers, batch_first=True,
+                               bidirectional=bidirectional, **extra)
+        width = (proj_size or hidden) * (2 if bidirectional else 1)
+        self.attn = nn.Linear(width, 1) if head == "attn" else None
         self.mlp = nn.Linear(width, mlp_hidden) if head == "mlp" else None
         self.head = nn.Linear(mlp_hidden if head == "mlp" else width, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
             x = self.embed(x)
+        if self.in_proj is not None:
+            x = torch.tanh(self.in_proj(x))
         out, _ = self.rnn(x)
         if self.pool == "step":
             h = out
         elif self.pool == "mean":
             h = out.mean(1)
+        elif self.pool == "attn":
+            h = (torch.softmax(self.attn(out), dim=1) * out).sum(1)
         else:
             h = out[:, -1]
         if self.mlp is not None:

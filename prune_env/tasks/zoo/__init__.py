@@ -41,12 +41,17 @@ from prune_env.tasks.zoo.catalogue import (
                                            SEQ_HEADS,
                                            SEQUENCE_DATA,
                                            SPLITS,
+                                           V1_FIELDS,
                                            ZOO,
+                                           ZOO_V2,
                                            ZOO_VERSION,
+                                           ZOOS,
                                            ZooDataUnavailable,
                                            ZooSpec,
                                            available,
+                                           lookup,
                                            ptb_dir,
+                                           spec_dict,
                                            spec_name,
                                            zoo_names,
 )
@@ -62,7 +67,7 @@ from prune_env.tasks.zoo.scoring import (
 )
 
 __all__ = ["CELLS", "KINDS", "LEGEND", "LM_HEADS", "MAX_TRAIN_S", "MIN_MARGIN", "MIN_SKILL", "MSEBatchLoss", "NegMSE",
-           "PREFIX", "PTB_ENV", "RegressionScorer", "SEQUENCE_DATA", "SEQ_HEADS", "SPLITS", "SampledMSELoss", "ZOO",
-           "ZOO_VERSION", "ZooDataUnavailable", "ZooSpec", "available", "build", "class_chance", "data_generator",
-           "defaults", "main", "make_zoo_task", "mean_chance", "ptb_dir", "spec_name", "stdlib_text", "synthetic",
+           "PREFIX", "PTB_ENV", "RegressionScorer", "SEQUENCE_DATA", "SEQ_HEADS", "SPLITS", "SampledMSELoss", "V1_FIELDS",
+           "ZOO", "ZOOS", "ZOO_V2", "ZOO_VERSION", "ZooDataUnavailable", "ZooSpec", "available", "build", "class_chance", "data_generator",
+           "defaults", "lookup", "main", "make_zoo_task", "mean_chance", "ptb_dir", "spec_dict", "spec_name", "stdlib_text", "synthetic",
            "table", "well_above_chance", "zoo_names"]

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from prune_env.tasks.zoo.catalogue import PREFIX, ZOO, ZOO_VERSION, ZooDataUnavailable, available, zoo_names
+from prune_env.io import atomic_write
+from prune_env.tasks.zoo.catalogue import ZOOS, ZooDataUnavailable, available, lookup, zoo_names
 from prune_env.tasks.zoo.factories import make_zoo_task
 
 
@@ -34,13 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m prune_env.tasks.zoo", description="Build (train and cache) the model zoo.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     b = sub.add_parser("build", help="train every model of a split (cached ones load) and print a table")
-    b.add_argument("--split", default="all", choices=["train", "validation", "all"])
+    b.add_argument("--split", default="all", choices=["train", "validation", "test", "all"])
+    b.add_argument("--zoo", default="v1", choices=sorted(ZOOS), help="which zoo (default v1)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--names", nargs="+", default=None, help="only these zoo names")
     b.add_argument("--retrain", action="store_true", help="ignore cached models")
     b.add_argument("--out", default=None, help="also write the table as Markdown to this file (atomically)")
     ls = sub.add_parser("list", help="print the zoo's specs")
-    ls.add_argument("--split", default="all", choices=["train", "validation", "all"])
+    ls.add_argument("--split", default="all", choices=["train", "validation", "test", "all"])
+    ls.add_argument("--zoo", default="v1", choices=sorted(ZOOS), help="which zoo (default v1)")
     return p
 
 
@@ -65,21 +68,8 @@ def _provenance(argv: Sequence[str]) -> str:
             f"{load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M:%S')}.")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a results file is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _short(name: str) -> str:
+    return name.split("/", 1)[-1]
 
 
 def _fmt(x: Any) -> str:
@@ -108,11 +98,11 @@ def build(names: Sequence[str], *, seed: int = 0, retrain: bool = False) -> list
     rows = []
     bar = tqdm(names, desc="zoo", unit="model")
     for name in bar:
-        bar.set_postfix_str(name.removeprefix(PREFIX))
+        bar.set_postfix_str(_short(name))
         try:
             task = make_zoo_task(name, seed=seed, retrain=retrain, progress=False)
         except ZooDataUnavailable as e:
-            rows.append({"name": name, "split": ZOO[name].split, "error": str(e)})
+            rows.append({"name": name, "split": lookup(name).split, "error": str(e)})
             continue
         md = task.metadata
         rows.append({"name": name, "split": md["split"], "kind": md["kind"], "params": md["params"],
@@ -132,12 +122,12 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['name'].removeprefix(PREFIX)} | {r['split']} | not built: {r['error']} "
+            lines.append(f"| {_short(r['name'])} | {r['split']} | not built: {r['error']} "
                          "|||||||||||")
             continue
         low = "" if r["ok"] else " LOW"
         slow = " SLOW" if (r["train_s"] or 0) > MAX_TRAIN_S else ""
-        lines.append(f"| {r['name'].removeprefix(PREFIX)} | {r['split']} | {r['kind']} | {r['params']:,} | "
+        lines.append(f"| {_short(r['name'])} | {r['split']} | {r['kind']} | {r['params']:,} | "
                      f"{r['metric']} | {r['dense_val']:.4f} | {r['dense_test']:.4f} | {r['chance_test']:.4f} | "
                      f"{r['loss_name']} {r['test_loss']:.3f} | {r['chance_loss']:.3f} | {r['skill']:.2f}{low} | "
                      f"{r['train_s']:.1f}{slow} | {'yes' if r['cached'] else 'no'} |")
@@ -158,16 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "list":
-            for name in zoo_names(None if args.split == "all" else args.split):
-                s = ZOO[name]
+            for name in zoo_names(None if args.split == "all" else args.split, version=args.zoo):
+                s = lookup(name)
                 print(f"{name}  {s.split}  {s.kind}  data={s.data}  steps={s.steps}  "
                       f"{'available' if available(name) else 'data missing'}")
             return 0
         if args.seed < 0:
             raise _UsageError(f"--seed must be >= 0, got {args.seed}")
-        names = zoo_names(None if args.split == "all" else args.split)
+        names = zoo_names(None if args.split == "all" else args.split, version=args.zoo)
         if args.names:
-            unknown = [n for n in args.names if n not in ZOO]
+            unknown = [n for n in args.names if n not in ZOOS[args.zoo]]
             if unknown:
                 raise _UsageError(f"unknown zoo name(s) {unknown}; see `python -m prune_env.tasks.zoo list`")
             names = [n for n in names if n in args.names]
@@ -185,6 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"{sum((r['train_s'] or 0) > MAX_TRAIN_S for r in built)} SLOW.")
     print(summary)
     if args.out:
-        _write_atomic(Path(args.out), f"# Model zoo build ({ZOO_VERSION})\n\n{header}\n\n{text}\n\n{summary}\n\n"
+        atomic_write(Path(args.out), f"# Model zoo build ({args.zoo})\n\n{header}\n\n{text}\n\n{summary}\n\n"
                       f"{LEGEND}\n")
     return 0

@@ -51,6 +51,8 @@ def synthetic(data: str, n: int, seq_len: int, gen: torch.Generator, tokens: boo
       classes). Features: ``(digit / 9, mark)``; tokens: ``digit + 10 * mark``.
     - ``counting``: random symbols 0-4; the label is how often 0 occurs, capped at 9 (10 classes). Features:
       one-hot symbols.
+    - ``adding-sum``: as ``adding``, but the target is the sum of the two marked digits divided by 18, as a number
+      (regression).
     - ``sines``: three sinusoids of random frequency (0.02-0.2 cycles per step), amplitude (0.2-1) and phase,
       plus Gaussian noise (sd 0.1); the inputs are ``seq_len`` values, the target the next one (regression).
 
@@ -62,7 +64,7 @@ def synthetic(data: str, n: int, seq_len: int, gen: torch.Generator, tokens: boo
         bits = torch.randint(0, 2, (n, seq_len), generator=gen)
         y = bits.cumsum(1) % 2
         return (bits if tokens else bits.float().unsqueeze(-1)), y, 2
-    if data == "adding":
+    if data in ("adding", "adding-sum"):
         digits = torch.randint(0, 10, (n, seq_len), generator=gen)
         half = seq_len // 2
         first = torch.randint(0, half, (n,), generator=gen)
@@ -72,9 +74,12 @@ def synthetic(data: str, n: int, seq_len: int, gen: torch.Generator, tokens: boo
         mark[rows, first] = 1
         mark[rows, second] = 1
         y = digits[rows, first] + digits[rows, second]
+        classes = 19
+        if data == "adding-sum":
+            y, classes = y.float() / 18, 1
         if tokens:
-            return digits + 10 * mark, y, 19
-        return torch.stack([digits.float() / 9, mark.float()], -1), y, 19
+            return digits + 10 * mark, y, classes
+        return torch.stack([digits.float() / 9, mark.float()], -1), y, classes
     if data == "counting":
         sym = torch.randint(0, 5, (n, seq_len), generator=gen)
         y = (sym == 0).sum(1).clamp(max=9)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 from typing import Any
@@ -19,7 +18,7 @@ from prune_env.tasks.lm import build_lm_task
 from prune_env.tasks.models import ZooLM, ZooSequenceNet
 from prune_env.tasks.scoring import ChunkedScorer
 from prune_env.tasks.training import BatchLoss, SampledLoss, seeded, single_thread, training_threads
-from prune_env.tasks.zoo.catalogue import ZOO, ZOO_VERSION, ZooSpec, ptb_dir
+from prune_env.tasks.zoo.catalogue import ZOOS, ZooSpec, lookup, ptb_dir, spec_dict
 from prune_env.tasks.zoo.data import data_generator, digits_rows, source_text, synthetic
 from prune_env.tasks.zoo.scoring import (
     MSEBatchLoss,
@@ -36,18 +35,22 @@ _LM_SIZES = {"val_frac": 0.05, "test_frac": 0.05, "eval_tokens": 8192, "test_tok
              "metric": "accuracy"}
 _WORD_SIZES = {"eval_tokens": 8192, "test_tokens": 32768, "loss_tokens": 8192, "metric": "accuracy"}
 _SEQ_SIZES = {"n_train": 16384, "n_val": 1024, "n_test": 4096, "loss_samples": 512}
-_SEQ_INTS = ("n_train", "n_val", "n_test", "loss_samples", "mlp_hidden")
+_SEQ_INTS = ("n_train", "n_val", "n_test", "loss_samples", "mlp_hidden", "in_proj", "proj_size")
 
 
 def defaults(spec: ZooSpec) -> dict[str, Any]:
     """The overridable config of a zoo model: its architecture sizes, training knobs and evaluation sizes.
 
-    The identity of a model (data, kind, cell, head, direction, having an embedding) is not overridable.
+    The identity of a model (data, kind, cell, head, direction, having an embedding, an input projection, an LSTM
+    projection, tied weights) is not overridable; the sizes are.
     """
     cfg: dict[str, Any] = {"hidden": spec.hidden, "layers": spec.layers, "steps": spec.steps, "lr": spec.lr,
                            "batch": spec.batch}
     if spec.emb:
         cfg["emb"] = spec.emb
+    for k in ("in_proj", "proj_size"):  # zoo-v2 sizes, in the config only where set (zoo-v1 keys unchanged)
+        if getattr(spec, k):
+            cfg[k] = getattr(spec, k)
     if spec.kind == "char-lm":
         cfg.update(seq_len=spec.seq_len, max_tokens=spec.max_tokens, **_LM_SIZES)
     elif spec.kind == "word-lm":
@@ -66,11 +69,12 @@ def defaults(spec: ZooSpec) -> dict[str, Any]:
 
 
 def _resolve(name: Any, overrides: dict[str, Any]) -> tuple[ZooSpec, dict[str, Any]]:
-    if not isinstance(name, str) or name not in ZOO:
-        close = difflib.get_close_matches(str(name), list(ZOO), n=3)
-        hint = f"; did you mean {close}?" if close else f"; see zoo_names() ({len(ZOO)} models)"
+    spec = lookup(name) if isinstance(name, str) else None
+    if spec is None:
+        every = [n for zoo in ZOOS.values() for n in zoo]
+        close = difflib.get_close_matches(str(name), every, n=3)
+        hint = f"; did you mean {close}?" if close else f"; see zoo_names(version=...) ({len(every)} models)"
         raise TaskError(f"unknown zoo model {name!r}{hint}")
-    spec = ZOO[name]
     base = defaults(spec)
     cfg = check_config(name, base, overrides)
     for k in (*_SEQ_INTS, "max_tokens", "max_vocab"):
@@ -87,7 +91,7 @@ def make_zoo_task(name: str, *, seed: int = 0, retrain: bool = False, progress: 
                   **overrides: Any) -> RNNTask:
     """Build zoo model ``name``, training it on first use and caching it (keyed by name, config and seed).
 
-    :param name: a key of :data:`ZOO`, e.g. ``"zoo-v1/gru-char-email-2x128"``.
+    :param name: a versioned zoo name (:data:`ZOOS`), e.g. ``"zoo-v1/gru-char-email-2x128"``.
     :param seed: the model's initialisation and minibatch order (the data do not depend on it).
     :param retrain: ignore the cached model, train afresh and overwrite the entry.
     :param progress: show a tqdm bar while training.
@@ -104,7 +108,7 @@ def make_zoo_task(name: str, *, seed: int = 0, retrain: bool = False, progress: 
 
     spec, cfg = _resolve(name, overrides)
     seed = check_seed(seed)
-    meta: dict[str, Any] = {"zoo_version": ZOO_VERSION, "zoo_name": name, "spec": dataclasses.asdict(spec),
+    meta: dict[str, Any] = {"zoo_version": spec.version, "zoo_name": name, "spec": spec_dict(spec),
                             "split": spec.split, "kind": spec.kind}
     make = {"char-lm": _make_char_lm, "word-lm": _make_word_lm}.get(spec.kind, _make_sequence)
     # Every zoo model is small enough that a second thread gains little, while on a shared 2-core CPU OpenMP's
@@ -116,10 +120,13 @@ def make_zoo_task(name: str, *, seed: int = 0, retrain: bool = False, progress: 
 
 
 
-def _lm_factory(spec: ZooSpec) -> Any:
+def _lm_factory(spec: ZooSpec, cfg: dict[str, Any]) -> Any:
     import functools
 
-    return functools.partial(ZooLM, cell=spec.cell, head=spec.head)
+    extra = {k: cfg[k] for k in ("in_proj", "proj_size") if k in cfg}
+    if spec.tied:
+        extra["tied"] = True
+    return functools.partial(ZooLM, cell=spec.cell, head=spec.head, **extra)
 
 def _finish(task: RNNTask) -> RNNTask:
     """Add ``dense_test_loss`` (test NLL or MSE) and ``skill`` (``1 - dense_test_loss / chance_test_loss``: the
@@ -133,8 +140,11 @@ def _finish(task: RNNTask) -> RNNTask:
 
 def _arch_key(spec: ZooSpec) -> dict[str, Any]:
     """What the cache key needs beyond the overridable config: the fixed identity of the model."""
-    return {"zoo": ZOO_VERSION, "data": spec.data, "kind": spec.kind, "cell": spec.cell, "head": spec.head,
-            "bidirectional": spec.bidirectional}
+    key = {"zoo": spec.version, "data": spec.data, "kind": spec.kind, "cell": spec.cell, "head": spec.head,
+           "bidirectional": spec.bidirectional}
+    if spec.tied:
+        key["tied"] = True
+    return key
 
 
 def _make_char_lm(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retrain: bool, progress: bool,
@@ -175,7 +185,7 @@ def _lm_task(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, retrain: 
              data_key: dict[str, Any]) -> RNNTask:
     """Train (or load) a zoo LM on token splits; ``data_key`` (a data fingerprint) joins the cache key."""
     task = build_lm_task(preset=name, cfg=cfg, seed=seed, retrain=retrain, progress=progress,
-                         model_cls=_lm_factory(spec), vocab_size=vocab_size, splits=splits,
+                         model_cls=_lm_factory(spec, cfg), vocab_size=vocab_size, splits=splits,
                          extra={**data_key, **_arch_key(spec)}, metadata=meta)
     task.metadata.update(class_chance(splits["train"], task.eval_batch[1], task.test.targets, vocab_size))
     return task
@@ -215,7 +225,8 @@ def _make_sequence(name: str, spec: ZooSpec, cfg: dict[str, Any], seed: int, ret
     def new_model() -> ZooSequenceNet:
         return ZooSequenceNet(in_features, cfg["hidden"], cfg["layers"], out, cell=spec.cell,
                               bidirectional=spec.bidirectional, vocab_size=vocab, head=spec.head,
-                              mlp_hidden=cfg.get("mlp_hidden", 64))
+                              mlp_hidden=cfg.get("mlp_hidden", 64), in_proj=cfg.get("in_proj", 0),
+                              proj_size=cfg.get("proj_size", 0))
 
     def build() -> nn.Module:
         with seeded(seed):
