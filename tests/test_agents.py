@@ -654,6 +654,10 @@ def test_default_rivals_follow_the_records():
     assert default_rivals(counted_env()[0]) == tuple(s.name for s in ordered) == ("lamp", "erk", "global", "obd")
     hidden = PruneRNNEnv(tiny_task("gru"), granularity="hidden_unit", target_sparsity=0.5, device="cpu")
     assert default_rivals(hidden) == ()
+    from agents.policies.policy import ONE_SHOT as one_shot_names
+    from agents.policies.policy import RIVALS
+
+    assert RIVALS == ("lamp", "erk", "global", "obd") and one_shot_names == registry.one_shot()
 
 
 def test_register_a_new_agent(tmp_path):

@@ -56,6 +56,17 @@ def play(env: gym.Env, policy: Policy) -> tuple[float, dict[str, Any]]:
             return float(reward), info
 
 
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``RIVALS`` (every agent with a ``rival_order``, in it) and ``ONE_SHOT`` (every agent with ``evals=1``):
+    read from :mod:`agents.registry` when asked for."""
+    if name == "RIVALS":
+        return tuple(s.name for s in sorted((s for s in specs() if s.rival_order is not None),
+                                            key=lambda s: s.rival_order))
+    if name == "ONE_SHOT":
+        return tuple(s.name for s in specs() if s.one_shot)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def default_rivals(env: gym.Env) -> tuple[str, ...]:
     """The one-shot rules that few-shot adaptation scores before it searches (:func:`run`'s ``rivals``): the
     registered agents with a ``rival_order`` (:class:`~agents.registry.AgentSpec`), in that order, that support
