@@ -219,3 +219,27 @@ def test_bad_combinations_name_the_argument():
     with pytest.raises(ValueError, match="criterion"):
         gradual_prune(unstructured, a_w, steps=2, criterion="fisher")
     assert np.isfinite(gradual_prune(unstructured, a_w, steps=0, regularizer="l1").score)
+
+
+# ------------------------------------------------------------------------------------------- compress
+def test_compress_passes_the_options_and_reports_units_kept(tmp_path):
+    import json
+
+    import agents.cli.compress as C
+    from agents.cli.main import main
+
+    task = tiny_task("lstm", hidden=8, layers=2)
+    report = C.compress(task, 0.5, tmp_path / "iss", steps=6, granularity="hidden_unit", regularizer="group_lasso",
+                        regularizer_strength=2.0)
+    assert report["hidden_units"] == {"rnn.l0": [4, 8], "rnn.l1": [4, 8]}
+    assert report["settings"]["regularizer"] == "group_lasso" and report["settings"]["regularizer_strength"] == 2.0
+    assert "Hidden units kept per layer (of): `rnn.l0` 4 (8)" in (tmp_path / "iss" / "report.md").read_text()
+    info = json.loads((tmp_path / "iss" / "finetune.json").read_text())["info"]
+    assert info["regularizer"] == "group_lasso" and info["kept_units"] == {"rnn.l0": [4], "rnn.l1": [4]}
+    plain = C.compress(task, 0.5, tmp_path / "mv", steps=4, criterion="movement")
+    assert "regularizer" not in plain["settings"] and plain["settings"]["criterion"] == "movement"
+    assert plain["hidden_units"] is None
+    with pytest.raises(ValueError, match="regularizer.*hidden_unit"):
+        C.compress(task, 0.5, tmp_path / "bad", steps=2, regularizer="group_lasso")
+    assert main(["compress", "--task", "digits", "--sparsity", "0.5", "--criterion", "movement", "--granularity",
+                 "hidden_unit", "--out", str(tmp_path / "cli")]) == 2
