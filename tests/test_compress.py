@@ -1,5 +1,5 @@
-"""``prune-rnn compress`` / :func:`agents.cli.compress.compress`: end to end on digits and a tiny task, the exported file
-scores what the report says, stage-level resume, refused settings, one-line errors."""
+"""``prune-rnn compress`` / :func:`agents.cli.compress.compress`: end to end on digits and a tiny task, the exported
+file scores what the report says, stage-level resume, refused settings, one-line errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 import agents
 import agents.cli.compress as C
 import prune_env.compression.gradual
+from agents.cli.compress_report import classes_of
 from agents.cli.main import main
 from prune_env.compression.export import load
 from prune_env.task import split_score
@@ -19,7 +20,7 @@ TINY = "tiny:tiny_task"
 
 
 def _load(path, task):
-    return load(path, classes=C._classes(task.model))
+    return load(path, classes=classes_of(task.model))
 
 
 def test_cli_digits_end_to_end_report_matches_the_exported_file(tmp_path, capsys):
@@ -106,7 +107,8 @@ def test_lr_schedule_and_select_reach_gradual_prune_and_the_settings(tmp_path, m
     task = tiny_task("gru")
     seen = {}
     real = prune_env.compression.gradual.gradual_prune
-    monkeypatch.setattr(prune_env.compression.gradual, "gradual_prune", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
+    monkeypatch.setattr(prune_env.compression.gradual, "gradual_prune",
+                        lambda *a, **k: (seen.update(k), real(*a, **k))[1])
     report = C.compress(task, 0.6, tmp_path / "a", steps=4, lr_schedule="cosine", select="nll")
     assert seen["lr_schedule"] == "cosine" and seen["select"] == "nll"
     assert report["settings"]["lr_schedule"] == "cosine" and report["settings"]["select"] == "nll"

@@ -32,12 +32,9 @@ True
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
-import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,10 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["STAGES", "CompressError", "add_parser", "cmd_compress", "compress", "default_agent"]
+from agents.cli.compress_report import ReportError, build_report, plot, scores, write_report
+from agents.cli.compress_stages import STAGES, read_stage, write_stage
 
-#: The stages in order; each one's "done" marker file.
-STAGES = {"search": "search.json", "finetune": "finetune.json", "export": "export.json", "report": "report.json"}
+__all__ = ["STAGES", "CompressError", "add_parser", "cmd_compress", "compress", "default_agent"]
 #: Settings that identify a run (a rerun must match them to resume).
 _SETTINGS = ("task", "task_seed", "target_sparsity", "agent", "max_evals", "seed", "steps", "bits", "granularity", "lr",
              "method", "agent_options")
@@ -167,73 +164,91 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     fingerprint = {"task_name": task.name, "dense_val": env.dense_score, "layers": list(env.layer_names),
                    "numels": [int(n) for n in env.numels]}
     _check_settings(out, settings, fingerprint)
+    _check_exportable(task.model)
     t_run = time.perf_counter()
 
-    # ---- 1. search
-    search = _read(out, "search")
-    if search is None:
+    # ---- 1. search (a sealed record whose allocation meets the target, else redone)
+    got = read_stage(out, "search", settings, None)
+    if got is not None and not _meets_target(env, got[0]):
+        _warn(f"{STAGES['search']}: its allocation does not meet the target {target}; redoing the search stage")
+        got = None
+    if got is None:
         say(f"[1/4] search: {agent}, max {max_evals} evaluations, target {target}")
         t0 = time.perf_counter()
         res = A.search(agent, env, max_evals, seed=seed, **options)
         oneshot = env.pruned_model(res.allocation)
         search = {"agent": agent, "max_evals": max_evals, "evals": res.evals, "allocation": res.allocation,
                   "counts": [int(c) for c in env.counts_for(res.allocation)],
-                  "one_shot": _scores(task, oneshot), "wall_time_s": round(time.perf_counter() - t0, 3)}
-        _write_json(out / STAGES["search"], search)
+                  "one_shot": scores(task, oneshot), "wall_time_s": round(time.perf_counter() - t0, 3)}
+        seal = write_stage(out, "search", search, settings)
     else:
         say("[1/4] search: done earlier, reused")
+        search, seal = got
     allocation = search["allocation"]
 
     # ---- 2. gradual pruning with fine-tuning (quantization-aware with bits)
-    finetune = _read(out, "finetune")
-    if finetune is None:
+    got = read_stage(out, "finetune", settings, seal)
+    model = _finetuned_model(env, out, search["counts"]) if got is not None else None
+    if got is None or model is None:
         say(f"[2/4] finetune: {steps} steps, lr {lr}" + (f", {bits}-bit aware" if bits else ""))
         from prune_env.compression.gradual import gradual_prune
-        from prune_env.tasks.cache import atomic_save
+        from prune_env.io import atomic_save_torch
 
         t0 = time.perf_counter()
         result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
                                lr_schedule=lr_schedule, select=select, criterion=criterion, regularizer=regularizer,
                                regularizer_strength=regularizer_strength,
                                progress=progress)
-        atomic_save({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
+        atomic_save_torch({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
         finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
                     "curve": [[int(s), float(v)] for s, v in result.curve],
                     "loss_curve": _subsample(result.losses, 200), "bits": result.bits, "info": result.info,
                     "wall_time_s": round(time.perf_counter() - t0, 3)}
-        _write_json(out / STAGES["finetune"], finetune)
+        seal = write_stage(out, "finetune", finetune, settings, files=["finetuned.pt"], after=seal)
+        model = None
     else:
         say("[2/4] finetune: done earlier, reused")
+        finetune, seal = got
 
-    # ---- 3. export
-    exported = _read(out, "export")
-    if exported is None:
+    # ---- 3. export (from the sealed finetuned.pt)
+    got = read_stage(out, "export", settings, seal)
+    if got is None:
         say(f"[3/4] export: {out / 'model.prnn'}")
         from prune_env.compression.export import export
 
-        model = _finetuned_model(env, out, search["counts"])
+        model = model or _finetuned_model(env, out, search["counts"])
+        if model is None:
+            raise CompressError(f"{out / 'finetuned.pt'} cannot be read back right after it was written")
         nbytes = export(model, out / "model.prnn", bits=bits, method=method)
         exported = {"path": "model.prnn", "bytes": nbytes, "bits": bits, "method": method}
-        _write_json(out / STAGES["export"], exported)
+        seal = write_stage(out, "export", exported, settings, files=["model.prnn"], after=seal)
     else:
         say("[3/4] export: done earlier, reused")
+        exported, seal = got
 
-    # ---- 4. report (always from the file on disk)
-    report = _read(out, "report")
-    if report is None:
+    # ---- 4. report (every number recomputed from the files it names)
+    got = read_stage(out, "report", settings, seal)
+    if got is None:
         say("[4/4] report")
-        report = _report(task, env, out, settings, search, finetune, exported, latency_reps)
+        try:
+            report = build_report(task, env, out, settings, search, finetune, "model.prnn", latency_reps)
+        except ReportError as e:
+            raise CompressError(str(e)) from None
         report["meta"] = meta
         report["wall_time_s"] = round(time.perf_counter() - t_run, 3)
-        _write_report(out, report)
-        _write_json(out / STAGES["report"], report)
+        write_report(out, report)
+        plot(out, report, finetune)
+        write_stage(out, "report", report, settings, files=["report.md"], after=seal)
     else:
         say("[4/4] report: done earlier, reused")
+        report = got[0]
     return report
 
 
 # --------------------------------------------------------------------------------------------------- stages
 def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, Any] | None = None) -> None:
+    from agents.core.results import write_json
+
     path = out / "compress.json"
     want = json.loads(json.dumps({"settings": settings, **({"model": fingerprint} if fingerprint else {})}))
     if path.exists():
@@ -255,124 +270,70 @@ def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, 
             raise CompressError(f"`out` {str(out)!r} holds a compress run of another model (the dense model or its "
                                 "layers differ); use a new directory")
         if fingerprint is not None and "model" not in have:
-            _write_json(path, want)
+            write_json(path, want)
     elif fingerprint is None:
         if any((out / f).exists() for f in STAGES.values()):
             raise CompressError(f"`out` {str(out)!r} holds stage files but no compress.json; use a new directory")
-        _write_json(path, want)
+        write_json(path, want)
     else:
-        _write_json(path, want)
+        write_json(path, want)
 
 
-def _read(out: Path, stage: str) -> dict[str, Any] | None:
-    path = out / STAGES[stage]
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CompressError(f"{path} is unreadable ({e}); delete it to redo the {stage} stage") from None
-
-
-def _finetuned_model(env: Any, out: Path, counts: list[int]) -> nn.Module:
-    """The fine-tuned model of stage 2, rebuilt from its plain ``state_dict`` (``weights_only`` load)."""
+def _finetuned_model(env: Any, out: Path, counts: list[int]) -> nn.Module | None:
+    """The fine-tuned model of stage 2, rebuilt from its plain ``state_dict`` (``torch.load(weights_only=True)``:
+    a pickled object is refused); ``None``, with a warning, when the file does not hold one that fits."""
     import copy
 
-    payload = torch.load(out / "finetuned.pt", map_location="cpu", weights_only=True)
-    model = copy.deepcopy(env.task.model).cpu()
-    if env.granularity == "hidden_unit":  # the physically smaller architecture of those counts
-        model = env.kind.materialize(model, np.asarray(counts), None, torch.device("cpu"))
-    model.load_state_dict(payload["state_dict"])
+    path = out / "finetuned.pt"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model = copy.deepcopy(env.task.model).cpu()
+        if env.granularity == "hidden_unit":  # the physically smaller architecture of those counts
+            model = env.kind.materialize(model, np.asarray(counts), None, torch.device("cpu"))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as e:  # a pickle that is not plain data, a truncated zip, tensors of another model
+        _warn(f"{path.name} is not a fine-tuned state dict of this model ({type(e).__name__}); redoing the finetune "
+              "stage")
+        return None
     return model.eval()
 
 
-def _scores(task: Any, model: nn.Module) -> dict[str, Any]:
-    """Validation and test score (plus perplexity / other extras) of ``model``."""
-    from prune_env.task import split_score
+def _meets_target(env: Any, search: Mapping[str, Any]) -> bool:
+    """Whether a search record's allocation and counts agree and prune exactly the target's count."""
+    from prune_env.pruning.allocation import target_count
 
-    val, val_extra = split_score(task.evaluate(model))
-    row: dict[str, Any] = {"val_score": val}
-    if task.test is not None:
-        test, test_extra = split_score(task.test(model), "test")
-        row["test_score"] = test
-        row.update({f"test_{k}": v for k, v in test_extra.items()})
-    row.update({f"val_{k}": v for k, v in val_extra.items()})
-    return row
+    try:
+        counts = env.counts_for({str(k): float(v) for k, v in search["allocation"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    return [int(c) for c in counts] == search.get("counts") and \
+        int(counts.sum()) == target_count(env.target_sparsity, env.numels)
 
 
-def _report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: dict[str, Any],
-            finetune: dict[str, Any], exported: dict[str, Any], reps: int) -> dict[str, Any]:
-    from prune_env.compression.export import export, load
+def _check_exportable(model: nn.Module) -> None:
+    """:raises CompressError: before the first stage, when the model cannot be exported (naming why)."""
+    try:
+        from prune_env.compression.export import can_export
+    except ImportError:  # an export module without the checker: try the export itself, into a temporary file
+        import tempfile
 
-    final = load(out / exported["path"], classes=_classes(task.model))
-    dense = task.model
-    oneshot = env.pruned_model(search["allocation"])
-    with tempfile.TemporaryDirectory() as tmp:
-        oneshot_bytes = export(oneshot, Path(tmp) / "oneshot.prnn")
-    buf = io.BytesIO()
-    torch.save(dense.state_dict(), buf)
-    dense_bytes = len(buf.getvalue())
-    latency = _latency(task, {"dense": dense, "final": final}, reps)
-    rows = {
-        "dense": {**_scores(task, dense), "bytes": dense_bytes, "params": _params(dense), "sparsity": 0.0,
-                  "latency_ms": latency.get("dense")},
-        "one_shot": {**search["one_shot"], "bytes": oneshot_bytes, "params": _params(oneshot),
-                     "sparsity": _sparsity(oneshot, dense), "latency_ms": None},
-        "final": {**_scores(task, final), "bytes": exported["bytes"], "params": _params(final),
-                  "sparsity": _sparsity(final, dense), "latency_ms": latency.get("final")},
-    }
-    for r in rows.values():
-        r["bytes_ratio"] = r["bytes"] / dense_bytes
-        r["latency_ratio"] = None if r["latency_ms"] is None or latency.get("dense") is None else \
-            r["latency_ms"] / latency["dense"]
-    return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
-            "search": {k: search.get(k) for k in ("agent", "max_evals", "evals", "wall_time_s")},
-            "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
-            "latency": {"input": latency.get("input"), "reps": reps, "threads": torch.get_num_threads()},
-            "hidden_units": {n: [int(m - k), int(m)] for n, m, k in zip(env.layer_names, env.numels, search["counts"])}
-            if env.granularity == "hidden_unit" else None}
+        from prune_env.compression.export import export
+
+        def can_export(m: nn.Module) -> tuple[bool, str]:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    export(m, Path(tmp) / "probe.prnn")
+                except (ValueError, TypeError) as e:
+                    return False, str(e)
+            return True, ""
+
+    ok, why = can_export(model)
+    if not ok:
+        raise CompressError(f"the model cannot be exported, so compress would fail at its third stage: {why}")
 
 
-def _classes(model: nn.Module) -> list[type]:
-    return sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__)
-
-
-def _params(model: nn.Module) -> dict[str, int]:
-    seen, total, nonzero = set(), 0, 0
-    for p in list(model.parameters()) + list(model.buffers()):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        nonzero += int(torch.count_nonzero(p))
-    return {"total": total, "nonzero": nonzero}
-
-
-def _sparsity(model: nn.Module, dense: nn.Module) -> float:
-    """Zero (or removed, for ``hidden_unit``) prunable weights over the dense model's prunable weights."""
-    from prune_env.pruning.layers import find_prunable_layers, get_param
-
-    kept = sum(int(torch.count_nonzero(get_param(model, la))) for la in find_prunable_layers(model))
-    return 1.0 - kept / sum(la.numel for la in find_prunable_layers(dense))
-
-
-@torch.no_grad()
-def _latency(task: Any, models: dict[str, nn.Module], reps: int) -> dict[str, Any]:
-    """Median CPU milliseconds of one forward pass on (up to 64 sequences of) the validation batch, the models
-    timed alternately in one process so that machine noise hits both alike."""
-    if task.eval_batch is None:
-        return {}
-    x = task.eval_batch[0][:64]
-    cpu = {k: m.cpu().eval() for k, m in models.items()}
-    for m in cpu.values():  # warm-up
-        m(x)
-    times: dict[str, list[float]] = {k: [] for k in cpu}
-    for _ in range(reps):
-        for k, m in cpu.items():
-            t0 = time.perf_counter()
-            m(x)
-            times[k].append(time.perf_counter() - t0)
-    return {**{k: 1e3 * statistics.median(v) for k, v in times.items()}, "input": list(x.shape)}
+def _warn(message: str) -> None:
+    print(f"prune-rnn: warning: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- writing
@@ -383,90 +344,10 @@ def _subsample(values: list[float], n: int) -> list[list[float]]:
     return [[int(i) + 1, float(values[i])] for i in idx]
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from agents.core.results import write_json
-
-    write_json(path, data)
-
-
 #: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
 #: default, so that directories from before them still resume.
 _LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score", "criterion": None, "regularizer": None,
                    "regularizer_strength": 0.1}
-
-
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def _write_report(out: Path, report: dict[str, Any]) -> None:
-    from agents.core.results import provenance, write_text
-
-    s, rows = report["settings"], report["rows"]
-    ppl = any("test_perplexity" in r for r in rows.values())
-    head = ["model", "test score"] + (["test ppl"] if ppl else []) + \
-        ["val score", "sparsity", "bytes on disk", "x dense", "nonzero params", "CPU latency ms", "x dense"]
-    width = f"{s['bits']}-bit" if s["bits"] else "float32"
-    lines = [f"# Compressed {report['task']}", "",
-             f"Target sparsity {s['target_sparsity']}, {s['granularity']}, "
-             f"{width} values; allocation by `{s['agent']}` "
-             f"({report['search']['evals']} evaluation(s)); {s['steps']} fine-tuning steps"
-             f"{', cosine learning-rate decay after the ramp' if s.get('lr_schedule') == 'cosine' else ''} "
-             f"(best validation {'NLL ' if s.get('select') == 'nll' else ''}checkpoint at step "
-             f"{report['finetune']['best_step']}).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
-    for key, r in rows.items():
-        cells = [names[key], _fmt(r.get("test_score"))] + ([_fmt(r.get("test_perplexity"), ".2f")] if ppl else []) + \
-            [_fmt(r["val_score"]), _fmt(r["sparsity"], ".3f"), str(r["bytes"]), _fmt(r["bytes_ratio"], ".3f"),
-             str(r["params"]["nonzero"]), _fmt(r["latency_ms"], ".2f"), _fmt(r["latency_ratio"], ".3f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    lat = report["latency"]
-    lines += ["", "Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.compression.export` "
-              "files. "
-              f"Latency: median of {lat['reps']} forward passes on a {'x'.join(map(str, lat['input'] or []))} "
-              f"validation batch, {lat['threads']} thread(s), dense and compressed timed alternately (unstructured "
-              "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
-              "the exported file loaded back with `prune_env.load`.", "",
-              "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
-              *([("Hidden units kept per layer (of): " + ", ".join(f"`{k}` {a} ({b})" for k, (a, b) in
-                 report["hidden_units"].items())), ""] if report.get("hidden_units") else []),
-              *([f"Learned sparsity: {s.get('regularizer') or ''} {s.get('criterion') or ''}".rstrip(), ""]
-                if s.get("regularizer") or s.get("criterion") else []),
-              provenance(report["meta"], threads=False), ""]
-    write_text(out / "report.md", "\n".join(lines))
-    _plot(out, report)
-
-
-def _plot(out: Path, report: dict[str, Any]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are a convenience
-        return
-    from agents.core.results import save_figure
-
-    finetune = json.loads((out / STAGES["finetune"]).read_text())
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if finetune["curve"]:
-        steps, vals = zip(*finetune["curve"])
-        a.plot(steps, vals, marker="o", label="validation score")
-    a.axhline(report["rows"]["dense"]["val_score"], color="gray", ls="--", label="dense")
-    a.axvline(finetune["end"], color="k", ls=":", label="end of pruning ramp")
-    a.set_xlabel("fine-tuning step")
-    a.set_title("gradual pruning")
-    a.legend(fontsize=8)
-    keys = list(report["rows"])
-    b.bar(keys, [report["rows"][k]["bytes_ratio"] for k in keys], color=["gray", "tab:orange", "tab:green"])
-    for i, k in enumerate(keys):
-        b.text(i, report["rows"][k]["bytes_ratio"], _fmt(report["rows"][k].get("test_score"), ".3f"),
-               ha="center", va="bottom", fontsize=8)
-    b.set_ylabel("bytes on disk / dense")
-    b.set_title("size (labels: test score)")
-    fig.tight_layout()
-    save_figure(fig, out / "report.png")
 
 
 # --------------------------------------------------------------------------------------------------- command
