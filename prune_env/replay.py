@@ -23,7 +23,7 @@ from torch import nn
 REPLAY_FORMAT = 1
 #: The env options a replay rebuilds the env with (everything in ``PruneRNNEnv.config`` that changes a score).
 ENV_KEYS = ("target_sparsity", "mode", "granularity", "criterion", "max_sparsity", "quantize", "finetune_steps",
-            "precision")
+            "precision", "reconstruct")
 
 
 def model_hash(model: nn.Module) -> str:
@@ -86,6 +86,7 @@ def replay_record(env: Any, counts: np.ndarray, bits: np.ndarray | None = None, 
         "dense_hash": dense_hash or model_hash(env.task.model),
         **{k: cfg[k] for k in ENV_KEYS},
         "device": str(env.device),
+        "calibration": env.operator["calibration"],  # the data-aware operators' training inputs (digest), or None
         "units": dict(zip(env.layer_names, (int(n) for n in env.numels))),
         "pruned": dict(zip(env.layer_names, (int(c) for c in counts))),
         "bits": None if bits is None else dict(zip(env.layer_names, (int(b) for b in bits))),

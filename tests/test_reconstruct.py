@@ -166,8 +166,9 @@ def test_sequential_calibration_keeps_counts_and_differs():
 
 
 def test_export_round_trip_keeps_the_reconstructed_score(tmp_path):
-    from prune_env import export, load
     from tiny import TinyLM
+
+    from prune_env import export, load
 
     task = calibrated_tiny("gru")
     env = PruneRNNEnv(task, target_sparsity=0.6, criterion="obs", reconstruct="obs", device="cpu")
@@ -178,3 +179,19 @@ def test_export_round_trip_keeps_the_reconstructed_score(tmp_path):
     assert task.evaluate(loaded)["score"] == info["score"]
     for (name, p), q in zip(env.pruned_model().named_parameters(), loaded.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_validate_rescores_a_reconstructed_run(tmp_path, capsys):
+    import json
+
+    from agents.cli.main import main
+
+    assert main(["bench", "--task", "digits", "--sparsity", "0.9", "--agents", "lamp", "--criterion", "obs",
+                 "--reconstruct", "obs", "--out", str(tmp_path), "--no-progress"]) == 0
+    run = next(tmp_path.iterdir())
+    row = json.loads((run / "results.json").read_text())["runs"][0]
+    assert (row["criterion"], row["reconstruct"]) == ("obs", "obs")
+    assert row["replay"]["reconstruct"] == "obs" and len(row["replay"]["calibration"]["digest"]) == 64
+    capsys.readouterr()
+    assert main(["validate", str(run)]) == 0
+    assert "1 passed" in capsys.readouterr().out

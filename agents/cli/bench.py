@@ -83,7 +83,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "gradient" in names and task.loss is None:
         raise CLIError(f"agent 'gradient' needs gradients, but task {task.name!r} has no `loss`; drop it from --agents")
     cells = bench_cells(sparsities, names, seeds)
-    envs = {sparsities[0]: make_env(task, sparsities[0], args.mode, args.device, args.precision)}
+    operator = {"criterion": getattr(args, "criterion", "magnitude"), "reconstruct": getattr(args, "reconstruct", None)}
+    envs = {sparsities[0]: make_env(task, sparsities[0], args.mode, args.device, args.precision, **operator)}
     fingerprint = R.run_fingerprint(task, envs[sparsities[0]], args, options)
     cached = task.metadata.get("model_hash") if isinstance(task.metadata, dict) else None
     if cached is not None and cached != fingerprint["dense_hash"]:
@@ -122,7 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             continue
         bar.set_postfix_str(f"{name} @ {target:g} seed {seed}")
         if target not in envs:
-            envs[target] = make_env(task, target, args.mode, args.device, args.precision)
+            envs[target] = make_env(task, target, args.mode, args.device, args.precision, **operator)
         kw = dict(options.get(name, {}))
         if name in ("reinforce", "ppo"):
             kw.setdefault("tensorboard_log", str(out / "tensorboard" / f"{name}-{target:g}-s{seed}"))

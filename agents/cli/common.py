@@ -89,6 +89,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="score K candidates per batched pass (random, reinforce, ppo); same evaluation cap")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="scoring precision during the search (bf16: autocast; test scores are always fp32)")
+    p.add_argument("--criterion", default="magnitude", choices=("magnitude", "gradient", "saliency", "wanda", "obs"),
+                   help="which weights of a layer go (wanda, obs: from the task's calibration inputs)")
+    p.add_argument("--reconstruct", default="none", choices=("none", "obs"),
+                   help="obs: re-fit each pruned layer's kept weights by least squares on the calibration inputs")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -239,11 +243,13 @@ def end_meta(meta: dict[str, Any], t_start: float, **extra: Any) -> dict[str, An
     return {**meta, "wall_time_s": round(time.perf_counter() - t_start, 2), **extra}
 
 
-def make_env(task: Any, target: float, mode: str, device: str, precision: str) -> Any:
+def make_env(task: Any, target: float, mode: str, device: str, precision: str, criterion: str = "magnitude",
+             reconstruct: str | None = None) -> Any:
     """The env of one bench cell (or a train run)."""
     from prune_env import PruneRNNEnv
 
-    return PruneRNNEnv(task, target_sparsity=target, mode=mode, device=device, precision=precision)
+    return PruneRNNEnv(task, target_sparsity=target, mode=mode, device=device, precision=precision,
+                       criterion=criterion, reconstruct=reconstruct)
 
 
 def run_one(env: Any, task: Any, name: str, target: float, seed: int, max_evals: int, kwargs: dict[str, Any],
@@ -263,7 +269,7 @@ def run_one(env: Any, task: Any, name: str, target: float, seed: int, max_evals:
     test = split_score(task.test(model), "test")[0] if task.test is not None else float("nan")
     return {"task": task.name, "agent": name, "target_sparsity": target, "seed": seed, "max_evals": max_evals,
             "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score, "precision": env.precision,
-            "mode": env.mode, "device": str(env.device),
+            "mode": env.mode, "device": str(env.device), "criterion": env.criterion, "reconstruct": env.reconstruct,
             "achieved_sparsity": float(counts.sum() / env.numels.sum()),
             "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
             "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history,

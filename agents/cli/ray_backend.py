@@ -27,7 +27,7 @@ from typing import Any
 
 _MISSING = '--backend ray needs the ray extra: pip install -e ".[ray]"  (ray[rllib,tune]==2.60.0)'
 #: The env arguments of ``bench`` that :func:`agents.cli.common.make_env` takes, sent to every task.
-_ENV_ARGS = ("mode", "device", "precision")
+_ENV_ARGS = ("mode", "device", "precision", "criterion", "reconstruct")
 #: Tasks built in this worker process, keyed by (spec, task seed): a worker runs many cells of the same task.
 _TASKS: dict[tuple[str, int], Any] = {}
 
@@ -69,7 +69,7 @@ def run_cells(args: argparse.Namespace, cells: Sequence[tuple], finished: dict[t
     started = _init_ray(ray, args.address)
     try:
         remote = ray.remote(num_cpus=1)(_cell)
-        env_kw = {k: getattr(args, k) for k in _ENV_ARGS}
+        env_kw = {k: getattr(args, k) for k in _ENV_ARGS if hasattr(args, k)}
         pending = {}
         for target, name, seed in todo:
             kw = dict(options.get(name, {}))

@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     meta.update(task=task.name, task_metadata=plain(task.metadata), agent=name,
                 algo=kw.get("algo", "PPO") if name == "ppo" else None, mode=args.mode)
     t_start = time.perf_counter()
-    env = make_env(task, target, args.mode, args.device, args.precision)
+    env = make_env(task, target, args.mode, args.device, args.precision, args.criterion, args.reconstruct)
     if name in POLICY_FILES:
         kw.setdefault("save_path", str(out / POLICY_FILES[name]))
         kw.setdefault("tensorboard_log", str(out / "tensorboard"))

@@ -186,7 +186,7 @@ def plan_row(row: Mapping[str, Any], meta: Mapping[str, Any], legacy: argparse.N
         t = rp.get("task") if isinstance(rp.get("task"), dict) else {}
         how = task_plan(t.get("spec"), t.get("seed"), t.get("preset"), t.get("config"), t.get("metadata_seed"))
         env = {k: rp.get(k) for k in ("target_sparsity", "mode", "granularity", "criterion", "max_sparsity",
-                                      "quantize", "finetune_steps", "precision")}
+                                      "quantize", "finetune_steps", "precision", "reconstruct")}
         return _Plan("replay", plan_key(how), how, env, dict(rp.get("pruned") or {}), rp.get("bits"),
                      rp.get("dense_hash"), rp.get("versions"))
     if not legacy.has_command and not meta.get("task_metadata"):
