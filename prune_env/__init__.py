@@ -1,5 +1,6 @@
 """prune-rnn-gym: a Gymnasium environment for learning per-layer pruning of recurrent networks."""
 
+from prune_env.version import __version__
 from prune_env.compression.export import export, load
 from prune_env.envs.env import PruneRNNEnv
 from prune_env.envs.registration import register_envs
@@ -10,6 +11,5 @@ from prune_env.task import EvaluationError, RNNTask, TaskError
 
 __all__ = ["PruneRNNEnv", "RNNTask", "PrunableLayer", "find_prunable_layers", "register_envs", "PruneRNNVectorEnv",
            "PruneRNNZooEnv", "EvaluationError", "TaskError", "export", "load"]
-__version__ = "0.1.0"
 
 register_envs()

@@ -10,14 +10,14 @@ and test, through the env's public seams (``score_counts`` and ``pruned_model``)
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+
+from prune_env.hashing import model_hash
 
 #: Version of the ``replay`` record's layout; bump when a field changes meaning.
 REPLAY_FORMAT = 1
@@ -26,29 +26,14 @@ ENV_KEYS = ("target_sparsity", "mode", "granularity", "criterion", "max_sparsity
             "precision", "reconstruct")
 
 
-def model_hash(model: nn.Module) -> str:
-    """SHA-256 over the model's ``state_dict``: every entry's name, dtype, shape and raw bytes, in name order.
-
-    The same weights give the same hash on any device (tensors are read on the CPU); a changed weight, buffer, dtype
-    or shape changes it. Returned as ``"sha256:<hex>"``.
-    """
-    h = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "sha256:" + h.hexdigest()
-
-
 def package_versions() -> dict[str, str | None]:
     """Python, torch, numpy, gymnasium and prune_env versions (what a re-score may depend on)."""
     import gymnasium
 
-    import prune_env
+    from prune_env.version import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "gymnasium": gymnasium.__version__, "prune_env": getattr(prune_env, "__version__", None)}
+            "gymnasium": gymnasium.__version__, "prune_env": __version__}
 
 
 def task_identity(task: Any, spec: str | None = None, seed: int | None = None) -> dict[str, Any]:

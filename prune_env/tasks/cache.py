@@ -4,7 +4,7 @@ A dense model is trained on first use and its weights saved under :func:`cache_d
 determines the weights (task name, full config, seed, torch version, :data:`TASK_CODE_VERSION` and any data
 fingerprint the task adds). Writes are atomic, so a crash or a concurrent writer never leaves a half-written file
 under the final name; an unreadable file is retrained with a warning instead of failing. Each entry records its
-key and the SHA-256 of its weights (:func:`prune_env.replay.model_hash`): an entry renamed to another key or with
+key and the SHA-256 of its weights (:func:`prune_env.hashing.model_hash`): an entry renamed to another key or with
 edited weights is unreadable. Inside :func:`no_training` nothing is trained or written: a missing or unreadable
 entry raises :class:`CacheMissError`.
 """
@@ -103,7 +103,7 @@ def load_or_train(name: str, config: dict[str, Any], seed: int, *,
     :param extra: further key material, e.g. a data fingerprint.
     :returns: ``(model, info, from_cache)``; ``info`` also gets ``cache_path``.
     """
-    from prune_env.replay import model_hash
+    from prune_env.hashing import model_hash
 
     key = cache_key(name, config, seed, extra)
     path = cache_path(name, key)
