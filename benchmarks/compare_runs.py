@@ -1,6 +1,6 @@
 """Compare two ``prune-rnn bench`` results files row by row: same cells, same scores, allocations and histories.
 
-    python benchmarks/compare_runs.py BASELINE/results.json NEW/results.json --out report.md
+    python -m benchmarks.compare_runs BASELINE/results.json NEW/results.json --out report.md
 
 Used to show that a refactor moved nothing: run the same configuration at the old commit (e.g. in a
 ``git worktree``) and at the new one on the same machine and compare. Exits 1 if any row differs.
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from prune_env.io import atomic_write
 
 KEYS = ("val_score", "test_score", "allocation", "history", "evals", "achieved_sparsity", "nonzero_params")
 
@@ -49,16 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     lines, differing = compare(baseline, new)
     bm, nm = baseline["meta"], new["meta"]
     head = [f"# {Path(args.new).parent.name}: row-by-row comparison with a baseline run", "",
-            f"`python benchmarks/compare_runs.py {args.baseline} {args.new}`", "",
+            f"`python -m benchmarks.compare_runs {args.baseline} {args.new}`", "",
             f"- baseline: commit {bm.get('git_commit')}, `{bm.get('command')}`",
             f"- new: commit {nm.get('git_commit')}{' (dirty)' if nm.get('git_dirty') else ''}, `{nm.get('command')}`",
             f"- compared per (agent, target, seed): {', '.join(KEYS)}",
             f"- **{len(new['runs'])} rows, {differing} differing**", ""]
     text = "\n".join(head + lines) + "\n"
     if args.out:
-        tmp = f"{args.out}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, args.out)
+        atomic_write(args.out, text)
     print(text)
     return 1 if differing else 0
 

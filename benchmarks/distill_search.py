@@ -17,9 +17,10 @@ the cap, a head kept dense) that pretraining by REINFORCE on the zoo, a Gaussian
 
 Nothing here reads a test split. ::
 
-    python benchmarks/distill_search.py search --shard 0/2 --out runs/distill &
-    python benchmarks/distill_search.py search --shard 1/2 --out runs/distill
-    python benchmarks/distill_search.py fit --out runs/distill
+    python -m benchmarks distill_search           # both stages into benchmarks/results/distill_search
+    python -m benchmarks.distill_search search --shard 0/2 --out runs/distill &
+    python -m benchmarks.distill_search search --shard 1/2 --out runs/distill
+    python -m benchmarks.distill_search fit --out runs/distill
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
-
-from agents.core.results import append_jsonl  # noqa: E402
+from agents.core.results import append_jsonl
+from benchmarks._meta import provenance, run_meta
 
 SELECTION_TARGETS = (0.5, 0.7, 0.8, 0.9)
 
@@ -194,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--subset-seed", type=int, default=0, help="which models --subset draws")
     f.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     return cmd_search(args) if args.stage == "search" else cmd_fit(args)
 
 

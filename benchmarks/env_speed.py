@@ -1,4 +1,4 @@
-"""Per-step overhead of ``PruneRNNEnv`` over the physical floor: one forward pass of the model (issue 5).
+"""Per-step overhead of ``PruneRNNEnv`` over the physical floor: one forward pass of the model.
 
 Side by side in one process, with the repetitions interleaved (floor, joint, sequential, floor, ...) so that load
 from other processes hits all three alike, it times:
@@ -12,8 +12,8 @@ medians and the median of the per-repetition ratios (the most load-robust number
 <= 1.15x, sequential episode <= 1.25x), and splits the env's own time into its parts (masking, budget projection,
 size accounting, observation) to show what dominates the remaining overhead.
 
-Run: ``python benchmarks/env_speed.py --tasks digits gru pydoc-char``
-Writes ``benchmarks/results/env_speed.{json,md}``.
+Run: ``python -m benchmarks env_speed`` (``python -m benchmarks.env_speed --tasks digits gru pydoc-char``).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/env_speed``).
 """
 
 from __future__ import annotations
@@ -21,24 +21,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import sys
 import time
 import warnings
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from prune_env import RNNTask
 
-import prune_env  # noqa: E402
-from prune_env import RNNTask  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 TARGETS = {"joint": 1.15, "sequential": 1.25}
 
 
@@ -167,24 +161,13 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_results(result: dict, markdown: str, stem: str, directory: Path = RESULTS) -> None:
-    """Write ``<stem>.json`` and ``<stem>.md`` under ``directory``, each through a temporary file and a rename."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
-        path = directory / f"{stem}{suffix}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["digits", "gru", "pydoc-char"],
                         help="presets and/or 'gru' (a custom random GRU task built here)")
     parser.add_argument("--reps", type=int, default=30, help="timed repetitions per task")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared box)")
-    parser.add_argument("--out", default="env_speed", help="file stem under benchmarks/results/")
+    parser.add_argument("--out", default=default_out("env_speed"), help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -194,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: r[k] for k in ("task", "floor_ms")} | {m: r[m]["median_ratio"] for m in TARGETS}),
               flush=True)
         result["tasks"].append(r)
-    save_results(result, to_markdown(result), args.out)
+    write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -1,47 +1,30 @@
-"""Exported file size vs the dense ``torch.save(state_dict)`` at 90% unstructured sparsity (issue 4 targets).
+"""Exported file size vs the dense ``torch.save(state_dict)`` at 90% unstructured sparsity against the size targets.
 
 Targets: <= 0.15x with float32 values, <= 0.06x with 8-bit values. The 90% allocation is uniform (every prunable
 weight tensor 90% sparse, magnitude criterion), the same allocation an env with ``target_sparsity=0.9`` gives for a
 centred action. Also checks that the loaded file scores what the env scored (validation) and reports test scores.
 
-Run: ``python benchmarks/export_size.py --tasks digits pydoc-char``
-Writes ``benchmarks/results/export_size.{json,md}``.
+Run: ``python -m benchmarks export_size`` (``python -m benchmarks.export_size --tasks digits pydoc-char``).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/export_size``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from prune_env import export, load
+from prune_env.compression.size import model_size
+from prune_env.task import split_score
+from prune_env.tasks import make_task
 
-import prune_env  # noqa: E402
-from prune_env.compression.export import export, load  # noqa: E402
-from prune_env.compression.size import model_size  # noqa: E402
-from prune_env.task import split_score  # noqa: E402
-from prune_env.tasks import make_task  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = [("float32", None, "linear"), ("8-bit linear", 8, "linear"), ("8-bit k-means", 8, "kmeans"),
             ("4-bit linear", 4, "linear"), ("4-bit k-means", 4, "kmeans")]
-
-
-def write_results(stem: str | Path, result: dict, markdown: str) -> None:
-    """Write ``<stem>.json`` and ``<stem>.md`` atomically (temp file, then rename): never a half-written result."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
-        fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{stem.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, stem.parent / (stem.name + suffix))
 
 
 def measure(task_name: str, sparsity: float) -> dict:
@@ -85,12 +68,12 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["digits", "pydoc-char"])
     parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--out", default=str(RESULTS / "export_size"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=default_out("export_size"), help="results folder")
+    args = parser.parse_args(argv)
     meta = run_meta()
     torch.manual_seed(0)
     result = {"meta": meta, "tasks": [measure(t, args.sparsity) for t in args.tasks]}

@@ -1,4 +1,4 @@
-"""Does the ranking of allocations before fine-tuning predict the ranking after it? (issue 4)
+"""Does the ranking of allocations before fine-tuning predict the ranking after it?
 
 Draws ``--allocations`` random allocations that all meet the same budget, scores each pruned model on validation,
 fine-tunes it for ``--steps`` Adam steps with its masks fixed (fresh training batches from the task's
@@ -7,30 +7,26 @@ before vs after. Also reports dense -> pruned -> fine-tuned test scores of the u
 allocation ranked best before fine-tuning. Distiller's AMC notebooks found that the pre-fine-tuning ranking often
 does not survive fine-tuning on CNNs; this measures it for RNNs.
 
-Run: ``python benchmarks/finetune_ranking.py --task digits --granularity unstructured --sparsity 0.9``
-Writes ``benchmarks/results/finetune_ranking_<task>_<granularity>.{json,md}``.
+Run: ``python -m benchmarks finetune_ranking_digits`` (``python -m benchmarks.finetune_ranking --task digits
+--granularity unstructured --sparsity 0.9``). Writes ``results.json`` and ``results.md`` under ``--out`` (default
+``benchmarks/results/finetune_ranking_<task>``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
-from export_size import RESULTS, write_results  # noqa: E402
-
-import prune_env  # noqa: E402
-from prune_env.compression.export import masks as weight_masks  # noqa: E402
-from prune_env.compression.finetune import finetune  # noqa: E402
-from prune_env.task import split_score  # noqa: E402
-from prune_env.tasks import make_task  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from prune_env.compression.export import masks as weight_masks
+from prune_env.compression.finetune import finetune
+from prune_env.task import split_score
+from prune_env.tasks import make_task
 
 
 def _fine_tuned(env, task, steps: int, lr: float, seed: int) -> tuple[float, float, float, float]:
@@ -95,7 +91,7 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits")
     parser.add_argument("--granularity", nargs="+", default=["unstructured"])
@@ -104,8 +100,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/finetune_ranking_"
+                        "<task>)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     meta = run_meta()
     if len(args.sparsity) != len(args.granularity):
@@ -113,8 +110,7 @@ def main() -> None:
     runs = [run(args.task, g, s, args.allocations, args.steps, args.lr)
             for g, s in zip(args.granularity, args.sparsity)]
     result = {"meta": meta, "runs": runs}
-    out = Path(args.out or RESULTS / f"finetune_ranking_{args.task}")
-    write_results(out, result, to_markdown(result))
+    write_results(args.out or default_out(f"finetune_ranking_{args.task}"), result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -1,36 +1,34 @@
 """Does the allocation still matter after fine-tuning? Allocations from several agents, each pruned gradually with the
 same fine-tuning budget and seeds, scored on test.
 
-    python benchmarks/bench_finetuned.py --task pydoc-char --targets 0.8 0.9 --seeds 0 1 2 --steps 200 --lr 3e-3 \\
-        --out benchmarks/results/finetuned_pydoc-char
+    python -m benchmarks finetuned_pydoc
+    python -m benchmarks.finetuned --task pydoc-char --targets 0.8 0.9 --seeds 0 1 2 --steps 200 --lr 3e-3 \\
+        --out benchmarks/results/finetuned_pydoc
 
 Agents: ``uniform``, ``global``, ``lamp``, ``erk`` (deterministic: one allocation, fine-tuned with each seed),
 ``reinforce`` (one-shot reward, ``--reinforce-budget`` evaluations, seeded) and ``reinforce-ft`` (the env fine-tunes
 each candidate ``--ft-reinforce-steps`` steps before scoring it, ``--ft-reinforce-budget`` evaluations). Every
-allocation then goes through :func:`prune_env.compression.gradual.gradual_prune` (``--steps``, Adam ``--lr``, cubic ramp over the
-first half, best validation checkpoint). Cells are appended to ``cells.jsonl`` as they finish (a rerun with the same
-``--out`` skips them); ``results.md``/``results.json`` hold the table, the Spearman correlation between one-shot and
-fine-tuned test scores, and the best searched allocation's margin over uniform. ``dense`` is the control: the dense
-model trained on with the same steps, learning rate and schedule, nothing pruned (``--agents dense`` alone measures
-what the extra training gives a model that was not trained to convergence).
+allocation then goes through :func:`prune_env.compression.gradual.gradual_prune` (``--steps``, Adam ``--lr``, cubic
+ramp over the first half, best validation checkpoint). Cells are appended to ``cells.jsonl`` as they finish (a rerun
+with the same ``--out`` skips them); ``results.md``/``results.json`` hold the table, the Spearman correlation between
+one-shot and fine-tuned test scores, and the best searched allocation's margin over uniform. ``dense`` is the control:
+the dense model trained on with the same steps, learning rate and schedule, nothing pruned (``--agents dense`` alone
+measures what the extra training gives a model that was not trained to convergence).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
-
-from agents.core.results import append_jsonl  # noqa: E402
-from prune_env.compression.gradual import LR_SCHEDULES, SELECT  # noqa: E402
+from agents.core.results import append_jsonl
+from benchmarks._meta import provenance, run_meta
+from prune_env.compression.gradual import LR_SCHEDULES, SELECT
 
 RULES = ("uniform", "global", "lamp", "erk")
 CONTROL = ("dense",)
@@ -171,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     from prune_env.task import split_score
     from prune_env.tasks import resolve_task
 
-    if ":" in args.task and str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     task = resolve_task(args.task)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

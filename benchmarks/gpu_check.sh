@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 5: CUDA equality tests of PruneRNNVectorEnv (fp32 and bf16), then
+# The one prepared GPU check: CUDA equality tests of PruneRNNVectorEnv (fp32 and bf16), then
 # sequential vs vector env timings at K in {1, 16, 64} for the pydoc-char model (and the custom GRU task), then
 # the bf16 score deviation and speed-up, all in one call.
 #
-# Run from the repository root:  bash benchmarks/gpu_check.sh
-# Results go to $OUT (default benchmarks/results/gpu): gpu.txt (card, driver), equality_tests.txt,
-# gpu_vector_speed.{json,md}, gpu_precision.{json,md}, gpu_check.json (summary).
+# Run from the repository root:  python -m benchmarks gpu_check  (or: bash benchmarks/gpu_check.sh)
+# Results go to $OUT (default benchmarks/results/gpu_check): gpu.txt (card, driver), equality_tests.txt,
+# vector_speed/, vector_speed_bf16/ and precision/ (results.json, results.md each), gpu_check.json (summary).
 # Without CUDA it writes {"skipped": ...} and exits 0.
 #
 # The pydoc-char model trains on first use (minutes, on the CPU). To skip that on a bare machine, copy the cached
@@ -15,7 +15,7 @@
 # TASKS (default "pydoc-char gru"), REPS (default 5).
 set -u
 cd "$(dirname "$0")/.."
-OUT="${OUT:-benchmarks/results/gpu}"
+OUT="${OUT:-benchmarks/results/gpu_check}"
 mkdir -p "$OUT"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -51,17 +51,17 @@ cat "$OUT/equality_tests.txt"
 
 # 2. Timings: sequential env vs vector env (batched and auto) at each K, medians of interleaved repetitions.
 # shellcheck disable=SC2086
-"$PYTHON" benchmarks/vector_speed.py --device cuda --tasks $TASKS --ks $KS --reps "$REPS" --threads 4 \
-  --out gpu_vector_speed --dir "$OUT"
+"$PYTHON" -m benchmarks.vector_speed --device cuda --tasks $TASKS --ks $KS --reps "$REPS" --threads 4 \
+  --out "$OUT/vector_speed"
 speed_status=$?
 # The same with bf16 autocast, for the pydoc-char model at the largest K only.
-"$PYTHON" benchmarks/vector_speed.py --device cuda --precision bf16 --tasks pydoc-char --ks "${KS##* }" \
-  --reps "$REPS" --threads 4 --out gpu_vector_speed_bf16 --dir "$OUT" || speed_status=1
+"$PYTHON" -m benchmarks.vector_speed --device cuda --precision bf16 --tasks pydoc-char --ks "${KS##* }" \
+  --reps "$REPS" --threads 4 --out "$OUT/vector_speed_bf16" || speed_status=1
 
 # 3. bf16 autocast on the GPU: score deviation and rank agreement against fp32, and the floor's speed-up.
 # shellcheck disable=SC2086
-"$PYTHON" benchmarks/precision.py --device cuda --tasks $TASKS --candidates 40 --reps "$REPS" --out gpu_precision \
-  --dir "$OUT"
+"$PYTHON" -m benchmarks.precision --device cuda --tasks $TASKS --candidates 40 --reps "$REPS" \
+  --out "$OUT/precision"
 precision_status=$?
 
 printf '{"card": "%s", "equality_tests_exit": %d, "vector_speed_exit": %d, "precision_exit": %d, "seconds": %d}\n' \

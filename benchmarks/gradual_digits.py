@@ -1,33 +1,32 @@
 """Gradual pruning with fine-tuning vs one-shot (and one-shot + fine-tuning) on a preset, same allocation.
 
-    python benchmarks/gradual_digits.py --task digits --sparsity 0.9 --steps 300 --lrs 1e-3 1e-2
+    python -m benchmarks gradual_digits
+    python -m benchmarks.gradual_digits --task digits --sparsity 0.9 --steps 300 --lrs 1e-3 1e-2
 
-Writes ``benchmarks/results/gradual_<task>.{json,md}`` with validation and test scores (test reported only).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/gradual_digits``) with
+validation and test scores (test reported only).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
+from benchmarks._meta import default_out, provenance, run_meta, write_results
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="digits")
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2])
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    p.add_argument("--out", default=default_out("gradual_digits"), help="results folder")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     meta = run_meta()
     import prune_env
@@ -55,17 +54,12 @@ def main() -> int:
         rows.append({"method": f"gradual (cubic ramp to step {r.end}), {args.steps} steps, lr {lr:g}",
                      **scores(r.model), "best_step": r.step})
     result = {"meta": meta, "task": args.task, "sparsity": args.sparsity, "allocation": "uniform", "rows": rows}
-    out = ROOT / "benchmarks" / "results"
     md = ["# Gradual pruning vs one-shot", "", provenance(meta), "",
           f"`{args.task}`, uniform {args.sparsity:.0%} unstructured, magnitude; same seed and batches for every "
           "fine-tuning run (Adam, gradual: gradient clipping 1.0). The best checkpoint is chosen on validation after "
           "the ramp; test is reported only.", "", "| method | val | test |", "|---|---|---|",
           *[f"| {r['method']} | {r['val']:.4f} | {r['test']:.4f} |" for r in rows], ""]
-    for name, text in ((f"gradual_{args.task}.json", json.dumps(result, indent=2) + "\n"),
-                       (f"gradual_{args.task}.md", "\n".join(md))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_results(args.out, result, "\n".join(md))
     print("\n".join(md))
     return 0
 

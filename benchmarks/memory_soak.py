@@ -1,4 +1,4 @@
-"""Memory soak: 10,000 env steps must grow the process's RSS by less than 5% (issue 5: no leak).
+"""Memory soak: 10,000 env steps must grow the process's RSS by less than 5% (no leak).
 
 Runs ``--steps`` joint-mode steps (each a full episode: reset, step, score) of a ``PruneRNNEnv`` and then of a
 ``PruneRNNVectorEnv`` (K candidates per step, counted as K steps), sampling the resident set size every
@@ -10,28 +10,24 @@ shows in both; heap fragmentation between the vector env's periodic trims (batch
 sized activations) shows only in the raw numbers, as a bounded band rather than a trend. The target is judged on
 the trimmed RSS; the raw band and slope are reported next to it.
 
-Run: ``python benchmarks/memory_soak.py --task digits --steps 10000``
-Writes ``benchmarks/results/memory_soak.{json,md}``.
+Run: ``python -m benchmarks memory_soak`` (``python -m benchmarks.memory_soak --task digits --steps 10000``).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/memory_soak``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
-from env_speed import load_task, save_results  # noqa: E402
-
-import prune_env  # noqa: E402
-from prune_env.envs.batched import trim_heap  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from benchmarks.env_speed import load_task
+from prune_env.envs.batched import trim_heap
 
 TARGET_GROWTH = 0.05
 
@@ -77,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                              "passes allocate larger, more varied buffers, so the allocator takes longer to settle")
     parser.add_argument("--num-envs", type=int, default=16, help="K of the vector env")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", default=default_out("memory_soak"), help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{100 * r['raw_growth']:.2f}% | {r['raw_slope_mib_per_1000_steps']:+.2f} |")
     md += ["", "Trimmed: after `malloc_trim(0)` returned the heap's free pages (a leak stays allocated and shows "
            "there); raw: as sampled, including heap fragmentation between the vector env's periodic trims."]
-    save_results(result, "\n".join(md) + "\n", "memory_soak")
+    write_results(args.out, result, "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -6,7 +6,8 @@ backend. Each job is a fixed number of 1-thread forward passes of an LSTM (the d
 evaluations: batch 360, 8 steps, hidden 64) or a pure-Python loop (no memory traffic); the two modes alternate per
 round, in one parent process that starts the workers (``multiprocessing``, spawn).
 
-    python benchmarks/parallel_scaling.py [--rounds 3] [--work 4.0]
+    python -m benchmarks parallel_scaling
+    python -m benchmarks.parallel_scaling [--rounds 3] [--work 4.0] [--out DIR]
 
 Speedup = wall(two jobs in turn) / wall(two jobs side by side); 2.0 is perfect scaling on 2 cores, 1.0 none.
 """
@@ -17,12 +18,9 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
+from benchmarks._meta import default_out, provenance, run_meta, write_results
 
 
 def _lstm_job(reps: int) -> float:
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--work", type=float, default=4.0, help="seconds of one job when it runs alone")
-    p.add_argument("--name", default="parallel_scaling")
+    p.add_argument("--out", default=default_out("parallel_scaling"), help="results folder")
     args = p.parse_args(argv)
     meta = run_meta()
     rows = []
@@ -96,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         summary[kind] = {"in_turn_median_s": statistics.median(seq), "side_by_side_median_s": statistics.median(par),
                          "speedup": round(statistics.median(seq) / statistics.median(par), 3)}
     result = {"meta": meta, "args": vars(args), "rows": rows, "summary": summary}
-    from agents.core.results import write_json, write_text
-
-    out = ROOT / "benchmarks" / "results"
-    write_json(out / f"{args.name}.json", result)
     lines = ["# Two jobs in turn vs side by side on this machine", "", provenance(meta), "",
              "Each job: 1 thread, about " + f"{args.work:g} s alone; two equal jobs run one after the other, then in "
              "two processes at once (the order alternates per round). Speedup = in turn / side by side (2.0: "
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s['speedup']:.2f} |")
     lines += ["", "| job | round | mode | wall s | per job s |", "|---|---|---|---:|---|"]
     lines += [f"| {x['job']} | {x['round']} | {x['mode']} | {x['wall_s']:.2f} | {x['job_s']} |" for x in rows]
-    write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
+    write_results(args.out, result, "\n".join(lines) + "\n")
     print(json.dumps(summary))
     return 0
 

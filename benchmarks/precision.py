@@ -1,5 +1,5 @@
 """bf16 autocast vs float32 scoring: how far the scores move, whether the ranking of candidates survives, and the
-speed-up (issue 5: "report its accuracy deviation from fp32 before using it for rewards").
+speed-up: how far bf16 rewards may be trusted before using them.
 
 For each task and target sparsity it plays the same ``--candidates`` random joint actions in two budget-mode envs,
 ``precision="fp32"`` and ``precision="bf16"``, and compares their validation scores:
@@ -11,8 +11,8 @@ For each task and target sparsity it plays the same ``--candidates`` random join
 Then it times the floor (``task.evaluate`` of the dense model) at both precisions, side by side and interleaved,
 and reports the median of the per-repetition ratios.
 
-Run: ``python benchmarks/precision.py --tasks digits gru pydoc-char``
-Writes ``benchmarks/results/precision.{json,md}`` (``--out`` and ``--dir`` change that).
+Run: ``python -m benchmarks precision`` (``python -m benchmarks.precision --tasks digits gru pydoc-char``).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/precision``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
-from env_speed import RESULTS, load_task, save_results  # noqa: E402
-
-import prune_env  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from benchmarks.env_speed import load_task
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,15 +116,14 @@ def to_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["digits", "gru", "pydoc-char"],
-                        help="presets and/or 'gru' (the custom random GRU task of env_speed.py)")
+                        help="presets and/or 'gru' (the random-weight GRU task of env_speed.py)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.8, 0.9], help="target sparsities")
     parser.add_argument("--candidates", type=int, default=40, help="random allocations per target")
     parser.add_argument("--reps", type=int, default=10, help="timed repetitions of the floor")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="precision", help="file stem under --dir")
-    parser.add_argument("--dir", default=str(RESULTS), help="output folder")
+    parser.add_argument("--out", default=default_out("precision"), help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                "floor": floor_speed(task, args.reps, args.device)}
         print(json.dumps(row), flush=True)
         result["tasks"].append(row)
-    save_results(result, to_markdown(result), args.out, Path(args.dir))
+    write_results(args.out, result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -5,28 +5,24 @@ over the per-layer sparsities, optimum 1.0 at a known lopsided allocation; unifo
 Each variant trains for 300 evaluations per seed; we report the score of the trained policy's deterministic
 allocation (not the best sample, which even a non-learner finds by chance).
 
-A variant may set any field of ``agents.searchers.reinforce.Args`` and any knob of the private ``agents.searchers.reinforce._Ablation``
-(``advantage``, ``mirrored``, ``std_learning_rate``, ``joint_hidden``, ``center``): the variants that showed no gain
-are kept out of ``Args`` and reachable only from here and ``benchmarks/bench_reinforce_tuning.py``.
+A variant may set any field of ``agents.searchers.reinforce.Args`` and any knob of the private
+``agents.searchers.reinforce._Ablation`` (``advantage``, ``mirrored``, ``std_learning_rate``, ``joint_hidden``,
+``center``): the variants that showed no gain are kept out of ``Args`` and reachable only from here and
+``benchmarks/reinforce_tuning.py``.
 
-    python benchmarks/bench_reinforce_ablation.py
+    python -m benchmarks reinforce_ablation
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
+import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "results" / "bench_reinforce_ablation"
+from benchmarks._meta import ROOT, default_out, provenance, run_meta, write_results
+
 VARIANTS = {
     "centred, no MLP (default)": {},
     "not centred, no MLP": {"center": False},
@@ -54,8 +50,13 @@ def run_variant(env, options: dict, seed: int) -> dict:
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=default_out("reinforce_ablation"), help="results folder")
+    args = p.parse_args(argv)
+    meta = run_meta()
+    if str(ROOT / "tests") not in sys.path:  # the synthetic task of the agent tests
+        sys.path.insert(0, str(ROOT / "tests"))
     from test_agents import synthetic_env
 
     import agents
@@ -70,22 +71,13 @@ def main() -> None:
     for name in VARIANTS:
         scores = [r["policy_score"] for r in rows if r["variant"] == name]
         summary[name] = {"median_policy_score": float(np.median(scores)), "min_policy_score": float(min(scores))}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    meta = {"command": "python benchmarks/bench_reinforce_ablation.py", "git_commit": commit,
-            "machine": {"node": platform.node(), "cpus": os.cpu_count()}, "torch": torch.__version__,
-            "budget": BUDGET, "seeds": list(SEEDS), "uniform_score": agents.search("uniform", env, 1).val_score}
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / "results.json.tmp"
-    tmp.write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
-    os.replace(tmp, OUT / "results.json")
+    meta.update({"budget": BUDGET, "seeds": list(SEEDS), "uniform_score": agents.search("uniform", env, 1).val_score})
     lines = ["| variant | median policy score | worst seed |", "|---|---|---|"]
     lines += [f"| {k} | {v['median_policy_score']:.3f} | {v['min_policy_score']:.3f} |" for k, v in summary.items()]
-    md = "\n".join([f"REINFORCE ablation, synthetic task, {BUDGET} evaluations, seeds {list(SEEDS)} "
-                    f"(optimum 1.0, uniform {meta['uniform_score']:.3f}); `{meta['command']}` at {commit[:8]}", "",
-                    *lines]) + "\n"
-    tmp = OUT / "results.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, OUT / "results.md")
+    md = "\n".join(["# REINFORCE ablation on the synthetic task", "", provenance(meta), "",
+                    f"{BUDGET} evaluations, seeds {list(SEEDS)} (optimum 1.0, uniform {meta['uniform_score']:.3f}).",
+                    "", *lines]) + "\n"
+    write_results(args.out, {"meta": meta, "summary": summary, "runs": rows}, md)
     print(md)
 
 

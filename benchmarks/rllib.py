@@ -1,12 +1,13 @@
 """RLlib PPO (agent ``rllib-ppo``, 2 env runners on a local Ray instance) against global magnitude pruning on a preset.
 
-    OMP_NUM_THREADS=1 nice python benchmarks/bench_rllib.py --seeds 0 1 2      # digits at 0.9, cap 1000
+    OMP_NUM_THREADS=1 nice python -m benchmarks rllib_digits       # digits at 0.9, cap 1000, seeds 0 1 2
 
 Needs the Ray extra (``pip install -e ".[ray]"``). For each seed: one ``rllib-ppo`` search with the evaluation cap,
 then the test score of its allocation; ``global`` (one evaluation, seed-free) is the baseline. Every scoring of a
 pruned model (a call of ``task.evaluate`` on a model with zeros, in whichever process: the runners rebuild the task
-from ``bench_rllib:counted_task``) is appended to a log, so the evaluations are counted at the task, across
-processes, whatever the agent reports. Writes ``benchmarks/results/rllib_<task>.{json,md}``.
+from ``benchmarks.rllib:counted_task``) is appended to a log, so the evaluations are counted at the task, across
+processes, whatever the agent reports. Writes ``results.json`` and ``results.md`` under ``--out`` (default
+``benchmarks/results/rllib_<task>``).
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
+from benchmarks._meta import RESULTS, ROOT, default_out, provenance, run_meta, write_results
+
+#: The filed agent table whose ppo, reinforce and random rows the report quotes.
+FILED = RESULTS / "agents_digits" / "results.csv"
 
 
 def counted_task(log: str, preset: str = "digits", **kwargs):
-    """``bench_rllib:counted_task``: the preset (cached model) whose validation scorer logs each pruned scoring."""
+    """``benchmarks.rllib:counted_task``: the preset (cached model) whose validation scorer logs each pruned scoring."""
     from prune_env import RNNTask
     from prune_env.tasks import make_task
 
@@ -46,15 +48,18 @@ def _scorings(log: Path) -> int:
     return len(log.read_text().split()) if log.exists() else 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="digits", help="a preset")
     p.add_argument("--sparsity", type=float, default=0.9)
-    p.add_argument("--budget", type=int, default=1000, help="the evaluation cap")
+    p.add_argument("--max-evals", type=int, default=1000, help="the evaluation cap")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--runners", type=int, default=2, help="RLlib env runners")
     p.add_argument("--options", default="{}", help="further rllib-ppo options, as JSON")
-    args = p.parse_args()
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results/rllib_<task>)")
+    args = p.parse_args(argv)
+    # The runners rebuild the task from `benchmarks.rllib:counted_task`: this checkout on their path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     # A local Ray instance on 127.0.0.1 only (read when ray is first imported; Linux nodes otherwise listen on the
     # network address).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -67,7 +72,7 @@ def main() -> int:
     from prune_env.task import split_score
 
     log = Path(tempfile.mkdtemp()) / "scorings.log"
-    env = PruneRNNEnv("bench_rllib:counted_task", target_sparsity=args.sparsity, device="cpu",
+    env = PruneRNNEnv("benchmarks.rllib:counted_task", target_sparsity=args.sparsity, device="cpu",
                       task_kwargs={"log": str(log), "preset": args.task, "progress": False})
     task = env.task
 
@@ -82,7 +87,7 @@ def main() -> int:
     for seed in args.seeds:
         before = _scorings(log)
         t0 = time.perf_counter()
-        r = agents.search("rllib-ppo", env, args.budget, seed=seed, num_env_runners=args.runners, **options)
+        r = agents.search("rllib-ppo", env, args.max_evals, seed=seed, num_env_runners=args.runners, **options)
         wall = time.perf_counter() - t0
         scorings = _scorings(log) - before
         beat = next((i + 1 for i, h in enumerate(r.history) if h > base["val"]), None)
@@ -94,15 +99,15 @@ def main() -> int:
     tests = [r["test"] for r in rows]
     mean = sum(tests) / len(tests)
     std = (sum((t - mean) ** 2 for t in tests) / len(tests)) ** 0.5
-    result = {"meta": meta, "task": args.task, "target_sparsity": args.sparsity, "budget": args.budget,
+    result = {"meta": meta, "task": args.task, "target_sparsity": args.sparsity, "max_evals": args.max_evals,
               "num_env_runners": args.runners, "options": options, "dense_val": env.dense_score,
               "dense_test": dense_test, "global": base, "rllib_ppo": rows,
               "test_mean": mean, "test_std": std, "beats_global_every_seed": all(t > base["test"] for t in tests)}
     md = [f"# rllib-ppo vs global magnitude: `{args.task}` at {args.sparsity}", "", provenance(meta), "",
           f"Agent `rllib-ppo` (RLlib {_ray_version()} PPO, new API stack, {args.runners} env runners on a local Ray "
-          f"instance, options {options or 'default'}), evaluation cap {args.budget}; `global` is one evaluation. "
+          f"instance, options {options or 'default'}), evaluation cap {args.max_evals}; `global` is one evaluation. "
           "Scorings are counted at the task, in whichever process scored (the runners rebuild the task from "
-          "`bench_rllib:counted_task`). Test scores are reported only; the search sees validation.", "",
+          "`benchmarks.rllib:counted_task`). Test scores are reported only; the search sees validation.", "",
           f"Dense model: val {env.dense_score:.4f}, test {dense_test:.4f}.", "",
           "| agent | seed | test | val | evals | scorings counted | evals to beat global (val) | PPO iterations | "
           "search s |", "|---|---|---|---|---|---|---|---|---|",
@@ -115,7 +120,7 @@ def main() -> int:
            "", "Search s includes starting Ray and its runner processes (each rebuilds the env). With more than one "
            "runner the order in which episodes reach the ledger depends on timing, so a rerun can differ slightly; "
            "the evaluation cap is exact either way.", ""]
-    others = _filed_rows(args.task, args.sparsity, args.budget)
+    others = _filed_rows(args.task, args.sparsity, args.max_evals)
     if others:
         result["filed_comparison"] = others
         md += ["Filed results of the in-process agents at the same target and cap "
@@ -123,20 +128,12 @@ def main() -> int:
                "| agent | test (mean ± std) | seeds |", "|---|---|---|"]
         md += [f"| {a} | {m:.4f} ± {sd:.4f} | {n} |" for a, (m, sd, n) in others.items()]
         md.append("")
-    out = ROOT / "benchmarks" / "results"
-    for name, text in ((f"rllib_{args.task}.json", json.dumps(result, indent=2) + "\n"),
-                       (f"rllib_{args.task}.md", "\n".join(md))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_results(args.out or default_out(f"rllib_{args.task}"), result, "\n".join(md))
     print("\n".join(md))
     return 0
 
 
-FILED = ROOT / "benchmarks" / "results" / "bench_agents" / "digits-redesign" / "results.csv"
-
-
-def _filed_rows(task: str, target: float, budget: int) -> dict[str, tuple[float, float, int]]:
+def _filed_rows(task: str, target: float, max_evals: int) -> dict[str, tuple[float, float, int]]:
     """Mean and population std of the test scores of the filed ``ppo``, ``reinforce`` and ``random`` rows."""
     import csv
 
@@ -147,7 +144,8 @@ def _filed_rows(task: str, target: float, budget: int) -> dict[str, tuple[float,
         rows = list(csv.DictReader(f))
     for agent in ("ppo", "reinforce", "random"):
         tests = [float(r["test_score"]) for r in rows if r["agent"] == agent and r["task"] == task
-                 and float(r["target_sparsity"]) == target and int(r["budget"]) == budget]
+                 and float(r["target_sparsity"]) == target
+                 and int(r.get("max_evals") or r.get("budget")) == max_evals]
         if tests:
             m = sum(tests) / len(tests)
             out[agent] = (m, (sum((t - m) ** 2 for t in tests) / len(tests)) ** 0.5, len(tests))

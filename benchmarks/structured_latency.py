@@ -1,32 +1,28 @@
-"""CPU inference latency of the exported 50%-hidden-unit-pruned model vs the dense model (issue 4 target).
+"""CPU inference latency of the exported 50%-hidden-unit-pruned model vs the dense model.
 
 Target: <= 0.35x dense on ``pydoc-char``. Both models run the task's validation inputs in the same process,
 interleaved (dense, pruned, dense, ...), after warm-up; the ratio of medians is reported. The pruned model is the
 file written by :func:`prune_env.compression.export` and read back by :func:`prune_env.load`, i.e. what a user deploys.
 
-Run: ``python benchmarks/structured_latency.py --task pydoc-char``
-Writes ``benchmarks/results/structured_latency.{json,md}``.
+Run: ``python -m benchmarks structured_latency`` (``python -m benchmarks.structured_latency --task pydoc-char``).
+Writes ``results.json`` and ``results.md`` under ``--out`` (default ``benchmarks/results/structured_latency``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
-from export_size import RESULTS, write_results  # noqa: E402
-
-import prune_env  # noqa: E402
-from prune_env.compression.export import export, load  # noqa: E402
-from prune_env.task import RNNTask, split_score  # noqa: E402
-from prune_env.tasks import make_task  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from prune_env import export, load
+from prune_env.task import RNNTask, split_score
+from prune_env.tasks import make_task
 
 
 @torch.no_grad()
@@ -94,7 +90,7 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pydoc-char",
                         help="a preset, or pydoc-char-untrained (same architecture, random weights: latency only)")
@@ -103,8 +99,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
                         help="torch threads; more than the idle cores makes timings meaningless")
-    parser.add_argument("--out", default=str(RESULTS / "structured_latency"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=default_out("structured_latency"), help="results folder")
+    args = parser.parse_args(argv)
     meta = run_meta()  # the threads of each run are in its row
     runs = [measure(args.task, args.fraction, args.batch, args.reps, t) for t in args.threads]
     result = {"meta": meta, "runs": runs}

@@ -1,36 +1,39 @@
-"""Does a pretrained layer-wise policy transfer? Issue 11's comparison on models the policy never trained on.
+"""Does a layer-wise policy transfer to models it never trained on? One harness, three reports:
 
-For each unseen model and target sparsity, with test scores (the searches only see validation):
+- ``test``: for each unseen model and target, test scores (the searches only see validation) of
+  the one-evaluation rules (uniform, global, gradient, LAMP, ERK, OBD from training batches), Distiller's sensitivity
+  scan (up to 100), the policy zero-shot (1 evaluation) and few-shot (30 and 100 evaluations: REINFORCE from its
+  allocation), REINFORCE from scratch and random search at 100 and 1000 evaluations; stochastic methods over
+  ``--seeds``. Every finished cell is appended to ``cells.jsonl`` at once (a killed run resumes with ``--resume``,
+  recomputing nothing), then ``results.md``, ``results.json`` (means, the transfer targets checked) and
+  ``sample_efficiency.png`` are written.
+- ``rewards``: the zero-shot reward ``1 + (score - dense) / |dense|`` of each policy and rule per target, on the
+  *validation* splits only, clipped to [0, 1] as pretraining's ``reward`` selection does
+  (:func:`agents.policies.layerwise.zero_shot_score`) and raw, and the mean raw validation score (the ``score``
+  criterion): the evidence a policy may be chosen on.
+- ``allocations``: the per-layer sparsity each rule, policy (zero-shot) and random search with ``--budget``
+  evaluations applies (after the env's budget projection) and its validation score: where search finds its gains.
 
-- the one-evaluation rules: uniform, global, gradient, LAMP, ERK, OBD (loss-aware, from training batches);
-  Distiller's sensitivity scan (up to 100);
-- the policy zero-shot (1 evaluation) and few-shot (30 and 100 evaluations: REINFORCE from its allocation);
-- REINFORCE from scratch and random search at 100 and 1000 evaluations;
+::
 
-stochastic agents over ``--seeds``. Every finished cell is appended to ``cells.jsonl`` at once (a killed run
-resumes with ``--resume``, recomputing nothing), then ``results.md`` (tables, the issue's targets checked) and
-``sample_efficiency.png`` are written.
-
-    python benchmarks/bench_transfer.py --policy policy.pt --models zoo:validation pydoc-char \\
-        benchmarks.gru_task:make --targets 0.8 0.9 --seeds 0 1 2 --out benchmarks/results/transfer
-    python benchmarks/bench_transfer.py --smoke --out /tmp/transfer-smoke      # tiny models, seconds
+    python -m benchmarks transfer                  # test, the shipped policy, every unseen model (hours)
+    python -m benchmarks.transfer test --smoke --out /tmp/transfer-smoke      # tiny models, seconds
+    python -m benchmarks.transfer rewards --policy shipped=agents/data/default_policy.pt --out /tmp/rewards
+    python -m benchmarks.transfer allocations --models zoo-v1/gru-char-email-2x128 --policy v4=POLICY --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import ROOT, provenance, run_meta  # noqa: E402
-
-from agents.core.results import append_jsonl  # noqa: E402
+from agents.core.results import append_jsonl, save_figure
+from benchmarks._meta import ROOT, default_out, named_policies, provenance, run_meta, write_results
 
 RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
@@ -94,7 +97,7 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
 
 
 def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], dict[str, float]]:
-    """Markdown tables (per model and target, then the mean over models) and the issue's checks."""
+    """Markdown tables (per model and target, then the mean over models) and the mean test score per method."""
     by: dict[tuple[str, float, str], list[float]] = {}
     for c in cells:
         by.setdefault((c["model"], c["target"], c["method"]), []).append(c["test"])
@@ -136,7 +139,7 @@ def hindsight_rule(by: dict[tuple[str, float, str], list[float]], models: list[s
 
 
 def checks(avg: dict[str, float]) -> list[str]:
-    """The issue's targets, each stated with its numbers (means over models and targets)."""
+    """The transfer targets, each stated with its numbers (means over models and targets)."""
     out = []
     rules = {r: avg[r] for r in RULES if r in avg}
     if not rules:
@@ -192,33 +195,19 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("best validation score / dense (mean)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", help="a saved layer-wise policy (agents.policies.layerwise.save)")
-    p.add_argument("--models", nargs="+", default=["zoo:validation", "pydoc-char", "benchmarks.gru_task:make"])
-    p.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--vector-envs", type=int, default=8)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transfer"))
-    p.add_argument("--resume", action="store_true", help="keep the finished cells of --out/cells.jsonl")
-    p.add_argument("--summarize-only", action="store_true", help="rewrite results.md and the plot from --out's "
-                   "cells.jsonl, computing no cell (implies --resume)")
-    p.add_argument("--smoke", action="store_true", help="tiny models and budgets cut to 1/10: a quick check")
-    args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
+def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``test`` report: run the missing cells, then the tables, the targets and the plot."""
     from agents.policies.layerwise import LayerwisePolicy, load
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
-        sys.path.insert(0, str(ROOT / "tests"))
+        if str(ROOT / "tests") not in sys.path:  # the tiny models of the test suite
+            sys.path.insert(0, str(ROOT / "tests"))
         from tiny import tiny_task
 
         models = [tiny_task("gru"), tiny_task("lstm", layers=3)]
@@ -258,14 +247,158 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
                       f"policy: {args.policy or ('untrained (smoke)' if args.smoke else 'not given')}; "
                       f"seeds in the cells: {sorted({c['seed'] for c in cells})}", "", _commits(cells), "",
-                      *lines, "",
-                      "Targets (issue 11):", "", *checks(avg)]) + "\n"
-    tmp = out / "results.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "results.md")
+                      *lines, "", "Targets:", "", *checks(avg)]) + "\n"
+    if args.summarize_only:  # this run computed no cell: its wall time says nothing of the benchmark's
+        meta["wall_time_s"] = None
+    oracle = hindsight_rule(*_by_pair(cells))
+    result = {"meta": meta, "policy": args.policy, "cells": len(cells), "mean_test": avg,
+              "hindsight_rule": None if oracle is None else {"rules": oracle[0], "mean_test": oracle[1]},
+              "targets": checks(avg), "search_s_sum": round(sum(c.get("wall_s", 0.0) for c in cells), 1)}
+    write_results(out, result, text)
     plot(cells, out / "sample_efficiency.png")
     print(text)
     return 0
+
+
+def _by_pair(cells: list[dict[str, Any]]) -> tuple[dict[tuple[str, float, str], list[float]], list[str], list[float]]:
+    by: dict[tuple[str, float, str], list[float]] = {}
+    for c in cells:
+        by.setdefault((c["model"], c["target"], c["method"]), []).append(c["test"])
+    return by, sorted({c["model"] for c in cells}), sorted({c["target"] for c in cells})
+
+
+# ------------------------------------------------------------------------------------------------ rewards
+def rewards(task: Any, target: float, rules: list[str], policies: dict[str, Any]) -> dict[str, float]:
+    """Method -> validation reward of its one allocation on ``task`` at ``target``, and ``"method:score"`` -> its
+    raw validation score."""
+    import agents
+    from prune_env import PruneRNNEnv
+
+    env = PruneRNNEnv(task, target_sparsity=target, device="cpu")
+    out = {}
+    for rule in rules:  # the reward of the rule's one-evaluation search, from its validation score
+        res = agents.search(rule, env, 1)
+        out[rule] = 1.0 + (res.val_score - env.dense_score) / (abs(env.dense_score) or 1.0)
+        out[f"{rule}:score"] = float(res.val_score)
+    for name, policy in policies.items():
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step(policy.allocation_action(env))
+        out[name], out[f"{name}:score"] = float(reward), float(info["score"])
+    return out
+
+
+def cmd_rewards(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``rewards`` report (validation only)."""
+    policies = named_policies(p, args.policy)
+    meta = run_meta()
+    models = resolve_models(args.models)
+    methods = [*args.rules, *policies]
+    rows = []
+    for task in models:
+        for target in args.targets:
+            r = rewards(task, target, args.rules, policies)
+            rows.append({"model": task.name, "target": target, **r})
+            print(task.name, target, {k: round(v, 4) for k, v in r.items() if ":" not in k}, flush=True)
+    lines = ["| target | " + " | ".join(f"{m} (clipped)" for m in methods) + " | "
+             + " | ".join(f"{m} (raw)" for m in methods) + " |", "|---|" + "---|" * (2 * len(methods))]
+    for target in [*args.targets, None]:
+        sel = [r for r in rows if target is None or r["target"] == target]
+        clipped = [np.mean([np.clip(r[m], 0.0, 1.0) for r in sel]) for m in methods]
+        raw = [np.mean([r[m] for r in sel]) for m in methods]
+        label = "all" if target is None else f"{target:g}"
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in clipped) + " | "
+                     + " | ".join(f"{v:.4f}" for v in raw) + " |")
+    scores = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for target in [*args.targets, None]:
+        sel = [r for r in rows if target is None or r["target"] == target]
+        scores.append(f"| {'all' if target is None else f'{target:g}'} | "
+                      + " | ".join(f"{np.mean([r[f'{m}:score'] for r in sel]):.4f}" for m in methods) + " |")
+    per_model = ["| model | target | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    per_model += [f"| {r['model']} | {r['target']:g} | " + " | ".join(f"{r[m]:.3f}" for m in methods) + " |"
+                  for r in rows]
+    text = "\n".join(["# Zero-shot validation reward per target (validation splits only)", "", provenance(meta), "",
+                      "policies: " + ", ".join(args.policy), "",
+                      "Mean over the models of the reward `1 + (score - dense) / |dense|` on the validation split, "
+                      "clipped to [0, 1] as in pretraining's `reward` selection, and raw:", "", *lines, "",
+                      "Mean raw validation score (each model's own units; pretraining's `score` selection averages "
+                      "it over the targets it is given):", "", *scores, "",
+                      "Per model (raw reward):", "", *per_model]) + "\n"
+    write_results(args.out, {"meta": meta, "rows": rows}, text)
+    print(text)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ allocations
+def allocations(task: Any, target: float, rules: list[str], policies: dict[str, Any], budget: int, seed: int
+                ) -> list[dict[str, Any]]:
+    """One row per method: its validation score and the sparsity it applied to each layer."""
+    import agents
+    from prune_env import PruneRNNEnv
+
+    env = PruneRNNEnv(task, target_sparsity=target, device="cpu")
+    runs = [(rule, agents.search(rule, env, 1, seed=seed)) for rule in rules]
+    runs += [(name, agents.search("policy", env, 1, seed=seed, policy=p)) for name, p in policies.items()]
+    runs.append((f"random-{budget}", agents.search("random", env, budget, seed=seed)))
+    return [{"model": task.name, "target": target, "method": m, "val": r.val_score, "allocation": r.allocation}
+            for m, r in runs]
+
+
+def cmd_allocations(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``allocations`` report (validation only)."""
+    policies = named_policies(p, args.policy)
+    meta = run_meta()
+    rows, lines = [], []
+    for task in resolve_models(args.models):
+        for target in args.targets:
+            group = allocations(task, target, args.rules, policies, args.budget, args.seed)
+            rows += group
+            layers = list(group[0]["allocation"])
+            lines += [f"**{task.name} at {target:g}**", "",
+                      "| method | validation score | " + " | ".join(f"`{n}`" for n in layers) + " |",
+                      "|---|---|" + "---|" * len(layers)]
+            lines += [f"| {r['method']} | {r['val']:.4f} | " + " | ".join(f"{r['allocation'][n]:.2f}" for n in layers)
+                      + " |" for r in group]
+            lines.append("")
+            print("\n".join(lines[-len(group) - 4:]), flush=True)
+    text = "\n".join(["# Per-layer allocations of the rules, the policies and random search (validation)", "",
+                      provenance(meta), "",
+                      f"policies: {', '.join(args.policy) or 'none'}; random search: {args.budget} evaluations, "
+                      f"seed {args.seed}", "", *lines])
+    write_results(args.out, {"meta": meta, "rows": rows}, text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="report", required=True)
+    t = sub.add_parser("test", help="test scores of every method on unseen models (cells.jsonl, results.md)")
+    t.add_argument("--policy", help="a saved layer-wise policy (agents.policies.layerwise.save)")
+    t.add_argument("--models", nargs="+", default=["zoo:validation", "pydoc-char", "custom-gru"])
+    t.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    t.add_argument("--vector-envs", type=int, default=8)
+    t.add_argument("--out", default=default_out("transfer"), help="results folder")
+    t.add_argument("--resume", action="store_true", help="keep the finished cells of --out/cells.jsonl")
+    t.add_argument("--summarize-only", action="store_true", help="rewrite the report and the plot from --out's "
+                   "cells.jsonl, computing no cell (implies --resume)")
+    t.add_argument("--smoke", action="store_true", help="tiny models and budgets cut to 1/10: a quick check")
+    r = sub.add_parser("rewards", help="zero-shot validation reward per target of policies and rules")
+    r.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="a saved layer-wise policy")
+    r.add_argument("--models", nargs="+", default=["zoo:validation"])
+    r.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9])
+    r.add_argument("--rules", nargs="+", default=["lamp", "erk"])
+    r.add_argument("--out", default=default_out("zero_shot_by_target"), help="results folder")
+    a = sub.add_parser("allocations", help="per-layer allocations of rules, policies and random search")
+    a.add_argument("--models", nargs="+", required=True, help="task names, or zoo:<split>")
+    a.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.9])
+    a.add_argument("--rules", nargs="+", default=["lamp", "erk", "global", "obd"])
+    a.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="a saved layer-wise policy")
+    a.add_argument("--budget", type=int, default=300, help="random search's evaluations")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default=default_out("allocations_vs_search"), help="results folder")
+    args = p.parse_args(argv)
+    return {"test": cmd_test, "rewards": cmd_rewards, "allocations": cmd_allocations}[args.report](p, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Candidates scored per second: K sequential ``PruneRNNEnv`` episodes vs one ``PruneRNNVectorEnv`` step (issue 5).
+"""Candidates scored per second: K sequential ``PruneRNNEnv`` episodes vs one ``PruneRNNVectorEnv`` step.
 
 Side by side in one process, repetitions interleaved, joint mode (every step ends K episodes):
 
@@ -8,17 +8,18 @@ Side by side in one process, repetitions interleaved, joint mode (every step end
 
 Targets: on CPU the vector env (auto) is never slower per candidate than sequential; on a GPU, batched scores at
 least 10x more candidates per second than sequential at K=64 for ``pydoc-char``. ``--sweep`` adds the scaling of the
-per-candidate cost with hidden size, sequence length and K on the custom GRU task, and a plot.
+per-candidate cost with hidden size, sequence length and K on a random-weight GRU language model (``gru``, timing
+only; see :func:`benchmarks.env_speed.gru_task`), and a plot.
 
-Run: ``python benchmarks/vector_speed.py --tasks digits gru --ks 1 4 16 --sweep``
-(GPU: ``--device cuda --tasks pydoc-char --ks 1 16 64``). Writes ``benchmarks/results/<out>.{json,md,png}``.
+Run: ``python -m benchmarks vector_speed`` (``python -m benchmarks.vector_speed --tasks digits gru --ks 1 4 16
+--sweep``; GPU: ``--device cuda --tasks pydoc-char --ks 1 16 64``). Writes ``results.json``, ``results.md`` and,
+with ``--sweep``, ``scaling.png`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -27,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _meta import provenance, run_meta  # noqa: E402
-from env_speed import RESULTS, gru_task, load_task, save_results  # noqa: E402
-
-import prune_env  # noqa: E402
+import prune_env
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from benchmarks.env_speed import gru_task, load_task
+from prune_env.io import atomic_write_with
 
 
 def _sync(device: torch.device) -> None:
@@ -121,9 +121,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
 
 
 def to_markdown(result: dict) -> str:
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--sweep", action="store_true", help="also sweep hidden size and sequence length (GRU)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the envs' scoring precision")
-    parser.add_argument("--out", default="vector_speed", help="file stem under --dir")
-    parser.add_argument("--dir", default=str(RESULTS), help="output folder")
+    parser.add_argument("--out", default=default_out("vector_speed"), help="results folder")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("vector_speed: --device cuda but CUDA is not available", file=sys.stderr)
@@ -166,13 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     result = {"meta": run_meta(), "device": args.device, "precision": args.precision, "tasks": {}}
     for name in args.tasks:
         result["tasks"][name] = measure(load_task(name), args.ks, args.reps, args.device, precision=args.precision)
-    out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
     if args.sweep:
         result["sweep"] = sweep(args.ks, args.reps, args.device)
-        plot(result["sweep"], out / f"{args.out}_scaling.png",
-             f"per-candidate cost, {args.device}, {args.threads} thread(s)")
-    save_results(result, to_markdown(result), args.out, out)
+        plot(result["sweep"], out / "scaling.png", f"per-candidate cost, {args.device}, {args.threads} thread(s)")
+    write_results(out, result, to_markdown(result))
     print(to_markdown(result))
 
 

@@ -1,17 +1,12 @@
-"""benchmarks/bench_finetuned.py: the dense control stays out of the allocation comparison; a tiny run resumes."""
+"""benchmarks/finetuned.py: the dense control stays out of the allocation comparison; a tiny run resumes."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_finetuned  # noqa: E402
+from benchmarks import finetuned as bench_finetuned
 
 
 def _cell(agent, ft, one=0.1, target=0.9, seed=0):

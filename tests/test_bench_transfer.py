@@ -1,21 +1,16 @@
-"""benchmarks/bench_transfer.py runs end to end on tiny models and resumes without recomputing a cell."""
+"""benchmarks/transfer.py's test report runs end to end on tiny models and resumes without recomputing a cell."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_transfer  # noqa: E402
+from benchmarks import transfer as bench_transfer
 
 
 def test_smoke_run_and_resume(tmp_path, monkeypatch):
-    argv = ["--smoke", "--out", str(tmp_path), "--seeds", "0", "1", "--targets", "0.8",
+    argv = ["test", "--smoke", "--out", str(tmp_path), "--seeds", "0", "1", "--targets", "0.8",
             "--methods", "lamp", "zero-shot", "few-shot-30", "random-100"]
     monkeypatch.setattr(bench_transfer, "METHODS", dict(bench_transfer.METHODS))
     assert bench_transfer.main(argv) == 0
@@ -25,7 +20,11 @@ def test_smoke_run_and_resume(tmp_path, monkeypatch):
     assert {c["evals"] for c in cells if c["method"] == "zero-shot"} == {1}
     assert {c["evals"] for c in cells if c["method"] == "few-shot-30"} == {3}  # smoke: budgets / 10
     text = (tmp_path / "results.md").read_text()
-    assert "zero-shot" in text and "Targets (issue 11)" in text
+    assert "zero-shot" in text and "Targets:" in text
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["cells"] == len(cells) and result["mean_test"]["lamp"] == pytest.approx(
+        sum(c["test"] for c in cells if c["method"] == "lamp") / 2)
+    assert result["hindsight_rule"]["rules"] == ["lamp"]
     assert "The best of the one-shot rules (lamp) for each model and target" in text
     assert (tmp_path / "sample_efficiency.png").stat().st_size > 0
 
@@ -38,13 +37,14 @@ def test_smoke_run_and_resume(tmp_path, monkeypatch):
 
     # --summarize-only rewrites the report from the cells, computing nothing, even with other methods asked for
     (tmp_path / "results.md").unlink()
-    assert bench_transfer.main(["--summarize-only", "--out", str(tmp_path), "--methods", "random-1000"]) == 0
+    assert bench_transfer.main(["test", "--summarize-only", "--out", str(tmp_path), "--methods", "random-1000"]) == 0
     assert ran == []
     summary = (tmp_path / "results.md").read_text()
     assert summary.split("| model |")[1] == text.split("| model |")[1]  # the same tables
     assert all(c.get("commit") for c in cells) and "Cells measured at: " in summary
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["wall_time_s"] is None  # computed no cell
     with pytest.raises(SystemExit):
-        bench_transfer.main(["--summarize-only", "--out", str(tmp_path / "empty")])
+        bench_transfer.main(["test", "--summarize-only", "--out", str(tmp_path / "empty")])
 
 
 def test_history_pack_is_lossless():

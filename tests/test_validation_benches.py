@@ -1,21 +1,15 @@
-"""The validation-only benchmark helpers (`zero_shot_by_target`, `allocations_vs_search`) on tiny models: what they
-report is what the env scores, every allocation meets the budget, and no test split is read."""
+"""The validation-only benchmark reports (``benchmarks.transfer``'s ``rewards`` and ``allocations``, and
+``benchmarks.distill_search``) on tiny models: what they report is what the env scores, every allocation meets the
+target, and no test split is read."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 from tiny import tiny_task
 
 from agents.policies.layerwise import LayerwisePolicy
+from benchmarks import distill_search, transfer
 from prune_env import PruneRNNEnv
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import allocations_vs_search  # noqa: E402
-import zero_shot_by_target  # noqa: E402
 
 
 def _no_test(task):
@@ -31,7 +25,7 @@ def test_zero_shot_by_target_rewards_and_scores_agree():
 
     task = _no_test(tiny_task("gru"))
     policy = LayerwisePolicy(hidden=8)  # untrained: LAMP's allocation
-    out = zero_shot_by_target.rewards(task, 0.7, ["lamp", "erk"], {"p": policy})
+    out = transfer.rewards(task, 0.7, ["lamp", "erk"], {"p": policy})
     env = PruneRNNEnv(task, target_sparsity=0.7)
     dense = env.dense_score
     for m in ("lamp", "erk", "p"):
@@ -42,7 +36,7 @@ def test_zero_shot_by_target_rewards_and_scores_agree():
 
 def test_allocations_vs_search_rows_meet_the_budget():
     task = _no_test(tiny_task("lstm", layers=2))
-    rows = allocations_vs_search.allocations(task, 0.8, ["lamp", "global"], {"p": LayerwisePolicy(hidden=8)},
+    rows = transfer.allocations(task, 0.8, ["lamp", "global"], {"p": LayerwisePolicy(hidden=8)},
                                              budget=4, seed=0)
     assert [r["method"] for r in rows] == ["lamp", "global", "p", "random-4"]
     env = PruneRNNEnv(task, target_sparsity=0.8)
@@ -55,7 +49,6 @@ def test_allocations_vs_search_rows_meet_the_budget():
 def test_distill_search_examples_and_the_centred_fit():
     """A search example is the better of REINFORCE's and LAMP's allocations on validation; fitting the policy to
     examples drives the centred loss down, and a common shift of the target actions does not change the loss."""
-    import distill_search
     import torch
 
     task = _no_test(tiny_task("gru", hidden=12))
@@ -85,8 +78,6 @@ def test_distill_search_examples_and_the_centred_fit():
 
 def test_distill_search_subset_refuses_a_bad_size(tmp_path):
     import json
-
-    import distill_search
 
     (tmp_path / "search_0.jsonl").write_text(json.dumps({"model": "m", "target": 0.5, "allocation": {}}) + "\n")
     with pytest.raises(SystemExit, match="--subset must be in"):
