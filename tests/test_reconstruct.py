@@ -195,3 +195,43 @@ def test_validate_rescores_a_reconstructed_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(run)]) == 0
     assert "1 passed" in capsys.readouterr().out
+
+
+def test_gptq_model_exports_unchanged(tmp_path):
+    from tiny import TinyLM
+
+    from prune_env import export, load
+
+    task = calibrated_tiny("lstm")
+    env = PruneRNNEnv(task, target_sparsity=0.5, quantize="gptq", device="cpu")
+    info = _step(env, seed=3)
+    model = env.pruned_model()
+    path = tmp_path / "q.prc"
+    export(model, path, bits=info["layer_bits"], method="gptq")
+    loaded = load(path, classes=[TinyLM])
+    for (name, p), q in zip(model.named_parameters(), loaded.parameters()):
+        assert torch.equal(p, q), name
+    assert task.evaluate(loaded)["score"] == info["score"]
+
+
+def test_a_reconstructing_env_pickles():
+    import pickle
+
+    task = calibrated_tiny("gru")
+    env = PruneRNNEnv(task, target_sparsity=0.6, reconstruct="obs", device="cpu")
+    info = _step(env)
+    copy_ = pickle.loads(pickle.dumps(env))
+    assert _step(copy_)["score"] == info["score"]
+
+
+def test_zoo_env_prunes_with_the_operator():
+    from prune_env import PruneRNNZooEnv
+
+    tasks = [calibrated_tiny("gru"), calibrated_tiny("lstm", layers=1)]
+    env = PruneRNNZooEnv(tasks, 0.6, criterion="wanda", reconstruct="obs", device="cpu")
+    for i in range(2):
+        env.reset(seed=0, options={"task_index": i})
+        *_, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        inner = env.env
+        assert inner.reconstruct == "obs" and inner.kind.calibrated is not None
+        assert info["overall_sparsity"] == pytest.approx(round(0.6 * inner.numels.sum()) / inner.numels.sum())

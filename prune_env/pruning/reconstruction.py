@@ -86,6 +86,15 @@ class Calibrated:
         #: cache hits and misses, for cost reports
         self.hits = self.misses = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickles (an env or analysis sent to a worker) carry the statistics, not the lock or the cache.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_hessians", "_names")}
+        return {**state, "_bytes": 0, "hits": 0, "misses": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock, self._cache, self._hessians = threading.Lock(), OrderedDict(), {}
+
     def hessian(self, layer: PrunableLayer) -> torch.Tensor | None:
         """The damped Gram matrix of ``layer``'s inputs, or ``None`` where nothing is re-fitted (embeddings,
         weights the calibration inputs never reached)."""
