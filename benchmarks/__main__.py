@@ -27,8 +27,12 @@ def wall_time(name: str) -> str:
     if meta is None:
         return "not filed"
     seconds = meta.get("wall_time_s")
-    if not isinstance(seconds, (int, float)):
-        return "not recorded"
+    if isinstance(meta.get("cells_search_s"), (int, float)) and not isinstance(seconds, (int, float)):
+        return f"{_duration(meta['cells_search_s'])} (the cells' searches, summed)"
+    return _duration(seconds) if isinstance(seconds, (int, float)) else "not recorded"
+
+
+def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
@@ -42,7 +46,9 @@ def table() -> list[str]:
         cfg = load_config(name)
         meta = recorded(name) or {}
         machine = meta.get("machine")
-        if isinstance(machine, dict):
+        if "cells_search_s" in meta:  # the report's run is not where its cells were measured
+            cpu = "see results.md"
+        elif isinstance(machine, dict):
             cpu = f"{machine.get('cpu') or 'CPU'} x {machine.get('cpus', '?')}"
         else:
             cpu = " ".join(str(machine).split()) if machine else "not recorded"

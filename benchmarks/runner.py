@@ -339,5 +339,7 @@ def recorded(name: str) -> dict[str, Any] | None:
             meta = dict(meta) if isinstance(meta, dict) else {}
             if "wall_time_s" not in meta and isinstance(data.get("wall_time_s"), (int, float)):
                 meta["wall_time_s"] = data["wall_time_s"]
+            if isinstance(data.get("search_s_sum"), (int, float)):  # a report over cells computed earlier
+                meta["cells_search_s"] = data["search_s_sum"]
             return meta
     return {} if folder.is_dir() else None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -243,11 +244,15 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                     append_jsonl(store, cell)  # one line per finished cell: a kill loses at most one cell
                     cells.append(cell)
                     print(f"{task.name} {target:g} {method} seed {seed}: test {cell['test']:.4f}", flush=True)
+    kept = out / "policy.pt"  # the record of what was evaluated
+    if policy is not None and args.policy and not args.smoke and Path(args.policy).resolve() != kept.resolve():
+        shutil.copyfile(args.policy, kept)
     lines, avg = summarize(cells)
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
                       f"policy: {args.policy or ('untrained (smoke)' if args.smoke else 'not given')}; "
                       f"seeds in the cells: {sorted({c['seed'] for c in cells})}", "", _commits(cells), "",
-                      *lines, "", "Targets:", "", *checks(avg)]) + "\n"
+                      *lines, "", "Targets:", "", *checks(avg),
+                      *pretraining(args.policy if args.policy and Path(args.policy).is_file() else None)]) + "\n"
     if args.summarize_only:  # this run computed no cell: its wall time says nothing of the benchmark's
         meta["wall_time_s"] = None
     oracle = hindsight_rule(*_by_pair(cells))
@@ -258,6 +263,34 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     plot(cells, out / "sample_efficiency.png")
     print(text)
     return 0
+
+
+def pretraining(path: str | None) -> list[str]:
+    """Markdown: how the policy at ``path`` was pretrained and selected, from the record it carries
+    (:attr:`agents.policies.layerwise.LayerwisePolicy.meta`); nothing for a policy without one."""
+    if path is None:
+        return []
+    from agents.core.results import provenance as prov
+    from agents.policies.layerwise import load
+
+    m = load(path).meta or {}
+    if not m.get("log"):
+        return []
+    sel = m.get("selection") or {}
+    val = m.get("validation_zero_shot", float("nan"))
+    lines = ["", "## The policy: pretraining and selection (validation only)", "", prov(m) + (
+             f" Wall time {m['wall_time_s']:.0f} s." if isinstance(m.get("wall_time_s"), (int, float)) else ""), "",
+             f"{len(m.get('train_tasks', []))} training models, {len(m.get('validation_tasks', []))} validation "
+             f"models; selection criterion `{sel.get('metric')}` at targets {sel.get('targets')}; selected after "
+             f"{m.get('selected_after_episodes')} episodes (validation {val:.4f}). Episode 0 is the untrained policy, "
+             "which is LAMP.", "",
+             "| episodes | validation | train reward |", "|---|---|---|"]
+    for row in m["log"]:
+        mark = " (**selected**)" if row["episodes"] == m.get("selected_after_episodes") else ""
+        reward = row.get("train_reward")
+        lines.append(f"| {row['episodes']} | {row['validation']:.4f}{mark} | "
+                     f"{'-' if reward is None else f'{reward:.4f}'} |")
+    return lines
 
 
 def _by_pair(cells: list[dict[str, Any]]) -> tuple[dict[tuple[str, float, str], list[float]], list[str], list[float]]:

@@ -61,3 +61,21 @@ def test_the_hindsight_rule_is_the_mean_of_the_best_rule_per_pair():
     rules, value = bench_transfer.hindsight_rule(by, ["a", "b"], [0.8])
     assert rules == ["lamp", "erk"] and value == pytest.approx((0.7 + 0.4) / 2)
     assert bench_transfer.hindsight_rule({("a", 0.8, "zero-shot"): [0.3]}, ["a"], [0.8]) is None
+
+
+def test_the_report_shows_how_the_policy_was_selected(tmp_path):
+    from agents.policies.layerwise import LayerwisePolicy, save
+
+    path = tmp_path / "p.pt"
+    meta = {"command": "prune-rnn pretrain --seed 1", "git_commit": "b" * 40, "git_dirty": False,
+            "machine": {"cpu": "CPU", "cpus": 2}, "torch": "2", "wall_time_s": 12.0, "train_tasks": ["a", "b"],
+            "validation_tasks": ["c"], "selection": {"metric": "score", "targets": [0.5]},
+            "selected_after_episodes": 10, "validation_zero_shot": 0.41,
+            "log": [{"episodes": 0, "validation": 0.3}, {"episodes": 10, "validation": 0.41, "train_reward": -0.5}]}
+    save(LayerwisePolicy(hidden=8), path, meta)
+    text = "\n".join(bench_transfer.pretraining(str(path)))
+    assert "`prune-rnn pretrain --seed 1` at commit bbbbbbbbbb" in text and "Wall time 12 s" in text
+    assert "| 0 | 0.3000 | - |" in text and "| 10 | 0.4100 (**selected**) | -0.5000 |" in text
+    assert "2 training models, 1 validation models" in text
+    save(LayerwisePolicy(hidden=8), path)  # no record: nothing to show
+    assert bench_transfer.pretraining(str(path)) == [] and bench_transfer.pretraining(None) == []

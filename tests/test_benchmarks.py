@@ -47,7 +47,7 @@ def test_every_filed_folder_belongs_to_a_benchmark():
 def test_the_readme_lists_every_benchmark_as_the_runner_writes_it():
     text = (ROOT / "benchmarks" / "README.md").read_text()
     table = text.split(__main__.BEGIN)[1].split(__main__.END)[0].strip().splitlines()
-    assert table == __main__.table()
+    assert table == __main__.table(), "the README is stale: python -m benchmarks --readme"
     assert [line.split("`")[1] for line in table[2:]] == NAMES
 
 
