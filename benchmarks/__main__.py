@@ -44,9 +44,12 @@ def table() -> list[str]:
              "|---|---|---|---|---|"]
     for name in names():
         cfg = load_config(name)
-        meta = recorded(name) or {}
+        filed = recorded(name)
+        meta = filed or {}
         machine = meta.get("machine")
-        if "cells_search_s" in meta:  # the report's run is not where its cells were measured
+        if filed is None:
+            cpu = "-"
+        elif "cells_search_s" in meta:  # the report's run is not where its cells were measured
             cpu = "see results.md"
         elif isinstance(machine, dict):
             cpu = f"{machine.get('cpu') or 'CPU'} x {machine.get('cpus', '?')}"

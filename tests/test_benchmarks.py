@@ -45,10 +45,17 @@ def test_every_filed_folder_belongs_to_a_benchmark():
 
 
 def test_the_readme_lists_every_benchmark_as_the_runner_writes_it():
+    """Every benchmark, its kind and description as the configs say, its wall time and CPU as its filed run records
+    them (a run filed after the README was written may still read "not filed")."""
     text = (ROOT / "benchmarks" / "README.md").read_text()
     table = text.split(__main__.BEGIN)[1].split(__main__.END)[0].strip().splitlines()
-    assert table == __main__.table(), "the README is stale: python -m benchmarks --readme"
-    assert [line.split("`")[1] for line in table[2:]] == NAMES
+    live = __main__.table()
+    assert table[:2] == live[:2]
+    assert [line.split("`")[1] for line in table[2:]] == NAMES, "the README is stale: python -m benchmarks --readme"
+    for row, now in zip(table[2:], live[2:], strict=True):
+        cells, want = row.split(" | "), now.split(" | ")
+        assert cells[:2] + cells[4:] == want[:2] + want[4:], "stale: python -m benchmarks --readme"
+        assert cells[2:4] == want[2:4] or cells[2] == "not filed", "stale: python -m benchmarks --readme"
 
 
 def test_bench_argv_spells_out_the_config():
