@@ -535,3 +535,14 @@ def test_a_user_class_loads_by_qualname_and_non_persistent_buffers_survive(tmp_p
     torch.testing.assert_close(load(tmp_path / "t.prnn", classes={"__main__.TinyLM": TinyLM})(x), model(x))
     with pytest.raises(ValueError, match="not both"):
         load(tmp_path / "t.prnn", classes=[TinyLM], model=TinyLM("rnn", hidden=5, layers=2))
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_bit_packing_round_trips_at_every_width(bits):
+    from prune_env.compression.export.encoding import pack_bits, unpack_bits
+
+    values = np.random.default_rng(bits).integers(0, 2 ** bits, 1001)
+    packed = pack_bits(values, bits)
+    assert len(packed) == -(-1001 * bits // 8)
+    assert np.array_equal(unpack_bits(packed, bits, 1001), values)
+    assert unpack_bits(b"", bits, 0).shape == (0,)

@@ -42,9 +42,14 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
 
 def unpack_bits(data: Any, bits: int, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: ``count`` unsigned integers as int64 (``data``: bytes or a uint8 array)."""
-    planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
-    planes = planes.reshape(count, bits).astype(np.int64)
-    return (planes << np.arange(bits, dtype=np.int64)).sum(axis=1)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    width = 8 if bits <= 8 else 16
+    if bits == width:
+        return raw[: count * bits // 8].view(f"<u{width // 8}").astype(np.int64)
+    # Each value's bits, padded to a whole byte (or two) and packed again: uint8 work only.
+    padded = np.zeros((count, width), dtype=np.uint8)
+    padded[:, :bits] = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits)
+    return np.packbits(padded, axis=1, bitorder="little").view(f"<u{width // 8}").reshape(-1).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------- writing
