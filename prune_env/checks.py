@@ -49,3 +49,17 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     if not ok:
         raise ValueError(f"unknown `{name}` {value!r}; expected one of {tuple(choices)}")
     return value
+
+
+def check_finite_weights(model: Any, what: str = "the model") -> None:
+    """:raises ValueError: naming the first parameter or buffer of ``model`` (a ``torch.nn.Module``) that holds a NaN
+    or an infinity (a model that scores at chance whatever is pruned, and whose bad weight no criterion ranks)."""
+    import torch
+
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_floating_point() or t.is_complex():
+                bad = int((~torch.isfinite(t.detach())).sum())
+                if bad:
+                    raise ValueError(f"{what}'s {kind} {name!r} holds {bad} NaN or infinite value(s) of {t.numel()}; "
+                                     "a pruning env needs finite weights")

@@ -1,4 +1,5 @@
-"""A user's evaluate that raises or returns NaN/inf stops the search with an error naming the allocation."""
+"""A user's evaluate that raises or returns NaN/inf stops the search with an error naming the allocation; a model with
+a non-finite weight is refused when the env is built, naming the weight; ``step()`` before ``reset()`` raises."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from tiny import tiny_task
 
 import agents
@@ -54,3 +56,32 @@ def test_a_non_finite_batched_score_is_caught_too(monkeypatch):
     venv.reset(seed=0)
     with pytest.raises(EvaluationError, match="allocation"):
         venv.step(np.zeros((2, venv.single_action_space.shape[0]), np.float32))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_weight_is_refused_at_construction_naming_it(bad):
+    task = tiny_task("gru")
+    with torch.no_grad():
+        task.model.rnn.weight_hh_l1[3, 2] = bad
+    with pytest.raises(ValueError, match=r"parameter 'rnn\.weight_hh_l1' holds 1 NaN or infinite value\(s\) of 192"):
+        PruneRNNEnv(task, target_sparsity=0.5)
+    with pytest.raises(ValueError, match="rnn.weight_hh_l1"):  # the vector env builds the same env
+        PruneRNNVectorEnv(task, 2, target_sparsity=0.5)
+
+
+def test_a_non_finite_buffer_is_refused_too():
+    task = tiny_task("gru")
+    task.model.register_buffer("scale", torch.tensor([1.0, math.nan]))
+    with pytest.raises(ValueError, match="buffer 'scale'"):
+        PruneRNNEnv(task, target_sparsity=0.5)
+
+
+def test_step_before_reset_raises():
+    from gymnasium.error import ResetNeeded
+
+    env = PruneRNNEnv(tiny_task("gru"), target_sparsity=0.5)
+    with pytest.raises(ResetNeeded, match="before reset"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)
+    *_, terminated, _, info = env.step(env.action_space.sample())
+    assert terminated and 0.0 <= info["score"] <= 1.0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from prune_env.checks import check_number
+from prune_env.checks import check_finite_weights, check_number
 from prune_env.compression.finetune import finetune
 from prune_env.devices import autocast, check_precision, model_device, resolve_device
 from prune_env.envs.actions import action_to_bits, action_to_sparsity, bits_array, bits_to_action, sparsity_to_action
@@ -167,6 +167,7 @@ class PruneRNNEnv(gym.Env):
         from prune_env.tasks import resolve_task
 
         self.task = resolve_task(cfg["task"], **(cfg["task_kwargs"] or {}))  # raises TaskError
+        check_finite_weights(self.task.model, f"task {self.task.name!r}'s model")
         check_precision(self.task.model, self.device, self.precision)
         #: the shared, immutable one-off analysis of the task's model (see :mod:`prune_env.pruning.analysis`)
         self.analysis: Analysis = analyse(self.task, self.criterion, self.granularity)
@@ -192,6 +193,7 @@ class PruneRNNEnv(gym.Env):
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # the last finished episode's counts and bits
         self._last_scored: torch.nn.Module | None = None  # its fine-tuned model (finetune_steps only)
         self._t, self._prev_action = 0, 0.0
+        self._was_reset = False  # step() before the first reset() raises gymnasium's ResetNeeded
 
     def _calibrated(self) -> Calibrated | None:
         """The shared calibration-aware weights of the analysis, when the operator or GPTQ needs them."""
@@ -225,6 +227,7 @@ class PruneRNNEnv(gym.Env):
         if options and "target_sparsity" in options:
             self.target_sparsity = self._check_target(options["target_sparsity"])
         self._counts[:], self._bits[:], self._t, self._prev_action = 0, 32, 0, 0.0
+        self._was_reset = True
         return self._obs(), {"dense_score": self.dense_score}
 
     def step(self, action):
@@ -236,6 +239,8 @@ class PruneRNNEnv(gym.Env):
         With :meth:`score` and :meth:`conclude` this is :meth:`step` in three parts, so that a vector env can score
         many ended episodes in one batched pass (:class:`~prune_env.PruneRNNVectorEnv`).
         """
+        if not self._was_reset:
+            raise gym.error.ResetNeeded("step() called before reset(); call reset() first")
         if self._t >= self.episode_length:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         a = np.asarray(action, dtype=np.float64)
