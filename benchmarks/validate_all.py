@@ -2,8 +2,8 @@
 
 For every results folder whose ``results.json`` holds result rows with replay records (the ``bench`` kind of the
 runner), ``python -m agents.cli validate FOLDER`` runs in a process of its own; its exit code and summary line are
-filed. A dense model that is not cached is trained first (minutes for pydoc-char); the training of a model depends
-on the CPU's floating-point results, so a table filed on another CPU model reports a different dense model.
+filed. A dense model that is not cached is trained only with ``--train-missing`` (minutes for pydoc-char); training
+depends on the CPU's floating-point results, so a table filed on another CPU model reports a different dense model.
 
     python -m benchmarks validate                       # every filed agent table
     python -m benchmarks.validate_all --only agents_digits agents_gru --out DIR
@@ -33,14 +33,15 @@ def replay_folders() -> list[str]:
     return out
 
 
-def validate(name: str) -> dict:
+def validate(name: str, train_missing: bool = False) -> dict:
     """One folder: exit code, summary line, the filed run's CPU and this machine's, seconds."""
     from agents.core.results import cpu_model
 
     meta = json.loads((RESULTS / name / "results.json").read_text())["meta"]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "agents.cli", "validate", str((RESULTS / name).relative_to(ROOT))],
-                          cwd=ROOT, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "agents.cli", "validate", str((RESULTS / name).relative_to(ROOT))]
+    proc = subprocess.run(cmd + (["--train-missing"] if train_missing else []), cwd=ROOT, capture_output=True,
+                          text=True)
     lines = [x for x in (proc.stdout + proc.stderr).splitlines() if x.strip()]
     summary = next((x for x in reversed(lines) if x.startswith("validate")), lines[-1] if lines else "")
     return {"folder": name, "exit_code": proc.returncode, "summary": summary.strip(),
@@ -51,13 +52,14 @@ def validate(name: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these folders only")
+    p.add_argument("--train-missing", action="store_true", help="let validate train a dense model the cache lacks")
     p.add_argument("--out", default=default_out("validate"), help="results folder")
     args = p.parse_args(argv)
     meta = run_meta()
     names = args.only or replay_folders()
     rows = []
     for name in names:
-        rows.append(validate(name))
+        rows.append(validate(name, args.train_missing))
         print(json.dumps(rows[-1]), flush=True)
     passed = sum(r["exit_code"] == 0 for r in rows)
     md = ["# prune-rnn validate on the filed agent tables", "", provenance(meta), "",

@@ -173,3 +173,14 @@ def test_scripts_record_how_to_rerun_them_and_their_wall_time(tmp_path):
     assert data["x"] is None and data["meta"]["wall_time_s"] >= 0
     assert (tmp_path / "out" / "results.md").read_text() == "# title\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.json", "results.md"]
+
+
+def test_validate_covers_exactly_the_tables_with_replay_records():
+    from benchmarks.validate_all import replay_folders
+
+    folders = replay_folders()
+    assert {"agents_digits", "agents_gru", "agents_pydoc", "oracle_digits"} <= set(folders)
+    for name in folders:
+        rows = json.loads((RESULTS / name / "results.json").read_text())["runs"]
+        assert rows and all("replay" in r for r in rows)
+    assert "finetuned_pydoc" not in folders and "transfer" not in folders
