@@ -273,7 +273,8 @@ def _run_cli(cfg: Config, argv: list[str], env: dict[str, str]) -> int:
         run_dir = Path(argv[argv.index("--resume") + 1])
     else:
         parent = RUNS / f"{cfg.name}-{os.getpid()}"  # a folder of our own: other runs may share runs/
-        code = main([*argv, "--out", str(parent), "--no-progress"])
+        shown = _rel(parent) if Path.cwd().resolve() == ROOT else str(parent)  # the command recorded stays short
+        code = main([*argv, "--out", shown, "--no-progress"])
         # compress writes into --out; bench makes a run directory inside it
         dirs = [p for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
         run_dir = parent if cfg.kind == "compress" or not dirs else dirs[0]
