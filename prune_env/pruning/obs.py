@@ -74,9 +74,9 @@ def reconstruct(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tenso
     """The weights closest to ``weight`` in each row's pre-activation on the calibration inputs, with the ``pruned``
     entries zero: per row ``r``, ``argmin (w' - w_r) H (w' - w_r)^T`` subject to ``w'[pruned[r]] = 0``.
 
-    Solved exactly and batched over rows: with ``P`` the row's pruned and ``S`` its kept columns, either
-    ``w'_S = H_SS^-1 (H w_r)_S`` or the OBS form ``w' = w_r - w_P [H^-1]_PP^-1 [H^-1]_P:``, whichever system is
-    smaller; rows with fewer entries are padded with identity blocks.
+    Solved exactly and batched over rows with equal counts: with ``P`` the row's pruned and ``S`` its kept columns,
+    either ``w'_S = H_SS^-1 (H w_r)_S`` or the OBS form ``w' = w_r - w_P [H^-1]_PP^-1 [H^-1]_P:``, whichever system
+    is smaller for the layer.
 
     :param weight: ``(rows, in)`` dense weights.
     :param pruned: ``(rows, in)`` boolean mask of the weights to zero.
@@ -89,46 +89,40 @@ def reconstruct(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tenso
     n_p = mask.sum(1)
     if n_p.numel() == 0 or int(n_p.max()) == 0:
         return weight.detach().clone()
-    m_p, m_s = int(n_p.max()), int((~mask).sum(1).max())
     out = w.clone()
-    if m_p <= m_s:
+    if float((n_p.double() ** 3).sum()) <= float(((mask.shape[1] - n_p).double() ** 3).sum()):  # smaller systems
         hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))
-        _solve_rows(out, w, mask, hinv, m_p, obs_form=True)
+        _solve_rows(out, w, mask, hinv, obs_form=True)
     else:
-        _solve_rows(out, w, ~mask, h, m_s, obs_form=False)
+        _solve_rows(out, w, ~mask, h, obs_form=False)
     out[mask] = 0.0
     return out.to(weight.device, weight.dtype)
 
 
-def _solve_rows(out: torch.Tensor, w: torch.Tensor, select: torch.Tensor, mat: torch.Tensor, m: int,
-                obs_form: bool) -> None:
-    """Batched padded solves over the rows with a nonempty ``select``; ``out`` is written in place."""
-    rows = torch.nonzero(select.any(1) if obs_form else torch.ones(w.shape[0], dtype=torch.bool)).reshape(-1)
-    if m == 0:  # every row keeps nothing: the S form's solution is all zeros
-        out[rows] = 0.0
-        return
-    step = max(1, CHUNK_BYTES // (8 * m * m))
-    eye = torch.eye(m, dtype=torch.float64)
-    for start in range(0, rows.numel(), step):
-        r = rows[start:start + step]
-        sel = select[r]
-        # Each row's selected columns first (stable), padded with its unselected ones, which are then masked out.
-        cols = torch.argsort((~sel).to(torch.int8), dim=1, stable=True)[:, :m]
-        valid = sel.gather(1, cols)
-        a = mat[cols[:, :, None], cols[:, None, :]]
-        pair = valid[:, :, None] & valid[:, None, :]
-        a = torch.where(pair, a, eye.expand_as(a))
-        if obs_form:
-            b = torch.where(valid, w[r].gather(1, cols), torch.zeros((), dtype=torch.float64))
-            z = torch.linalg.solve(a, b.unsqueeze(-1)).squeeze(-1)
-            out[r] = w[r] - torch.einsum("rk,rkc->rc", z, mat[cols])
-        else:
-            hw = (w[r] @ mat).gather(1, cols)  # (H w_r)_S, H symmetric
-            b = torch.where(valid, hw, torch.zeros((), dtype=torch.float64))
-            z = torch.linalg.solve(a, b.unsqueeze(-1)).squeeze(-1)
-            new = torch.zeros_like(w[r])
-            new.scatter_(1, cols, torch.where(valid, z, torch.zeros((), dtype=torch.float64)))
-            out[r] = new
+def _solve_rows(out: torch.Tensor, w: torch.Tensor, select: torch.Tensor, mat: torch.Tensor, obs_form: bool) -> None:
+    """Batched solves over the rows, grouped by how many columns each selects (no padding); ``out`` is written in
+    place."""
+    sizes = select.sum(1)
+    hw = None if obs_form else w @ mat  # (H w_r) for every row, H symmetric
+    for size in torch.unique(sizes).tolist():
+        rows = torch.nonzero(sizes == size).reshape(-1)
+        if size == 0:
+            if not obs_form:  # nothing kept: the row is zero
+                out[rows] = 0.0
+            continue
+        step = max(1, CHUNK_BYTES // (8 * size * size))
+        for start in range(0, rows.numel(), step):
+            r = rows[start:start + step]
+            # each row's selected columns, in column order
+            cols = torch.argsort((~select[r]).to(torch.int8), dim=1, stable=True)[:, :size]
+            a = mat[cols[:, :, None], cols[:, None, :]]
+            if obs_form:
+                z = torch.linalg.solve(a, w[r].gather(1, cols).unsqueeze(-1)).squeeze(-1)
+                spread = torch.zeros_like(w[r]).scatter_(1, cols, z)
+                out[r] = w[r] - spread @ mat  # = sum_k z_k [H^-1]_{P_k,:}, one dense product
+            else:
+                z = torch.linalg.solve(a, hw[r].gather(1, cols).unsqueeze(-1)).squeeze(-1)
+                out[r] = torch.zeros_like(w[r]).scatter_(1, cols, z)
 
 
 @torch.no_grad()
