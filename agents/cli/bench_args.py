@@ -13,7 +13,8 @@ BENCH_AGENTS = ("uniform", "global", "gradient", "lamp", "erk", "random", "sensi
 #: Agents that ignore the seed: ``bench`` runs them once (the first seed), since more seeds would repeat them.
 DETERMINISTIC = ("uniform", "global", "gradient", "lamp", "erk", "obd", "sensitivity")
 #: The arguments a bench records (``meta.args``) and ``--resume`` reuses: every one that changes a row.
-RECORDED = ("task", "task_seed", "sparsity", "agents", "max_evals", "seeds", "mode", "option", "device", "precision")
+RECORDED = ("task", "task_seed", "sparsity", "agents", "max_evals", "seeds", "mode", "option", "device", "precision",
+            "criterion", "reconstruct")
 #: Of those, the lists that name cells: a resume may add to them (more cells), not take away (unless ``--drop``).
 CELL_LISTS = ("sparsity", "agents", "seeds")
 
@@ -43,11 +44,22 @@ def bench_cells(sparsities: list[float], names: list[str], seeds: list[int]) -> 
             for seed in (seeds[:1] if name in DETERMINISTIC else seeds)]
 
 
+def defaults() -> dict[str, Any]:
+    """The arguments of :data:`RECORDED` as a bench takes them when none is typed."""
+    from agents.cli.common import CLIParser, finish_max_evals
+
+    p = CLIParser(prog="prune-rnn bench")
+    add_bench_arguments(p)
+    ns = p.parse_args([])
+    finish_max_evals(ns, warn_deprecated=False)
+    return recorded(ns)
+
+
 def recorded(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments of :data:`RECORDED` as plain values (what ``meta.args`` holds)."""
     return {k: list(getattr(args, k)) if isinstance(getattr(args, k), (list, tuple)) else getattr(args, k)
             for k in RECORDED}
 
 
-__all__ = ["BENCH_AGENTS", "CELL_LISTS", "DETERMINISTIC", "RECORDED", "add_bench_arguments", "bench_cells",
+__all__ = ["BENCH_AGENTS", "CELL_LISTS", "DETERMINISTIC", "RECORDED", "add_bench_arguments", "bench_cells", "defaults",
            "recorded"]

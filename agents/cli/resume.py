@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.cli.bench_args import CELL_LISTS, RECORDED, add_bench_arguments, bench_cells, recorded
+from agents.cli.bench_args import CELL_LISTS, RECORDED, add_bench_arguments, bench_cells, defaults, recorded
 from agents.cli.common import CLIError, CLIParser, finish_max_evals, is_factory_spec, row_max_evals, warn
 
 #: Version of the fingerprint's layout.
 FINGERPRINT_FORMAT = 1
+#: Recorded arguments that bench runs of earlier releases may lack (they ran with the default).
+LATER = ("criterion", "reconstruct")
 #: Env config keys that are not settings of the run (where it ran, what it scored, how it renders).
 NOT_SETTINGS = ("task", "task_kwargs", "device", "render_mode", "target_sparsity")
 
@@ -64,9 +66,9 @@ def recorded_args(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     args = meta.get("args")
     if isinstance(args, Mapping):
         missing = [k for k in RECORDED if k not in args]
-        if missing:
+        if set(missing) - set(LATER):
             raise ValueError(f"meta.args lacks {missing}")
-        out = {k: args[k] for k in RECORDED}
+        out = {**defaults(), **{k: args[k] for k in RECORDED if k in args}}  # arguments added since: their defaults
     else:
         cmd = meta.get("command")
         words = shlex.split(cmd) if isinstance(cmd, str) else None

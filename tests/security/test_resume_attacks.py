@@ -52,6 +52,7 @@ def _refused(capsys, run: Path, before: bytes, *words: str) -> None:
     (["--precision", "bf16"], "--precision \"bf16\" differs"),
     (["--max-evals", "3"], "--max-evals 3 differs from the run's 2"),
     (["--budget", "3"], "--max-evals 3 differs"),
+    (["--criterion", "saliency"], "--criterion \"saliency\" differs from the run's \"magnitude\""),
     (["--option", "random.batch_size=2"], "--option [\"random.batch_size=2\"] differs from the run's []"),
 ])
 def test_a_differing_argument_is_refused_by_name(run, capsys, extra, words):
