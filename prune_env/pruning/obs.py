@@ -110,6 +110,8 @@ def _solve_rows(out: torch.Tensor, w: torch.Tensor, select: torch.Tensor, mat: t
             if not obs_form:  # nothing kept: the row is zero
                 out[rows] = 0.0
             continue
+        if not obs_form and size == select.shape[1]:  # nothing pruned: the row stays as it is
+            continue
         step = max(1, CHUNK_BYTES // (8 * size * size))
         for start in range(0, rows.numel(), step):
             r = rows[start:start + step]
