@@ -18,7 +18,11 @@ output directory, so that a killed run restarts from its last finished stage:
    score (and perplexity where the task reports it), validation score, bytes on disk, parameters and CPU latency.
 
 ``compress.json`` holds the settings. Rerunning with the same output directory resumes: finished stages are
-skipped; different settings are refused (use a new directory).
+skipped; different settings are refused (use a new directory). Each stage's JSON file is sealed
+(:mod:`agents.cli.compress_stages`: the settings, the SHA-256 of the files the stage wrote, the seal of the stage
+before it): a stage whose seal fails, edited, swapped or pickled, is redone with a warning, with every stage after it,
+and nothing in it is loaded. The report recomputes every number it shows from the files it names
+(:mod:`agents.cli.compress_report`). Before the first stage the model is checked to be exportable.
 
 >>> import tempfile
 >>> from prune_env.tasks import make_task
