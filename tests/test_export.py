@@ -14,11 +14,11 @@ import torch
 from tiny import VOCAB, TinyLM, tiny_task
 from torch import nn
 
-from prune_env import PruneRNNEnv
+from prune_env import PruneRNNEnv, RNNTask
 from prune_env.compression.export import ExportError, apply_masks, can_export, declarative, export, load, masks
 from prune_env.compression.quantize import quantize
 from prune_env.compression.size import dense_bits, encoding, model_size, size_table
-from prune_env.tasks.models import ZooLM
+from prune_env.tasks.models import ZooLM, ZooSequenceNet
 
 
 def _env_model(granularity: str, rnn: str = "gru"):
@@ -546,3 +546,39 @@ def test_bit_packing_round_trips_at_every_width(bits):
     assert len(packed) == -(-1001 * bits // 8)
     assert np.array_equal(unpack_bits(packed, bits, 1001), values)
     assert unpack_bits(b"", bits, 0).shape == (0,)
+
+
+class _LastState(nn.Module):
+    """A head on the last layer's final state ``h_n[-1]``: a stack split by hidden-unit pruning stays a graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 6)
+        self.rnn = nn.LSTM(6, 10, 2, batch_first=True)
+        self.head = nn.Linear(10, VOCAB)
+
+    def forward(self, x):
+        _, (h, _) = self.rnn(self.emb(x))
+        return self.head(h[-1])
+
+
+@pytest.mark.parametrize("make, declarative_form", [
+    (lambda: TinyLM("lstm", hidden=10, layers=2, bidirectional=True), True),
+    (lambda: ZooSequenceNet(6, 10, 2, 3, cell="gru", vocab_size=VOCAB, head="last"), True),
+    (_LastState, False),
+], ids=["bidirectional-lstm", "zoo-sequence-net", "final-state-head"])
+def test_hidden_unit_pruned_models_round_trip_in_either_form(tmp_path, make, declarative_form):
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randint(0, VOCAB, (4, 7))
+    with torch.no_grad():
+        y = model(x).argmax(-1)  # per step or per sequence, as the model predicts
+    env = PruneRNNEnv(RNNTask(model, eval_batch=(x, y), metric="accuracy"), granularity="hidden_unit")
+    shrunk = env.pruned_model(dict.fromkeys(env.layer_names, 0.5))
+    form = declarative(shrunk, model)
+    assert (form is not None) == declarative_form
+    export(shrunk if form is None else form, tmp_path / "m.prnn")
+    loaded = load(tmp_path / "m.prnn", classes=[type(model)])
+    assert type(loaded) is (type(model) if declarative_form else type(loaded)) and (
+        declarative_form or isinstance(loaded, torch.fx.GraphModule))
+    torch.testing.assert_close(loaded(x), shrunk(x), atol=0, rtol=0)
