@@ -83,7 +83,8 @@ def to_markdown(result: dict) -> str:
     lines = ["# Export format: size and load time side by side", "", provenance(result["meta"]), "",
              f"Earlier exporter: `{result['baseline']}`. Load time: median of {result['repeats']} loads each, "
              f"interleaved, {result['threads']} torch thread(s). Target: size and load time within 5% of the "
-             "earlier format.", ""]
+             "earlier format. The load times compare the whole loaders: besides the container, the current one "
+             "unpacks packed bits on whole bytes where the earlier one shifted and summed int64 bit planes.", ""]
     for r in result["tasks"]:
         lines += [f"## {r['task']} (sparsity {r['sparsity']:.3f})", "",
                   "| variant | earlier bytes | bytes | x earlier | earlier load ms | load ms | x earlier "
