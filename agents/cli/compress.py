@@ -316,20 +316,7 @@ def _meets_target(env: Any, search: Mapping[str, Any]) -> bool:
 
 def _check_exportable(model: nn.Module) -> None:
     """:raises CompressError: before the first stage, when the model cannot be exported (naming why)."""
-    try:
-        from prune_env.compression.export import can_export
-    except ImportError:  # an export module without the checker: try the export itself, into a temporary file
-        import tempfile
-
-        from prune_env.compression.export import export
-
-        def can_export(m: nn.Module) -> tuple[bool, str]:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    export(m, Path(tmp) / "probe.prnn")
-                except (ValueError, TypeError) as e:
-                    return False, str(e)
-            return True, ""
+    from prune_env.compression.export import can_export
 
     ok, why = can_export(model)
     if not ok:

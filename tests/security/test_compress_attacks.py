@@ -141,3 +141,12 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, capsy
     monkeypatch.undo()
     assert main(["compress", "--task", SPEC, "--sparsity", str(TARGET), "--agent", "uniform", "--steps", "2",
                  "--out", str(out), "--no-progress"]) == 0  # and the run then finishes from its last stage
+
+
+def test_a_model_that_cannot_be_exported_is_refused_before_the_first_stage(tmp_path):
+    task = tiny()
+    task.model.act = lambda x: x  # an attribute no data-only description holds
+    with pytest.raises(C.CompressError, match="cannot be exported, so compress would fail at its third stage: "
+                                              "cannot export `act`"):
+        C.compress(task, TARGET, tmp_path / "run", **KW)
+    assert not (tmp_path / "run" / "search.json").exists()
