@@ -10,6 +10,7 @@ builds only these types; anything else is refused with an :class:`ExportError`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -92,14 +93,8 @@ def decode(v: Any, functions: bool = True, nodes: Mapping[str, Any] | None = Non
         return Ellipsis
     elif tag == "float" and x in _FLOATS:
         return _FLOATS[x]
-    elif tag == "dtype" and isinstance(x, str) and IDENT.match(x):
-        got = getattr(torch, x, None)  # a torch attribute named by an identifier, kept only if it is a dtype
-        if isinstance(got, torch.dtype):
-            return got
-    elif tag == "torch" and isinstance(x, str) and IDENT.match(x):
-        got = getattr(torch, x, None)
-        if isinstance(got, (torch.memory_format, torch.layout)):
-            return got
+    elif tag in ("dtype", "torch") and isinstance(x, str) and x in _constants(tag):
+        return _constants(tag)[x]
     elif tag == "device" and isinstance(x, str) and len(x) <= 32:
         try:
             return torch.device(x)
@@ -114,6 +109,14 @@ def decode(v: Any, functions: bool = True, nodes: Mapping[str, Any] | None = Non
             return nodes[x]
         raise ExportError(f"the graph refers to the node {short(x)} before defining it")
     raise ExportError(f"unreadable value {short(v)}")
+
+
+@functools.cache
+def _constants(tag: str) -> dict[str, Any]:
+    """The dtypes (``"dtype"``) or memory formats and layouts (``"torch"``) of ``torch``, by name: a fixed table read
+    from the module's namespace, so no name from a file reaches ``getattr`` (or a lazy import) on ``torch``."""
+    kinds = (torch.dtype,) if tag == "dtype" else (torch.memory_format, torch.layout)
+    return {k: v for k, v in sorted(vars(torch).items()) if isinstance(v, kinds) and not k.startswith("_")}
 
 
 def _hashable(kind: type, items: list, raw: Any) -> Any:
