@@ -324,6 +324,10 @@ DESCRIPTION_ATTACKS = {
                                      "both as an attribute and as a parameter"),
     "an unstored tensor": (lambda d: d["module"]["modules"][2][1]["tensors"].append("extra"), "lacks"),
     "training not a bool": (lambda d: d["module"]["config"].__setitem__(0, ["training", "yes"]), "training"),
+    "a torch function named as a dtype": (lambda d: d["module"]["config"].append(["dt", {"dtype": "load"}]),
+                                          "unreadable value"),
+    "a torch submodule named as a layout": (lambda d: d["module"]["config"].append(["lay", {"torch": "_inductor"}]),
+                                            "unreadable value"),
 }
 
 
