@@ -131,10 +131,44 @@ def load_results(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], l
         missing = [k for k in ROW_KEYS if not isinstance(r, dict) or k not in r]
         if missing:
             raise ValidateError(f"validate: {path} row {i} lacks {missing}; not a prune-rnn result row")
-        if not isinstance(r["allocation"], dict):
-            raise ValidateError(f"validate: {path} row {i}: 'allocation' is not a {{layer: sparsity}} mapping")
+        problem = _malformed(r)
+        if problem:
+            raise ValidateError(f"validate: {path} row {i}: {problem}")
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     return data, meta, rows
+
+
+def _malformed(row: Mapping[str, Any]) -> str | None:
+    """What in a row (and its ``replay`` record) is not of the type ``prune-rnn`` writes, or ``None``."""
+    def num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def mapping(x: Any, value: Any) -> bool:
+        return isinstance(x, dict) and all(isinstance(k, str) and value(v) for k, v in x.items())
+
+    if not mapping(row["allocation"], num):
+        return "'allocation' is not a {layer: sparsity} mapping"
+    for key in ("target_sparsity", "val_score", "test_score", "dense_val"):
+        if row.get(key) is not None and not num(row[key]):
+            return f"{key!r} is not a number"
+    rp = row.get("replay")
+    if rp is None:
+        return None
+    if not isinstance(rp, dict):
+        return "'replay' is not a record"
+    checks = {"task": lambda x: isinstance(x, dict), "pruned": lambda x: mapping(x, lambda v: isinstance(v, int)),
+              "units": lambda x: mapping(x, lambda v: isinstance(v, int)),
+              "bits": lambda x: x is None or mapping(x, lambda v: isinstance(v, int)),
+              "dense_hash": lambda x: x is None or isinstance(x, str),
+              "versions": lambda x: x is None or isinstance(x, dict),
+              "target_sparsity": num, "max_sparsity": lambda x: x is None or num(x),
+              "finetune_steps": lambda x: x is None or isinstance(x, int),
+              **{k: (lambda x: x is None or isinstance(x, (str, bool))) for k in
+                 ("mode", "granularity", "criterion", "precision", "quantize", "reconstruct", "device")}}
+    for key, ok in checks.items():
+        if key in rp and not ok(rp[key]):
+            return f"replay.{key} is not of the type prune-rnn records"
+    return None
 
 
 def row_label(i: int, row: Mapping[str, Any]) -> str:

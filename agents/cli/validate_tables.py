@@ -84,7 +84,8 @@ def _summary_problems(filed: Any, rows: Sequence[Mapping[str, Any]]) -> list[str
     except (KeyError, TypeError, ValueError) as e:
         return [f"summary: cannot be recomputed from the rows ({type(e).__name__}: {e})"]
     by_now = {(s["agent"], _key(s["target_sparsity"])): s for s in now}
-    by_filed = {(s.get("agent"), _key(s.get("target_sparsity"))): s for s in filed}
+    by_filed = {(s.get("agent") if isinstance(s.get("agent"), str) else _short(s.get("agent")),
+                 _key(s.get("target_sparsity"))): s for s in filed}
     out = []
     if len(by_filed) != len(filed):
         out.append("summary: an (agent, target) group is listed twice")
