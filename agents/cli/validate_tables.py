@@ -166,7 +166,7 @@ def _count_problems(meta: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return []  # no arguments on record (a run not made by `prune-rnn bench`): nothing to count against
     if args is None:
         return []
-    from agents.cli.bench import bench_cells
+    from agents.cli.bench_args import bench_cells
 
     want = [(_key(t), a, s) for t, a, s in bench_cells(args["sparsity"], args["agents"], args["seeds"])]
     have = [(_key(r.get("target_sparsity")), r.get("agent"), r.get("seed")) for r in rows]
