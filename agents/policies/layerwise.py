@@ -36,12 +36,11 @@ import torch
 from torch import nn
 
 from prune_env.checks import check_int, check_number
-from prune_env.envs.zoo import CONTEXT, ROW, ROW_V2, PruneRNNZooEnv, observation
+from prune_env.envs.zoo import CONTEXT, OBSERVATION_FORMATS, ROW, ROW_V2, ROW_V4, PruneRNNZooEnv, observation
 
 #: Format tag of saved policies (format 3 records the row columns the policy reads; format 2 read :data:`ROW_V2`).
 FORMAT = "prune-rnn-gym/layerwise-policy/3"
 _FORMATS = {"prune-rnn-gym/layerwise-policy/2": ROW_V2, FORMAT: None}
-_LAMP, _VALID = ROW.index("lamp"), ROW.index("valid")
 
 
 class LayerwisePolicy(nn.Module):
@@ -53,17 +52,23 @@ class LayerwisePolicy(nn.Module):
     :param hidden: width of the two hidden layers.
     :param init_std: the starting standard deviation, in action units.
     :param columns: the columns of :data:`~prune_env.envs.zoo.ROW` the network reads (default: all of them; a policy
-        of an older observation format reads the ones it was trained on).
+        of an older observation format reads the ones it was trained on). A policy reading any column of
+        :data:`~prune_env.envs.zoo.ROW_V4` outside :data:`~prune_env.envs.zoo.ROW` acts on observation format 4.
     """
 
     def __init__(self, hidden: int = 64, init_std: float = 0.3, columns: Sequence[str] = ROW):
         super().__init__()
         self.hidden = check_int("hidden", hidden, 1)
-        unknown = [c for c in columns if c not in ROW]
+        unknown = [c for c in columns if c not in ROW_V4]
         if unknown or not columns:
-            raise ValueError(f"`columns` must be a non-empty subset of the observation row {ROW}; unknown: {unknown}")
+            raise ValueError(f"`columns` must be a non-empty subset of the observation row {ROW_V4}; unknown: "
+                             f"{unknown}")
         self.columns = tuple(columns)
-        self.register_buffer("_index", torch.tensor([ROW.index(c) for c in self.columns]), persistent=False)
+        #: the zoo observation format the policy reads (3: rows of ROW, 4: rows of ROW_V4) and its row
+        self.observation_format = 3 if all(c in ROW for c in self.columns) else 4
+        self.row = OBSERVATION_FORMATS[self.observation_format]
+        self._lamp, self._valid = self.row.index("lamp"), self.row.index("valid")
+        self.register_buffer("_index", torch.tensor([self.row.index(c) for c in self.columns]), persistent=False)
         self.net = nn.Sequential(nn.Linear(len(self.columns) + len(CONTEXT), hidden), nn.Tanh(),
                                  nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.net[-1].weight)  # the start: LAMP's allocation
@@ -74,12 +79,12 @@ class LayerwisePolicy(nn.Module):
     def means(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centred mean actions ``(batch, layers)`` and the validity mask, for joint zoo observations ``(batch, n)``."""
         n_ctx = len(CONTEXT)
-        rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(ROW))
+        rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(self.row))
         context = obs[..., -n_ctx:].unsqueeze(-2).expand(*rows.shape[:-1], n_ctx)
         delta = self.net(torch.cat([rows.index_select(-1, self._index), context], -1)).squeeze(-1)
-        valid = rows[..., _VALID] > 0.5
+        valid = rows[..., self._valid] > 0.5
         centre = (delta * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
-        mu = 2.0 * rows[..., _LAMP] - 1.0 + delta - centre
+        mu = 2.0 * rows[..., self._lamp] - 1.0 + delta - centre
         return torch.where(valid, mu, torch.zeros_like(mu)), valid
 
     @torch.no_grad()
@@ -92,7 +97,7 @@ class LayerwisePolicy(nn.Module):
     def allocation_action(self, env: Any) -> np.ndarray:
         """The joint action (one entry per layer) this policy picks for a budget-mode
         :class:`~prune_env.PruneRNNEnv` at the start of an episode, in either mode."""
-        return self.act(observation(env.unwrapped, joint=True))
+        return self.act(observation(env.unwrapped, joint=True, observation_format=self.observation_format))
 
     def allocation(self, env: Any) -> dict[str, float]:
         """Layer name -> requested sparsity (before the env's projection onto the target)."""
@@ -152,9 +157,13 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
         check_int(name, getattr(args, name), 1)
     check_number("ema_decay", args.ema_decay, 0.0, 1.0, high_open=True)
     gen = torch.Generator().manual_seed(args.seed)
+    columns = OBSERVATION_FORMATS[zoo.observation_format]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        policy = policy or LayerwisePolicy(args.hidden, args.init_std)
+        policy = policy or LayerwisePolicy(args.hidden, args.init_std, columns)
+    if policy.observation_format != zoo.observation_format:
+        raise ValueError(f"`policy` reads observation format {policy.observation_format}, the zoo env gives format "
+                         f"{zoo.observation_format}")
     optim = optimizer or torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     baselines: dict[int, tuple[float, float]] = {}  # model -> running mean and variance of its reward
     curve: list[float] = []
@@ -297,9 +306,10 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
 
     checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     per = -(-args.episodes // rounds)
+    columns = OBSERVATION_FORMATS[train.observation_format]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        policy = LayerwisePolicy(args.hidden, args.init_std)
+        policy = LayerwisePolicy(args.hidden, args.init_std, columns)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     # with ema_decay > 0 the moving average is what is scored, selected and returned
     average = copy.deepcopy(policy) if args.ema_decay > 0 else None
@@ -307,7 +317,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
         "validation": [getattr(t, "name", str(t)) for t in validation],
-        "selection": [selection_metric, list(selection_targets)], "columns": list(ROW)}))
+        "selection": [selection_metric, list(selection_targets)], "columns": list(columns)}))
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
@@ -349,7 +359,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
                                       "log": json.dumps(log),
                                       "average": None if average is None else average.state_dict()},
                           PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
-    selected = LayerwisePolicy(args.hidden, args.init_std)
+    selected = LayerwisePolicy(args.hidden, args.init_std, columns)
     selected.load_state_dict(best[1])
     selected.meta = {"selected_after_episodes": best[2], "validation_zero_shot": best[0]}
     return selected, log

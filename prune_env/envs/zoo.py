@@ -11,6 +11,12 @@ it has never seen):
   :data:`CONTEXT`. The action is ``Box(-1, 1, (max_layers,))``; entries past the model's layers are ignored.
 - **sequential** mode: the row of the layer about to be pruned, then :data:`CONTEXT`; the action is one sparsity.
 
+``observation_format=4`` uses the longer row :data:`ROW_V4`: the columns of :data:`ROW` (the same values, bit for bit)
+with the calibration-aware, evaluation-free layer features of :mod:`prune_env.pruning.layer_features` before
+``chosen`` and ``valid`` (pre-activation errors with and without reconstruction and the training-loss increase of
+pruning the layer alone to its LAMP share, the OWL outlier share, the heavy-tail exponent and the layer's role).
+They read training batches only; the task needs calibration data.
+
 :data:`CONTEXT` is the model-level state: the target, the fraction removed and still needed, the previous applied
 sparsity, the progress, the share of weights after the current layer, the number of layers over ``max_layers`` and
 the log10 of the prunable weights over 10. The analysis of each model is computed once and shared
@@ -43,6 +49,8 @@ from prune_env.pruning import allocation as B
 from prune_env.pruning import rules as R
 from prune_env.pruning.analysis import analyse
 from prune_env.pruning.fisher import has_loss, obd_costs
+from prune_env.pruning.layer_features import COLUMNS as LAYER_COLUMNS
+from prune_env.pruning.layer_features import feature_columns
 from prune_env.pruning.stats import FEATURES
 from prune_env.task import RNNTask
 
@@ -59,6 +67,11 @@ ROW = (*FEATURES, *RULE_COLUMNS, "obd_share", "chosen", "valid")
 #: The row of observation format 2, which policies v1-v3 were trained on: they read these columns of :data:`ROW` by
 #: name.
 ROW_V2 = (*FEATURES, "lamp", "chosen", "valid")
+#: The row of observation format 4: :data:`ROW`'s columns with the layer features of
+#: :mod:`prune_env.pruning.layer_features` before ``chosen`` and ``valid``.
+ROW_V4 = (*FEATURES, *RULE_COLUMNS, "obd_share", *LAYER_COLUMNS, "chosen", "valid")
+#: Observation format -> its per-layer row (format 3 is :data:`ROW`, the default).
+OBSERVATION_FORMATS = {3: ROW, 4: ROW_V4}
 
 
 class PruneRNNZooEnv(gym.Env):
@@ -69,6 +82,8 @@ class PruneRNNZooEnv(gym.Env):
     :param target_sparsity: a fixed target, or ``(low, high)``: each episode draws one uniformly from ``np_random``.
     :param mode: ``"joint"`` or ``"sequential"``.
     :param max_layers: rows of the joint observation and action; default: the most layers of any task.
+    :param observation_format: 3 (rows of :data:`ROW`) or 4 (rows of :data:`ROW_V4`, adding the calibration-aware
+        layer features; every task then needs calibration data).
     :param env_kwargs: further :class:`~prune_env.PruneRNNEnv` arguments shared by every model (``criterion``,
         ``max_sparsity``, ``device``, ``precision``, ``granularity``, ``finetune_steps``).
     """
@@ -77,7 +92,7 @@ class PruneRNNZooEnv(gym.Env):
 
     def __init__(self, tasks: Sequence[RNNTask | str], target_sparsity: float | tuple[float, float] = (0.5, 0.95), *,
                  mode: str = "joint", max_layers: int | None = None, render_mode: str | None = None,
-                 **env_kwargs: Any):
+                 observation_format: int = 3, **env_kwargs: Any):
         from prune_env.tasks import resolve_task
 
         if isinstance(tasks, (str, RNNTask)) or not isinstance(tasks, Sequence) or not tasks:
@@ -89,7 +104,15 @@ class PruneRNNZooEnv(gym.Env):
             raise ValueError(f"unknown `mode` {mode!r}; expected one of {MODES}")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"unsupported `render_mode` {render_mode!r}; expected None or 'ansi'")
+        if isinstance(observation_format, bool) or observation_format not in OBSERVATION_FORMATS:
+            raise ValueError(f"unknown `observation_format` {observation_format!r}; expected one of "
+                             f"{tuple(OBSERVATION_FORMATS)}")
+        self.observation_format = int(observation_format)
         self.tasks = [resolve_task(t) for t in tasks]
+        for t in self.tasks if self.observation_format == 4 else ():
+            if t.calibration_batches is None and t.train_loss is None:
+                raise ValueError(f"`observation_format`=4 needs calibration data: task {t.name!r} has neither "
+                                 "`calibration_batches` nor `train_loss`")
         self.target_range = _target_range(target_sparsity)
         self.mode, self.render_mode, self.env_kwargs = mode, render_mode, dict(env_kwargs)
         criterion = env_kwargs.get("criterion", "magnitude")
@@ -99,7 +122,8 @@ class PruneRNNZooEnv(gym.Env):
         self.max_layers = most if max_layers is None else int(max_layers)
         if self.max_layers < most:
             raise ValueError(f"`max_layers`={max_layers} is below the {most} layers of the largest task")
-        n_obs = (self.max_layers if mode == "joint" else 1) * len(ROW) + len(CONTEXT)
+        row = OBSERVATION_FORMATS[self.observation_format]
+        n_obs = (self.max_layers if mode == "joint" else 1) * len(row) + len(CONTEXT)
         self.observation_space = spaces.Box(0.0, 1.0, (n_obs,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (self.max_layers if mode == "joint" else 1,), np.float32)
         self._envs: dict[int, PruneRNNEnv] = {}
@@ -151,7 +175,8 @@ class PruneRNNZooEnv(gym.Env):
                 "target_sparsity": env.target_sparsity, "dense_score": env.dense_score}
 
     def _obs(self) -> np.ndarray:
-        return observation(self.env, self.max_layers, self._t, self._prev)
+        return observation(self.env, self.max_layers, self._t, self._prev,
+                           observation_format=self.observation_format)
 
     def render(self):
         if self.render_mode == "ansi":
@@ -160,7 +185,7 @@ class PruneRNNZooEnv(gym.Env):
 
 
 def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, prev_action: float = 0.0,
-                joint: bool | None = None) -> np.ndarray:
+                joint: bool | None = None, observation_format: int = 3) -> np.ndarray:
     """The zoo observation of any budget-mode :class:`~prune_env.PruneRNNEnv` in its current state.
 
     What :class:`PruneRNNZooEnv` observes, computed from the env's public state, so a policy trained on a zoo can act
@@ -171,19 +196,27 @@ def observation(env: PruneRNNEnv, max_layers: int | None = None, t: int = 0, pre
     :param t: steps taken this episode (sequential mode: the layer about to be pruned).
     :param prev_action: the previous step's applied sparsity.
     :param joint: the joint layout (every layer's row) whatever the env's mode; default: the env's mode.
+    :param observation_format: 3 (rows of :data:`ROW`) or 4 (:data:`ROW_V4`).
     """
     if env.target_sparsity is None:
         raise ValueError("the zoo observation needs an env in budget mode (target_sparsity set)")
     n = env.num_layers
     max_layers = n if max_layers is None else max_layers
-    rows = np.zeros((max_layers, len(ROW)), np.float64)
+    if isinstance(observation_format, bool) or observation_format not in OBSERVATION_FORMATS:
+        raise ValueError(f"unknown `observation_format` {observation_format!r}; expected one of "
+                         f"{tuple(OBSERVATION_FORMATS)}")
+    row = OBSERVATION_FORMATS[observation_format]
+    rows = np.zeros((max_layers, len(row)), np.float64)
     rows[:n, :len(FEATURES)] = env.analysis.features
     rows[:n, len(FEATURES):len(FEATURES) + len(RULE_COLUMNS) + 1] = rule_columns(env)
+    if observation_format == 4:
+        start = len(FEATURES) + len(RULE_COLUMNS) + 1
+        rows[:n, start:start + len(LAYER_COLUMNS)] = layer_columns(env)
     rows[:n, -2] = env.counts / env.numels
     rows[:n, -1] = 1.0
     sequential = not ((env.mode == "joint") if joint is None else joint)
     removed, needed, progress, rest = B.episode_fractions(env.counts, env.numels, env.target_sparsity, t, sequential)
-    block = (rows[t] if t < n else np.zeros(len(ROW))) if sequential else rows.reshape(-1)
+    block = (rows[t] if t < n else np.zeros(len(row))) if sequential else rows.reshape(-1)
     context = [env.target_sparsity, removed, needed, prev_action, progress, rest, n / max_layers,
                np.log10(int(env.numels.sum())) / 10.0]
     return np.clip(np.concatenate([block, context]), 0.0, 1.0).astype(np.float32)
@@ -199,6 +232,25 @@ def rule_columns(env: PruneRNNEnv) -> np.ndarray:
     """
     a, target = env.analysis, env.target_sparsity
     return a.cached(("rule_columns", target, env.max_sparsity), lambda: _rule_columns(env), max_entries=4096)
+
+
+def layer_columns(env: PruneRNNEnv) -> np.ndarray:
+    """``(num_layers, len(LAYER_COLUMNS))``: the layer features of :mod:`prune_env.pruning.layer_features` at each
+    layer's LAMP sparsity for the env's target, the loss measured under the env's ``reconstruct`` operator. No
+    evaluation; training batches only. Computed once per (model, target) and kept with the analysis.
+
+    :raises ValueError: for a task without calibration data (naming ``observation_format``).
+    """
+    a = env.analysis
+
+    def compute() -> np.ndarray:
+        shares = rule_columns(env)[:, RULE_COLUMNS.index("lamp")] * env.max_sparsity
+        out = feature_columns(a, env.task, shares, env.reconstruct)
+        out.setflags(write=False)
+        return out
+
+    return a.cached(("layer_columns", env.target_sparsity, env.max_sparsity, env.reconstruct), compute,
+                    max_entries=4096)
 
 
 def _rule_columns(env: PruneRNNEnv) -> np.ndarray:
@@ -233,4 +285,5 @@ def _target_range(target: float | tuple[float, float]) -> tuple[float, float]:
     return t, t
 
 
-__all__ = ["CONTEXT", "ROW", "ROW_V2", "RULE_COLUMNS", "PruneRNNZooEnv", "observation", "rule_columns"]
+__all__ = ["CONTEXT", "LAYER_COLUMNS", "OBSERVATION_FORMATS", "ROW", "ROW_V2", "ROW_V4", "RULE_COLUMNS",
+           "PruneRNNZooEnv", "layer_columns", "observation", "rule_columns"]
