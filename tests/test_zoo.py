@@ -1,7 +1,7 @@
 """The model zoo: its size, variety and splits, its names, and tiny-override builds of every task kind (seconds).
 
 Full-size dense scores ("well above chance") are checked by ``python -m prune_env.tasks.zoo build`` (see
-benchmarks/results/zoo_build.md), not here.
+benchmarks/results/zoo_build/), not here.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_unseen_models_not_in_train():
 
     # the pydoc-char preset: a 2x256 LSTM char LM (embedding, per-step Linear head) on the help text
     pydoc_char = ("pydoc", ("lstm", DEFAULTS["layers"], DEFAULTS["hidden"], False, True, "lm"))
-    # benchmarks/gru_task.py: a bidirectional 1x64 GRU over digits, mean over time; the zoo reads digits by rows,
+    # the custom-gru preset: a bidirectional 1x64 GRU over digits, mean over time; the zoo reads digits by rows,
     # the custom GRU by columns, and no train model has its architecture on any digits reading
     gru_arch = ("gru", 1, 64, True)
     for name in Z.zoo_names("train"):

@@ -365,7 +365,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     return selected, log
 
 
-#: The shipped policy, inside the package (its ``meta`` and ``benchmarks/results/transfer_v4/pretrain.md`` record the
+#: The shipped policy, inside the package (its ``meta`` and ``benchmarks/results/transfer/results.md`` record the
 #: command that made it).
 DEFAULT_POLICY = "data/default_policy.pt"
 

@@ -116,10 +116,10 @@ class Args:
 
 @dataclass(frozen=True)
 class _Ablation:
-    """Variants kept for ``benchmarks/bench_reinforce_ablation.py`` and ``benchmarks/bench_reinforce_tuning.py``.
+    """Variants kept for ``benchmarks/reinforce_ablation.py`` and ``benchmarks/reinforce_tuning.py``.
 
     None of them showed a gain in the recorded runs (``benchmarks/results/reinforce_tuning/``,
-    ``benchmarks/results/bench_reinforce_ablation/``), so they are not options of :func:`run`; the defaults are what
+    ``benchmarks/results/reinforce_ablation/``), so they are not options of :func:`run`; the defaults are what
     :func:`run` does. Pass one as ``agents.search("reinforce", ..., _ablation=_Ablation(...))``.
     """
 

@@ -7,7 +7,7 @@ and returns a structured :class:`~prune_env.task.RNNTask`; ``resolve_task(name)`
 ``PruneRNNEnv(task=name)`` accept the names too.
 
 - **Splits.** ``train`` models are for training a policy, ``validation`` models for selecting one. The splits never
-  share a (data, architecture) pair; the ``pydoc-char`` preset's model and ``benchmarks/gru_task.py``'s model are
+  share a (data, architecture) pair; the ``pydoc-char`` preset's model and the ``custom-gru`` preset's model are
   in neither, so they stay unseen.
 - **Data.** Character LMs on the CPython help text (:func:`prune_env.tasks.pydoc_char.load_text`) and on the source
   of stdlib packages (their ``.py`` files in sorted path order, a fixed leading slice); a word LM on a slice of PTB;

@@ -1,7 +1,7 @@
 """The zoo's catalogue: every model's versioned name and frozen :class:`ZooSpec`, its split, and where PTB lives.
 
 - **Splits.** ``train`` models are for training a policy, ``validation`` models for selecting one. The splits never
-  share a (data, architecture) pair; the ``pydoc-char`` preset's model and ``benchmarks/gru_task.py``'s model are
+  share a (data, architecture) pair; the ``pydoc-char`` preset's model and the ``custom-gru`` preset's model are
   in neither, so they stay unseen.
 - **PTB** is not bundled: its directory (``train.txt``, ``valid.txt``, ``test.txt``) comes from ``path=`` or the
   environment variable ``PRUNE_RNN_PTB``. Without either, its entries raise :class:`ZooDataUnavailable` naming the
