@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "task": "digits", "target_sparsity": None, "mode": "joint", "size_penalty": 0.5, "criterion": "magnitude",
     "max_sparsity": 0.98, "device": None, "render_mode": None, "task_kwargs": None, "granularity": "unstructured",
     "quantize": False, "finetune_steps": 0, "precision": "fp32", "reconstruct": None,
+    "strict_coverage": False,
 }
 
 
@@ -43,6 +44,8 @@ def env_config(arguments: dict[str, Any], config: dict[str, Any] | None) -> dict
     cfg["size_penalty"] = check_number("size_penalty", cfg["size_penalty"], 0.0)
     cfg["finetune_steps"] = check_int("finetune_steps", cfg["finetune_steps"], 0)
     cfg["reconstruct"] = check_reconstruct(cfg["reconstruct"])
+    if not isinstance(cfg["strict_coverage"], bool):
+        raise ValueError(f"`strict_coverage` must be True or False, got {cfg['strict_coverage']!r}")
     q = cfg["quantize"]
     if q not in (False, True, None) and q not in METHODS:
         raise ValueError(f"`quantize` must be False, True (= 'linear') or one of {METHODS}, got {q!r}")

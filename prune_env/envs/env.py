@@ -18,6 +18,7 @@ from prune_env.envs.config import DEFAULTS, MODES, env_config
 from prune_env.pruning import allocation as B
 from prune_env.pruning.analysis import Analysis, analyse, calibration
 from prune_env.pruning.calibration import calibration_inputs
+from prune_env.pruning.coverage import CoverageReport, check_coverage, coverage_report, removed_matrix_weights
 from prune_env.pruning.criteria import CALIBRATED, sparsity_to_count
 from prune_env.pruning.kinds import PruningKind, make_kind
 from prune_env.pruning.reconstruction import Calibrated, sequential_prune
@@ -87,10 +88,11 @@ class PruneRNNEnv(gym.Env):
 
     ## Info
 
-    At the end of an episode: ``score``, ``dense_score``, ``overall_sparsity``, ``layer_sparsity`` (name ->
-    sparsity), ``nonzero_params`` (parameters of the whole model kept, biases included), ``size_bytes`` (the exact
-    encoded size, :mod:`prune_env.compression.size`), ``reward_terms`` and the task's extra metrics (e.g.
-    ``perplexity``).
+    At the end of an episode: ``score``, ``dense_score``, ``overall_sparsity`` (over the prunable weights),
+    ``model_sparsity`` (over every weight tensor of two or more dimensions, pruned or not; see ``env.coverage``),
+    ``layer_sparsity`` (name -> sparsity), ``nonzero_params`` (parameters of the whole model kept, biases
+    included), ``size_bytes`` (the exact encoded size, :mod:`prune_env.compression.size`), ``reward_terms`` and the
+    task's extra metrics (e.g. ``perplexity``).
     ``hidden_unit`` adds ``weight_sparsity``; ``quantize`` adds ``layer_bits`` and ``size_fraction``. Earlier
     sequential steps carry ``layer_sparsity`` and ``overall_sparsity``.
 
@@ -120,6 +122,9 @@ class PruneRNNEnv(gym.Env):
     - ``finetune_steps``: Adam steps of recovery fine-tuning before each episode is scored (0: none).
     - ``precision``: ``"fp32"`` or ``"bf16"`` (scores under ``torch.autocast``; refused with a ``ValueError`` where
       the device has no bf16 kernel for the model's recurrent layers, see :mod:`prune_env.devices`).
+    - ``strict_coverage`` (a ``config`` key): raise ``ValueError`` instead of warning when weight tensors of two or
+      more dimensions that no layer adapter prunes hold over 5 % of the model's parameters
+      (:mod:`prune_env.pruning.coverage`).
     - ``config``: a dict merged over :meth:`default_config` and the keyword arguments; its entries win.
 
     ## Example
@@ -175,6 +180,9 @@ class PruneRNNEnv(gym.Env):
         self.layers, self.layer_names, self.layer_stats = list(a.layers), a.layer_names, list(a.layer_stats)
         self.numels, self.num_layers, self.total_params = a.numels, a.num_layers, a.total_params
         self.cap = self.analysis.caps(self.max_sparsity)
+        #: which weights this env prunes and which matrices it leaves dense (:mod:`prune_env.pruning.coverage`)
+        self.coverage: CoverageReport = coverage_report(self.task.model, a.weight_layers)
+        check_coverage(self.coverage, strict=cfg["strict_coverage"], what=f"task {self.task.name!r}")
         self.target_sparsity = self._check_target(cfg["target_sparsity"])
 
         self._model = copy.deepcopy(self.task.model).to(self.device).eval().requires_grad_(False)
@@ -320,6 +328,7 @@ class PruneRNNEnv(gym.Env):
         size_term = self.size_penalty * self.kind.size_fraction(self._counts, bits) if priced else 0.0
         info = {**self._progress_info(), **extras, **self.kind.info(self._counts, bits),
                 "score": score, "dense_score": self.dense_score,
+                "model_sparsity": self.coverage.model_sparsity(removed_matrix_weights(self.kind, self._counts)),
                 "nonzero_params": int(self.total_params - self.kind.removed_params(self._counts)),
                 "size_bytes": -(-self.kind.size_bits(self._counts, bits) // 8),
                 "reward_terms": {"score_ratio": rel, "size_term": -size_term}}
