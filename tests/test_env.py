@@ -257,7 +257,7 @@ def test_tied_weights_listed_once():
 # ------------------------------------------------------------------------------------------- bad input
 def test_no_prunable_weights_lists_supported_types():
     with pytest.raises(ValueError, match=r"nn\.LSTM.*nn\.GRU.*nn\.RNN.*nn\.Linear.*nn\.Embedding"):
-        PruneRNNEnv(RNNTask(nn.Sequential(nn.Conv1d(1, 1, 1)), evaluate=lambda m: 1.0))
+        PruneRNNEnv(RNNTask(nn.Sequential(nn.Conv2d(1, 1, 1)), evaluate=lambda m: 1.0))
 
 
 @pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf]])

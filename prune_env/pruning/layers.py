@@ -25,7 +25,8 @@ class PrunableLayer:
 
     :param name: stable dotted name, e.g. ``"lstm.weight_hh_l0"`` or ``"head.weight"``.
     :param module_name: the owning module's name in ``model.named_modules()``.
-    :param param_name: the parameter's name inside that module, e.g. ``"weight_hh_l0"``.
+    :param param_name: the parameter's name inside that module, e.g. ``"weight_hh_l0"`` (or a dotted path to a
+        child's parameter the module uses without calling the child, e.g. ``"out_proj.weight"``).
     :param kind: one of :data:`KINDS`.
     :param shape: the weight's shape.
     :param rnn_layer: for recurrent weights, the stacked layer index (``l<k>``); ``None`` otherwise.
@@ -76,7 +77,7 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
             continue
         own = dict(module.named_parameters(recurse=False))
         for spec in adapter.weights(module):
-            param = own.get(spec.param_name)
+            param = own.get(spec.param_name) if "." not in spec.param_name else _nested(module, spec.param_name)
             if param is None:
                 raise ValueError(f"the adapter of {type(module).__name__} names weight {spec.param_name!r}, which "
                                  f"is not a parameter of module {mname or '<root>'!r}")
@@ -100,7 +101,20 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
 
 def get_param(model: nn.Module, layer: PrunableLayer) -> nn.Parameter:
     """The parameter behind ``layer`` in ``model`` (which may be a copy of the model it was found in)."""
-    return getattr(model.get_submodule(layer.module_name), layer.param_name)
+    sub, _, leaf = layer.param_name.rpartition(".")
+    owner = model.get_submodule(layer.module_name)
+    return getattr(owner.get_submodule(sub) if sub else owner, leaf)
+
+
+def _nested(module: nn.Module, dotted: str) -> nn.Parameter | None:
+    """A submodule's parameter named by a dotted path from ``module`` (``"out_proj.weight"``), or ``None``: an
+    adapter may claim the weight of a child its module uses without calling it (``nn.MultiheadAttention``)."""
+    sub, _, leaf = dotted.rpartition(".")
+    try:
+        param = getattr(module.get_submodule(sub), leaf)
+    except AttributeError:
+        return None
+    return param if isinstance(param, nn.Parameter) else None
 
 
 def rnn_modules(model: nn.Module) -> list[nn.RNNBase]:

@@ -16,8 +16,9 @@ Lookups follow the module's class hierarchy (``type(module).__mro__``): a subcla
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,7 @@ class LayerAdapter:
 
 _REGISTRY: dict[type, LayerAdapter] = {}
 _LOCK = threading.Lock()
+_DEFERRED: dict[tuple[str, str], Callable[[], LayerAdapter]] = {}
 
 
 def register_adapter(module_type: type, adapter: LayerAdapter, *, replace: bool = False) -> None:
@@ -111,8 +113,30 @@ def unregister_adapter(module_type: type) -> LayerAdapter | None:
         return _REGISTRY.pop(module_type, None)
 
 
+def register_deferred(module: str, qualname: str, factory: Callable[[], LayerAdapter]) -> None:
+    """Register ``factory()`` as the adapter of class ``qualname`` of module ``module`` once that module has been
+    imported (by the code that builds the user's model), without importing it here: for optional third-party
+    packages that are slow to import. A model holding such a class has imported its module, so the first lookup
+    after that registers it."""
+    with _LOCK:
+        _DEFERRED[(module, qualname)] = factory
+
+
+def _resolve_deferred() -> None:
+    for key in [k for k in _DEFERRED if k[0] in sys.modules]:
+        cls = getattr(sys.modules[key[0]], key[1], None)
+        if not isinstance(cls, type):  # the module is still being imported
+            continue
+        with _LOCK:
+            factory = _DEFERRED.pop(key, None)
+        if factory is not None and cls not in _REGISTRY:
+            register_adapter(cls, factory())
+
+
 def adapter_for(module: nn.Module) -> LayerAdapter | None:
     """The adapter of ``module``'s class or of its nearest registered base class; ``None`` when there is none."""
+    if _DEFERRED:
+        _resolve_deferred()
     for cls in type(module).__mro__:
         adapter = _REGISTRY.get(cls)
         if adapter is not None:
@@ -122,5 +146,7 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
 
 def registered_types() -> tuple[type, ...]:
     """The module types with an adapter, in registration order."""
+    if _DEFERRED:
+        _resolve_deferred()
     with _LOCK:
         return tuple(_REGISTRY)
