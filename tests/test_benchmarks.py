@@ -184,3 +184,10 @@ def test_validate_covers_exactly_the_tables_with_replay_records():
         rows = json.loads((RESULTS / name / "results.json").read_text())["runs"]
         assert rows and all("replay" in r for r in rows)
     assert "finetuned_pydoc" not in folders and "transfer" not in folders
+
+
+def test_every_benchmark_script_is_registered_with_the_runner():
+    tools = {"__init__", "__main__", "_meta", "runner", "compare_runs"}
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - tools
+    named = {load_config(n).settings.get("script") for n in NAMES}
+    assert scripts <= named, f"scripts without a config in benchmarks/configs/: {sorted(scripts - named)}"
