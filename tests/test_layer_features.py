@@ -275,3 +275,16 @@ def test_tiny_fixture_tasks_calibrate_through_train_loss_or_fail_clearly():
     task = tiny_task("gru")  # a loss and an eval batch, but no training batches to calibrate on
     with pytest.raises(ValueError, match="observation_format"):
         LF.layer_curves(analyse(task), task)
+
+
+def test_pretrain_selected_scores_validation_with_the_training_operator():
+    from agents.policies.layerwise import LayerwisePolicy, PretrainArgs, pretrain_selected, zero_shot_score
+
+    train = PruneRNNZooEnv([split_task(0, "lstm")], target_sparsity=(0.6, 0.8), observation_format=4,
+                           reconstruct="obs")
+    val = [split_task(1, "gru")]
+    policy, log = pretrain_selected(train, val, PretrainArgs(episodes=2, batch_size=2, hidden=8), rounds=1,
+                                    selection_targets=(0.7,))
+    assert policy.observation_format == 4 and policy.columns == ROW_V4
+    lamp = LayerwisePolicy(hidden=8, columns=ROW_V4)
+    assert log[0]["validation"] == zero_shot_score(lamp, val, (0.7,), reconstruct="obs")

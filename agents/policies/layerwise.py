@@ -268,6 +268,9 @@ def zero_shot_score(policy: LayerwisePolicy, tasks: list[Any], targets: Sequence
     return float(np.mean(values))
 
 
+#: The zoo env's arguments that :func:`pretrain_selected`'s validation envs share with it (how a layer is pruned).
+OPERATOR_KEYS = ("criterion", "reconstruct", "max_sparsity", "granularity")
+
 #: What :func:`pretrain_selected` writes in a checkpoint's ``"format"``.
 PRETRAIN_CHECKPOINT_FORMAT = "prune-rnn-gym pretrain checkpoint"
 
@@ -279,7 +282,9 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     """:func:`pretrain` in ``rounds`` equal parts, keeping the policy with the best :func:`zero_shot_score` on the
     ``validation`` tasks (scored before training too, so the result is never worse than the untrained policy,
     which is LAMP). Returns the selected policy and one log row per round. With ``args.ema_decay`` > 0 the
-    moving average of the weights is scored and selected instead of the raw weights.
+    moving average of the weights is scored and selected instead of the raw weights. The validation envs prune
+    with ``train``'s operator (its :data:`OPERATOR_KEYS` arguments), and the policy reads ``train``'s observation
+    format.
 
     :param checkpoint: a file to resume from and to rewrite atomically after every round (policy, optimizer, the best
         policy so far and the log; read back with ``weights_only=True``). Each round reseeds its sampling and the
@@ -301,8 +306,11 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     if not selection_targets:
         raise ValueError("`selection_targets` must hold at least one target sparsity")
 
+    # the validation envs prune with the training zoo's operator, so selection scores what training rewarded
+    operator = {k: train.env_kwargs[k] for k in OPERATOR_KEYS if k in train.env_kwargs}
+
     def criterion(p: LayerwisePolicy) -> float:
-        return zero_shot_score(p, validation, selection_targets, selection_metric)
+        return zero_shot_score(p, validation, selection_targets, selection_metric, **operator)
 
     checkpoint = check_checkpoint_path("checkpoint", checkpoint)
     per = -(-args.episodes // rounds)
@@ -317,7 +325,8 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
         "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
         "validation": [getattr(t, "name", str(t)) for t in validation],
-        "selection": [selection_metric, list(selection_targets)], "columns": list(columns)}))
+        "selection": [selection_metric, list(selection_targets)], "columns": list(columns),
+        **({"operator": operator} if operator else {})}))
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         blob = read_sealed(checkpoint, PRETRAIN_CHECKPOINT_FORMAT,
