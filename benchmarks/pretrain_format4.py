@@ -1,0 +1,151 @@
+"""A short pretraining of the layer-wise policy on observation format 4 with a data-aware operator, and the
+ship-or-not decision against LAMP on validation models, recorded before any test number exists.
+
+- **Train** on the zoo-v2 training models already in ``--train-cache`` (nothing is trained here), in a
+  :class:`~prune_env.PruneRNNZooEnv` with ``observation_format=4`` (or ``--observation-format 3``, the control) and
+  the operator ``--operator`` (``criterion:reconstruct``).
+- **Select** with :func:`~agents.policies.layerwise.pretrain_selected` on zoo-v1's validation models (the same
+  models and targets every round, the policy's mean action: common random numbers), with the same operator.
+- **Decide** on zoo-v2's validation models (not used for selection): the selected policy's zero-shot allocation
+  against LAMP's, same operator, at ``--decision-targets``. The policy would be shipped only if its mean validation
+  score beats LAMP's there; ``decision.json`` is written before anything else and no test split is read.
+
+    nice -n 10 env OMP_NUM_THREADS=1 PRUNE_RNN_PTB=/work/shared/data/ptb python -m benchmarks.pretrain_format4 \\
+        --train-cache /work/cache --select-cache /tmp/prc_cache --decide-cache /work/cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._meta import default_out, provenance, run_meta, write_results
+from prune_env.io import atomic_write
+
+NAME = "pretrain_format4"
+
+
+def built(split: str, version: str, cache: str) -> list[Any]:
+    """The tasks of a zoo split already in ``cache`` (read only; models not built are skipped)."""
+    from prune_env.tasks.cache import CacheMissError, no_training
+    from prune_env.tasks.zoo import make_zoo_task, zoo_names
+
+    os.environ["PRUNE_RNN_CACHE"] = cache
+    tasks = []
+    for name in zoo_names(split, version=version):
+        try:
+            with no_training():
+                tasks.append(make_zoo_task(name, progress=False))
+        except (CacheMissError, ValueError) as e:
+            print(f"skip {name}: {type(e).__name__}", flush=True)
+    return tasks
+
+
+def decide(policy, tasks: list[Any], targets: list[float], operator: dict[str, Any]) -> dict[str, Any]:
+    """Zero-shot policy against LAMP (the untrained policy, whose action is LAMP's) per (model, target)."""
+    from agents.policies.layerwise import LayerwisePolicy, zero_shot_score
+
+    lamp = LayerwisePolicy(policy.hidden, columns=policy.columns)
+    cells = []
+    for task in tasks:
+        for t in targets:
+            row = {"model": task.name, "target": t}
+            for name, p in (("policy", policy), ("lamp", lamp)):
+                row[f"{name}_score"] = zero_shot_score(p, [task], (t,), "score", **operator)
+                row[f"{name}_reward"] = zero_shot_score(p, [task], (t,), "reward", **operator)
+            cells.append(row)
+    mean = {k: float(np.mean([c[k] for c in cells])) for k in ("policy_score", "lamp_score", "policy_reward",
+                                                              "lamp_reward")}
+    wins = float(np.mean([c["policy_score"] > c["lamp_score"] for c in cells]))
+    ship = mean["policy_score"] > mean["lamp_score"]
+    return {"cells": cells, "mean": mean, "share_ahead": wins, "ship": bool(ship)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a, d = result["args"], result["decision"]
+    lines = [f"# Pretraining on observation format {a['observation_format']}, operator `{a['operator']}`", "",
+             provenance(result["meta"]), "",
+             f"Train: {len(result['train'])} zoo-v2 training models; {a['episodes']} episodes in {a['rounds']} rounds "
+             f"(batch {a['batch_size']}, group {a['group_size']}, lr {a['learning_rate']}), targets "
+             f"{a['target_range']}. Selection: mean zero-shot validation score on {len(result['select'])} zoo-v1 "
+             f"validation models at {a['selection_targets']}. Decision: {len(result['decide'])} zoo-v2 validation "
+             f"models at {a['decision_targets']}, same operator. Wall time {result['wall_s']:.0f} s. No test split "
+             "was read.", "", "## Selection log (zoo-v1 validation, mean score)", "",
+             "| episodes | validation | train reward |", "|---|---|---|"]
+    for r in result["log"]:
+        lines.append(f"| {r['episodes']} | {r['validation']:.4f} | {r.get('train_reward', float('nan')):.4f} |")
+    m = d["mean"]
+    lines += ["", f"Selected after {result['selected_after']} episodes.", "",
+              "## Decision (zoo-v2 validation, not used for selection)", "",
+              f"Mean validation score: policy {m['policy_score']:.4f}, LAMP {m['lamp_score']:.4f}; mean reward "
+              f"(clipped to [0, 1]): policy {m['policy_reward']:.4f}, LAMP {m['lamp_reward']:.4f}; policy ahead on "
+              f"{d['share_ahead']:.2f} of the cells. **Ship as default: {'yes' if d['ship'] else 'no'}.**", "",
+              "| model | target | policy score | LAMP score |", "|---|---|---|---|"]
+    for c in d["cells"]:
+        lines.append(f"| {c['model']} | {c['target']} | {c['policy_score']:.4f} | {c['lamp_score']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from agents.policies.layerwise import PretrainArgs, pretrain_selected, save
+    from prune_env import PruneRNNZooEnv
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train-cache", required=True)
+    p.add_argument("--select-cache", required=True)
+    p.add_argument("--decide-cache", required=True)
+    p.add_argument("--operator", default="magnitude:obs")
+    p.add_argument("--observation-format", type=int, default=4, choices=(3, 4))
+    p.add_argument("--episodes", type=int, default=768)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--group-size", type=int, default=4)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
+    p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
+    p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="at most this many models per list (a smoke test)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    out = Path(args.out or default_out(f"{NAME}_f{args.observation_format}"))
+    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(argv)
+    criterion, _, rec = args.operator.partition(":")
+    operator = {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
+    t0 = time.perf_counter()
+    train = built("train", "v2", args.train_cache)[:args.limit]
+    select = built("validation", "v1", args.select_cache)[:args.limit]
+    decide_tasks = built("validation", "v2", args.decide_cache)[:args.limit]
+    for flag, tasks in (("--train-cache", train), ("--select-cache", select), ("--decide-cache", decide_tasks)):
+        if not tasks:
+            p.error(f"{flag}: no model of its zoo split is built there")
+    zoo = PruneRNNZooEnv(train, target_sparsity=tuple(args.target_range), observation_format=args.observation_format,
+                         device="cpu", **operator)
+    opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                        group_size=args.group_size, seed=args.seed)
+    policy, log = pretrain_selected(zoo, select, opts, rounds=args.rounds, progress=False,
+                                    checkpoint=out / "ckpt.pt", selection_metric="score",
+                                    selection_targets=args.selection_targets)
+    decision = decide(policy, decide_tasks, args.decision_targets, operator)
+    result = {"meta": meta, "args": vars(args), "train": [t.name for t in train], "select": [t.name for t in select],
+              "decide": [t.name for t in decide_tasks], "log": log,
+              "selected_after": policy.meta["selected_after_episodes"], "decision": decision,
+              "wall_s": time.perf_counter() - t0}
+    atomic_write(out / "decision.json", json.dumps({"ship": decision["ship"], "mean": decision["mean"],
+                                                    "share_ahead": decision["share_ahead"],
+                                                    "test_read": False}, indent=1))
+    save(policy, out / "policy.pt", {**meta, "log": log, "train_tasks": result["train"],
+                                     "validation_tasks": result["select"], "decision": decision["mean"]})
+    write_results(out, result, markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
