@@ -62,6 +62,10 @@ class RNNTask:
         inputs (:mod:`prune_env.pruning.calibration`); nothing else does. Optional: without it those operators take
         the inputs ``train_loss`` feeds the model (its contract is a training batch), and a task with neither
         cannot use them. Never give validation or test inputs here: the reward would be fitted to its own data.
+    :param unit_consumers: for ``granularity="hidden_unit"`` on a model ``torch.fx`` cannot trace (or whose path
+        tracing cannot follow, e.g. into ``nn.MultiheadAttention``): recurrent module name -> the modules (or full
+        parameter names) that read its last layer's hidden features, e.g. ``{"lstm": ["attn"]}``
+        (:mod:`prune_env.pruning.structured.declared`). Optional: without it the path is traced.
 
     Your own model (here untrained, for brevity) and a validation batch are enough for an environment:
 
@@ -90,6 +94,7 @@ class RNNTask:
     metadata: dict[str, Any] = field(default_factory=dict)
     train_loss: Callable[[nn.Module, torch.Generator], torch.Tensor] | None = None
     calibration_batches: Sequence[Any] | None = None
+    unit_consumers: Mapping[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -110,6 +115,10 @@ class RNNTask:
             self.evaluate = BatchEvaluator(self.eval_batch, self.metric)
         if self.calibration_batches is not None:
             self.calibration_batches = _check_calibration(self.calibration_batches)
+        if self.unit_consumers is not None:
+            from prune_env.pruning.structured.declared import check_unit_consumers
+
+            self.unit_consumers = check_unit_consumers(self.unit_consumers)
         for fname in ("evaluate", "test", "loss", "train_loss"):
             fn = getattr(self, fname)
             if fn is not None and not callable(fn):

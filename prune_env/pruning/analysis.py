@@ -32,6 +32,7 @@ from prune_env.pruning.criteria import (
 from prune_env.pruning.layers import PrunableLayer, find_prunable_layers, get_param
 from prune_env.pruning.stats import layer_features, raw_layer_stats
 from prune_env.pruning.structured import UnitPlan, group_tensors
+from prune_env.pruning.structured.declared import unit_plan
 from prune_env.task import RNNTask
 
 GRANULARITIES = ("unstructured", "hidden_unit")
@@ -173,7 +174,7 @@ def _compute(task: RNNTask, criterion: str, granularity: str) -> Analysis:
     named = {layer.name: get_param(model, layer).detach().cpu() for layer in weight_layers}
     plan = None
     if granularity == "hidden_unit":
-        plan = UnitPlan(model)
+        plan = unit_plan(model, task.unit_consumers)
         layers: tuple[PrunableLayer, ...] = tuple(plan.groups)
         pairs = group_tensors(plan, named, grads)
         orders = tuple(plan.unit_orders(criterion, named, grads))

@@ -13,7 +13,6 @@ from importlib.util import find_spec
 
 from torch import nn
 
-from prune_env.pruning.adapters import sru_cell
 from prune_env.pruning.adapters.attention import MultiheadAttentionAdapter
 from prune_env.pruning.adapters.basic import EmbeddingAdapter, LinearAdapter
 from prune_env.pruning.adapters.cells import RecurrentCellAdapter
@@ -30,6 +29,9 @@ from prune_env.pruning.adapters.registry import (
     registered_types,
     unregister_adapter,
 )
+from prune_env.pruning.adapters.sru_cell import MODULE as _SRU_MODULE
+from prune_env.pruning.adapters.sru_cell import QUALNAME as _SRU_CLASS
+from prune_env.pruning.adapters.sru_cell import SRUCellAdapter
 
 _recurrent = RecurrentAdapter()
 for _t in (nn.LSTM, nn.GRU, nn.RNN):
@@ -42,8 +44,8 @@ for _t in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
 register_adapter(nn.MultiheadAttention, MultiheadAttentionAdapter())
 register_adapter(nn.Conv1d, Conv1dAdapter())
 if find_spec("sru") is not None:
-    register_deferred(sru_cell.MODULE, sru_cell.QUALNAME, sru_cell.SRUCellAdapter)
+    register_deferred(_SRU_MODULE, _SRU_CLASS, SRUCellAdapter)
 
 __all__ = ["GATES", "KINDS", "ROLES", "Conv1dAdapter", "EmbeddingAdapter", "LayerAdapter", "LinearAdapter",
-           "MultiheadAttentionAdapter", "RecurrentAdapter", "RecurrentCellAdapter", "WeightSpec", "adapter_for",
-           "register_adapter", "register_deferred", "registered_types", "unregister_adapter", "unroll"]
+           "MultiheadAttentionAdapter", "RecurrentAdapter", "RecurrentCellAdapter", "SRUCellAdapter", "WeightSpec",
+           "adapter_for", "register_adapter", "register_deferred", "registered_types", "unregister_adapter", "unroll"]

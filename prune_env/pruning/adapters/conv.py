@@ -24,10 +24,6 @@ class Conv1dAdapter(LayerAdapter):
     def weights(self, module: nn.Module) -> list[WeightSpec]:
         return [WeightSpec("weight", "linear", "input", reads="input patches")]
 
-    def input_weights(self, module: nn.Module) -> list[str]:
-        """The weights that read the input channels (along their dimension 1)."""
-        return ["weight"]
-
     def capture(self, module: nn.Module, args: tuple, kwargs: Mapping[str, Any],
                 output: Any) -> dict[str, torch.Tensor]:
         x = args[0] if args else kwargs.get("input")

@@ -26,7 +26,12 @@ def shrink(model: nn.Module, plan: UnitPlan, keep: Sequence[Sequence[torch.Tenso
     :param plan: the model's :class:`UnitPlan`.
     :param keep: boolean keep masks per group and direction (see :meth:`UnitPlan.keep_masks`); every layer must keep
         at least one unit.
+
+    A declared plan (:mod:`~prune_env.pruning.structured.declared`) has no graph to rewrite: ``model`` itself, with
+    the removed units already masked, is returned.
     """
+    if plan.graph_module is None:
+        return model
     gm = copy.deepcopy(plan.graph_module)
     gm.load_state_dict(model.state_dict())
     kept = [[torch.nonzero(k).reshape(-1) for k in per_dir] for per_dir in keep]

@@ -134,10 +134,51 @@ def follow_consumers(start: fx.Node | None, mname: str, gm: fx.GraphModule, ndim
                 if kept is not None:
                     frontier.append((user, kept))
                     continue
+            pooled = _pooled(user, node, ndim)
+            if pooled is not None:
+                frontier += pooled
+                continue
             raise ValueError(f"hidden_unit pruning cannot follow the output of `{mname}` through "
                              f"{_describe(user, gm)}: supported are Linear/LSTM/GRU/RNN consumers, dropout, "
-                             "elementwise activations and indexing that keeps the last (hidden) dimension")
+                             "elementwise activations, indexing that keeps the last (hidden) dimension and "
+                             "mean/sum/max pooling over the other dimensions")
     return consumers
+
+
+_POOL_METHODS = {"mean", "sum", "amax", "max"}
+_POOL_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.max}
+
+
+def _pooled(user: fx.Node, node: fx.Node, ndim: int) -> list[tuple[fx.Node, int]] | None:
+    """Where to follow ``node`` through ``user`` when ``user`` pools over dimensions other than the last (hidden)
+    one (``out.mean(1)``, ``out.sum(dim=1)``, ``torch.max(out, 1)[0]``, ``out.max(1).values``, ``amax``), with the
+    rank after pooling; ``None`` for anything else (no ``dim``, the last dimension pooled, ``max`` of two tensors).
+    A removed unit is 0 at every step, so its pooled value is 0 too."""
+    method = user.op == "call_method" and user.target in _POOL_METHODS
+    function = user.op == "call_function" and user.target in _POOL_FUNCTIONS
+    if not (method or function) or not user.args or user.args[0] is not node:
+        return None
+    dim = user.args[1] if len(user.args) > 1 else user.kwargs.get("dim")
+    keepdim = user.args[2] if len(user.args) > 2 else user.kwargs.get("keepdim", False)
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    if not dims or not all(isinstance(d, int) and -ndim <= d < ndim for d in dims) or not isinstance(keepdim, bool):
+        return None
+    if any(d % ndim == ndim - 1 for d in dims):
+        return None
+    rank = ndim if keepdim else ndim - len(set(d % ndim for d in dims))
+    name = user.target if isinstance(user.target, str) else user.target.__name__
+    if name != "max":
+        return [(user, rank)]
+    if isinstance(dim, (tuple, list)):
+        return None
+    out = []  # max over a dim returns (values, indices): follow the values only
+    for read in user.users:
+        values = (_is_getitem(read, 0) or (read.op == "call_function" and read.target is getattr
+                                          and read.args[1:] == ("values",)))
+        if not values:
+            return None
+        out.append((read, rank))
+    return out
 
 
 def _index_ndim(index, ndim: int) -> int | None:
