@@ -11,10 +11,12 @@ target, on one operator (default ``magnitude:obs``: magnitude order, least-squar
    LAMP's sparsities is kept too.
 2. **Rank correlation.** For every column of the format-4 zoo observation (:data:`prune_env.envs.zoo.ROW_V4`), the
    Spearman correlation with ``g`` across the layers of each case, averaged over cases (with its standard error
-   and the share of cases with a positive sign).
+   and the share of cases with a positive sign), and the same with the rank-linear part of LAMP's share removed
+   (what a column says beyond the share the policy starts from).
 3. **A one-step policy per feature group.** Leave-one-model-out ridge regression of the standardised ``g`` on a
-   group of columns; the held-out model's LAMP action is moved by ``eta`` along the centred, standardised
-   prediction and scored once. Groups: the format-3 columns alone, with all new columns, with each new group.
+   group of columns (a compact base of rule, size and kind columns, or every format-3 column, each alone and with
+   the new groups); the held-out model's LAMP action is moved by ``eta`` along the centred, standardised
+   prediction and scored once. Gains are summarised on rewards clipped to [0, 1].
    ``oracle`` moves along the case's own ``g`` (in-sample: an upper reference, not a policy).
 
 No test split is read anywhere; the features read training batches only (:mod:`prune_env.pruning.layer_features`).
@@ -143,13 +145,34 @@ def correlations(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         rho = np.array([_spearman(np.array(c["rows"])[:, j], np.array(c["g"])) for c in cases])
         rho_b = np.array([_spearman(np.array(c["rows"])[:, j], np.array(c["best_departure"])) for c in cases])
+        rho_p = np.array([_partial(np.array(c["rows"])[:, j], np.array(c["g"]),
+                                   np.array(c["rows"])[:, ROW_V4.index("lamp")]) for c in cases])
         ok = np.isfinite(rho)
         out.append({"column": col, "new": col not in _format3(), "cases": int(ok.sum()),
                     "rho_g": float(np.mean(rho[ok])) if ok.any() else None,
                     "se": float(np.std(rho[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() > 1 else None,
                     "positive": float(np.mean(rho[ok] > 0)) if ok.any() else None,
-                    "rho_best": float(np.nanmean(rho_b)) if np.isfinite(rho_b).any() else None})
+                    "rho_best": float(np.nanmean(rho_b)) if np.isfinite(rho_b).any() else None,
+                    "rho_given_lamp": float(np.nanmean(rho_p)) if np.isfinite(rho_p).any() else None})
     return out
+
+
+def _partial(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
+    """Spearman correlation of ``x`` and ``y`` with the (rank-)linear part of ``z`` removed from both."""
+    from scipy.stats import rankdata
+
+    if np.ptp(x) == 0 or np.ptp(y) == 0 or len(x) < 4:
+        return float("nan")
+    rz = np.stack([np.ones(len(z)), rankdata(z)], 1)
+
+    def resid(v: np.ndarray) -> np.ndarray:
+        r = rankdata(v)
+        return r - rz @ np.linalg.lstsq(rz, r, rcond=None)[0]
+
+    rx, ry = resid(x), resid(y)
+    if np.ptp(rx) < 1e-9 or np.ptp(ry) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def _format3() -> tuple[str, ...]:
@@ -158,13 +181,18 @@ def _format3() -> tuple[str, ...]:
     return ROW
 
 
+#: A compact base for the one-step policies: the rules' allocations, sizes, depth and kind (the full format-3 row
+#: has more columns than a few validation models have layers).
+BASE = ("lamp", "erk", "global", "obd", "obd_share", "param_share", "log_rows", "log_cols", "depth",
+        "kind_embedding", "kind_input-hidden", "kind_hidden-hidden", "kind_linear")
+
+
 def _columns(group: str) -> list[str]:
-    base = [c for c in _format3() if c not in ("chosen", "valid")]
-    if group == "format3":
+    head, _, extra = group.partition("+")
+    base = list(BASE) if head == "base" else [c for c in _format3() if c not in ("chosen", "valid")]
+    if not extra:
         return base
-    if group == "format3+all":
-        return base + [c for g in GROUPS.values() for c in g]
-    return base + list(GROUPS[group.split("+", 1)[1]])
+    return base + [c for g in (GROUPS if extra == "all" else {extra: GROUPS[extra]}).values() for c in g]
 
 
 def _z(v: np.ndarray) -> np.ndarray:
@@ -206,7 +234,8 @@ def step_policies(tasks: dict[str, Any], cases: list[dict[str, Any]], groups: li
             for eta in etas:
                 r, s, _ = _score(env, a0 + eta * d)
                 rows.append({"model": c["model"], "target": c["target"], "group": g, "eta": eta, "reward": r,
-                             "score": s, "gain": r - c["lamp_reward"], "rho_pred_g": rho})
+                             "score": s, "gain": r - c["lamp_reward"], "rho_pred_g": rho,
+                             "clipped_gain": float(np.clip(r, 0, 1) - np.clip(c["lamp_reward"], 0, 1))})
     return rows
 
 
@@ -231,25 +260,31 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{c['best_reward']:.4f} | {c['feature_s']} | {c['search_s']} |")
     lines += ["", "## Rank correlation with the REINFORCE gradient at LAMP (within case, mean over cases)", "",
               "Positive: the larger the column, the more search wants the layer pruned beyond LAMP's share.", "",
-              "| column | new | cases | mean rho(g) | s.e. | share > 0 | mean rho(best departure) |",
-              "|---|---|---|---|---|---|---|"]
+              "| column | new | cases | mean rho(g) | s.e. | share > 0 | mean rho(g) given lamp | "
+              "mean rho(best departure) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(result["correlations"], key=lambda r: -abs(r["rho_g"] or 0)):
         if r["rho_g"] is None:
             continue
         lines.append(f"| {r['column']} | {'yes' if r['new'] else ''} | {r['cases']} | {_f(r['rho_g'], '+.3f')} | "
-                     f"{_f(r['se'], '.3f')} | {_f(r['positive'], '.2f')} | {_f(r['rho_best'], '+.3f')} |")
+                     f"{_f(r['se'], '.3f')} | {_f(r['positive'], '.2f')} | {_f(r.get('rho_given_lamp'), '+.3f')} | "
+                     f"{_f(r['rho_best'], '+.3f')} |")
     lines += ["", "## One-step policies: LAMP moved along a leave-one-model-out prediction of g", "",
-              "| group | eta | mean reward gain over LAMP | s.e. | share > 0 | mean rho(pred, g) |",
-              "|---|---|---|---|---|---|"]
+              f"Ridge {a['ridge']} on standardised columns; `base` = {', '.join(BASE)}; `format3` = every format-3 "
+              "column. Gains in reward clipped to [0, 1] (a regression model's reward can fall far below 0 and would "
+              "dominate a raw mean); the raw mean is given too.", "",
+              "| group | eta | mean clipped gain | s.e. | median | share > 0 | raw mean gain | mean rho(pred, g) |",
+              "|---|---|---|---|---|---|---|---|"]
     steps = result["steps"]
     for g in dict.fromkeys(r["group"] for r in steps):
         for eta in a["etas"]:
             rs = [r for r in steps if r["group"] == g and r["eta"] == eta]
-            gain = np.array([r["gain"] for r in rs])
+            gain = np.array([r["clipped_gain"] for r in rs])
+            raw = np.mean([r["gain"] for r in rs])
             rho = np.nanmean([r["rho_pred_g"] for r in rs])
             se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else None
-            lines.append(f"| {g} | {eta} | {gain.mean():+.4f} | {_f(se, '.4f')} | {np.mean(gain > 0):.2f} | "
-                         f"{_f(rho, '+.3f')} |")
+            lines.append(f"| {g} | {eta} | {gain.mean():+.4f} | {_f(se, '.4f')} | {np.median(gain):+.4f} | "
+                         f"{np.mean(gain > 0):.2f} | {raw:+.4f} | {_f(rho, '+.3f')} |")
     lines += ["", "`oracle` moves along the case's own measured g (in-sample, uses that case's evaluations): an upper "
               "reference, not a policy. Every other row predicts g for a model from the other models only."]
     return "\n".join(lines) + "\n"
@@ -263,8 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--operator", default="magnitude:obs", help="criterion:reconstruct of the env")
     p.add_argument("--pairs", type=int, default=16)
     p.add_argument("--sigma", type=float, default=0.3)
-    p.add_argument("--etas", type=float, nargs="+", default=[0.1, 0.2])
-    p.add_argument("--ridge", type=float, default=10.0)
+    p.add_argument("--etas", type=float, nargs="+", default=[0.05, 0.1])
+    p.add_argument("--ridge", type=float, default=30.0)
     p.add_argument("--limit", type=int, default=None, help="at most this many models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=default_out(NAME))
@@ -288,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write(partial, json.dumps(cases))
     cases = [c for c in cases if c["model"] in tasks and c["target"] in args.targets
              and c["operator"] == args.operator]
-    groups = ["format3", "format3+all", *(f"format3+{g}" for g in GROUPS)]
+    groups = ["base", *(f"base+{g}" for g in GROUPS), "base+all", "format3", "format3+all"]
     result = {"meta": meta, "args": vars(args), "cases": cases, "correlations": correlations(cases),
               "steps": step_policies(tasks, cases, groups, args.etas, args.ridge)}
     write_results(out, result, markdown(result))
