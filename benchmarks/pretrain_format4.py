@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     train = built("train", "v2", args.train_cache)[:args.limit]
     select = built("validation", "v1", args.select_cache)[:args.limit]
-    decide_tasks = built("validation", "v2", args.decide_cache)[:args.limit]
-    for flag, tasks in (("--train-cache", train), ("--select-cache", select), ("--decide-cache", decide_tasks)):
+    for flag, tasks in (("--train-cache", train), ("--select-cache", select)):
         if not tasks:
             p.error(f"{flag}: no model of its zoo split is built there")
     zoo = PruneRNNZooEnv(train, target_sparsity=tuple(args.target_range), observation_format=args.observation_format,
@@ -133,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     policy, log = pretrain_selected(zoo, select, opts, rounds=args.rounds, progress=False,
                                     checkpoint=out / "ckpt.pt", selection_metric="score",
                                     selection_targets=args.selection_targets)
+    decide_tasks = built("validation", "v2", args.decide_cache)[:args.limit]  # read after training: built by then
+    if not decide_tasks:
+        p.error("--decide-cache: no zoo-v2 validation model is built there")
     decision = decide(policy, decide_tasks, args.decision_targets, operator)
     result = {"meta": meta, "args": vars(args), "train": [t.name for t in train], "select": [t.name for t in select],
               "decide": [t.name for t in decide_tasks], "log": log,
