@@ -239,3 +239,19 @@ def test_new_module_types_keep_the_observation_format():
     assert KINDS == ("embedding", "input-hidden", "hidden-hidden", "linear")
     for module in (nn.LSTMCell(2, 3), nn.GRUCell(2, 3), nn.MultiheadAttention(4, 2), nn.Conv1d(2, 3, 3)):
         assert all(spec.kind in KINDS for spec in adapter_for(module).weights(module))
+
+
+def test_the_custom_layers_guide_example_runs():
+    """docs/guide/custom_layers.md: the custom cell registers, is fully covered and prunes to the target."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "custom_layers.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "register_adapter(GatedCell" in b]
+    namespace: dict = {}
+    try:
+        exec(compile(code, "custom_layers.md", "exec"), namespace)  # the guide's own assertions must hold
+    finally:
+        if "GatedCell" in namespace:
+            unregister_adapter(namespace["GatedCell"])
+    assert namespace["info"]["model_sparsity"] == pytest.approx(0.8, abs=1e-3)
