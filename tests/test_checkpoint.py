@@ -1,4 +1,4 @@
-"""Resumable searches (issue 13): a REINFORCE search killed part-way and resumed from its checkpoint uses exactly
+"""Resumable searches: a REINFORCE search killed part-way and resumed from its checkpoint uses exactly
 its evaluation cap in all and returns the uninterrupted run's result."""
 
 from __future__ import annotations
