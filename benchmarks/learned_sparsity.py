@@ -101,8 +101,8 @@ def _cell(env: Any, allocation: dict[str, float], args: argparse.Namespace, **kw
            "params": _params(r.model), "bytes": _bytes(r.model), **_latency(task, r.model, args.latency_reps),
            "best_step": r.step, "end": r.end, "seconds_per_step": r.info["train_seconds"] / max(args.steps, 1),
            "wall_s": round(wall, 1), "counts": r.counts, "hidden_sizes": _hidden_sizes(r.model),
-           "git_commit": args.commit}
-    for k in ("zeroed_by_penalty", "kept_units"):
+           "git_commit": args.commit, "command": args.command}
+    for k in ("pruned_by_penalty", "zero_at_end", "kept_units"):
         if r.info.get(k) is not None:
             row[k] = r.info[k]
     return row
@@ -120,8 +120,9 @@ def _units(args, task, cells, path) -> None:
     env = PruneRNNEnv(task, target_sparsity=max(args.unit_targets), granularity="hidden_unit", device="cpu")
     for target in args.unit_targets:
         allocation = dict.fromkeys(env.layer_names, target)
-        runs = [("magnitude", {})] + [(f"iss {g:g}", {"regularizer": "group_lasso", "regularizer_strength": g})
-                                      for g in args.gl_strengths]
+        runs = [("magnitude", {})] + [(f"iss {g:g}" + _scope_name(scope), {
+            "regularizer": "group_lasso", "regularizer_strength": g, **_scope_kw(scope)})
+            for scope in args.scopes for g in args.gl_strengths]
         runs.append(("group-norm", {"regularizer": "group_lasso", "regularizer_strength": 1e-9}))
         for method, kw in runs:
             if method.split()[0] not in args.unit_methods:
@@ -136,6 +137,14 @@ def _units(args, task, cells, path) -> None:
             cells[key] = cell
 
 
+def _scope_name(scope: str) -> str:
+    return "" if scope == "all" else f" {scope}"
+
+
+def _scope_kw(scope: str) -> dict[str, str]:
+    return {} if scope == "all" else {"regularizer_scope": scope}
+
+
 def _unstructured(args, task, cells, path) -> None:
     import agents as A
     from prune_env import PruneRNNEnv
@@ -144,7 +153,9 @@ def _unstructured(args, task, cells, path) -> None:
     for rule in args.allocations:
         allocation = dict(A.search(rule, env, 1, seed=args.seed).allocation)
         runs = [("magnitude", {"criterion": "magnitude"}), ("movement", {"criterion": "movement"})]
-        runs += [(f"l1 {g:g}", {"regularizer": "l1", "regularizer_strength": g}) for g in args.l1_strengths]
+        runs += [(f"l1 {g:g}" + _scope_name(scope), {"regularizer": "l1", "regularizer_strength": g,
+                                                     **_scope_kw(scope)})
+                 for scope in args.scopes for g in args.l1_strengths]
         for method, kw in runs:
             key = f"unstructured/{args.target}/{rule}/{method}"
             if key in cells:
@@ -196,33 +207,45 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _markdown(meta: dict[str, Any], args: argparse.Namespace, dense: dict[str, Any], cells: dict[str, Any]) -> str:
-    lines = ["# Sparsity learned while training vs magnitude, at equal fine-tuning steps", "", provenance(meta), "",
+def _penalty(c: dict[str, Any]) -> str:
+    """What the penalty removed (units per direction, or weights), summed over layers."""
+    if "regularizer" not in c or c.get("regularizer_strength", 1) < 1e-6:
+        return "-"
+    share = c.get("pruned_by_penalty")
+    return "not recorded" if share is None else f"{sum(share.values()):,} of {sum(c['counts'].values()):,}"
+
+
+def _markdown(runs: list[dict[str, Any]], args: argparse.Namespace, dense: dict[str, Any],
+              cells: dict[str, Any]) -> str:
+    lines = ["# Sparsity learned while training vs magnitude, at equal fine-tuning steps", "",
+             "Invocations (each cell records its command and commit in `cells.jsonl`):", ""]
+    lines += [f"- {provenance(m)}" for m in runs]
+    lines += ["",
              f"Task `{args.task}` (dense: test {_fmt(dense['test_score'])}, test perplexity "
              f"{_fmt(dense.get('test_perplexity'), '.2f')}, {dense['params']['total']:,} parameters, "
              f"{dense['bytes']:,} bytes exported). Every run: {args.steps} Adam steps at lr {args.lr:g} (cubic ramp "
              f"over the first half, then recovery), seed {args.seed}, the best validation checkpoint "
              f"({args.select}) after the ramp; scores on the test split. Penalty strengths (the number after `iss` / "
-             "`l1`) grow linearly over the ramp; `group-norm` ranks units by their current group norm with a vanishing "
-             f"penalty (1e-9). Latency: median of {args.latency_reps} "
+             "`l1`) grow linearly over the ramp; `candidates`: the penalty applies only to the final count of lowest "
+             "magnitudes (group norms) at each step; `group-norm` ranks units by their current group norm with a "
+             "vanishing penalty (1e-9). `by the penalty`: units (per direction) or weights that were exactly zero "
+             "when a pruning step removed them, of the final count (the rest: the lowest magnitudes the cubic "
+             f"schedule took). Latency: median of {args.latency_reps} "
              "forward passes on 64 validation sequences, 1 thread, pruned and dense alternately (ratio to dense).", ""]
     head = ("| {} | method | test score | test ppl | val score | params (nonzero) | bytes | CPU ms (x dense) | "
             "s/step | {} |")
     units = [c for c in cells.values() if c["study"] == "units"]
     if units:
         lines += ["## Hidden units (uniform fraction of each layer's units)", "",
-                  head.format("units removed", "hidden units kept per layer"), "|---" * 10 + "|"]
+                  head.format("units removed", "hidden units kept per layer | by the penalty"), "|---" * 11 + "|"]
         for c in sorted(units, key=lambda c: (c["target"], c["method"])):
-            lines.append(_row(c, f"{c['target']:.0%}", " / ".join(map(str, c["hidden_sizes"]))))
+            lines.append(_row(c, f"{c['target']:.0%}", " / ".join(map(str, c["hidden_sizes"])) + " | " + _penalty(c)))
         lines.append("")
     weights = [c for c in cells.values() if c["study"] == "unstructured"]
     if weights:
-        lines += ["## Unstructured", "", head.format("target, allocation", "zeroed by the penalty"),
-                  "|---" * 10 + "|"]
+        lines += ["## Unstructured", "", head.format("target, allocation", "by the penalty"), "|---" * 10 + "|"]
         for c in sorted(weights, key=lambda c: (c["allocation"], c["method"])):
-            zeroed = c.get("zeroed_by_penalty")
-            lines.append(_row(c, f"{c['target']:.0%} {c['allocation']}",
-                              "-" if zeroed is None else f"{sum(zeroed.values()):,}"))
+            lines.append(_row(c, f"{c['target']:.0%} {c['allocation']}", _penalty(c)))
         lines.append("")
     for c in cells.values():
         if c["study"] == "timing":
@@ -255,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gl-strengths", type=float, nargs="+", default=[0.2, 0.5], help="group-Lasso strengths (ISS)")
     p.add_argument("--l1-strengths", type=float, nargs="+", default=[0.5], help="L1 strengths (the timing study "
                    "uses the last of each)")
+    p.add_argument("--scopes", nargs="+", default=["all"], choices=("all", "candidates"),
+                   help="penalty scopes of the iss and l1 runs")
     p.add_argument("--timing-steps", type=int, default=10)
     p.add_argument("--timing-reps", type=int, default=3)
     p.add_argument("--latency-reps", type=int, default=20)
@@ -263,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     words = ["python", "benchmarks/learned_sparsity.py", *(sys.argv[1:] if argv is None else argv)]
     meta = run_meta(words, ROOT, prog="learned_sparsity")
-    args.commit = meta["git_commit"]
+    args.commit, args.command = meta["git_commit"], meta["command"]
     from prune_env.task import split_score
     from prune_env.tasks import resolve_task
 
@@ -272,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cells.jsonl"
     cells = _done(path)
+    runs_path = out / "runs.jsonl"
+    if not runs_path.exists() and (out / "results.json").exists():  # a folder from before runs.jsonl
+        append_jsonl(runs_path, json.loads((out / "results.json").read_text())["meta"])
+    append_jsonl(runs_path, meta)
     test, extras = split_score(task.test(task.model), "test")
     dense = {"test_score": test, **{f"test_{k}": v for k, v in extras.items()}, "params": _params(task.model),
              "bytes": _bytes(task.model)}
@@ -281,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_time_s"] = round(time.perf_counter() - t0, 1)
     write_json(out / "results.json", {"meta": meta, "settings": vars(args), "dense": dense,
                                       "cells": list(cells.values())})
-    write_text(out / "results.md", _markdown(meta, args, dense, cells) + "\n")
+    runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+    runs[-1] = meta
+    write_text(out / "results.md", _markdown(runs, args, dense, cells) + "\n")
     print((out / "results.md").read_text())
     return 0
 

@@ -23,6 +23,10 @@ step (so values in ``(0, 1)`` are meaningful whatever the scale of the weights).
 throughout the ramp (``"constant"``) or grows linearly from ``strength / n`` to ``strength`` over its ``n`` steps
 (``"ramp"``). A layer's penalty stops once it has zeroed the layer's final count (the target is met; more zeros
 would only be trained back), and there is no penalty after the ramp.
+
+With ``scope="candidates"`` the penalty applies at each step only to the layer's final count of lowest magnitudes
+(group norms) at that step, the weights (units) that would be removed now, so that the ones kept are not shrunk (in
+the spirit of targeted dropout, Gomez et al., 2019); ``"all"`` penalises every weight (unit) of a pruned layer.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from prune_env.pruning.structured import UnitPlan
 REGULARIZERS = ("l1", "group_lasso")
 #: Schedules of the penalty's strength over the pruning ramp.
 STRENGTH_SCHEDULES = ("constant", "ramp")
+#: What the penalty applies to: every weight (unit) of a pruned layer, or only the current candidates for removal.
+SCOPES = ("all", "candidates")
 
 
 def soft_threshold(w: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -79,10 +85,12 @@ class L1Prox:
 
     :param params: the prunable weight of each layer.
     :param final_counts: each layer's final pruned count (a layer with 0 is never penalised).
+    :param scope: ``"all"`` or ``"candidates"`` (see the module docstring).
     """
 
-    def __init__(self, params: Sequence[nn.Parameter], final_counts: Sequence[int]):
+    def __init__(self, params: Sequence[nn.Parameter], final_counts: Sequence[int], scope: str = "all"):
         self.params = list(params)
+        self.scope = scope
         self.final = [int(k) for k in final_counts]
         self.active = [k > 0 for k in self.final]
         self.before: list[torch.Tensor | None] = [None] * len(self.params)
@@ -93,8 +101,14 @@ class L1Prox:
             self.before[i] = None
             if not self.active[i] or tau <= 0:
                 continue
-            self.before[i] = p.detach().abs().reshape(-1).clone()
-            p.copy_(soft_threshold(p, tau))
+            mag = p.detach().abs().reshape(-1)
+            self.before[i] = mag.clone()
+            if self.scope == "all":
+                p.copy_(soft_threshold(p, tau))
+            else:  # only the final count of lowest magnitudes
+                flat = p.view(-1)
+                idx = torch.topk(mag, self.final[i], largest=False, sorted=False).indices
+                flat[idx] = soft_threshold(flat[idx], tau)
             if int((p == 0).sum()) >= self.final[i]:
                 self.active[i] = False
 
@@ -114,10 +128,12 @@ class GroupLassoProx:
     :param model: the working model whose parameters are thresholded in place.
     :param final_counts: units removed per direction of each unit group at the end (a group with 0 is never
         penalised).
+    :param scope: ``"all"`` or ``"candidates"`` (see the module docstring).
     """
 
-    def __init__(self, plan: UnitPlan, model: nn.Module, final_counts: Sequence[int]):
+    def __init__(self, plan: UnitPlan, model: nn.Module, final_counts: Sequence[int], scope: str = "all"):
         self.plan = plan
+        self.scope = scope
         named = dict(model.named_parameters())
         self.entries = [(named[t.name], t) for t in plan.tensors]
         self.final = [int(k) for k in final_counts]
@@ -162,7 +178,8 @@ class GroupLassoProx:
         for g, per_dir in enumerate(norms):
             if self.active[g]:
                 self.before[g] = per_dir
-                factors.append([group_factors(n, tau * r) for n, r in zip(per_dir, self.root_sizes[g])])
+                factors.append([self._group_factors(n, tau * r, self.final[g]) for n, r in
+                                zip(per_dir, self.root_sizes[g])])
             else:
                 factors.append([torch.ones_like(n) for n in per_dir])
         for p, t in self.entries:
@@ -173,6 +190,15 @@ class GroupLassoProx:
         for g, per_dir in enumerate(factors):
             if self.active[g] and min(int((f == 0).sum()) for f in per_dir) >= self.final[g]:
                 self.active[g] = False
+
+    def _group_factors(self, norms: torch.Tensor, tau: torch.Tensor, k: int) -> torch.Tensor:
+        f = group_factors(norms, tau)
+        if self.scope == "all":
+            return f
+        out = torch.ones_like(f)
+        idx = torch.topk(norms, k, largest=False, sorted=False).indices
+        out[idx] = f[idx]
+        return out
 
     def _factor(self, t, factors, shape: torch.Size) -> torch.Tensor:
         device = self.entries[0][0].device

@@ -17,6 +17,7 @@ from prune_env.compression.gradual.movement import MovementScores
 from prune_env.compression.gradual.pruners import ScoredUnitPruner, UnitPruner, WeightPruner
 from prune_env.compression.gradual.regularize import (
     REGULARIZERS,
+    SCOPES,
     STRENGTH_SCHEDULES,
     GroupLassoProx,
     L1Prox,
@@ -61,9 +62,12 @@ class GradualResult:
     :param bits: layer name -> bit-width of a quantized run, else ``None``.
     :param info: the settings the run used (granularity, optimizer, lr, frequency, start, ``qat_start``, seed,
         criterion, regularizer and its strength and schedule), ``train_seconds`` (wall time of the training steps
-        and proximal steps, evaluations excluded), and for regularised runs ``zeroed_by_penalty`` (layer -> weights
-        or units per direction exactly zero just before the last pruning step), ``kept_units`` and ``removed_units``
-        (``group_lasso``: layer -> units kept per direction, and the indices removed in each direction).
+        and proximal steps, evaluations excluded), and for regularised runs ``pruned_by_penalty`` (layer -> weights,
+        or units per direction, that were exactly zero when a pruning step removed them: the penalty's share of the
+        final count, the rest being the lowest magnitudes the schedule took), ``zero_at_end`` (layer -> weights or
+        units per direction exactly zero but not yet pruned just before the last pruning step), ``kept_units`` and
+        ``removed_units`` (``group_lasso``: layer -> units kept per direction, and the indices removed in each
+        direction).
     """
 
     model: nn.Module
@@ -86,6 +90,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                   qat_fraction: float | None = None, method: str | None = None, lr_schedule: str = "constant",
                   select: str = "score", criterion: str | None = None, regularizer: str | None = None,
                   regularizer_strength: float = 0.1, regularizer_schedule: str = "ramp",
+                  regularizer_scope: str = "all",
                   device: str | torch.device | None = None, progress: bool = False,
                   callback: Callable[[int, nn.Module], None] | None = None) -> GradualResult:
     """Prune a copy of the task's model gradually to ``allocation`` while fine-tuning it; keep the best checkpoint.
@@ -133,6 +138,8 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     :param regularizer_strength: the penalty's strength, ``> 0`` (relative to the learning rate: the threshold of a
         step is ``lr * strength``, times ``sqrt(group size)`` for groups).
     :param regularizer_schedule: ``"ramp"`` (the strength grows linearly over the ramp) or ``"constant"``.
+    :param regularizer_scope: ``"all"`` (every weight or unit of a pruned layer) or ``"candidates"`` (at each step
+        only the final count of lowest magnitudes or group norms, so that the kept ones are not shrunk).
     :param device: where to train; default the env's device, or the task model's.
     :param progress: show a progress bar.
     :param callback: ``callback(step, model)`` after every optimizer step (``step`` = steps done), with the working
@@ -185,7 +192,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     if not is_int(seed):
         raise ValueError(f"`seed` must be an int, got {seed!r}")
     regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength,
-                                         regularizer_schedule)
+                                         regularizer_schedule, regularizer_scope)
     schedule = cubic_schedule(final, numels, start, end, frequency, initial_sparsity)
 
     layer_bits, method = _bits(env, bits, names, method)
@@ -211,7 +218,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     precision = env.precision if env is not None else "fp32"
     model = copy.deepcopy(task.model).to(device)
 
-    pruner, prox, movement = _pruner(env, model, granularity, criterion, regularizer, final)
+    pruner, prox, movement = _pruner(env, model, granularity, criterion, regularizer, final, regularizer_scope)
     quant_params = None if layer_bits is None else [
         (p, int(b)) for p, b in zip(pruner.params, layer_bits) if int(b) != 32]
 
@@ -220,6 +227,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     if movement is not None:
         run.grad_hooks.append(movement.accumulate)
     zeroed: list[int] | None = None
+    by_penalty = np.zeros(len(names), dtype=np.int64)
     train_seconds = 0.0
     best: dict[str, Any] | None = None
     curve: list[tuple[int, float]] = []
@@ -230,10 +238,12 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                 if prox is None:
                     run.set_masks(pruner.prune(schedule[t]))
                 else:  # the schedule's count, what the penalty zeroed first, and lock in its other zeros
+                    zero, before = _zero_masks(prox), _pruned_masks(pruner)
                     if t == end:
-                        zeroed = _zero_counts(prox)
+                        zeroed = [int((z & ~b).sum()) for z, b in zip(zero, before)]
                     pruner.prune(schedule[t])
                     run.set_masks(pruner.prune(final, zeros_only=True))
+                    by_penalty += [int((z & a & ~b).sum()) for z, a, b in zip(zero, _pruned_masks(pruner), before)]
                     schedule[t] = _pruned_counts(pruner)
             if t == end or (t > 0 and (t % eval_every == 0 or t == steps)):
                 # From the end of the ramp on, a better score replaces the checkpoint (the first one always does).
@@ -292,15 +302,19 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
               "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed),
               "criterion": criterion, "regularizer": regularizer,
               **({"regularizer_strength": regularizer_strength, "regularizer_schedule": regularizer_schedule,
-                  "zeroed_by_penalty": None if zeroed is None else dict(zip(names, zeroed)),
+                  "regularizer_scope": regularizer_scope,
+                  "zero_at_end": None if zeroed is None else dict(zip(names, (z // _dirs(pruner, i) for i, z in
+                                                                              enumerate(zeroed)))),
+                  "pruned_by_penalty": dict(zip(names, (int(k) // _dirs(pruner, i) for i, k in
+                                                        enumerate(by_penalty)))),
                   "kept_units": kept_units, "removed_units": removed_units} if regularizer is not None else {}),
               "train_seconds": round(train_seconds, 4)})
 
 
 def check_learned(granularity: str, criterion: str | None = None, regularizer: str | None = None,
-                  strength: float = 0.1, schedule: str = "ramp") -> float:
+                  strength: float = 0.1, schedule: str = "ramp", scope: str = "all") -> float:
     """Check a combination of :func:`gradual_prune`'s ``granularity`` (the env's), ``criterion``, ``regularizer``,
-    ``regularizer_strength`` and ``regularizer_schedule``; returns the strength as a float.
+    ``regularizer_strength``, ``regularizer_schedule`` and ``regularizer_scope``; returns the strength as a float.
 
     :raises ValueError: naming the argument, for an unknown value or a combination gradual pruning does not support.
     """
@@ -317,22 +331,23 @@ def check_learned(granularity: str, criterion: str | None = None, regularizer: s
         if criterion == "movement":
             raise ValueError("`criterion`='movement' and a `regularizer` do not combine: pass one of them")
     check_choice("regularizer_schedule", schedule, STRENGTH_SCHEDULES)
+    check_choice("regularizer_scope", scope, SCOPES)
     return check_strength(strength) if regularizer is not None else strength
 
 
 def _pruner(env, model: nn.Module, granularity: str, criterion: str | None, regularizer: str | None,
-            final: np.ndarray) -> tuple[Any, Any, MovementScores | None]:
+            final: np.ndarray, scope: str = "all") -> tuple[Any, Any, MovementScores | None]:
     """The pruner of a run, its proximal penalty (or ``None``) and its movement scores (or ``None``)."""
     if granularity == "hidden_unit":
         if regularizer is None:
             return UnitPruner(model, env.kind), None, None
         plan = env.kind.plan
-        prox = GroupLassoProx(plan, model, final)
+        prox = GroupLassoProx(plan, model, final, scope)
         return ScoredUnitPruner(model, plan, prox.scores, prox.zero_units), prox, None
     weight_layers = list(env.layers) if env is not None else find_prunable_layers(model)
     params = [get_param(model, layer) for layer in weight_layers]
     if regularizer is not None:
-        prox = L1Prox(params, final)
+        prox = L1Prox(params, final, scope)
         return WeightPruner(model, weight_layers, None, prox.score), prox, None
     if criterion == "movement":
         movement = MovementScores(params)
@@ -341,10 +356,21 @@ def _pruner(env, model: nn.Module, granularity: str, criterion: str | None, regu
     return WeightPruner(model, weight_layers, env.analysis.orders if fixed else None), None, None
 
 
-def _zero_counts(prox) -> list[int]:
+def _zero_masks(prox) -> list[torch.Tensor]:
+    """Per layer, which weights (units, directions concatenated) are exactly zero now."""
     if isinstance(prox, L1Prox):
-        return prox.zero_counts()
-    return [min(int(z.sum()) for z in per_dir) for per_dir in prox.zero_units()]
+        return [(p.detach() == 0).reshape(-1).cpu() for p in prox.params]
+    return [torch.cat([z.cpu() for z in per_dir]) for per_dir in prox.zero_units()]
+
+
+def _pruned_masks(pruner) -> list[torch.Tensor]:
+    if isinstance(pruner, ScoredUnitPruner):
+        return [torch.cat(per_dir).clone() for per_dir in pruner.pruned]
+    return [m.cpu().clone() for m in pruner.pruned]
+
+
+def _dirs(pruner, i: int) -> int:
+    return len(pruner.pruned[i]) if isinstance(pruner, ScoredUnitPruner) else 1
 
 
 def _pruned_counts(pruner) -> np.ndarray:
