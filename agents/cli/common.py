@@ -257,6 +257,7 @@ def run_one(env: Any, task: Any, name: str, target: float, seed: int, max_evals:
     """One search plus its single test scoring, as a result row; ``spec`` (``--task``, ``--task-seed``) goes into
     the row's ``replay`` record (:func:`prune_env.replay.replay_record`), which ``prune-rnn validate`` re-scores."""
     import agents as A
+    from prune_env.pruning.coverage import removed_matrix_weights
     from prune_env.replay import replay_record
     from prune_env.task import split_score
 
@@ -271,6 +272,7 @@ def run_one(env: Any, task: Any, name: str, target: float, seed: int, max_evals:
             "val_score": res.val_score, "test_score": test, "dense_val": env.dense_score, "precision": env.precision,
             "mode": env.mode, "device": str(env.device), "criterion": env.criterion, "reconstruct": env.reconstruct,
             "achieved_sparsity": float(counts.sum() / env.numels.sum()),
+            "model_sparsity": env.coverage.model_sparsity(removed_matrix_weights(env.kind, counts)),
             "nonzero_params": int(env.total_params - counts.sum()), "evals": res.evals,
             "wall_time_s": round(res.wall_time, 3), "allocation": res.allocation, "history": res.history,
             "replay": replay_record(env, counts, task_spec=spec and spec[0], task_seed=spec and spec[1])}

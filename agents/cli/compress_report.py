@@ -65,7 +65,10 @@ def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], searc
         "final": {**scores(task, final), "bytes": (out / model_file).stat().st_size, "params": params(final),
                   "sparsity": got, "latency_ms": times.get("final")},
     }
-    for r in rows.values():
+    from prune_env.pruning.coverage import whole_model_sparsity
+
+    for r, m in zip(rows.values(), (dense, oneshot, final)):
+        r["model_sparsity"] = whole_model_sparsity(m, dense)  # every matrix, pruned or not
         r["bytes_ratio"] = r["bytes"] / dense_bytes
         r["latency_ratio"] = None if r["latency_ms"] is None or times.get("dense") is None else \
             r["latency_ms"] / times["dense"]
@@ -134,7 +137,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     s, rows = report["settings"], report["rows"]
     ppl = any("test_perplexity" in r for r in rows.values())
     head = ["model", "test score"] + (["test ppl"] if ppl else []) + \
-        ["val score", "sparsity", "bytes on disk", "x dense", "nonzero params", "CPU latency ms", "x dense"]
+        ["val score", "sparsity", "model sparsity", "bytes on disk", "x dense", "nonzero params", "CPU latency ms",
+         "x dense"]
     width = f"{s['bits']}-bit" if s["bits"] else "float32"
     lines = [f"# Compressed {report['task']}", "",
              f"Target sparsity {s['target_sparsity']}, {s['granularity']}, "
@@ -147,8 +151,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
     for key, r in rows.items():
         cells = [names[key], fmt(r.get("test_score"))] + ([fmt(r.get("test_perplexity"), ".2f")] if ppl else []) + \
-            [fmt(r["val_score"]), fmt(r["sparsity"], ".3f"), str(r["bytes"]), fmt(r["bytes_ratio"], ".3f"),
-             str(r["params"]["nonzero"]), fmt(r["latency_ms"], ".2f"), fmt(r["latency_ratio"], ".3f")]
+            [fmt(r["val_score"]), fmt(r["sparsity"], ".3f"), fmt(r.get("model_sparsity"), ".3f"), str(r["bytes"]),
+             fmt(r["bytes_ratio"], ".3f"), str(r["params"]["nonzero"]), fmt(r["latency_ms"], ".2f"),
+             fmt(r["latency_ratio"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     lat = report["latency"]
     lines += ["", "Bytes on disk: dense is `torch.save(state_dict)`; the others are `prune_env.compression.export` "
@@ -156,7 +161,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
               f"Latency: median of {lat['reps']} forward passes on a {'x'.join(map(str, lat['input'] or []))} "
               f"validation batch, {lat['threads']} thread(s), dense and compressed timed alternately (unstructured "
               "sparsity keeps dense kernels, so only `hidden_unit` is faster). The compressed row is scored from "
-              "the exported file loaded back with `prune_env.load`.", "",
+              "the exported file loaded back with `prune_env.load`. Sparsity is over the prunable weights, model "
+              "sparsity over every weight matrix of the model.", "",
               "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
               *([("Hidden units kept per layer (of): " + ", ".join(f"`{k}` {a} ({b})" for k, (a, b) in
                  report["hidden_units"].items())), ""] if report.get("hidden_units") else []),

@@ -385,6 +385,10 @@ def _consistency(env: Any, row: Mapping[str, Any], counts: Any, plan: _Plan) -> 
     achieved = _num(row.get("achieved_sparsity"))
     if achieved is not None and abs(achieved - total / float(env.numels.sum())) > 1e-9:
         out.append(f"achieved_sparsity {achieved:.6g} disagrees with the counts ({total / env.numels.sum():.6g})")
+    model = _num(row.get("model_sparsity"))
+    if model is not None and env.granularity == "unstructured" \
+            and abs(model - env.coverage.model_sparsity(total)) > 1e-9:
+        out.append(f"model_sparsity {model:.6g} disagrees with the counts ({env.coverage.model_sparsity(total):.6g})")
     nonzero = row.get("nonzero_params")
     if isinstance(nonzero, (int, float)) and env.granularity == "unstructured" \
             and int(nonzero) != int(env.total_params - total):

@@ -204,6 +204,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "test_mean": stat("test_score")[0], "test_std": stat("test_score")[1],
                     "val_mean": stat("val_score")[0], "val_std": stat("val_score")[1],
                     "achieved_sparsity": stat("achieved_sparsity")[0],
+                    **({"model_sparsity": stat("model_sparsity")[0]} if all("model_sparsity" in r for r in g) else {}),
                     "nonzero_params": stat("nonzero_params")[0], "evals": stat("evals")[0],
                     "wall_time_s": stat("wall_time_s")[0], "evals_to_beat_global": to_beat,
                     "allocation": mean_alloc})

@@ -122,7 +122,7 @@ class PruneRNNEnv(gym.Env):
     - ``finetune_steps``: Adam steps of recovery fine-tuning before each episode is scored (0: none).
     - ``precision``: ``"fp32"`` or ``"bf16"`` (scores under ``torch.autocast``; refused with a ``ValueError`` where
       the device has no bf16 kernel for the model's recurrent layers, see :mod:`prune_env.devices`).
-    - ``strict_coverage`` (a ``config`` key): raise ``ValueError`` instead of warning when weight tensors of two or
+    - ``strict_coverage``: raise ``ValueError`` instead of warning when weight tensors of two or
       more dimensions that no layer adapter prunes hold over 5 % of the model's parameters
       (:mod:`prune_env.pruning.coverage`).
     - ``config``: a dict merged over :meth:`default_config` and the keyword arguments; its entries win.
@@ -153,7 +153,8 @@ class PruneRNNEnv(gym.Env):
                  max_sparsity: float = 0.98, device: str | torch.device | None = None,
                  render_mode: str | None = None, task_kwargs: dict | None = None,
                  granularity: str = "unstructured", quantize: bool | str = False, finetune_steps: int = 0,
-                 precision: str = "fp32", reconstruct: str | None = None, config: dict | None = None):
+                 precision: str = "fp32", reconstruct: str | None = None, strict_coverage: bool = False,
+                 config: dict | None = None):
         if isinstance(task, dict):
             if config is not None:
                 raise ValueError("pass `config` either positionally or as `config=`, not both")
@@ -161,7 +162,8 @@ class PruneRNNEnv(gym.Env):
         arguments = dict(target_sparsity=target_sparsity, mode=mode, size_penalty=size_penalty, criterion=criterion,
                          max_sparsity=max_sparsity, device=device, render_mode=render_mode, task_kwargs=task_kwargs,
                          granularity=granularity, quantize=quantize, finetune_steps=finetune_steps,
-                         precision=precision, reconstruct=reconstruct, **({} if task is None else {"task": task}))
+                         precision=precision, reconstruct=reconstruct, strict_coverage=strict_coverage,
+                         **({} if task is None else {"task": task}))
         self.config = cfg = env_config(arguments, config)
         self.mode, self.criterion, self.granularity = cfg["mode"], cfg["criterion"], cfg["granularity"]
         self.max_sparsity, self.size_penalty = cfg["max_sparsity"], cfg["size_penalty"]

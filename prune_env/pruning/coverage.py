@@ -34,7 +34,7 @@ from torch import nn
 from prune_env.pruning.layers import PrunableLayer, find_prunable_layers, get_param
 
 __all__ = ["THRESHOLD", "CoverageReport", "CoverageWarning", "DenseWeight", "check_coverage", "coverage_report",
-           "matrix_zeros", "removed_matrix_weights"]
+           "matrix_zeros", "removed_matrix_weights", "whole_model_sparsity"]
 
 #: The share of a model's parameters that dense matrices may hold before construction warns (or, strict, fails).
 THRESHOLD = 0.05
@@ -195,3 +195,13 @@ def matrix_zeros(model: nn.Module) -> tuple[int, int]:
             total += p.numel()
             zeros += p.numel() - int(torch.count_nonzero(p))
     return zeros, total
+
+
+@torch.no_grad()
+def whole_model_sparsity(model: nn.Module, dense: nn.Module) -> float:
+    """The sparsity of ``model`` over every weight tensor of two or more dimensions of ``dense``, the model it was
+    pruned from: its non-zero matrix entries against ``dense``'s (entries a physically smaller model no longer has
+    count as removed). Counted in the weights, for reports on materialized or loaded models."""
+    kept = sum(int(torch.count_nonzero(p)) for p in model.parameters() if p.dim() >= 2)
+    total = sum(p.numel() for p in dense.parameters() if p.dim() >= 2)
+    return 1.0 - kept / total if total else 0.0
