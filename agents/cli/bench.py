@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     finished: dict[tuple, dict[str, Any]] = {}
     if args.resume:
         if "fingerprint" in old_meta:
-            diff = R.fingerprint_differences(old_meta["fingerprint"], fingerprint)
+            diff = R.fingerprint_differences(R.with_env_defaults(old_meta["fingerprint"]), fingerprint)
             if diff:
                 raise CLIError(f"--resume: {args.resume} is another run: {'; '.join(diff[:3])}"
                                + (f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""))

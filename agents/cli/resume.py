@@ -160,6 +160,18 @@ def run_fingerprint(task: Any, env: Any, args: argparse.Namespace, options: Mapp
                   "options": dict(options), "versions": package_versions()})
 
 
+def with_env_defaults(fingerprint: Any) -> Any:
+    """``fingerprint`` with the env settings it lacks filled in by the env's defaults: a setting added to the env
+    after a run was recorded is the default the run used."""
+    from agents.cli.common import plain
+    from prune_env import PruneRNNEnv
+
+    if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("env"), Mapping):
+        return fingerprint
+    defaults = plain({k: v for k, v in PruneRNNEnv.default_config().items() if k not in NOT_SETTINGS})
+    return {**fingerprint, "env": {**defaults, **fingerprint["env"]}}
+
+
 def fingerprint_differences(old: Any, new: Mapping[str, Any], where: str = "") -> list[str]:
     """Every field of ``new`` that ``old`` records differently, as ``"env.mode 'joint' recorded, 'sequential'
     now"``."""
@@ -234,4 +246,4 @@ def _show(x: Any) -> str:
 
 
 __all__ = ["FINGERPRINT_FORMAT", "check_rows", "check_trusted_task", "finished_cells", "fingerprint_differences",
-           "merge_args", "read_results", "recorded_args", "run_fingerprint", "typed_args"]
+           "merge_args", "read_results", "recorded_args", "run_fingerprint", "typed_args", "with_env_defaults"]

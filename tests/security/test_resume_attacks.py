@@ -134,3 +134,12 @@ def test_a_malformed_results_file_is_one_line(tmp_path, capsys, content):
     assert main(["bench", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("prune-rnn: error: --resume") and "Traceback" not in err, err
+
+
+def test_an_env_setting_added_since_the_run_resumes_at_its_default(run, capsys):
+    edit_json(run / "results.json", lambda d: d["meta"]["fingerprint"]["env"].pop("max_sparsity"))
+    assert main(["bench", "--task", SPEC, "--resume", str(run), "--no-progress"]) == 0
+    edit_json(run / "results.json", lambda d: d["meta"]["fingerprint"]["env"].update(max_sparsity=0.5))
+    before = (run / "results.json").read_bytes()
+    assert main(["bench", "--task", SPEC, "--resume", str(run), "--no-progress"]) == 2
+    _refused(capsys, run, before, "env.max_sparsity 0.5 recorded, 0.98 now")
