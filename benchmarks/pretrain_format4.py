@@ -7,8 +7,9 @@ ship-or-not decision against LAMP on validation models, recorded before any test
 - **Select** with :func:`~agents.policies.layerwise.pretrain_selected` on zoo-v1's validation models (the same
   models and targets every round, the policy's mean action: common random numbers), with the same operator.
 - **Decide** on zoo-v2's validation models (not used for selection): the selected policy's zero-shot allocation
-  against LAMP's, same operator, at ``--decision-targets``. The policy would be shipped only if its mean validation
-  score beats LAMP's there; ``decision.json`` is written before anything else and no test split is read.
+  against LAMP's, same operator, at ``--decision-targets`` (every model of that split must be built). The policy
+  qualifies to be shipped only if its mean validation score beats LAMP's there; ``decision.json`` is written before
+  anything else, no test split is read, and the shipped default policy is never replaced here.
 
     nice -n 10 env OMP_NUM_THREADS=1 PRUNE_RNN_PTB=/work/shared/data/ptb python -m benchmarks.pretrain_format4 \\
         --train-cache /work/cache --select-cache /tmp/prc_cache --decide-cache /work/cache
@@ -31,14 +32,14 @@ from prune_env.io import atomic_write
 NAME = "pretrain_format4"
 
 
-def built(split: str, version: str, cache: str) -> list[Any]:
-    """The tasks of a zoo split already in ``cache`` (read only; models not built are skipped)."""
+def built(split: str, version: str, cache: str, names: list[str] | None = None) -> list[Any]:
+    """The tasks of a zoo split (or ``names``) already in ``cache`` (read only; models not built are skipped)."""
     from prune_env.tasks.cache import CacheMissError, no_training
     from prune_env.tasks.zoo import make_zoo_task, zoo_names
 
     os.environ["PRUNE_RNN_CACHE"] = cache
     tasks = []
-    for name in zoo_names(split, version=version):
+    for name in names or zoo_names(split, version=version):
         try:
             with no_training():
                 tasks.append(make_zoo_task(name, progress=False))
@@ -63,8 +64,8 @@ def decide(policy, tasks: list[Any], targets: list[float], operator: dict[str, A
     mean = {k: float(np.mean([c[k] for c in cells])) for k in ("policy_score", "lamp_score", "policy_reward",
                                                               "lamp_reward")}
     wins = float(np.mean([c["policy_score"] > c["lamp_score"] for c in cells]))
-    ship = mean["policy_score"] > mean["lamp_score"]
-    return {"cells": cells, "mean": mean, "share_ahead": wins, "ship": bool(ship)}
+    beats = mean["policy_score"] > mean["lamp_score"]
+    return {"cells": cells, "mean": mean, "share_ahead": wins, "beats_lamp": bool(beats)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -85,7 +86,8 @@ def markdown(result: dict[str, Any]) -> str:
               "## Decision (zoo-v2 validation, not used for selection)", "",
               f"Mean validation score: policy {m['policy_score']:.4f}, LAMP {m['lamp_score']:.4f}; mean reward "
               f"(clipped to [0, 1]): policy {m['policy_reward']:.4f}, LAMP {m['lamp_reward']:.4f}; policy ahead on "
-              f"{d['share_ahead']:.2f} of the cells. **Ship as default: {'yes' if d['ship'] else 'no'}.**", "",
+              f"{d['share_ahead']:.2f} of the cells. **Beats LAMP on validation (the condition to ship): "
+              f"{'yes' if d['beats_lamp'] else 'no'}.** The shipped default policy is not replaced by this script.", "",
               "| model | target | policy score | LAMP score |", "|---|---|---|---|"]
     for c in d["cells"]:
         lines.append(f"| {c['model']} | {c['target']} | {c['policy_score']:.4f} | {c['lamp_score']:.4f} |")
@@ -120,7 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     criterion, _, rec = args.operator.partition(":")
     operator = {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
     t0 = time.perf_counter()
-    train = built("train", "v2", args.train_cache)[:args.limit]
+    listed = out / "train.json"  # a resumed run trains on the models the first one found built
+    names = json.loads(listed.read_text()) if listed.exists() else None
+    train = built("train", "v2", args.train_cache, names)[:args.limit]
+    if names is not None and [t.name for t in train] != names:
+        p.error(f"--train-cache: {listed} names models that are not all built there")
+    atomic_write(listed, json.dumps([t.name for t in train]))
     select = built("validation", "v1", args.select_cache)[:args.limit]
     for flag, tasks in (("--train-cache", train), ("--select-cache", select)):
         if not tasks:
@@ -132,15 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     policy, log = pretrain_selected(zoo, select, opts, rounds=args.rounds, progress=False,
                                     checkpoint=out / "ckpt.pt", selection_metric="score",
                                     selection_targets=args.selection_targets)
+    from prune_env.tasks.zoo import zoo_names
+
     decide_tasks = built("validation", "v2", args.decide_cache)[:args.limit]  # read after training: built by then
-    if not decide_tasks:
-        p.error("--decide-cache: no zoo-v2 validation model is built there")
+    missing = sorted(set(zoo_names("validation", version="v2")[:args.limit]) - {t.name for t in decide_tasks})
+    if missing:  # the decision is on the whole split, fixed in advance
+        p.error(f"--decide-cache: the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
     decision = decide(policy, decide_tasks, args.decision_targets, operator)
     result = {"meta": meta, "args": vars(args), "train": [t.name for t in train], "select": [t.name for t in select],
               "decide": [t.name for t in decide_tasks], "log": log,
               "selected_after": policy.meta["selected_after_episodes"], "decision": decision,
               "wall_s": time.perf_counter() - t0}
-    atomic_write(out / "decision.json", json.dumps({"ship": decision["ship"], "mean": decision["mean"],
+    atomic_write(out / "decision.json", json.dumps({"beats_lamp": decision["beats_lamp"], "mean": decision["mean"],
                                                     "share_ahead": decision["share_ahead"],
                                                     "test_read": False}, indent=1))
     save(policy, out / "policy.pt", {**meta, "log": log, "train_tasks": result["train"],
