@@ -323,8 +323,8 @@ def test_regression_metric_pickles():
 # --- the command line --------------------------------------------------------------------------------------------
 
 def test_cli_bad_input_exits_2_with_one_line(capsys):
-    for argv in (["build", "--split", "holdout"], ["build", "--zoo", "v9"], ["build", "--seed", "-1"], ["build", "--names", "zoo-v1/nope"], [],
-                 ["frobnicate"]):
+    for argv in (["build", "--split", "holdout"], ["build", "--zoo", "v9"], ["build", "--seed", "-1"],
+                 ["build", "--names", "zoo-v1/nope"], [], ["frobnicate"]):
         assert Z.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err, (argv, err)

@@ -27,7 +27,8 @@ def finetune(model: nn.Module, task: RNNTask, steps: int, masks: dict[str, torch
     :param model: the pruned model (on any device); left in eval mode with gradients off, as it came or not.
     :param task: supplies ``train_loss(model, generator)`` (preferred) or ``loss(model)``.
     :param steps: optimizer steps, >= 0.
-    :param masks: parameter name -> 0/1 mask of the weights to hold at zero (e.g. :func:`prune_env.compression.export.masks`).
+    :param masks: parameter name -> 0/1 mask of the weights to hold at zero (e.g.
+        :func:`prune_env.compression.export.masks`).
     :param generator: seeds the training batches (``train_loss`` only); default: a generator seeded with 0.
     :param lr: Adam learning rate.
     :raises ValueError: on a bad argument or a task with neither hook.

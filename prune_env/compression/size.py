@@ -10,8 +10,8 @@ its stored values, whichever of three layouts is smallest:
   Compression, so fillers cost an index and a value each.
 
 Values take ``bits`` each (32: float32), plus the quantization table (float32 scales per output row for linear
-quantization, the ``2**bits``-entry float32 codebook for k-means; see :mod:`prune_env.compression.quantize`). Every other
-tensor (biases, buffers, non-prunable weights) is stored raw at its dtype's width. A zero produced by quantization
+quantization, the ``2**bits``-entry float32 codebook for k-means; see :mod:`prune_env.compression.quantize`). Every
+other tensor (biases, buffers, non-prunable weights) is stored raw at its dtype's width. A zero produced by quantization
 counts as pruned, exactly as the exporter sees it.
 
 Each of a layer's streams (index, values, table) is padded to whole bytes in a file; :attr:`Encoding.stream_bytes`
@@ -195,8 +195,8 @@ def size_table(dense: torch.Tensor, order: torch.Tensor, max_count: int) -> np.n
     """``encoding(w_k).total_bits`` of float32 weights for every count ``k`` in ``0..max_count`` at once.
 
     ``w_k`` is ``dense`` with its ``k`` first entries of ``order`` (flat indices, least important first) set to
-    zero: what :class:`~prune_env.pruning.kinds.Unstructured` holds at count ``k``. Exactly the numbers of :func:`encoding`,
-    so an env can read its stored size instead of scanning every weight per step.
+    zero: what :class:`~prune_env.pruning.kinds.Unstructured` holds at count ``k``. Exactly the numbers of
+    :func:`encoding`, so an env can read its stored size instead of scanning every weight per step.
 
     As ``k`` grows, removing a kept value merges the two gaps beside it into one: the gap between its nearest kept
     neighbours, which are its nearest neighbours of later removal rank. Each such gap lives over an interval of

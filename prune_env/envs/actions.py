@@ -1,7 +1,8 @@
 """The one mapping between actions in ``[-1, 1]`` and per-layer sparsities (and bit-widths), exact in float64.
 
 An action ``a`` asks for sparsity ``s = (a + 1) / 2 * max_sparsity``: -1 keeps a layer dense, +1 prunes
-``max_sparsity`` of it. A bit coordinate's ``[-1, 1]`` is split into equal bins over :data:`~prune_env.compression.quantize.BITS`.
+``max_sparsity`` of it. A bit coordinate's ``[-1, 1]`` is split into equal bins over
+:data:`~prune_env.compression.quantize.BITS`.
 The env, the agents and :meth:`PruneRNNEnv.action_for <prune_env.PruneRNNEnv.action_for>` all use these functions.
 
 >>> float(sparsity_to_action(0.49, 0.98)), float(action_to_sparsity(0.0, 0.98))

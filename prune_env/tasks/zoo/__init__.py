@@ -66,8 +66,9 @@ from prune_env.tasks.zoo.scoring import (
                                            mean_chance,
 )
 
-__all__ = ["CELLS", "KINDS", "LEGEND", "LM_HEADS", "MAX_TRAIN_S", "MIN_MARGIN", "MIN_SKILL", "MSEBatchLoss", "NegMSE",
-           "PREFIX", "PTB_ENV", "RegressionScorer", "SEQUENCE_DATA", "SEQ_HEADS", "SPLITS", "SampledMSELoss", "V1_FIELDS",
-           "ZOO", "ZOOS", "ZOO_V2", "ZOO_VERSION", "ZooDataUnavailable", "ZooSpec", "available", "build", "class_chance", "data_generator",
-           "defaults", "lookup", "main", "make_zoo_task", "mean_chance", "ptb_dir", "spec_dict", "spec_name", "stdlib_text", "synthetic",
-           "table", "well_above_chance", "zoo_names"]
+__all__ = ["CELLS", "KINDS", "LEGEND", "LM_HEADS", "MAX_TRAIN_S", "MIN_MARGIN", "MIN_SKILL", "MSEBatchLoss",
+           "NegMSE", "PREFIX", "PTB_ENV", "RegressionScorer", "SEQUENCE_DATA", "SEQ_HEADS", "SPLITS",
+           "SampledMSELoss", "V1_FIELDS", "ZOO", "ZOOS", "ZOO_V2", "ZOO_VERSION", "ZooDataUnavailable", "ZooSpec",
+           "available", "build", "class_chance", "data_generator", "defaults", "lookup", "main", "make_zoo_task",
+           "mean_chance", "ptb_dir", "spec_dict", "spec_name", "stdlib_text", "synthetic", "table",
+           "well_above_chance", "zoo_names"]
