@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -475,6 +476,31 @@ def test_weights_only_export_for_a_model_no_description_can_hold(tmp_path):
     plain.load_state_dict(model.state_dict())
     assert size < export(plain, tmp_path / "full.prnn", bits=8)  # the same tensors, compressed the same, no tree
 
+
+
+class _AttributeDict(dict):
+    """Like Lightning's ``AttributeDict``: a dict whose keys read as attributes."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(key) from e
+
+
+@pytest.mark.parametrize("value", [_AttributeDict(hidden_size=8), collections.namedtuple("P", "a b")(1, 2)])
+def test_container_subclasses_are_refused_not_flattened(tmp_path, value):
+    model = TinyLM("lstm", hidden=8, layers=1)
+    model.hparams = value
+    ok, why = can_export(model)
+    assert not ok and "`hparams`" in why and "weights_only=True" in why
+    export(model, tmp_path / "w.prnn", weights_only=True)
+    fresh = TinyLM("lstm", hidden=8, layers=1)
+    fresh.hparams = value
+    assert load(tmp_path / "w.prnn", model=fresh).hparams == value
+    model.hparams = {"hidden_size": 8}  # a plain dict is described and comes back equal
+    export(model, tmp_path / "full.prnn")
+    assert load(tmp_path / "full.prnn", classes=[TinyLM]).hparams == {"hidden_size": 8}
 
 def _hidden_unit_model(per_layer: list[float]):
     task = tiny_task("gru", hidden=12, layers=2)

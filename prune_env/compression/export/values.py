@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,13 +39,15 @@ def encode(v: Any, where: str, functions: bool = True, node: Callable[[Any], str
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else {"float": repr(v)}
-    if isinstance(v, list):
+    # Containers by exact type: a subclass (Lightning's AttributeDict, a namedtuple) would come back as its base
+    # class and lose its behaviour, so it is refused here and the model goes to ``weights_only=True``.
+    if type(v) is list:
         return [encode(x, where, functions, node) for x in v]
     if isinstance(v, tuple) and not hasattr(v, "_fields"):  # torch.Size too; a namedtuple would lose its type
         return {"tuple": [encode(x, where, functions, node) for x in v]}
-    if isinstance(v, dict):
+    if type(v) in (dict, OrderedDict):
         return {"dict": [[encode(k, where, functions, node), encode(x, where, functions, node)] for k, x in v.items()]}
-    if isinstance(v, (set, frozenset)):
+    if type(v) in (set, frozenset):
         return {"set": sorted((encode(x, where, functions, node) for x in v), key=repr)}
     if isinstance(v, slice):
         return {"slice": [encode(x, where, functions, node) for x in (v.start, v.stop, v.step)]}
