@@ -4,24 +4,30 @@
 output directory, so that a killed run restarts from its last finished stage:
 
 1. **search** (``search.json``): an agent picks the per-layer allocation at the target sparsity (default: LAMP for
-   ``unstructured``, uniform for ``hidden_unit``; one evaluation each). The one-shot model (that allocation, no
-   fine-tuning) is scored on validation and test.
-2. **finetune** (``finetuned.pt``, ``finetune.json``): :func:`prune_env.compression.gradual.gradual_prune` prunes a
-   copy of the model gradually to that allocation while training it (Zhu & Gupta's cubic schedule), with
-   quantization-aware training (straight-through rounding) after the ramp when ``bits`` is given; the best
-   validation checkpoint is kept. The weights are saved with ``torch.save`` of a plain ``state_dict`` (loaded
-   back with ``weights_only=True``).
+   ``unstructured``, uniform for ``hidden_unit``; one evaluation each) in a :class:`~prune_env.PruneRNNEnv` whose
+   operator is ``operator`` (the env's ``criterion``: which weights of a layer go) and ``reconstruct`` (``"obs"``:
+   the kept weights are re-fitted by least squares on training inputs, SparseGPT; Frantar and Alistarh, ICML
+   2023). The one-shot model (that allocation under that operator, no fine-tuning; ``sequential``: re-fitted layer
+   after layer on the inputs of the model pruned so far) is scored on validation and test.
+2. **finetune** (``finetuned.pt``, ``finetune.json``): ``finetune_from="dense"``:
+   :func:`prune_env.compression.gradual.gradual_prune` prunes a copy of the dense model gradually to that allocation
+   while training it (Zhu & Gupta's cubic schedule; with ``operator`` other than magnitude and no ``criterion``, in
+   the env's prune order); ``finetune_from="oneshot"``: the one-shot model is trained with its masks held fixed from
+   the first step (:mod:`agents.cli.compress_oneshot`). Quantization-aware training (straight-through rounding)
+   follows the ramp (from step 0 for ``"oneshot"``) when ``bits`` is given; the best validation checkpoint is kept.
+   The weights are saved with ``torch.save`` of a plain ``state_dict`` (loaded back with ``weights_only=True``).
 3. **export** (``model.prnn``, ``export.json``): :func:`prune_env.compression.export.export` writes the compressed file
    (sparse layout, ``bits``-bit values).
 4. **report** (``report.md``, ``report.json``, ``report.png``): the exported file is loaded back with
    :func:`prune_env.compression.export.load` and scored; dense, one-shot and final are compared side by side on test
    score (and perplexity where the task reports it), validation score, bytes on disk, parameters and CPU latency.
 
-``compress.json`` holds the settings. Rerunning with the same output directory resumes: finished stages are
-skipped; different settings are refused (use a new directory). Each stage's JSON file is sealed
-(:mod:`agents.cli.compress_stages`: the settings, the SHA-256 of the files the stage wrote, the seal of the stage
-before it): a stage whose seal fails, edited, swapped or pickled, is redone with a warning, with every stage after it,
-and nothing in it is loaded. The report recomputes every number it shows from the files it names
+The operator defaults (magnitude, no reconstruction, gradual from the dense model) were chosen on validation scores
+(``benchmarks/compress_operators.py``). ``compress.json`` holds the settings. Rerunning with the same output directory
+resumes: finished stages are skipped; different settings are refused (use a new directory). Each stage's JSON file is
+sealed (:mod:`agents.cli.compress_stages`: the settings, the SHA-256 of the files the stage wrote, the seal of the
+stage before it): a stage whose seal fails, edited, swapped or pickled, is redone with a warning, with every stage
+after it, and nothing in it is loaded. The report recomputes every number it shows from the files it names
 (:mod:`agents.cli.compress_report`). Before the first stage the model is checked to be exportable.
 
 >>> import tempfile
@@ -48,13 +54,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.cli.compress_report import ReportError, build_report, plot, scores, write_report
+from agents.cli.compress_oneshot import FINETUNE_FROM, finetune_oneshot, masks_kept, oneshot_masks, oneshot_model
+from agents.cli.compress_report import OPERATOR_DEFAULTS, ReportError, build_report, plot, scores, write_report
 from agents.cli.compress_stages import STAGES, read_stage, write_stage
 
-__all__ = ["STAGES", "CompressError", "add_parser", "cmd_compress", "compress", "default_agent"]
+__all__ = ["FINETUNE_FROM", "OPERATORS", "STAGES", "CompressError", "add_parser", "cmd_compress", "compress",
+           "default_agent"]
 #: Settings that identify a run (a rerun must match them to resume).
 _SETTINGS = ("task", "task_seed", "target_sparsity", "agent", "max_evals", "seed", "steps", "bits", "granularity", "lr",
              "method", "agent_options")
+#: Values of ``operator``: the env's ranking criteria (wanda, obs: from the task's calibration inputs).
+OPERATORS = ("magnitude", "gradient", "saliency", "wanda", "obs")
 
 
 class CompressError(ValueError):
@@ -74,7 +84,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
              log: Callable[[str], None] | None = None, command: Sequence[str] | None = None,
              budget: int | None = None, criterion: str | None = None, regularizer: str | None = None,
-             regularizer_strength: float = 0.1) -> dict[str, Any]:
+             regularizer_strength: float = 0.1, operator: str = "magnitude", reconstruct: str | None = None,
+             finetune_from: str = "dense", sequential: bool = False) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
 
     :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
@@ -95,6 +106,15 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :param criterion: ``"movement"`` or ``"magnitude"`` (unstructured), ``regularizer``: ``"l1"`` (unstructured) or
         ``"group_lasso"`` (``hidden_unit``: ISS), ``regularizer_strength``: see
         :func:`prune_env.compression.gradual.gradual_prune` (sparsity learned while fine-tuning).
+    :param operator: the search env's ranking criterion, one of :data:`OPERATORS` (``"wanda"``, ``"obs"``: from the
+        task's calibration inputs, which must then exist).
+    :param reconstruct: ``None`` (or ``"none"``) or ``"obs"``: the env's reconstruction of the kept weights, in the
+        search's scores and the one-shot model.
+    :param finetune_from: ``"dense"`` (the gradual ramp from the dense model) or ``"oneshot"`` (the one-shot model,
+        reconstructed where ``reconstruct`` says, fine-tuned for ``steps`` with its masks fixed; unstructured, without
+        ``criterion`` or ``regularizer``).
+    :param sequential: with ``reconstruct="obs"``: the one-shot model is re-fitted layer after layer on the inputs
+        of the model pruned so far (unstructured only).
     :param select: the fine-tuning checkpoint to keep: ``"score"`` (best validation score) or ``"nll"`` (lowest
         validation NLL: language models judged by perplexity).
     :param method: quantization method, ``"linear"`` or ``"kmeans"``.
@@ -147,6 +167,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
     regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength)
     method = check_choice("method", method, ("linear", "kmeans"))
+    operator, reconstruct, finetune_from, sequential = _check_operator(granularity, operator, reconstruct,
+                                                                       finetune_from, sequential, criterion,
+                                                                       regularizer)
     latency_reps = check_int("latency_reps", latency_reps, 1)
     options = dict(agent_options or {})
     settings = {"task": spec, "task_seed": getattr(task, "metadata", {}).get("seed") if not isinstance(task, str)
@@ -154,7 +177,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
                 "steps": steps, "bits": bits, "granularity": granularity, "lr": lr, "method": method,
                 "agent_options": options}
     settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select), ("criterion", criterion),
-                                       ("regularizer", regularizer), ("regularizer_strength", regularizer_strength))
+                                       ("regularizer", regularizer), ("regularizer_strength", regularizer_strength),
+                                       ("operator", operator), ("reconstruct", reconstruct),
+                                       ("finetune_from", finetune_from), ("sequential", sequential))
                      if v != _LATER_DEFAULTS[k]})
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -164,7 +189,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
     if isinstance(task, str):
         task = resolve_task(task)
-    env = PruneRNNEnv(task, target_sparsity=target, granularity=granularity, device=device)
+    env = PruneRNNEnv(task, target_sparsity=target, granularity=granularity, device=device, criterion=operator,
+                      reconstruct=reconstruct)
     fingerprint = {"task_name": task.name, "dense_val": env.dense_score, "layers": list(env.layer_names),
                    "numels": [int(n) for n in env.numels]}
     _check_settings(out, settings, fingerprint)
@@ -177,12 +203,13 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
         _warn(f"{STAGES['search']}: its allocation does not meet the target {target}; redoing the search stage")
         got = None
     if got is None:
-        say(f"[1/4] search: {agent}, max {max_evals} evaluations, target {target}")
+        say(f"[1/4] search: {agent}, max {max_evals} evaluations, target {target}, operator {operator}"
+            + (f" + {reconstruct} reconstruction" if reconstruct else ""))
         t0 = time.perf_counter()
         res = A.search(agent, env, max_evals, seed=seed, **options)
-        oneshot = env.pruned_model(res.allocation)
+        oneshot = oneshot_model(env, res.allocation, sequential)
         search = {"agent": agent, "max_evals": max_evals, "evals": res.evals, "allocation": res.allocation,
-                  "counts": [int(c) for c in env.counts_for(res.allocation)],
+                  "counts": [int(c) for c in env.counts_for(res.allocation)], "operator": env.operator,
                   "one_shot": scores(task, oneshot), "wall_time_s": round(time.perf_counter() - t0, 3)}
         seal = write_stage(out, "search", search, settings)
     else:
@@ -194,17 +221,28 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     got = read_stage(out, "finetune", settings, seal)
     model = _finetuned_model(env, out, search["counts"]) if got is not None else None
     if got is None or model is None:
-        say(f"[2/4] finetune: {steps} steps, lr {lr}" + (f", {bits}-bit aware" if bits else ""))
-        from prune_env.compression.gradual import gradual_prune
+        say(f"[2/4] finetune: {steps} steps from the {finetune_from} model, lr {lr}"
+            + (f", {bits}-bit aware" if bits else ""))
+        from prune_env.compression import gradual as G
         from prune_env.io import atomic_save_torch
 
         t0 = time.perf_counter()
-        result = gradual_prune(env, allocation, steps=steps, lr=lr, seed=seed, bits=bits, method=method,
-                               lr_schedule=lr_schedule, select=select, criterion=criterion, regularizer=regularizer,
-                               regularizer_strength=regularizer_strength,
-                               progress=progress)
+        common = dict(steps=steps, lr=lr, seed=seed, bits=bits, method=method, lr_schedule=lr_schedule, select=select,
+                      progress=progress)
+        kept = None
+        if finetune_from == "oneshot":
+            masks = oneshot_masks(env, search["counts"])
+            result = finetune_oneshot(env, oneshot_model(env, allocation, sequential), allocation, masks,
+                                      device=device, **common)
+            kept = masks_kept(result.model, masks)
+            if not kept:
+                raise CompressError("fine-tuning from the one-shot model revived weights its masks prune")
+        else:
+            result = G.gradual_prune(env, allocation, criterion=criterion, regularizer=regularizer,
+                                     regularizer_strength=regularizer_strength, **common)
         atomic_save_torch({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
-        finetune = {"steps": steps, "best_step": result.step, "end": result.end, "val_score": result.score,
+        finetune = {"steps": steps, "from": finetune_from, "masks_kept": kept,
+                    "best_step": result.step, "end": result.end, "val_score": result.score,
                     "curve": [[int(s), float(v)] for s, v in result.curve],
                     "loss_curve": _subsample(result.losses, 200), "bits": result.bits, "info": result.info,
                     "wall_time_s": round(time.perf_counter() - t0, 3)}
@@ -235,7 +273,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     if got is None:
         say("[4/4] report")
         try:
-            report = build_report(task, env, out, settings, search, finetune, "model.prnn", latency_reps)
+            report = build_report(task, env, out, settings, search, finetune, "model.prnn", latency_reps,
+                                  oneshot_model(env, allocation, sequential))
         except ReportError as e:
             raise CompressError(str(e)) from None
         report["meta"] = meta
@@ -250,6 +289,28 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
 
 
 # --------------------------------------------------------------------------------------------------- stages
+def _check_operator(granularity: str, operator: str, reconstruct: str | None, finetune_from: str, sequential: bool,
+                    criterion: str | None, regularizer: str | None) -> tuple[str, str | None, str, bool]:
+    """The operator settings, checked together; :raises ValueError: naming the argument."""
+    from prune_env.checks import check_choice
+    from prune_env.pruning.reconstruction import check_reconstruct
+
+    operator = check_choice("operator", operator, OPERATORS)
+    reconstruct = check_reconstruct(reconstruct)
+    finetune_from = check_choice("finetune_from", finetune_from, FINETUNE_FROM)
+    if not isinstance(sequential, bool):
+        raise TypeError(f"`sequential` must be a bool, got {type(sequential).__name__}")
+    if sequential and (reconstruct is None or granularity != "unstructured"):
+        raise ValueError("`sequential` needs reconstruct='obs' and granularity='unstructured'")
+    if finetune_from == "oneshot":
+        if granularity != "unstructured":
+            raise ValueError("`finetune_from`='oneshot' needs granularity='unstructured'")
+        if criterion is not None or regularizer is not None:
+            raise ValueError("`finetune_from`='oneshot' holds the one-shot masks fixed: it takes no `criterion` or "
+                             "`regularizer` (they choose what a gradual ramp from the dense model prunes)")
+    return operator, reconstruct, finetune_from, sequential
+
+
 def _check_settings(out: Path, settings: dict[str, Any], fingerprint: dict[str, Any] | None = None) -> None:
     from agents.core.results import write_json
 
@@ -338,7 +399,7 @@ def _subsample(values: list[float], n: int) -> list[list[float]]:
 #: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
 #: default, so that directories from before them still resume.
 _LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score", "criterion": None, "regularizer": None,
-                   "regularizer_strength": 0.1}
+                   "regularizer_strength": 0.1, **OPERATOR_DEFAULTS}
 
 
 # --------------------------------------------------------------------------------------------------- command
@@ -360,8 +421,17 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the fine-tuning")
     c.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
                    help="constant, or cosine decay to 0 after the pruning ramp")
-    c.add_argument("--criterion", default=None, choices=("magnitude", "movement"), help="unstructured: rank weights by "
-                   "current magnitude or by movement (-sum w*dL/dw over the fine-tuning steps)")
+    c.add_argument("--operator", default="magnitude", choices=OPERATORS, help="which weights of a layer the search's "
+                   "env prunes (wanda, obs: from the task's calibration inputs)")
+    c.add_argument("--reconstruct", default="none", choices=("none", "obs"), help="obs: re-fit each pruned layer's "
+                   "kept weights by least squares on the calibration inputs (search scores and one-shot model)")
+    c.add_argument("--sequential-refit", action="store_true", help="with --reconstruct obs: re-fit the one-shot "
+                   "model layer after layer on the inputs of the model pruned so far")
+    c.add_argument("--finetune-from", default="dense", choices=FINETUNE_FROM, help="dense: prune gradually from the "
+                   "dense model while fine-tuning; oneshot: fine-tune the one-shot model with its masks fixed")
+    c.add_argument("--criterion", default=None, choices=("magnitude", "movement"), help="--finetune-from dense, "
+                   "unstructured: the ramp ranks weights by current magnitude or by movement (-sum w*dL/dw over the "
+                   "fine-tuning steps)")
     c.add_argument("--regularizer", default=None, choices=("l1", "group_lasso"), help="penalty with proximal steps "
                    "during the ramp: l1 (unstructured) or group_lasso (hidden_unit: ISS groups)")
     c.add_argument("--regularizer-strength", type=float, default=0.1, help="penalty strength (relative to --lr)")
@@ -404,8 +474,9 @@ def cmd_compress(args: Any) -> int:
                       steps=args.steps, bits=args.bits, granularity=args.granularity, lr=args.lr,
                       lr_schedule=args.lr_schedule, select=args.select, method=args.method, device=args.device,
                       criterion=args.criterion, regularizer=args.regularizer,
-                      regularizer_strength=args.regularizer_strength,
-                      agent_options=options, progress=not args.no_progress,
+                      regularizer_strength=args.regularizer_strength, operator=args.operator,
+                      reconstruct=args.reconstruct, finetune_from=args.finetune_from,
+                      sequential=args.sequential_refit, agent_options=options, progress=not args.no_progress,
                       log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])
     final, dense = report["rows"]["final"], report["rows"]["dense"]
     print(f"test score {final.get('test_score', float('nan')):.4f} (dense {dense.get('test_score', float('nan')):.4f}),"

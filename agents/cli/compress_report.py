@@ -34,10 +34,11 @@ def scores(task: Any, model: nn.Module) -> dict[str, Any]:
 
 
 def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: dict[str, Any],
-                 finetune: dict[str, Any], model_file: str, reps: int) -> dict[str, Any]:
+                 finetune: dict[str, Any], model_file: str, reps: int, oneshot: nn.Module | None = None
+                 ) -> dict[str, Any]:
     """The report, every number recomputed from what it names: the dense model, the one-shot model of the search's
-    allocation (scored now, not read from ``search.json``) and the exported file (loaded back, scored, its bytes
-    read from the disk).
+    allocation (``oneshot``, default ``env.pruned_model(allocation)``: scored now, not read from ``search.json``)
+    and the exported file (loaded back, scored, its bytes read from the disk).
 
     :raises ReportError: when the exported file is less sparse than the one-shot model of the allocation (not the
         model this run compressed).
@@ -45,7 +46,7 @@ def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], searc
     from prune_env.compression.export import export, load
 
     dense = task.model
-    oneshot = env.pruned_model(search["allocation"])
+    oneshot = env.pruned_model(search["allocation"]) if oneshot is None else oneshot
     final = load(out / model_file, classes=classes_of(dense))
     want, got = sparsity(oneshot, dense), sparsity(final, dense)
     if got < want - 1e-9:
@@ -74,11 +75,36 @@ def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], searc
             r["latency_ms"] / times["dense"]
     return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
             "search": {k: search.get(k) for k in ("agent", "max_evals", "evals", "wall_time_s")},
-            "finetune": {k: finetune[k] for k in ("steps", "best_step", "end", "val_score", "wall_time_s")},
+            "finetune": {k: finetune.get(k) for k in ("steps", "from", "masks_kept", "best_step", "end", "val_score",
+                                                      "wall_time_s")},
+            "operator": operator_record(settings, search),
             "latency": {"input": times.get("input"), "reps": reps, "threads": torch.get_num_threads()},
             "hidden_units": {n: [int(m - k), int(m)] for n, m, k in zip(env.layer_names, env.numels,
                                                                         search["counts"])}
             if env.granularity == "hidden_unit" else None}
+
+
+#: compress's operator settings and their defaults.
+OPERATOR_DEFAULTS = {"operator": "magnitude", "reconstruct": None, "sequential": False, "finetune_from": "dense"}
+
+
+def operator_record(settings: dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
+    """The run's operator settings (a default where the settings omit it), the defaults, and the search env's
+    operator record (its calibration digest included)."""
+    return {**{k: settings.get(k, v) for k, v in OPERATOR_DEFAULTS.items()}, "defaults": dict(OPERATOR_DEFAULTS),
+            "env": search.get("operator")}
+
+
+def operator_line(op: dict[str, Any]) -> str:
+    """One sentence on the operator and where fine-tuning started, saying which settings are the defaults."""
+    rec = {None: "no reconstruction", "obs": "OBS least-squares reconstruction (SparseGPT)"}.get(op["reconstruct"],
+                                                                                               op["reconstruct"])
+    seq = ", layer after layer on the pruned model's inputs" if op["sequential"] else ""
+    start = {"dense": "pruned gradually from the dense model while fine-tuning",
+             "oneshot": "fine-tuned from the one-shot model with its masks fixed"}[op["finetune_from"]]
+    changed = [k for k, v in OPERATOR_DEFAULTS.items() if op[k] != v]
+    which = "the defaults" if not changed else "defaults: magnitude, no reconstruction, gradual from the dense model"
+    return f"Operator: `{op['operator']}` ranking, {rec}{seq}; {start} ({which})."
 
 
 def classes_of(model: nn.Module) -> list[type]:
@@ -147,6 +173,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
              f"{', cosine learning-rate decay after the ramp' if s.get('lr_schedule') == 'cosine' else ''} "
              f"(best validation {'NLL ' if s.get('select') == 'nll' else ''}checkpoint at step "
              f"{report['finetune']['best_step']}).", "",
+             *([operator_line(report["operator"]), ""] if report.get("operator") else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     names = {"dense": "dense", "one_shot": "one-shot (no fine-tuning, float32)", "final": "compressed (exported file)"}
     for key, r in rows.items():
@@ -204,5 +231,5 @@ def plot(out: Path, report: dict[str, Any], finetune: dict[str, Any]) -> None:
     save_figure(fig, out / "report.png")
 
 
-__all__ = ["ReportError", "build_report", "classes_of", "fmt", "latency", "params", "plot", "scores", "sparsity",
-           "write_report"]
+__all__ = ["OPERATOR_DEFAULTS", "ReportError", "build_report", "classes_of", "fmt", "latency", "operator_line",
+           "operator_record", "params", "plot", "scores", "sparsity", "write_report"]
