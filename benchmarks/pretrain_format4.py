@@ -32,12 +32,13 @@ from prune_env.io import atomic_write
 NAME = "pretrain_format4"
 
 
-def built(split: str, version: str, cache: str, names: list[str] | None = None) -> list[Any]:
+def built(split: str, version: str, cache: str | None, names: list[str] | None = None) -> list[Any]:
     """The tasks of a zoo split (or ``names``) already in ``cache`` (read only; models not built are skipped)."""
     from prune_env.tasks.cache import CacheMissError, no_training
     from prune_env.tasks.zoo import make_zoo_task, zoo_names
 
-    os.environ["PRUNE_RNN_CACHE"] = cache
+    if cache is not None:
+        os.environ["PRUNE_RNN_CACHE"] = cache
     tasks = []
     for name in names or zoo_names(split, version=version):
         try:
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     from prune_env import PruneRNNZooEnv
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train-cache", required=True)
-    p.add_argument("--select-cache", required=True)
-    p.add_argument("--decide-cache", required=True)
+    p.add_argument("--train-cache", default=None, help="model cache to read (default: the current one)")
+    p.add_argument("--select-cache", default=None, help="model cache to read (default: the current one)")
+    p.add_argument("--decide-cache", default=None, help="model cache to read (default: the current one)")
     p.add_argument("--operator", default="magnitude:obs")
     p.add_argument("--observation-format", type=int, default=4, choices=(3, 4))
     p.add_argument("--episodes", type=int, default=768)
