@@ -7,11 +7,13 @@ Each arm is one :func:`agents.cli.compress.compress` run (LAMP allocation, ``--b
 - ``a``: today's default: ``operator="magnitude"``, no reconstruction, ``finetune_from="dense"``, ``--steps`` steps;
 - ``b``: ``operator="obs"``, ``reconstruct="obs"``, ``finetune_from="oneshot"``, ``--steps`` steps;
 - ``c``: as ``b`` with half the steps;
-- ``d`` (optional): as ``b`` with ``operator="wanda"``.
+- ``d`` (optional): as ``b`` with ``operator="wanda"``;
+- ``e`` (optional): as ``a`` with half the steps (the equal-steps control of ``c``).
 
 The decision uses validation scores only, and is written before any test score is read: compress's operator
 defaults become those of ``b`` when ``b``'s final validation score (the exported model, loaded back) is above
-``a``'s, else they stay ``a``'s. ``c`` answers whether half the steps reach what ``a`` reaches. Test scores,
+``a``'s, else they stay ``a``'s (``d`` and ``e`` inform, they do not decide). ``c`` answers whether half the
+steps reach what ``a`` reaches, ``e`` what the gradual ramp reaches with those steps. Test scores,
 bytes of the exported file and wall times (whole run, fine-tuning stage) follow. A killed run resumes: each arm's
 compress directory under ``--work`` resumes after its last finished stage::
 
@@ -45,6 +47,8 @@ ARMS: dict[str, tuple[str, dict[str, Any], float]] = {
           {"operator": "obs", "reconstruct": "obs", "finetune_from": "oneshot"}, 0.5),
     "d": ("wanda + reconstruct, from one-shot", {"operator": "wanda", "reconstruct": "obs", "finetune_from": "oneshot"},
           1.0),
+    "e": ("magnitude, gradual from dense, half steps",
+          {"operator": "magnitude", "reconstruct": None, "finetune_from": "dense"}, 0.5),
 }
 
 
