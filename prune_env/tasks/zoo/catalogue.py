@@ -239,7 +239,9 @@ ZOO: dict[str, ZooSpec] = catalogue(_SPECS)
 # The families the unseen world has and zoo-v1 lacks: input projections before the recurrent layer, attention
 # pooling, LSTMs with an output projection, tied embeddings, word LMs with a large vocabulary, 3-4 layer stacks and
 # more sequence regression, beside v1's families on new data. Three splits: ``test`` models are read by no
-# selection. No (data, architecture) pair is shared between splits.
+# selection. No (data, architecture) pair is shared between splits. Every model trains well above chance
+# (benchmarks/results/zoo_v2_build/): small corpora (dbm, tomllib) overfit a tied LM, and a tanh RNN that averages
+# its outputs over time cannot predict the next value, so the catalogue does not use them.
 def _v2(split: str, data: str, cell: str, layers: int, hidden: int, head: str | None = None, **kw: Any) -> ZooSpec:
     return _spec(split, data, cell, layers, hidden, head, version="v2", **kw)
 
@@ -288,7 +290,7 @@ _SPECS_V2: list[ZooSpec] = [
     _v2("train", "sines", "gru", 2, 64, "attn", steps=1000, seq_len=32, **_SEQ),
     _v2("train", "sines", "lstm", 1, 128, in_proj=16, steps=1000, seq_len=32, **_SEQ),
     _v2("train", "sines", "lstm", 2, 96, proj_size=32, steps=1000, seq_len=32, **_SEQ),
-    _v2("train", "sines", "rnn", 1, 192, "mean", steps=1500, seq_len=32, **_SEQ),
+    _v2("train", "sines", "rnn", 1, 192, steps=1500, seq_len=32, **_SEQ),
     _v2("train", "sines", "gru", 4, 48, steps=1000, seq_len=32, **_SEQ),
     _v2("train", "sines", "lstm", 3, 64, "mlp", mlp_hidden=32, steps=1000, seq_len=32, **_SEQ),
     _v2("train", "adding-sum", "lstm", 1, 96, steps=1500, seq_len=16, **_SEQ),
@@ -301,7 +303,7 @@ _SPECS_V2: list[ZooSpec] = [
     # --- validation: every new family at least once, on data/architecture pairs the train split does not have
     _v2("validation", "stdlib:zoneinfo", "gru", 1, 128, emb=32, in_proj=64, steps=700, **_CHAR),
     _v2("validation", "stdlib:venv", "lstm", 1, 160, emb=48, proj_size=48, steps=700, **_CHAR),
-    _v2("validation", "stdlib:tomllib", "lstm", 1, 96, emb=96, tied=True, steps=700, **_CHAR),
+    _v2("validation", "stdlib:test", "lstm", 1, 96, emb=96, tied=True, steps=700, **_CHAR),
     _v2("validation", "stdlib:multiprocessing", "lstm", 3, 96, emb=32, steps=800, **_CHAR),
     _v2("validation", "stdlib:logging", "rnn", 2, 128, emb=32, in_proj=48, steps=1200, **_CHAR),
     _v2("validation", "stdlib:importlib", "gru", 4, 64, emb=32, steps=900, **_CHAR),
@@ -318,7 +320,7 @@ _SPECS_V2: list[ZooSpec] = [
     # --- test: read by no selection
     _v2("test", "stdlib:sqlite3", "gru", 2, 96, emb=32, steps=700, **{**_CHAR, "max_tokens": None}),
     _v2("test", "stdlib:curses", "lstm", 1, 128, emb=32, in_proj=64, steps=700, **{**_CHAR, "max_tokens": None}),
-    _v2("test", "stdlib:dbm", "lstm", 2, 96, emb=96, tied=True, steps=700, **{**_CHAR, "max_tokens": None}),
+    _v2("test", "stdlib:unittest", "lstm", 2, 96, emb=96, tied=True, steps=700, **_CHAR),
     _v2("test", "stdlib:json", "rnn", 3, 96, emb=32, steps=1200, **{**_CHAR, "max_tokens": None}),
     _v2("test", "ptb", "gru", 2, 128, emb=128, tied=True, steps=400, **_BIGWORD),
     _v2("test", "digits-rows", "lstm", 2, 64, "attn", bidirectional=True, steps=1000, seq_len=8, **_SEQ),
