@@ -152,3 +152,35 @@ def test_bad_arguments_one_line_exit_2(argv, words, tmp_path, monkeypatch, capsy
     assert main(["compress", "--task", TINY, *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err and words in err, err
+
+
+class _Hyper:
+    """A hyper-parameter object no module description can hold (as pytorch-forecasting and Lightning models carry)."""
+
+    def __init__(self, hidden):
+        self.hidden = hidden
+
+
+def test_a_model_with_an_undescribable_attribute_compresses_to_a_weights_only_file(tmp_path, capsys):
+    import copy
+
+    from tiny import tiny_task
+
+    task = tiny_task("lstm", hidden=16)
+    task.model.hparams = _Hyper(16)
+    before = copy.deepcopy(task.model.state_dict())
+    report = C.compress(task, 0.7, tmp_path, agent="lamp", steps=4, lr=1e-2)
+    assert "weights-only" in capsys.readouterr().err and "model=" in report["load"]
+    assert "Load the file with `prune_env.load(path, model=" in (tmp_path / "report.md").read_text()
+    # the file loads into the user's own model and scores what the report says; the user's model is untouched
+    fresh = tiny_task("lstm", hidden=16).model
+    fresh.hparams = _Hyper(16)
+    loaded = load(tmp_path / "model.prnn", model=fresh)
+    assert loaded.hparams.hidden == 16
+    assert split_score(task.evaluate(loaded))[0] == pytest.approx(report["rows"]["final"]["val_score"], abs=1e-9)
+    assert report["rows"]["final"]["sparsity"] >= 0.7 - 1e-3
+    assert all(torch.equal(v, task.model.state_dict()[k]) for k, v in before.items())
+    # hidden units change the shapes a weights-only file would be loaded into: refused before any stage
+    with pytest.raises(C.CompressError, match="cannot be exported"):
+        C.compress(task, 0.5, tmp_path / "units", granularity="hidden_unit", steps=2)
+    assert not (tmp_path / "units" / "search.json").exists()

@@ -194,7 +194,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     fingerprint = {"task_name": task.name, "dense_val": env.dense_score, "layers": list(env.layer_names),
                    "numels": [int(n) for n in env.numels]}
     _check_settings(out, settings, fingerprint)
-    _check_exportable(task.model)
+    weights_only = _check_exportable(task.model, granularity)
     t_run = time.perf_counter()
 
     # ---- 1. search (a sealed record whose allocation meets the target, else redone)
@@ -261,8 +261,9 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
         model = model or _finetuned_model(env, out, search["counts"])
         if model is None:
             raise CompressError(f"{out / 'finetuned.pt'} cannot be read back right after it was written")
-        nbytes = export(model, out / "model.prnn", bits=bits, method=method)
-        exported = {"path": "model.prnn", "bytes": nbytes, "bits": bits, "method": method}
+        nbytes = export(model, out / "model.prnn", bits=bits, method=method, weights_only=weights_only)
+        exported = {"path": "model.prnn", "bytes": nbytes, "bits": bits, "method": method,
+                    "weights_only": weights_only}
         seal = write_stage(out, "export", exported, settings, files=["model.prnn"], after=seal)
     else:
         say("[3/4] export: done earlier, reused")
@@ -274,7 +275,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
         say("[4/4] report")
         try:
             report = build_report(task, env, out, settings, search, finetune, "model.prnn", latency_reps,
-                                  oneshot_model(env, allocation, sequential))
+                                  oneshot_model(env, allocation, sequential), weights_only=weights_only)
         except ReportError as e:
             raise CompressError(str(e)) from None
         report["meta"] = meta
@@ -375,13 +376,22 @@ def _meets_target(env: Any, search: Mapping[str, Any]) -> bool:
         int(counts.sum()) == target_count(env.target_sparsity, env.numels)
 
 
-def _check_exportable(model: nn.Module) -> None:
-    """:raises CompressError: before the first stage, when the model cannot be exported (naming why)."""
+def _check_exportable(model: nn.Module, granularity: str) -> bool:
+    """Whether the export must be weights-only (the model's attributes cannot be described, e.g. a library's
+    hyper-parameter object): then the file is loaded into the user's own model with ``load(path, model=...)``.
+
+    :raises CompressError: before the first stage, when neither form can be written (naming why), or when
+        hidden units would change the shapes a weights-only file is loaded into.
+    """
     from prune_env.compression.export import can_export
 
     ok, why = can_export(model)
-    if not ok:
-        raise CompressError(f"the model cannot be exported, so compress would fail at its third stage: {why}")
+    if ok:
+        return False
+    if granularity == "unstructured" and can_export(model, weights_only=True)[0]:
+        _warn(f"{why}; the result is exported weights-only: load it with prune_env.load(path, model=YourModel(...))")
+        return True
+    raise CompressError(f"the model cannot be exported, so compress would fail at its third stage: {why}")
 
 
 def _warn(message: str) -> None:

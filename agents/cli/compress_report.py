@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import statistics
@@ -34,8 +35,8 @@ def scores(task: Any, model: nn.Module) -> dict[str, Any]:
 
 
 def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], search: dict[str, Any],
-                 finetune: dict[str, Any], model_file: str, reps: int, oneshot: nn.Module | None = None
-                 ) -> dict[str, Any]:
+                 finetune: dict[str, Any], model_file: str, reps: int, oneshot: nn.Module | None = None,
+                 weights_only: bool = False) -> dict[str, Any]:
     """The report, every number recomputed from what it names: the dense model, the one-shot model of the search's
     allocation (``oneshot``, default ``env.pruned_model(allocation)``: scored now, not read from ``search.json``)
     and the exported file (loaded back, scored, its bytes read from the disk).
@@ -47,13 +48,16 @@ def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], searc
 
     dense = task.model
     oneshot = env.pruned_model(search["allocation"]) if oneshot is None else oneshot
-    final = load(out / model_file, classes=classes_of(dense))
+    if weights_only:  # the tensors only, loaded into a copy of the user's model (never the model itself)
+        final = load(out / model_file, model=copy.deepcopy(dense))
+    else:
+        final = load(out / model_file, classes=classes_of(dense))
     want, got = sparsity(oneshot, dense), sparsity(final, dense)
     if got < want - 1e-9:
         raise ReportError(f"{model_file} is at sparsity {got:.4f}, below the {want:.4f} of the run's allocation "
                           f"(target {settings['target_sparsity']}): it is not the model this run compressed")
     with tempfile.TemporaryDirectory() as tmp:
-        oneshot_bytes = export(oneshot, Path(tmp) / "oneshot.prnn")
+        oneshot_bytes = export(oneshot, Path(tmp) / "oneshot.prnn", weights_only=weights_only)
     buf = io.BytesIO()
     torch.save(dense.state_dict(), buf)
     dense_bytes = len(buf.getvalue())
@@ -73,7 +77,11 @@ def build_report(task: Any, env: Any, out: Path, settings: dict[str, Any], searc
         r["bytes_ratio"] = r["bytes"] / dense_bytes
         r["latency_ratio"] = None if r["latency_ms"] is None or times.get("dense") is None else \
             r["latency_ms"] / times["dense"]
+    load_hint = ("prune_env.load(path, model=YourModel(...)): the file holds the tensors only (weights-only export)"
+                 if weights_only else "prune_env.load(path, classes=[" + ", ".join(
+                     c.__qualname__ for c in classes_of(dense) if not c.__module__.startswith("torch.")) + "])")
     return {"settings": settings, "task": task.name, "rows": rows, "allocation": search["allocation"],
+            "load": load_hint,
             "search": {k: search.get(k) for k in ("agent", "max_evals", "evals", "wall_time_s")},
             "finetune": {k: finetune.get(k) for k in ("steps", "from", "masks_kept", "best_step", "end", "val_score",
                                                       "wall_time_s")},
@@ -191,6 +199,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
               "the exported file loaded back with `prune_env.load`. Sparsity is over the prunable weights, model "
               "sparsity over every weight matrix of the model.", "",
               "Per-layer sparsity: " + ", ".join(f"`{k}` {v:.3f}" for k, v in report["allocation"].items()), "",
+              *([f"Load the file with `{report['load']}`.", ""] if report.get("load") else []),
               *([("Hidden units kept per layer (of): " + ", ".join(f"`{k}` {a} ({b})" for k, (a, b) in
                  report["hidden_units"].items())), ""] if report.get("hidden_units") else []),
               *([f"Learned sparsity: {s.get('regularizer') or ''} {s.get('criterion') or ''}".rstrip(), ""]
