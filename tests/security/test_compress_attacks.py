@@ -143,10 +143,14 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, capsy
                  "--out", str(out), "--no-progress"]) == 0  # and the run then finishes from its last stage
 
 
-def test_a_model_that_cannot_be_exported_is_refused_before_the_first_stage(tmp_path):
+def test_a_model_that_cannot_be_exported_is_refused_before_the_first_stage(tmp_path, capsys):
     task = tiny()
     task.model.act = lambda x: x  # an attribute no data-only description holds
+    # hidden units: a weights-only file could not be loaded into the user's (larger) model, so nothing can be written
     with pytest.raises(C.CompressError, match="cannot be exported, so compress would fail at its third stage: "
                                               "cannot export `act`"):
-        C.compress(task, TARGET, tmp_path / "run", **KW)
+        C.compress(task, 0.5, tmp_path / "run", granularity="hidden_unit", **KW)
     assert not (tmp_path / "run" / "search.json").exists()
+    # unstructured: the tensors alone are written, with a warning saying how to load them; never the attribute
+    report = C.compress(task, TARGET, tmp_path / "w", **KW)
+    assert "weights-only" in capsys.readouterr().err and "model=" in report["load"]
