@@ -279,3 +279,19 @@ def test_flair_stand_in_lists_the_crf_transitions_and_round_trips_weights_only(t
     loaded = load(tmp_path / "t.prnn", model=SequenceTagger())
     assert split_score(task.evaluate(loaded))[0] == split_score(task.evaluate(pruned))[0] == res.val_score
     torch.testing.assert_close(loaded(TOKENS), pruned(TOKENS))
+
+
+def test_compress_ends_with_a_loadable_file_for_the_library_stand_ins(tmp_path, capsys):
+    import agents.cli.compress as C
+
+    torch.manual_seed(0)
+    task = RNNTask(RecurrentNetwork().eval(), evaluate=_neg_mae, name="forecast")
+    report = C.compress(task, 0.8, tmp_path / "forecast", agent="lamp", steps=0)
+    assert "weights-only" in capsys.readouterr().err and "model=" in report["load"]
+    loaded = load(tmp_path / "forecast" / "model.prnn", model=RecurrentNetwork())
+    assert _neg_mae(loaded) == pytest.approx(report["rows"]["final"]["val_score"], abs=1e-9)
+    assert report["rows"]["final"]["model_sparsity"] == pytest.approx(0.8, abs=2e-3)
+    task = _flair_task()
+    report = C.compress(task, 0.8, tmp_path / "tagger", agent="erk", steps=0)
+    loaded = load(tmp_path / "tagger" / "model.prnn", model=SequenceTagger())
+    assert split_score(task.evaluate(loaded))[0] == pytest.approx(report["rows"]["final"]["val_score"], abs=1e-9)
