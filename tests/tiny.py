@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import torch
@@ -92,3 +93,11 @@ def tiny_lstm(**kwargs) -> RNNTask:
 def tiny_rnn(**kwargs) -> RNNTask:
     """``tiny:tiny_rnn``: a tiny 3-layer tanh RNN task."""
     return tiny_task("rnn", layers=3, **kwargs)
+
+
+def tiny_calibrated(rnn: str = "lstm", seed: int = 0) -> RNNTask:
+    """:func:`tiny_task` with calibration inputs drawn apart from its evaluation batch (for the data-aware operators)."""
+    task = tiny_task(rnn, seed)
+    g = torch.Generator().manual_seed(seed + 1000)
+    calib = [torch.randint(0, VOCAB, (6, 10), generator=g) for _ in range(2)]
+    return dataclasses.replace(task, calibration_batches=calib, name=f"tiny-{rnn}-calibrated")

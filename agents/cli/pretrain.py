@@ -54,6 +54,12 @@ def add_parser(sub: Any) -> None:
     pt.add_argument("--checkpoint", default=None, metavar="PATH", help="resume from this file if it exists, and "
                     "rewrite it after every round (a killed run loses at most one round; the result is the same)")
     pt.add_argument("--device", default="cpu", help="device of the envs' model copies")
+    pt.add_argument("--observation-format", type=int, default=3, choices=(3, 4),
+                    help="the zoo observation the policy reads (4 adds the calibration-aware layer features)")
+    pt.add_argument("--criterion", default="magnitude", choices=("magnitude", "gradient", "saliency", "wanda", "obs"),
+                    help="the operator's ranking in training and selection envs (wanda, obs: calibration inputs)")
+    pt.add_argument("--reconstruct", default="none", choices=("none", "obs"),
+                    help="obs: re-fit each pruned layer's kept weights by least squares on the calibration inputs")
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
@@ -92,7 +98,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         writer = SummaryWriter(args.tensorboard)
     t_start = time.perf_counter()
-    zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device)
+    operator = {"criterion": args.criterion, "reconstruct": None if args.reconstruct == "none" else args.reconstruct}
+    try:
+        zoo = PruneRNNZooEnv(train, target_sparsity=(low, high), device=args.device,
+                             observation_format=args.observation_format, **operator)
+    except ValueError as e:  # e.g. a data-aware criterion on a model whose task has no calibration inputs
+        raise CLIError(f"--criterion/--reconstruct: {one_line(e)}") from None
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std,
                         ema_decay=args.ema_decay)
@@ -107,6 +118,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     meta = end_meta(meta, t_start, train_tasks=[t.name for t in train], validation_tasks=[t.name for t in val],
                      targets=[low, high], options=dict(opts.__dict__), rounds=args.rounds, log=log,
                      selection={"metric": args.selection_metric, "targets": selection_targets},
+                     observation_format=args.observation_format, operator=operator,
                      **policy.meta)
     save(policy, out, plain(meta))
     from rich.table import Table
