@@ -96,7 +96,7 @@ def tiny_rnn(**kwargs) -> RNNTask:
 
 
 def tiny_calibrated(rnn: str = "lstm", seed: int = 0) -> RNNTask:
-    """:func:`tiny_task` with calibration inputs drawn apart from its evaluation batch (for the data-aware operators)."""
+    """:func:`tiny_task` with calibration inputs drawn apart from its evaluation batch (data-aware operators)."""
     task = tiny_task(rnn, seed)
     g = torch.Generator().manual_seed(seed + 1000)
     calib = [torch.randint(0, VOCAB, (6, 10), generator=g) for _ in range(2)]
