@@ -409,6 +409,10 @@ def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--ema-decay", "1"], "--ema-decay"),
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--selection-targets", "1.2"],
      "--selection-targets must be in"),
+    (["pretrain", "--zoo", "v9:train", "--val-tasks", "tiny:tiny_task"], "--zoo: zoo_names: unknown `version`"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--validation", "v2:dev"], "--validation: zoo_names: unknown `split`"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--criterion", "obs"],
+     "--criterion/--reconstruct"),
 ])
 def test_pretrain_bad_arguments_one_line_exit_2(argv, words, capsys):
     assert main(argv) == 2

@@ -25,8 +25,10 @@ from agents.cli.common import (
 def add_parser(sub: Any) -> None:
     """Register ``pretrain`` on the ``prune-rnn`` subparsers."""
     pt = sub.add_parser("pretrain", help="pretrain a layer-wise policy on a zoo of models (REINFORCE, joint mode)")
-    pt.add_argument("--zoo", default="train", help="zoo split to train on (see prune_env.tasks.zoo)")
-    pt.add_argument("--validation", default="validation", help="zoo split to select the policy on")
+    pt.add_argument("--zoo", default="train", metavar="[VERSION:]SPLIT",
+                    help="zoo split to train on, e.g. train or v2:train (default version v1; see prune_env.tasks.zoo)")
+    pt.add_argument("--validation", default="validation", metavar="[VERSION:]SPLIT",
+                    help="zoo split to select the policy on, e.g. validation or v2:validation")
     pt.add_argument("--tasks", nargs="+", metavar="TASK", help="train on these tasks instead of a zoo split "
                     "(presets, corpus directories, module:function)")
     pt.add_argument("--val-tasks", nargs="+", metavar="TASK", help="select on these tasks instead of a zoo split")
@@ -91,12 +93,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     train = zoo_tasks(args.tasks, args.zoo, "--zoo", progress)
     val = zoo_tasks(args.val_tasks, args.validation, "--validation", progress)
-    warn_if_dirty(meta)
-    writer = None
-    if args.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(args.tensorboard)
     t_start = time.perf_counter()
     operator = {"criterion": args.criterion, "reconstruct": None if args.reconstruct == "none" else args.reconstruct}
     try:
@@ -104,6 +100,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                              observation_format=args.observation_format, **operator)
     except ValueError as e:  # e.g. a data-aware criterion on a model whose task has no calibration inputs
         raise CLIError(f"--criterion/--reconstruct: {one_line(e)}") from None
+    warn_if_dirty(meta)
+    writer = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(args.tensorboard)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std,
                         ema_decay=args.ema_decay)
@@ -135,15 +137,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def zoo_tasks(specs: Sequence[str] | None, split: str, flag: str, progress: bool) -> list[Any]:
-    """Tasks from explicit specs, or every available model of a zoo split."""
+    """Tasks from explicit specs, or every available model of a zoo split (``SPLIT`` of zoo-v1, or
+    ``VERSION:SPLIT``)."""
     if specs:
         return [resolve_cli_task(s, 0, progress) for s in specs]
     try:
         from prune_env.tasks.zoo import make_zoo_task, zoo_names
     except ImportError:
         raise CLIError(f"{flag}: this version has no model zoo; pass the models with --tasks/--val-tasks") from None
+    version, _, name = split.rpartition(":")
     try:
-        names = zoo_names(split, available_only=True)
+        names = zoo_names(name, available_only=True, version=version or "v1")
     except ValueError as e:
         raise CLIError(f"{flag}: {one_line(e)}") from None
     if not names:
