@@ -48,7 +48,8 @@ METHODS = {**{r: (r, 1, False) for r in RULES},
 
 
 def resolve_models(specs: list[str]) -> list[Any]:
-    """Tasks for ``--models``: ``zoo:<split>`` expands to the available models of that zoo split."""
+    """Tasks for ``--models``: ``zoo:<split>`` (zoo-v1) or ``zoo:<version>:<split>`` (``zoo:v2:test``) expands to
+    the available models of that zoo split."""
     from prune_env.tasks import resolve_task
 
     tasks = []
@@ -56,7 +57,9 @@ def resolve_models(specs: list[str]) -> list[Any]:
         if spec.startswith("zoo:"):
             from prune_env.tasks.zoo import make_zoo_task, zoo_names
 
-            tasks += [make_zoo_task(n, progress=False) for n in zoo_names(spec[4:], available_only=True)]
+            version, _, split = spec[4:].rpartition(":")
+            names = zoo_names(split, available_only=True, version=version or "v1")
+            tasks += [make_zoo_task(n, progress=False) for n in names]
         else:
             tasks.append(resolve_task(spec, **({"progress": False} if ":" not in spec else {})))
     return tasks
@@ -79,14 +82,21 @@ def unpack(history: list[float] | dict[str, Any]) -> list[float]:
     return out
 
 
-def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vector_envs: int) -> dict[str, Any]:
-    """One (model, target, method, seed) search and its single test scoring."""
+def operator_kwargs(text: str) -> dict[str, Any]:
+    """``--operator``'s ``criterion:reconstruct`` as env arguments (``none`` or nothing after the colon: none)."""
+    criterion, _, rec = text.partition(":")
+    return {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
+
+
+def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vector_envs: int,
+             operator: str = "magnitude:none") -> dict[str, Any]:
+    """One (model, target, method, seed) search with ``operator`` and its single test scoring."""
     import agents
     from prune_env import PruneRNNEnv
     from prune_env.task import split_score
 
     agent, budget, _ = METHODS[method]
-    env = PruneRNNEnv(task, target_sparsity=target, device="cpu")
+    env = PruneRNNEnv(task, target_sparsity=target, device="cpu", **operator_kwargs(operator))
     kw = {"policy": policy} if agent == "policy" else {}
     batches = agent in ("random", "reinforce") or (agent == "policy" and budget > 1)
     res = agents.search(agent, env, budget, seed=seed, vector_envs=vector_envs if batches else 0, **kw)
@@ -94,7 +104,7 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
     return {"model": task.name, "target": target, "method": method, "seed": seed, "evals": res.evals,
             "val": res.val_score, "dense_val": env.dense_score, "test": test,
             "dense_test": task.metadata.get("dense_test"), "history": pack(res.history),
-            "wall_s": round(res.wall_time, 2)}
+            "wall_s": round(res.wall_time, 2), "operator": operator}
 
 
 def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], dict[str, float]]:
@@ -232,6 +242,12 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     cells = [json.loads(line) for line in store.read_text().splitlines()] if args.resume and store.exists() else []
     if not args.resume and store.exists():
         store.unlink()
+    ops = {c.get("operator", "magnitude:none") for c in cells}
+    if args.summarize_only and len(ops) == 1:
+        args.operator = ops.pop()  # the report says what its cells ran with
+    other = sorted({c.get("operator", "magnitude:none") for c in cells} - {args.operator})
+    if other:  # one operator per folder: a table never mixes them
+        p.error(f"--operator {args.operator}: {store} holds cells of operator {', '.join(other)}")
     done = {(c["model"], c["target"], c["method"], c["seed"]) for c in cells}
     for task in models:
         for target in args.targets:
@@ -239,7 +255,7 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 for seed in (args.seeds if METHODS[method][2] else args.seeds[:1]):
                     if (task.name, target, method, seed) in done:
                         continue
-                    cell = run_cell(task, target, method, seed, policy, args.vector_envs)
+                    cell = run_cell(task, target, method, seed, policy, args.vector_envs, args.operator)
                     cell["commit"] = meta["git_commit"]  # a resumed directory can span several commits
                     append_jsonl(store, cell)  # one line per finished cell: a kill loses at most one cell
                     cells.append(cell)
@@ -249,6 +265,7 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         shutil.copyfile(args.policy, kept)
     lines, avg = summarize(cells)
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
+                      f"operator `{args.operator}`; "
                       f"policy: {args.policy or ('untrained (smoke)' if args.smoke else 'not given')}; "
                       f"seeds in the cells: {sorted({c['seed'] for c in cells})}", "", _commits(cells), "",
                       *lines, "", "Targets:", "", *checks(avg),
@@ -256,7 +273,7 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.summarize_only:  # this run computed no cell: its wall time says nothing of the benchmark's
         meta["wall_time_s"] = None
     oracle = hindsight_rule(*_by_pair(cells))
-    result = {"meta": meta, "policy": args.policy, "cells": len(cells), "mean_test": avg,
+    result = {"meta": meta, "policy": args.policy, "operator": args.operator, "cells": len(cells), "mean_test": avg,
               "hindsight_rule": None if oracle is None else {"rules": oracle[0], "mean_test": oracle[1]},
               "targets": checks(avg), "search_s_sum": round(sum(c.get("wall_s", 0.0) for c in cells), 1)}
     write_results(out, result, text)
@@ -411,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     t.add_argument("--vector-envs", type=int, default=8)
+    t.add_argument("--operator", default="magnitude:none", help="criterion:reconstruct of every method's env")
     t.add_argument("--out", default=default_out("transfer"), help="results folder")
     t.add_argument("--resume", action="store_true", help="keep the finished cells of --out/cells.jsonl")
     t.add_argument("--summarize-only", action="store_true", help="rewrite the report and the plot from --out's "

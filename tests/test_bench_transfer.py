@@ -79,3 +79,15 @@ def test_the_report_shows_how_the_policy_was_selected(tmp_path):
     assert "2 training models, 1 validation models" in text
     save(LayerwisePolicy(hidden=8), path)  # no record: nothing to show
     assert bench_transfer.pretraining(str(path)) == [] and bench_transfer.pretraining(None) == []
+
+
+def test_a_folder_holds_one_operator(tmp_path, monkeypatch, capsys):
+    argv = ["test", "--smoke", "--out", str(tmp_path), "--seeds", "0", "--targets", "0.8", "--methods", "lamp"]
+    monkeypatch.setattr(bench_transfer, "METHODS", dict(bench_transfer.METHODS))
+    assert bench_transfer.main(argv) == 0
+    cells = [json.loads(x) for x in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    assert {c["operator"] for c in cells} == {"magnitude:none"}
+    assert json.loads((tmp_path / "results.json").read_text())["operator"] == "magnitude:none"
+    with pytest.raises(SystemExit):  # resuming with another operator would mix two tables
+        bench_transfer.main([*argv, "--resume", "--operator", "wanda:none"])
+    assert "holds cells of operator magnitude:none" in capsys.readouterr().err
