@@ -276,6 +276,14 @@ def test_compress_passes_the_options_and_reports_units_kept(tmp_path):
     assert "Hidden units kept per layer (of): `rnn.l0` 4 (8)" in (tmp_path / "iss" / "report.md").read_text()
     info = json.loads((tmp_path / "iss" / "finetune.json").read_text())["info"]
     assert info["regularizer"] == "group_lasso" and info["kept_units"] == {"rnn.l0": [4], "rnn.l1": [4]}
+    assert "regularizer_scope" not in report["settings"]  # the default is not recorded: older directories resume
+    cand = C.compress(task, 0.5, tmp_path / "cand", steps=6, granularity="hidden_unit", regularizer="group_lasso",
+                      regularizer_strength=2.0, regularizer_scope="candidates")
+    assert cand["settings"]["regularizer_scope"] == "candidates"
+    assert json.loads((tmp_path / "cand" / "finetune.json").read_text())["info"]["regularizer_scope"] == "candidates"
+    with pytest.raises(ValueError, match="regularizer_scope"):
+        C.compress(task, 0.5, tmp_path / "bad-scope", steps=2, granularity="hidden_unit", regularizer="group_lasso",
+                   regularizer_scope="some")
     plain = C.compress(task, 0.5, tmp_path / "mv", steps=4, criterion="movement")
     assert "regularizer" not in plain["settings"] and plain["settings"]["criterion"] == "movement"
     assert plain["hidden_units"] is None

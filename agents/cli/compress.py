@@ -55,7 +55,15 @@ import torch
 from torch import nn
 
 from agents.cli.compress_oneshot import FINETUNE_FROM, finetune_oneshot, masks_kept, oneshot_masks, oneshot_model
-from agents.cli.compress_report import OPERATOR_DEFAULTS, ReportError, build_report, plot, scores, write_report
+from agents.cli.compress_report import (
+    OPERATOR_DEFAULTS,
+    ReportError,
+    build_report,
+    plot,
+    scores,
+    subsample,
+    write_report,
+)
 from agents.cli.compress_stages import STAGES, read_stage, write_stage
 
 __all__ = ["FINETUNE_FROM", "OPERATORS", "STAGES", "CompressError", "add_parser", "cmd_compress", "compress",
@@ -84,8 +92,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
              agent_options: Mapping[str, Any] | None = None, latency_reps: int = 20, progress: bool = False,
              log: Callable[[str], None] | None = None, command: Sequence[str] | None = None,
              budget: int | None = None, criterion: str | None = None, regularizer: str | None = None,
-             regularizer_strength: float = 0.1, operator: str = "magnitude", reconstruct: str | None = None,
-             finetune_from: str = "dense", sequential: bool = False) -> dict[str, Any]:
+             regularizer_strength: float = 0.1, regularizer_scope: str = "all", operator: str = "magnitude",
+             reconstruct: str | None = None, finetune_from: str = "dense", sequential: bool = False) -> dict[str, Any]:
     """Compress ``task``'s model to ``target_sparsity`` (and ``bits``); write everything under ``out``.
 
     :param task: an :class:`~prune_env.RNNTask`, or a spec :func:`prune_env.tasks.resolve_task` understands (a
@@ -104,8 +112,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     :param lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after the ramp); see
         :func:`prune_env.compression.gradual.gradual_prune`.
     :param criterion: ``"movement"`` or ``"magnitude"`` (unstructured), ``regularizer``: ``"l1"`` (unstructured) or
-        ``"group_lasso"`` (``hidden_unit``: ISS), ``regularizer_strength``: see
-        :func:`prune_env.compression.gradual.gradual_prune` (sparsity learned while fine-tuning).
+        ``"group_lasso"`` (``hidden_unit``: ISS), ``regularizer_strength``, ``regularizer_scope`` (``"all"`` or
+        ``"candidates"``): see :func:`prune_env.compression.gradual.gradual_prune` (sparsity learned while fine-tuning).
     :param operator: the search env's ranking criterion, one of :data:`OPERATORS` (``"wanda"``, ``"obs"``: from the
         task's calibration inputs, which must then exist).
     :param reconstruct: ``None`` (or ``"none"``) or ``"obs"``: the env's reconstruction of the kept weights, in the
@@ -165,7 +173,8 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
     select = check_choice("select", select, SELECT)
     from prune_env.compression.gradual import check_learned
 
-    regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength)
+    regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength,
+                                         scope=regularizer_scope)
     method = check_choice("method", method, ("linear", "kmeans"))
     operator, reconstruct, finetune_from, sequential = _check_operator(granularity, operator, reconstruct,
                                                                        finetune_from, sequential, criterion,
@@ -178,6 +187,7 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
                 "agent_options": options}
     settings.update({k: v for k, v in (("lr_schedule", lr_schedule), ("select", select), ("criterion", criterion),
                                        ("regularizer", regularizer), ("regularizer_strength", regularizer_strength),
+                                       ("regularizer_scope", regularizer_scope),
                                        ("operator", operator), ("reconstruct", reconstruct),
                                        ("finetune_from", finetune_from), ("sequential", sequential))
                      if v != _LATER_DEFAULTS[k]})
@@ -239,12 +249,13 @@ def compress(task: Any, target_sparsity: float, out: str | os.PathLike, *, agent
                 raise CompressError("fine-tuning from the one-shot model revived weights its masks prune")
         else:
             result = G.gradual_prune(env, allocation, criterion=criterion, regularizer=regularizer,
-                                     regularizer_strength=regularizer_strength, **common)
+                                     regularizer_strength=regularizer_strength,
+                                     regularizer_scope=regularizer_scope, **common)
         atomic_save_torch({"state_dict": result.model.state_dict()}, out / "finetuned.pt")
         finetune = {"steps": steps, "from": finetune_from, "masks_kept": kept,
                     "best_step": result.step, "end": result.end, "val_score": result.score,
                     "curve": [[int(s), float(v)] for s, v in result.curve],
-                    "loss_curve": _subsample(result.losses, 200), "bits": result.bits, "info": result.info,
+                    "loss_curve": subsample(result.losses, 200), "bits": result.bits, "info": result.info,
                     "wall_time_s": round(time.perf_counter() - t0, 3)}
         seal = write_stage(out, "finetune", finetune, settings, files=["finetuned.pt"], after=seal)
         model = None
@@ -398,18 +409,10 @@ def _warn(message: str) -> None:
     print(f"prune-rnn: warning: {message}", file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------------------------------- writing
-def _subsample(values: list[float], n: int) -> list[list[float]]:
-    if not values:
-        return []
-    idx = np.unique(np.linspace(0, len(values) - 1, min(n, len(values))).round().astype(int))
-    return [[int(i) + 1, float(values[i])] for i in idx]
-
-
 #: Settings added after the first release, with their defaults: recorded in ``compress.json`` only when not the
 #: default, so that directories from before them still resume.
 _LATER_DEFAULTS = {"lr_schedule": "constant", "select": "score", "criterion": None, "regularizer": None,
-                   "regularizer_strength": 0.1, **OPERATOR_DEFAULTS}
+                   "regularizer_strength": 0.1, "regularizer_scope": "all", **OPERATOR_DEFAULTS}
 
 
 # --------------------------------------------------------------------------------------------------- command
@@ -445,6 +448,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--regularizer", default=None, choices=("l1", "group_lasso"), help="penalty with proximal steps "
                    "during the ramp: l1 (unstructured) or group_lasso (hidden_unit: ISS groups)")
     c.add_argument("--regularizer-strength", type=float, default=0.1, help="penalty strength (relative to --lr)")
+    c.add_argument("--regularizer-scope", default="all", choices=("all", "candidates"), help="penalise every weight "
+                   "or unit (all), or at each step only the final count of lowest ones (candidates)")
     c.add_argument("--select", default="score", choices=("score", "nll"), help="fine-tuning checkpoint to keep: best "
                    "validation score, or lowest validation NLL (language models judged by perplexity)")
     c.add_argument("--method", default="linear", choices=("linear", "kmeans"), help="quantization method")
@@ -484,7 +489,8 @@ def cmd_compress(args: Any) -> int:
                       steps=args.steps, bits=args.bits, granularity=args.granularity, lr=args.lr,
                       lr_schedule=args.lr_schedule, select=args.select, method=args.method, device=args.device,
                       criterion=args.criterion, regularizer=args.regularizer,
-                      regularizer_strength=args.regularizer_strength, operator=args.operator,
+                      regularizer_strength=args.regularizer_strength, regularizer_scope=args.regularizer_scope,
+                      operator=args.operator,
                       reconstruct=args.reconstruct, finetune_from=args.finetune_from,
                       sequential=args.sequential_refit, agent_options=options, progress=not args.no_progress,
                       log=lambda msg: print(msg, flush=True), command=["prune-rnn", *args.argv])

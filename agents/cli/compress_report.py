@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -242,3 +243,11 @@ def plot(out: Path, report: dict[str, Any], finetune: dict[str, Any]) -> None:
 
 __all__ = ["OPERATOR_DEFAULTS", "ReportError", "build_report", "classes_of", "fmt", "latency", "operator_line",
            "operator_record", "params", "plot", "scores", "sparsity", "write_report"]
+
+
+def subsample(values: list[float], n: int) -> list[list[float]]:
+    """At most ``n`` evenly spaced ``[step, value]`` pairs of a curve (steps counted from 1), for the report."""
+    if not values:
+        return []
+    idx = np.unique(np.linspace(0, len(values) - 1, min(n, len(values))).round().astype(int))
+    return [[int(i) + 1, float(values[i])] for i in idx]
