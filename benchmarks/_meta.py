@@ -24,7 +24,7 @@ from agents.core.results import run_meta as _run_meta
 from benchmarks import RESULTS, ROOT
 
 __all__ = ["DIRTY_NOTE", "RESULTS", "ROOT", "command_line", "default_out", "is_dirty", "load_task", "named_policies",
-           "provenance", "run_meta", "write_results"]
+           "operator_kwargs", "provenance", "run_meta", "write_results"]
 
 _STARTED: list[float] = []
 
@@ -97,3 +97,9 @@ def named_policies(parser: Any, specs: list[str]) -> dict[str, Any]:
             parser.error(f"--policy: expected NAME=PATH, got {spec!r}")
         policies[name] = load(path)
     return policies
+
+
+def operator_kwargs(text: str) -> dict[str, Any]:
+    """``"criterion:reconstruct"`` as env arguments (``none`` or nothing after the colon: no reconstruction)."""
+    criterion, _, rec = text.partition(":")
+    return {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}

@@ -23,17 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._meta import default_out, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import built, decide
+from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
+from benchmarks.pretrain_format4 import add_pretraining_args, built, decide
 from prune_env.io import atomic_write
 
 NAME = "policy_ship"
-
-
-def operator_kwargs(text: str) -> dict[str, Any]:
-    """``"criterion:reconstruct"`` as env arguments (``none`` or nothing after the colon: no reconstruction)."""
-    criterion, _, rec = text.partition(":")
-    return {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
 
 
 def pretrain_argv(args: argparse.Namespace, out: Path) -> list[str]:
@@ -86,18 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     from prune_env.tasks.zoo import zoo_names
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--operator", default="obs:obs", help="criterion:reconstruct of training, selection, decision")
+    add_pretraining_args(p, operator="obs:obs", episodes=4096, rounds=16)
     p.add_argument("--also-operators", nargs="*", default=["magnitude:none"], help="decided for information only")
-    p.add_argument("--observation-format", type=int, default=4, choices=(3, 4))
-    p.add_argument("--episodes", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
-    p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
-    p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     out = Path(args.out or default_out(NAME))

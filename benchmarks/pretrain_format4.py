@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._meta import default_out, provenance, run_meta, write_results
+from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
 from prune_env.io import atomic_write
 
 NAME = "pretrain_format4"
@@ -47,6 +47,21 @@ def built(split: str, version: str, cache: str | None, names: list[str] | None =
         except (CacheMissError, ValueError) as e:
             print(f"skip {name}: {type(e).__name__}", flush=True)
     return tasks
+
+
+def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: int, rounds: int) -> None:
+    """The options of a pretraining and its decision, shared by the pretraining benchmarks (defaults given)."""
+    p.add_argument("--operator", default=operator, help="criterion:reconstruct of training, selection, decision")
+    p.add_argument("--observation-format", type=int, default=4, choices=(3, 4))
+    p.add_argument("--episodes", type=int, default=episodes)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--group-size", type=int, default=4)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
+    p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
+    p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
+    p.add_argument("--seed", type=int, default=0)
 
 
 def decide(policy, tasks: list[Any], targets: list[float], operator: dict[str, Any]) -> dict[str, Any]:
@@ -103,25 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-cache", default=None, help="model cache to read (default: the current one)")
     p.add_argument("--select-cache", default=None, help="model cache to read (default: the current one)")
     p.add_argument("--decide-cache", default=None, help="model cache to read (default: the current one)")
-    p.add_argument("--operator", default="magnitude:obs")
-    p.add_argument("--observation-format", type=int, default=4, choices=(3, 4))
-    p.add_argument("--episodes", type=int, default=768)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
-    p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
-    p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
-    p.add_argument("--seed", type=int, default=0)
+    add_pretraining_args(p, operator="magnitude:obs", episodes=768, rounds=6)
     p.add_argument("--limit", type=int, default=None, help="at most this many models per list (a smoke test)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     out = Path(args.out or default_out(f"{NAME}_f{args.observation_format}"))
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(argv)
-    criterion, _, rec = args.operator.partition(":")
-    operator = {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
+    operator = operator_kwargs(args.operator)
     t0 = time.perf_counter()
     listed = out / "train.json"  # a resumed run trains on the models the first one found built
     names = json.loads(listed.read_text()) if listed.exists() else None

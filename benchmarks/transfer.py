@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents.core.results import append_jsonl, save_figure
-from benchmarks._meta import ROOT, default_out, named_policies, provenance, run_meta, write_results
+from benchmarks._meta import ROOT, default_out, named_policies, operator_kwargs, provenance, run_meta, write_results
 
 RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
@@ -80,12 +80,6 @@ def unpack(history: list[float] | dict[str, Any]) -> list[float]:
     for (i, v), nxt in zip(history["changes"], [*history["changes"][1:], [history["len"], None]]):
         out += [v] * (nxt[0] - i)
     return out
-
-
-def operator_kwargs(text: str) -> dict[str, Any]:
-    """``--operator``'s ``criterion:reconstruct`` as env arguments (``none`` or nothing after the colon: none)."""
-    criterion, _, rec = text.partition(":")
-    return {"criterion": criterion, "reconstruct": None if rec in ("", "none") else rec}
 
 
 def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vector_envs: int,
