@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._meta import default_out, provenance, run_meta, write_results
+from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
 from prune_env.io import atomic_write
 
 NAME = "feature_ablation"
@@ -83,9 +83,7 @@ def _load(name: str, cache: str):
 def _env(task, target: float, op: str):
     from prune_env import PruneRNNEnv
 
-    criterion, _, rec = op.partition(":")
-    return PruneRNNEnv(task, target_sparsity=target, mode="joint", criterion=criterion,
-                       reconstruct=None if rec in ("", "none") else rec, device="cpu")
+    return PruneRNNEnv(task, target_sparsity=target, mode="joint", device="cpu", **operator_kwargs(op))
 
 
 def _score(env, action: np.ndarray) -> tuple[float, float, np.ndarray]:

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._meta import default_out, load_task, provenance, run_meta, write_results
+from benchmarks._meta import default_out, load_task, operator_kwargs, provenance, run_meta, write_results
 
 NAME = "operator_cost"
 OPERATORS = ("magnitude:none", "wanda:none", "obs:none", "magnitude:obs", "wanda:obs", "obs:obs")
 
 
 def _operator(text: str) -> tuple[str, str | None]:
-    criterion, _, reconstruct = text.partition(":")
-    return criterion, (None if reconstruct in ("", "none") else reconstruct)
+    op = operator_kwargs(text)
+    return op["criterion"], op["reconstruct"]
 
 
 def _env(task: Any, target: float, op: str):

@@ -89,11 +89,16 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="score K candidates per batched pass (random, reinforce, ppo); same evaluation cap")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="scoring precision during the search (bf16: autocast; test scores are always fp32)")
+    add_operator_args(p)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_operator_args(p: argparse.ArgumentParser) -> None:
+    """``--criterion`` and ``--reconstruct``: the env's operator (how a layer is pruned)."""
     p.add_argument("--criterion", default="magnitude", choices=("magnitude", "gradient", "saliency", "wanda", "obs"),
                    help="which weights of a layer go (wanda, obs: from the task's calibration inputs)")
     p.add_argument("--reconstruct", default="none", choices=("none", "obs"),
                    help="obs: re-fit each pruned layer's kept weights by least squares on the calibration inputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 # ------------------------------------------------------------------------------------------------ checks

@@ -11,6 +11,7 @@ from typing import Any
 
 from agents.cli.common import (
     CLIError,
+    add_operator_args,
     check_device,
     check_seed,
     check_sparsity,
@@ -58,10 +59,7 @@ def add_parser(sub: Any) -> None:
     pt.add_argument("--device", default="cpu", help="device of the envs' model copies")
     pt.add_argument("--observation-format", type=int, default=3, choices=(3, 4),
                     help="the zoo observation the policy reads (4 adds the calibration-aware layer features)")
-    pt.add_argument("--criterion", default="magnitude", choices=("magnitude", "gradient", "saliency", "wanda", "obs"),
-                    help="the operator's ranking in training and selection envs (wanda, obs: calibration inputs)")
-    pt.add_argument("--reconstruct", default="none", choices=("none", "obs"),
-                    help="obs: re-fit each pruned layer's kept weights by least squares on the calibration inputs")
+    add_operator_args(pt)
     pt.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
