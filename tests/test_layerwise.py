@@ -193,10 +193,18 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     import agents
     from agents.policies.layerwise import default_policy
 
-    policy = default_policy()
-    assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
-    assert any(t.startswith("zoo-v1/") for t in policy.meta["train_tasks"])
+    from agents.policies.policy import shipped_policy
+
+    for version, zoo, fmt in (("v5", "zoo-v2/", 4), ("v4", "zoo-v1/", 3)):
+        policy = default_policy(version)
+        assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
+        assert all(t.startswith(zoo) for t in policy.meta["train_tasks"]) and policy.observation_format == fmt
+    assert default_policy().observation_format == 4
+    with pytest.raises(ValueError, match="version"):
+        default_policy("v3")
     task = tiny_task("lstm", layers=3)
+    # no calibration data: the calibration-aware default cannot read its features, so the format-3 one acts
+    assert shipped_policy(PruneRNNEnv(task, target_sparsity=0.7)).observation_format == 3
     calls = {"evaluate": 0, "test": 0}
 
     def evaluate(model, _f=task.evaluate):
@@ -224,6 +232,30 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     corrupt.write_bytes(files("agents").joinpath("data/default_policy.pt").read_bytes()[:-200])
     with pytest.raises(ValueError, match="policy"):
         agents.search("policy", env, 1, policy=str(corrupt))
+
+
+def test_the_shipped_default_reads_calibration_features_where_the_task_has_calibration():
+    """A task with calibration data gets the format-4 default; zero-shot is still one evaluation at the budget and
+    reads neither validation beyond it nor test; hidden-unit granularity falls back to the format-3 policy."""
+    import agents
+    from agents.policies.policy import shipped_policy
+    from test_layer_features import split_task
+
+    task = split_task(0, "gru")
+    calls = {"test": 0}
+
+    def test(model):
+        calls["test"] += 1
+        return 0.0
+
+    task.test = test
+    env = PruneRNNEnv(task, target_sparsity=0.8)
+    assert shipped_policy(env).observation_format == 4
+    result = agents.search("policy", env, 1)
+    assert result.evals == 1 and calls["test"] == 0
+    assert env.counts_for(result.allocation).sum() == round(0.8 * env.numels.sum())
+    units = PruneRNNEnv(task, target_sparsity=0.5, granularity="hidden_unit")
+    assert shipped_policy(units).observation_format == 3
 
 
 def _two_model_zoo() -> PruneRNNZooEnv:

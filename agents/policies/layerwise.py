@@ -374,23 +374,31 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     return selected, log
 
 
-#: The shipped policy, inside the package (its ``meta`` and ``benchmarks/results/transfer/results.md`` record the
-#: command that made it).
-DEFAULT_POLICY = "data/default_policy.pt"
+#: The policies shipped inside the package, by version; their ``meta`` and ``benchmarks/results/`` record the command
+#: that made each. ``v5`` (the default) reads observation format 4 (calibration-aware layer features, pretrained on
+#: zoo-v2 with OBS ranking and reconstruction); ``v4`` reads format 3 (pretrained on zoo-v1 with magnitude ranking).
+SHIPPED_POLICIES = {"v5": "data/default_policy.pt", "v4": "data/policy_v4.pt"}
+#: The default shipped policy's file, inside the package.
+DEFAULT_POLICY = SHIPPED_POLICIES["v5"]
 
 
-def default_policy() -> LayerwisePolicy:
-    """The layer-wise policy shipped with the package (pretrained on the zoo's train split, selected on its
-    validation split); its ``meta`` records the command, commit and zoo version it came from.
+def default_policy(version: str = "v5") -> LayerwisePolicy:
+    """A layer-wise policy shipped with the package (pretrained on a zoo's train split, selected on validation
+    models); its ``meta`` records the command, commit and zoo it came from.
 
+    :param version: a key of :data:`SHIPPED_POLICIES`: ``"v5"`` (the default; needs tasks with calibration data,
+        see :func:`agents.policies.policy.run` for the fallback) or ``"v4"``.
+    :raises ValueError: for an unknown ``version``.
     :raises FileNotFoundError: in a checkout or install without the file.
     """
     from importlib.resources import as_file, files
 
-    res = files("agents").joinpath(DEFAULT_POLICY)
+    if not isinstance(version, str) or version not in SHIPPED_POLICIES:
+        raise ValueError(f"unknown `version` {version!r}; the shipped policies are {sorted(SHIPPED_POLICIES)}")
+    res = files("agents").joinpath(SHIPPED_POLICIES[version])
     if not res.is_file():
-        raise FileNotFoundError(f"no default policy shipped (agents/{DEFAULT_POLICY} is missing); pass `policy=` "
-                                "a path or a LayerwisePolicy, or pretrain one with `prune-rnn pretrain`")
+        raise FileNotFoundError(f"no {version} policy shipped (agents/{SHIPPED_POLICIES[version]} is missing); pass "
+                                "`policy=` a path or a LayerwisePolicy, or pretrain one with `prune-rnn pretrain`")
     with as_file(res) as path:
         return load(path)
 
@@ -435,4 +443,5 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
 
 
 __all__ = ["DEFAULT_POLICY", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy", "PretrainArgs",
-           "SELECTION_METRICS", "default_policy", "load", "pretrain", "pretrain_selected", "save", "zero_shot_score"]
+           "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "load", "pretrain", "pretrain_selected", "save",
+           "zero_shot_score"]

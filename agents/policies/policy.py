@@ -84,13 +84,26 @@ def default_rivals(env: gym.Env) -> tuple[str, ...]:
     return tuple(s.name for s in sorted(chosen, key=lambda s: s.rival_order))
 
 
+def shipped_policy(env: gym.Env) -> Any:
+    """The shipped layer-wise policy for ``env``: the default (``v5``, observation format 4) where its layer
+    features can be computed (a task with calibration data, single-weight granularity), else ``v4`` (format 3)."""
+    from agents.policies.layerwise import default_policy
+    from prune_env.pruning.calibration import has_calibration
+
+    base = env.unwrapped
+    usable = has_calibration(base.task) and base.analysis.plan is None
+    return default_policy("v5" if usable else "v4")
+
+
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
         init_std: float = 0.15, rivals: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The ``policy`` agent: run a custom policy, or transfer a pretrained layer-wise policy.
 
     - A :class:`~agents.policies.layerwise.LayerwisePolicy` (or the path of one saved by
       :func:`agents.policies.layerwise.save`; by default the policy shipped with the package,
-      :func:`agents.policies.layerwise.default_policy`):
+      :func:`agents.policies.layerwise.default_policy`, whose calibration-aware features need a task with
+      calibration data and single-weight granularity: elsewhere the default is the shipped ``v4`` policy, which
+      reads neither):
       **zero-shot**, its allocation for this model and target is scored once (the first evaluation); **few-shot**,
       with a larger ``max_evals`` the one-shot ``rivals`` are scored next (one evaluation each), and the remaining
       evaluations run REINFORCE whose mean starts at the best of these allocations on validation (joint mode;
@@ -112,10 +125,10 @@ def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None
     import os
 
     from agents.core.cap import submit
-    from agents.policies.layerwise import LayerwisePolicy, default_policy, load
+    from agents.policies.layerwise import LayerwisePolicy, load
 
     if policy is None:
-        policy = default_policy()
+        policy = shipped_policy(env)
     if isinstance(policy, (str, os.PathLike)):
         policy = load(policy)
     if isinstance(policy, LayerwisePolicy):

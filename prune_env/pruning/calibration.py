@@ -27,7 +27,7 @@ from torch import nn
 from prune_env.pruning.adapters import adapter_for
 from prune_env.pruning.layers import PrunableLayer
 
-__all__ = ["DRAWS", "SEED", "CalibrationStats", "LayerInputs", "calibration_inputs", "calibration_stats",
+__all__ = ["DRAWS", "SEED", "CalibrationStats", "LayerInputs", "calibration_inputs", "has_calibration", "calibration_stats",
            "capture_inputs", "digest", "run_batches"]
 
 #: Training batches drawn from ``train_loss`` for a task without ``calibration_batches``.
@@ -38,6 +38,12 @@ SEED = 0
 
 class _Stop(Exception):
     """Raised from a pre-forward hook: the batch is seen, the forward (and the loss) need not run."""
+
+
+def has_calibration(task) -> bool:
+    """Whether ``task`` can give calibration inputs (:func:`calibration_inputs`): ``calibration_batches`` or a
+    ``train_loss`` whose inputs serve."""
+    return task.calibration_batches is not None or task.train_loss is not None
 
 
 def calibration_inputs(task, argument: str = "criterion") -> tuple:
