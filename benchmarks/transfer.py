@@ -201,7 +201,6 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:

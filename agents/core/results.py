@@ -283,7 +283,6 @@ def plot_pareto(path: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
         ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_allocations(path: Path, summary: list[dict[str, Any]]) -> None:
@@ -309,7 +308,6 @@ def plot_allocations(path: Path, summary: list[dict[str, Any]]) -> None:
         ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def console() -> Any:
@@ -341,8 +339,13 @@ def append_jsonl(path: Path, record: Any) -> None:
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Atomic PNG."""
-    atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    """Write ``fig`` as a PNG atomically, then close it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def _jsonable(x: Any) -> Any:
