@@ -91,3 +91,27 @@ def test_a_folder_holds_one_operator(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):  # resuming with another operator would mix two tables
         bench_transfer.main([*argv, "--resume", "--operator", "wanda:none"])
     assert "holds cells of operator magnitude:none" in capsys.readouterr().err
+
+
+def test_checks_state_each_transfer_target_from_the_per_pair_means():
+    """Zero-shot against the best rule on the mean and per pair, the share of the gap to the best 1000-evaluation
+    search, and the few-shot targets; a pair missing a method is left out of the targets that need it."""
+    rules = {"uniform": 0.1, "global": 0.2, "lamp": 0.5, "erk": 0.4, "obd": 0.3}
+    by = {}
+    for i, (model, zero) in enumerate((("a", 0.6), ("b", 0.55), ("c", 0.45))):
+        for rule, v in rules.items():
+            by[(model, 0.9, rule)] = [v]
+        by[(model, 0.9, "zero-shot")] = [zero]
+        by[(model, 0.9, "random-1000")] = [0.6]
+        by[(model, 0.9, "reinforce-1000")] = [0.7, 0.7, 0.7]
+        by[(model, 0.9, "reinforce-100")] = [0.5]
+        if i < 2:
+            by[(model, 0.9, "few-shot-100")] = [0.65, 0.62]
+    out = "\n".join(bench_transfer.checks(by))
+    assert "zero-shot 0.533 vs the best rule on the mean (lamp) 0.500, never below it: met" in out
+    assert "on 2 of 3 pairs (target: at least two thirds): met" in out
+    assert "closes 17% of the gap from lamp 0.500 to reinforce-1000 0.700 on 3 pairs (target: at least half): NOT met" in out
+    assert "few-shot-100 0.635 vs max(random-1000, best rule) 0.600 on 2 pairs: met" in out
+    assert "few-shot-100 0.635 vs reinforce-100 0.500 + 0.03 on 2 pairs: met" in out
+    by[("c", 0.9, "zero-shot")] = [0.3]  # now below LAMP on the mean
+    assert "never below it: NOT met" in "\n".join(bench_transfer.checks(by))
