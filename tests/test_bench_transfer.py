@@ -110,7 +110,8 @@ def test_checks_state_each_transfer_target_from_the_per_pair_means():
     out = "\n".join(bench_transfer.checks(by))
     assert "zero-shot 0.533 vs the best rule on the mean (lamp) 0.500, never below it: met" in out
     assert "on 2 of 3 pairs (target: at least two thirds): met" in out
-    assert "closes 17% of the gap from lamp 0.500 to reinforce-1000 0.700 on 3 pairs (target: at least half): NOT met" in out
+    assert "closes 17% of the gap from lamp 0.500 to reinforce-1000 0.700 on 3 pairs (target: at least half): NOT " \
+           "met" in out
     assert "few-shot-100 0.635 vs max(random-1000, best rule) 0.600 on 2 pairs: met" in out
     assert "few-shot-100 0.635 vs reinforce-100 0.500 + 0.03 on 2 pairs: met" in out
     by[("c", 0.9, "zero-shot")] = [0.3]  # now below LAMP on the mean
