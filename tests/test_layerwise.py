@@ -192,7 +192,6 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     """``policy=None`` is the default policy in the package; one evaluation, the exact budget, no test-split call."""
     import agents
     from agents.policies.layerwise import default_policy
-
     from agents.policies.policy import shipped_policy
 
     for version, zoo, fmt in (("v5", "zoo-v2/", 4), ("v4", "zoo-v1/", 3)):
@@ -237,9 +236,10 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
 def test_the_shipped_default_reads_calibration_features_where_the_task_has_calibration():
     """A task with calibration data gets the format-4 default; zero-shot is still one evaluation at the budget and
     reads neither validation beyond it nor test; hidden-unit granularity falls back to the format-3 policy."""
+    from test_layer_features import split_task
+
     import agents
     from agents.policies.policy import shipped_policy
-    from test_layer_features import split_task
 
     task = split_task(0, "gru")
     calls = {"test": 0}

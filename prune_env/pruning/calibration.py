@@ -27,8 +27,8 @@ from torch import nn
 from prune_env.pruning.adapters import adapter_for
 from prune_env.pruning.layers import PrunableLayer
 
-__all__ = ["DRAWS", "SEED", "CalibrationStats", "LayerInputs", "calibration_inputs", "has_calibration", "calibration_stats",
-           "capture_inputs", "digest", "run_batches"]
+__all__ = ["DRAWS", "SEED", "CalibrationStats", "LayerInputs", "calibration_inputs", "calibration_stats",
+           "capture_inputs", "digest", "has_calibration", "run_batches"]
 
 #: Training batches drawn from ``train_loss`` for a task without ``calibration_batches``.
 DRAWS = 8
