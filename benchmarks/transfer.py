@@ -286,7 +286,8 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if policy is not None and args.policy and not args.smoke and Path(args.policy).resolve() != kept.resolve():
         shutil.copyfile(args.policy, kept)
     lines, avg = summarize(cells)
-    targets = checks(_by_pair(cells)[0])
+    by, models, pair_targets = _by_pair(cells)
+    targets = checks(by)
     text = "\n".join(["# Transfer of a pretrained layer-wise policy (test scores)", "", provenance(meta), "",
                       f"operator `{args.operator}`; "
                       f"policy: {args.policy or ('untrained (smoke)' if args.smoke else 'not given')}; "
@@ -295,7 +296,7 @@ def cmd_test(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                       *pretraining(args.policy if args.policy and Path(args.policy).is_file() else None)]) + "\n"
     if args.summarize_only:  # this run computed no cell: its wall time says nothing of the benchmark's
         meta["wall_time_s"] = None
-    oracle = hindsight_rule(*_by_pair(cells))
+    oracle = hindsight_rule(by, models, pair_targets)
     result = {"meta": meta, "policy": args.policy, "operator": args.operator, "cells": len(cells), "mean_test": avg,
               "hindsight_rule": None if oracle is None else {"rules": oracle[0], "mean_test": oracle[1]},
               "targets": targets, "search_s_sum": round(sum(c.get("wall_s", 0.0) for c in cells), 1)}

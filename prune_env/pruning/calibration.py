@@ -56,7 +56,7 @@ def calibration_inputs(task, argument: str = "criterion") -> tuple:
     """
     if task.calibration_batches is not None:
         return tuple(task.calibration_batches)
-    if task.train_loss is None:
+    if not has_calibration(task):
         raise ValueError(f"`{argument}` needs calibration data: give the task `calibration_batches` (a list of "
                          "model inputs from the training split) or `train_loss(model, generator)`")
     work = copy.deepcopy(task.model).cpu().eval()
