@@ -120,9 +120,10 @@ def _units(args, task, cells, path) -> None:
     env = PruneRNNEnv(task, target_sparsity=max(args.unit_targets), granularity="hidden_unit", device="cpu")
     for target in args.unit_targets:
         allocation = dict.fromkeys(env.layer_names, target)
-        runs = [("magnitude", {})] + [(f"iss {g:g}" + _scope_name(scope), {
-            "regularizer": "group_lasso", "regularizer_strength": g, **_scope_kw(scope)})
-            for scope in args.scopes for g in args.gl_strengths]
+        runs = [("magnitude", {})] + [(f"iss {g:g}" + _scope_name(scope) + _removal_name(removal, args), {
+            "regularizer": "group_lasso", "regularizer_strength": g, **_scope_kw(scope),
+            **_removal_kw(removal, args)})
+            for removal in args.removals for scope in args.scopes for g in args.gl_strengths]
         runs.append(("group-norm", {"regularizer": "group_lasso", "regularizer_strength": 1e-9}))
         for method, kw in runs:
             if method.split()[0] not in args.unit_methods:
@@ -143,6 +144,18 @@ def _scope_name(scope: str) -> str:
 
 def _scope_kw(scope: str) -> dict[str, str]:
     return {} if scope == "all" else {"regularizer_scope": scope}
+
+
+def _removal_name(removal: str, args: argparse.Namespace) -> str:
+    if removal == "schedule" and args.gl_schedule == "ramp":
+        return ""
+    return f" {args.gl_schedule}" + ("" if removal == "schedule" else " zeroed-only")
+
+
+def _removal_kw(removal: str, args: argparse.Namespace) -> dict[str, str]:
+    """ISS runs: ``removal`` and the strength's schedule, as :func:`gradual_prune` takes them (defaults left out)."""
+    return {**({} if removal == "schedule" else {"removal": removal}),
+            **({} if args.gl_schedule == "ramp" else {"regularizer_schedule": args.gl_schedule})}
 
 
 def _unstructured(args, task, cells, path) -> None:
@@ -226,7 +239,9 @@ def _markdown(runs: list[dict[str, Any]], args: argparse.Namespace, dense: dict[
              f"{dense['bytes']:,} bytes exported). Every run: {args.steps} Adam steps at lr {args.lr:g} (cubic ramp "
              f"over the first half, then recovery), seed {args.seed}, the best validation checkpoint "
              f"({args.select}) after the ramp; scores on the test split. Penalty strengths (the number after `iss` / "
-             "`l1`) grow linearly over the ramp; `candidates`: the penalty applies only to the final count of lowest "
+             "`l1`) grow linearly over the ramp (`constant`: held); `zeroed-only`: during the ramp a unit leaves "
+             "only once the penalty has zeroed its whole group (removal='penalty', Wen et al.'s ISS), the rest at its end; "
+             "`candidates`: the penalty applies only to the final count of lowest "
              "magnitudes (group norms) at each step; `group-norm` ranks units by their current group norm with a "
              "vanishing penalty (1e-9). `by the penalty`: units (per direction) or weights that were exactly zero "
              "when a pruning step removed them, of the final count (the rest: the lowest magnitudes the cubic "
@@ -276,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.9, help="unstructured target sparsity")
     p.add_argument("--allocations", nargs="+", default=["lamp", "erk"])
     p.add_argument("--gl-strengths", type=float, nargs="+", default=[0.2, 0.5], help="group-Lasso strengths (ISS)")
+    p.add_argument("--removals", nargs="+", default=["schedule"], choices=("schedule", "penalty"),
+                   help="ISS runs: units leave by the cubic schedule, or only once the penalty zeroed them")
+    p.add_argument("--gl-schedule", default="ramp", choices=("ramp", "constant"), help="ISS strength over the ramp")
     p.add_argument("--l1-strengths", type=float, nargs="+", default=[0.5], help="L1 strengths (the timing study "
                    "uses the last of each)")
     p.add_argument("--scopes", nargs="+", default=["all"], choices=("all", "candidates"),

@@ -1,6 +1,6 @@
 """Why joint-mode REINFORCE centres its mean and has no MLP: an ablation on the synthetic learning task.
 
-The task is the one of ``tests/test_agents.py``: a real ``PruneRNNEnv`` whose score is ``1 - 4 * mean((s - s*)^2)``
+The task is the one of ``tests/agent_helpers.py``: a real ``PruneRNNEnv`` whose score is ``1 - 4 * mean((s - s*)^2)``
 over the per-layer sparsities, optimum 1.0 at a known lopsided allocation; uniform pruning scores about 0.48.
 Each variant trains for 300 evaluations per seed; we report the score of the trained policy's deterministic
 allocation (not the best sample, which even a non-learner finds by chance).
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = run_meta()
     if str(ROOT / "tests") not in sys.path:  # the synthetic task of the agent tests
         sys.path.insert(0, str(ROOT / "tests"))
-    from test_agents import synthetic_env
+    from agent_helpers import synthetic_env
 
     import agents
 

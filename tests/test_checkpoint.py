@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from test_agents import counted_env
+from agent_helpers import counted_env
 from tiny import VOCAB, _nll
 
 import agents

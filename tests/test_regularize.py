@@ -212,6 +212,38 @@ def test_candidate_scope_run_meets_the_counts():
                       regularizer_scope="some")
 
 
+@pytest.mark.parametrize("strength, by_penalty", [(20.0, True), (1e-6, False)])
+def test_penalty_removal_takes_only_zeroed_units_during_the_ramp(strength, by_penalty):
+    """removal='penalty': before ``end`` the counts are what the penalty zeroed (locked in every step); at ``end``
+    exactly the final counts. A strong penalty zeroes them all itself; a vanishing one leaves them all to ``end``."""
+    task = tiny_task("gru", hidden=8, layers=2)
+    before = _state(task.model)
+    env = PruneRNNEnv(task, target_sparsity=0.5, granularity="hidden_unit")
+    result = gradual_prune(env, {n: 0.5 for n in env.layer_names}, steps=12, end=8, lr=1e-2, eval_every=4,
+                           regularizer="group_lasso", regularizer_strength=strength, regularizer_schedule="constant",
+                           regularizer_scope="candidates", removal="penalty")
+    assert result.info["removal"] == "penalty" and result.info["frequency"] == 1
+    assert sorted(result.schedule) == list(range(9)) and result.schedule[8] == result.counts
+    assert all(v == 4 for v in result.counts.values())
+    ramp = [sum(result.schedule[t].values()) for t in range(8)]
+    assert ramp == sorted(ramp)  # locked in: never trained back
+    if by_penalty:
+        assert result.info["pruned_by_penalty"] == result.counts and ramp[-1] == 8
+    else:
+        assert sum(result.info["pruned_by_penalty"].values()) == 0 and ramp[-1] == 0
+    assert [m.hidden_size for m in result.model.modules() if isinstance(m, nn.RNNBase)] == [4, 4]
+    assert all(torch.equal(v, before[k]) for k, v in task.model.state_dict().items())
+
+
+def test_penalty_removal_needs_a_regularizer():
+    env = PruneRNNEnv(tiny_task("gru", hidden=8, layers=2), target_sparsity=0.5, granularity="hidden_unit")
+    allocation = {n: 0.5 for n in env.layer_names}
+    with pytest.raises(ValueError, match="removal.*regularizer"):
+        gradual_prune(env, allocation, steps=2, removal="penalty")
+    with pytest.raises(ValueError, match="removal"):
+        gradual_prune(env, allocation, steps=2, regularizer="group_lasso", removal="never")
+
+
 # ------------------------------------------------------------------------------------------- movement
 def test_movement_prunes_lowest_accumulated_minus_w_times_grad():
     """One SGD step, then the pruning step: the pruned weights are the lowest ``-w * dL/dw`` at the first step."""

@@ -42,6 +42,8 @@ LR_SCHEDULES = ("constant", "cosine")
 CRITERIA = ("magnitude", "movement")
 #: Checkpoint selection criteria of :func:`gradual_prune`.
 SELECT = ("score", "nll")
+#: What removes weights (units) during a regularised run's ramp: the cubic schedule, or the penalty alone.
+REMOVALS = ("schedule", "penalty")
 
 
 @dataclass
@@ -90,7 +92,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
                   qat_fraction: float | None = None, method: str | None = None, lr_schedule: str = "constant",
                   select: str = "score", criterion: str | None = None, regularizer: str | None = None,
                   regularizer_strength: float = 0.1, regularizer_schedule: str = "ramp",
-                  regularizer_scope: str = "all",
+                  regularizer_scope: str = "all", removal: str = "schedule",
                   device: str | torch.device | None = None, progress: bool = False,
                   callback: Callable[[int, nn.Module], None] | None = None) -> GradualResult:
     """Prune a copy of the task's model gradually to ``allocation`` while fine-tuning it; keep the best checkpoint.
@@ -140,6 +142,9 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
     :param regularizer_schedule: ``"ramp"`` (the strength grows linearly over the ramp) or ``"constant"``.
     :param regularizer_scope: ``"all"`` (every weight or unit of a pruned layer) or ``"candidates"`` (at each step
         only the final count of lowest magnitudes or group norms, so that the kept ones are not shrunk).
+    :param removal: regularised runs: ``"schedule"`` (each pruning step removes the cubic schedule's count, see
+        ``regularizer``) or ``"penalty"`` (during the ramp only what the penalty zeroed leaves, locked in after every
+        step, as in Wen et al.'s ISS; the step at ``end`` removes the rest by lowest magnitude or group norm).
     :param device: where to train; default the env's device, or the task model's.
     :param progress: show a progress bar.
     :param callback: ``callback(step, model)`` after every optimizer step (``step`` = steps done), with the working
@@ -193,7 +198,14 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
         raise ValueError(f"`seed` must be an int, got {seed!r}")
     regularizer_strength = check_learned(granularity, criterion, regularizer, regularizer_strength,
                                          regularizer_schedule, regularizer_scope)
+    removal = check_choice("removal", removal, REMOVALS)
+    if removal == "penalty":
+        if regularizer is None:
+            raise ValueError("`removal`='penalty' needs a `regularizer` (the penalty decides what leaves)")
+        frequency = 1  # zeros are locked in after every step; the counts wait for the penalty until `end`
     schedule = cubic_schedule(final, numels, start, end, frequency, initial_sparsity)
+    if removal == "penalty":
+        schedule = {t: (c if t == end else np.zeros_like(c)) for t, c in schedule.items()}
 
     layer_bits, method = _bits(env, bits, names, method)
     qat_start = steps
@@ -302,7 +314,7 @@ def gradual_prune(source, allocation: Mapping[str, float] | None = None, *, step
               "qat_start": qat_start if layer_bits is not None else None, "seed": int(seed),
               "criterion": criterion, "regularizer": regularizer,
               **({"regularizer_strength": regularizer_strength, "regularizer_schedule": regularizer_schedule,
-                  "regularizer_scope": regularizer_scope,
+                  "regularizer_scope": regularizer_scope, "removal": removal,
                   "zero_at_end": None if zeroed is None else dict(zip(names, (z // _dirs(pruner, i) for i, z in
                                                                               enumerate(zeroed)))),
                   "pruned_by_penalty": dict(zip(names, (int(k) // _dirs(pruner, i) for i, k in
