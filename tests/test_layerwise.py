@@ -194,7 +194,7 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     from agents.policies.layerwise import default_policy
     from agents.policies.policy import shipped_policy
 
-    for version, zoo, fmt in (("v5", "zoo-v2/", 4), ("v4", "zoo-v1/", 3)):
+    for version, zoo, fmt in (("v6", "zoo-v2/", 4), ("v5", "zoo-v2/", 4), ("v4", "zoo-v1/", 3)):
         policy = default_policy(version)
         assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
         assert all(t.startswith(zoo) for t in policy.meta["train_tasks"]) and policy.observation_format == fmt

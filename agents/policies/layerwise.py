@@ -375,19 +375,20 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
 
 
 #: The policies shipped inside the package, by version; their ``meta`` and ``benchmarks/results/`` record the command
-#: that made each. ``v5`` (the default) reads observation format 4 (calibration-aware layer features, pretrained on
-#: zoo-v2 with OBS ranking and reconstruction); ``v4`` reads format 3 (pretrained on zoo-v1 with magnitude ranking).
-SHIPPED_POLICIES = {"v5": "data/default_policy.pt", "v4": "data/policy_v4.pt"}
+#: that made each. ``v6`` (the default) and ``v5`` read observation format 4 (calibration-aware layer features,
+#: pretrained on zoo-v2 with OBS ranking and reconstruction; v6 for 16384 episodes, v5 for 4096); ``v4`` reads format 3
+#: (pretrained on zoo-v1 with magnitude ranking).
+SHIPPED_POLICIES = {"v6": "data/default_policy.pt", "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt"}
 #: The default shipped policy's file, inside the package.
-DEFAULT_POLICY = SHIPPED_POLICIES["v5"]
+DEFAULT_POLICY = SHIPPED_POLICIES["v6"]
 
 
-def default_policy(version: str = "v5") -> LayerwisePolicy:
+def default_policy(version: str = "v6") -> LayerwisePolicy:
     """A layer-wise policy shipped with the package (pretrained on a zoo's train split, selected on validation
     models); its ``meta`` records the command, commit and zoo it came from.
 
-    :param version: a key of :data:`SHIPPED_POLICIES`: ``"v5"`` (the default; needs tasks with calibration data,
-        see :func:`agents.policies.policy.run` for the fallback) or ``"v4"``.
+    :param version: a key of :data:`SHIPPED_POLICIES`: ``"v6"`` (the default; like ``"v5"`` it needs tasks with
+        calibration data, see :func:`agents.policies.policy.shipped_policy` for the fallback), ``"v5"`` or ``"v4"``.
     :raises ValueError: for an unknown ``version``.
     :raises FileNotFoundError: in a checkout or install without the file.
     """
