@@ -379,11 +379,13 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
 #: pretrained on zoo-v2 with OBS ranking and reconstruction; v6 for 16384 episodes, v5 for 4096); ``v4`` reads format 3
 #: (pretrained on zoo-v1 with magnitude ranking).
 SHIPPED_POLICIES = {"v6": "data/default_policy.pt", "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt"}
+#: The version ``policy=None`` and :func:`default_policy` use.
+DEFAULT_VERSION = "v6"
 #: The default shipped policy's file, inside the package.
-DEFAULT_POLICY = SHIPPED_POLICIES["v6"]
+DEFAULT_POLICY = SHIPPED_POLICIES[DEFAULT_VERSION]
 
 
-def default_policy(version: str = "v6") -> LayerwisePolicy:
+def default_policy(version: str = DEFAULT_VERSION) -> LayerwisePolicy:
     """A layer-wise policy shipped with the package (pretrained on a zoo's train split, selected on validation
     models); its ``meta`` records the command, commit and zoo it came from.
 
@@ -443,6 +445,6 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
     return policy
 
 
-__all__ = ["DEFAULT_POLICY", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy", "PretrainArgs",
-           "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "load", "pretrain", "pretrain_selected", "save",
-           "zero_shot_score"]
+__all__ = ["DEFAULT_POLICY", "DEFAULT_VERSION", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy",
+           "PretrainArgs", "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "load", "pretrain",
+           "pretrain_selected", "save", "zero_shot_score"]

@@ -87,12 +87,12 @@ def default_rivals(env: gym.Env) -> tuple[str, ...]:
 def shipped_policy(env: gym.Env) -> Any:
     """The shipped layer-wise policy for ``env``: the default (``v6``, observation format 4) where its layer
     features can be computed (a task with calibration data, single-weight granularity), else ``v4`` (format 3)."""
-    from agents.policies.layerwise import default_policy
+    from agents.policies.layerwise import DEFAULT_VERSION, default_policy
     from prune_env.pruning.calibration import has_calibration
 
     base = env.unwrapped
     usable = has_calibration(base.task) and base.analysis.plan is None
-    return default_policy("v6" if usable else "v4")
+    return default_policy(DEFAULT_VERSION if usable else "v4")
 
 
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
