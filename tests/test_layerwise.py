@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny import TinyLM, tiny_task
 
-from agents.policies.layerwise import LayerwisePolicy, PretrainArgs, load, pretrain, save
+from agents.policies.layerwise import LayerwisePolicy, PretrainArgs, ensemble, load, pretrain, save
 from prune_env import PruneRNNEnv, PruneRNNZooEnv, RNNTask
 from prune_env.envs.zoo import observation
 
@@ -123,6 +123,50 @@ def test_policy_files_load_safely(tmp_path):
         with pytest.raises(ValueError, match="policy"):
             load(bad)
     assert not marker.exists()
+
+
+def _random_policy(seed: int, hidden: int = 8) -> LayerwisePolicy:
+    torch.manual_seed(seed)
+    policy = LayerwisePolicy(hidden=hidden)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return policy
+
+
+def test_an_ensemble_acts_as_the_mean_of_its_members(tmp_path):
+    members = [_random_policy(s) for s in range(3)]
+    envs = [_reset(PruneRNNEnv(tiny_task(rnn, layers=2), target_sparsity=0.7)) for rnn in ("gru", "lstm")]
+    obs = torch.as_tensor(np.stack([observation(e, joint=True, observation_format=3) for e in envs]))
+    both = ensemble(members)
+    assert both.members == 3 and len(both.meta["members"]) == 3
+    mu, valid = both.means(obs)
+    # the departures are averaged, and centring is linear: the mean action is the members' mean
+    torch.testing.assert_close(mu, torch.stack([m.means(obs)[0] for m in members]).mean(0))
+    assert not torch.equal(mu, members[0].means(obs)[0])
+    torch.testing.assert_close(both.log_std, torch.stack([m.log_std for m in members]).mean())
+    # one member is that member; nested ensembles are flattened
+    torch.testing.assert_close(ensemble(members[:1]).means(obs)[0], members[0].means(obs)[0])
+    nested = ensemble([ensemble(members[:2]), members[2]])
+    assert nested.members == 3
+    torch.testing.assert_close(nested.means(obs)[0], mu)
+    # it saves and loads like any policy, and its members are not changed by building it
+    path = tmp_path / "ensemble.pt"
+    save(both, path)
+    loaded = load(path)
+    assert loaded.members == 3
+    torch.testing.assert_close(loaded.means(obs)[0], mu)
+    torch.testing.assert_close(members[0].means(obs)[0], _random_policy(0).means(obs)[0])
+    for bad, match in (([], "non-empty"), ([members[0], LayerwisePolicy(hidden=4)], "hidden width"),
+                       ([members[0], "policy.pt"], "LayerwisePolicy")):
+        with pytest.raises(ValueError, match=match):
+            ensemble(bad)
+    # a file claiming more networks than it holds weights for is refused before anything is built
+    blob = torch.load(path, weights_only=True)
+    crafted = tmp_path / "crafted.pt"
+    torch.save({**blob, "members": 10**9}, crafted)
+    with pytest.raises(ValueError, match="policy"):
+        load(crafted)
 
 
 class _Evil:

@@ -43,6 +43,17 @@ FORMAT = "prune-rnn-gym/layerwise-policy/3"
 _FORMATS = {"prune-rnn-gym/layerwise-policy/2": ROW_V2, FORMAT: None}
 
 
+class _Mean(nn.Module):
+    """The mean of several networks' outputs: the layer departure of an ensemble of policies."""
+
+    def __init__(self, nets: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
 class LayerwisePolicy(nn.Module):
     """``a_l ~ N(lamp_l + delta(row_l, context), std)`` for each real layer ``l``, one network for every layer.
 
@@ -54,11 +65,13 @@ class LayerwisePolicy(nn.Module):
     :param columns: the columns of :data:`~prune_env.envs.zoo.ROW` the network reads (default: all of them; a policy
         of an older observation format reads the ones it was trained on). A policy reading any column of
         :data:`~prune_env.envs.zoo.ROW_V4` outside :data:`~prune_env.envs.zoo.ROW` acts on observation format 4.
+    :param members: networks whose departures are averaged (an ensemble, see :func:`ensemble`); 1: one network.
     """
 
-    def __init__(self, hidden: int = 64, init_std: float = 0.3, columns: Sequence[str] = ROW):
+    def __init__(self, hidden: int = 64, init_std: float = 0.3, columns: Sequence[str] = ROW, members: int = 1):
         super().__init__()
         self.hidden = check_int("hidden", hidden, 1)
+        self.members = check_int("members", members, 1)
         unknown = [c for c in columns if c not in ROW_V4]
         if unknown or not columns:
             raise ValueError(f"`columns` must be a non-empty subset of the observation row {ROW_V4}; unknown: "
@@ -69,10 +82,12 @@ class LayerwisePolicy(nn.Module):
         self.row = OBSERVATION_FORMATS[self.observation_format]
         self._lamp, self._valid = self.row.index("lamp"), self.row.index("valid")
         self.register_buffer("_index", torch.tensor([self.row.index(c) for c in self.columns]), persistent=False)
-        self.net = nn.Sequential(nn.Linear(len(self.columns) + len(CONTEXT), hidden), nn.Tanh(),
-                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.net[-1].weight)  # the start: LAMP's allocation
-        nn.init.zeros_(self.net[-1].bias)
+        nets = [nn.Sequential(nn.Linear(len(self.columns) + len(CONTEXT), hidden), nn.Tanh(),
+                              nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)) for _ in range(members)]
+        for net in nets:
+            nn.init.zeros_(net[-1].weight)  # the start: LAMP's allocation
+            nn.init.zeros_(net[-1].bias)
+        self.net = nets[0] if members == 1 else _Mean(nets)
         self.log_std = nn.Parameter(torch.tensor(float(np.log(check_number("init_std", init_std, 0.0,
                                                                               low_open=True)))))
 
@@ -406,10 +421,34 @@ def default_policy(version: str = DEFAULT_VERSION) -> LayerwisePolicy:
         return load(path)
 
 
+def ensemble(policies: Sequence[LayerwisePolicy]) -> LayerwisePolicy:
+    """One policy whose departure from LAMP is the mean of ``policies``' departures (and whose standard deviation is
+    their geometric mean): an ensemble of independently pretrained policies, which averages out the draw of any one
+    run. Ensembles are flattened into their networks. The result is a :class:`LayerwisePolicy` with ``members``
+    networks, saved and loaded like any other; its ``meta["members"]`` holds the members' ``meta``.
+
+    :raises ValueError: for no policies, or policies of different widths or observation columns.
+    """
+    policies = list(policies)
+    if not policies or not all(isinstance(p, LayerwisePolicy) for p in policies):
+        raise ValueError("`policies` must be a non-empty sequence of LayerwisePolicy")
+    first = policies[0]
+    if any(p.hidden != first.hidden or p.columns != first.columns for p in policies):
+        raise ValueError("`policies` must share the hidden width and the observation columns they read")
+    nets = [net for p in policies for net in (p.net.members if p.members > 1 else [p.net])]
+    out = LayerwisePolicy(first.hidden, columns=first.columns, members=len(nets))
+    with torch.no_grad():
+        for mine, theirs in zip(out.net.members if len(nets) > 1 else [out.net], nets):
+            mine.load_state_dict(theirs.state_dict())
+        out.log_std.copy_(torch.stack([p.log_std for p in policies]).mean())
+    out.meta = {"members": [getattr(p, "meta", {}) for p in policies]}
+    return out
+
+
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
-    blob = {"format": FORMAT, "hidden": policy.hidden, "columns": list(policy.columns),
+    blob = {"format": FORMAT, "hidden": policy.hidden, "columns": list(policy.columns), "members": policy.members,
             "state_dict": policy.state_dict(), "meta": json.dumps(meta or {}, default=str)}
     from prune_env.io import atomic_save_torch
 
@@ -434,7 +473,10 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
     if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
         raise ValueError(f"{os.fspath(path)!r} does not list the observation columns its policy reads")
     try:
-        policy = LayerwisePolicy(int(blob["hidden"]), columns=columns)
+        members = int(blob.get("members", 1))
+        if not 1 <= members <= len(blob["state_dict"]):  # each network has its own weights in the file
+            raise ValueError(f"{members} networks")
+        policy = LayerwisePolicy(int(blob["hidden"]), columns=columns, members=members)
         policy.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{os.fspath(path)!r} holds mismatched policy weights: {e}") from None
@@ -446,5 +488,5 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
 
 
 __all__ = ["DEFAULT_POLICY", "DEFAULT_VERSION", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy",
-           "PretrainArgs", "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "load", "pretrain",
+           "PretrainArgs", "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "ensemble", "load", "pretrain",
            "pretrain_selected", "save", "zero_shot_score"]
