@@ -25,6 +25,18 @@ from prune_env.io import atomic_write
 NAME = "policy_ensemble"
 
 
+def against(ensemble: dict[str, Any], incumbent: dict[str, Any]) -> dict[str, Any]:
+    """Two :func:`~benchmarks.pretrain_format4.decide` results on the same cells, side by side: the ensemble ships
+    only if it beats LAMP and the incumbent on the mean validation score."""
+    pairs = list(zip(ensemble["cells"], incumbent["cells"]))
+    if not pairs or any((e["model"], e["target"]) != (i["model"], i["target"]) for e, i in pairs) \
+            or len(ensemble["cells"]) != len(incumbent["cells"]):
+        raise ValueError("the ensemble and the incumbent must be decided on the same cells")
+    ahead = sum(e["policy_score"] > i["policy_score"] for e, i in pairs) / len(pairs)
+    ships = ensemble["beats_lamp"] and ensemble["mean"]["policy_score"] > incumbent["mean"]["policy_score"]
+    return {"ensemble": ensemble, "incumbent": incumbent, "share_ahead_of_incumbent": ahead, "ships": bool(ships)}
+
+
 def markdown(result: dict[str, Any]) -> str:
     a = result["args"]
     lines = [f"# Ensemble of {len(a['members'])} layer-wise policies, decided on zoo-v2 validation", "",
@@ -81,10 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     decisions = {}
     for op in [args.operator, *[o for o in args.also_operators if o != args.operator]]:
         kw = operator_kwargs(op)
-        e, i = decide(policy, tasks, args.decision_targets, kw), decide(incumbent, tasks, args.decision_targets, kw)
-        ahead = [x["policy_score"] > y["policy_score"] for x, y in zip(e["cells"], i["cells"])]
-        decisions[op] = {"ensemble": e, "incumbent": i, "share_ahead_of_incumbent": sum(ahead) / len(ahead),
-                         "ships": bool(e["beats_lamp"] and e["mean"]["policy_score"] > i["mean"]["policy_score"])}
+        decisions[op] = against(decide(policy, tasks, args.decision_targets, kw),
+                                decide(incumbent, tasks, args.decision_targets, kw))
     chosen = decisions[args.operator]
     atomic_write(out / "decision.json", json.dumps({
         "operator": args.operator, "ships": chosen["ships"], "ensemble": chosen["ensemble"]["mean"],

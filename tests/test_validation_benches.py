@@ -82,3 +82,20 @@ def test_distill_search_subset_refuses_a_bad_size(tmp_path):
     (tmp_path / "search_0.jsonl").write_text(json.dumps({"model": "m", "target": 0.5, "allocation": {}}) + "\n")
     with pytest.raises(SystemExit, match="--subset must be in"):
         distill_search.main(["fit", "--subset", "2", "--out", str(tmp_path)])
+
+
+def test_an_ensemble_ships_only_ahead_of_lamp_and_the_incumbent():
+    from benchmarks.policy_ensemble import against
+
+    def decision(scores, lamp):
+        cells = [{"model": "m", "target": t, "policy_score": s, "lamp_score": lamp} for t, s in zip((0.8, 0.9), scores)]
+        mean = sum(scores) / len(scores)
+        return {"cells": cells, "mean": {"policy_score": mean, "lamp_score": lamp}, "beats_lamp": mean > lamp}
+
+    incumbent = decision([0.5, 0.3], 0.35)
+    assert against(decision([0.6, 0.3], 0.35), incumbent)["ships"]
+    assert against(decision([0.6, 0.3], 0.35), incumbent)["share_ahead_of_incumbent"] == 0.5
+    assert not against(decision([0.5, 0.3], 0.35), incumbent)["ships"]  # a tie with the incumbent
+    assert not against(decision([0.6, 0.3], 0.5), decision([0.5, 0.3], 0.5))["ships"]  # below LAMP
+    with pytest.raises(ValueError, match="same cells"):
+        against(decision([0.6], 0.35), incumbent)
