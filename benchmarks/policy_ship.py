@@ -39,8 +39,8 @@ def pretrain_argv(args: argparse.Namespace, out: Path) -> list[str]:
             "--episodes", str(args.episodes), "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
             "--group-size", str(args.group_size), "--learning-rate", str(args.learning_rate),
             "--selection-metric", "score", "--selection-targets", *map(str, args.selection_targets),
-            "--seed", str(args.seed), "--checkpoint", str(out / "ckpt.pt"), "--out", str(out / "policy.pt"),
-            "--no-progress"]
+            "--ema-decay", str(args.ema_decay), "--seed", str(args.seed), "--checkpoint", str(out / "ckpt.pt"),
+            "--out", str(out / "policy.pt"), "--no-progress"]
 
 
 def markdown(result: dict[str, Any]) -> str:

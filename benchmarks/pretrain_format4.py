@@ -61,6 +61,7 @@ def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: in
     p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
     p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
     p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
+    p.add_argument("--ema-decay", type=float, default=0.0, help="above 0, select the moving average of the weights")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     zoo = PruneRNNZooEnv(train, target_sparsity=tuple(args.target_range), observation_format=args.observation_format,
                          device="cpu", **operator)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        group_size=args.group_size, seed=args.seed)
+                        group_size=args.group_size, ema_decay=args.ema_decay, seed=args.seed)
     policy, log = pretrain_selected(zoo, select, opts, rounds=args.rounds, progress=False,
                                     checkpoint=out / "ckpt.pt", selection_metric="score",
                                     selection_targets=args.selection_targets)
