@@ -6,7 +6,7 @@
   zero-shot allocation, the incumbent's (``--incumbent``, the shipped default) and LAMP's at ``--decision-targets``,
   side by side in one process, with ``--operator`` and each of ``--also-operators``. The ensemble qualifies to ship only
   if its mean validation score with ``--operator`` beats both LAMP's and the incumbent's. ``decision.json`` is written
-  before anything else; no test split is read, and this script never replaces the shipped policy.
+  before the report; no test split is read, and this script never replaces the shipped policy.
 
     python -m benchmarks.policy_ensemble --members A/policy.pt B/policy.pt --incumbent agents/data/default_policy.pt
 """
@@ -29,8 +29,8 @@ def against(ensemble: dict[str, Any], incumbent: dict[str, Any]) -> dict[str, An
     """Two :func:`~benchmarks.pretrain_format4.decide` results on the same cells, side by side: the ensemble ships
     only if it beats LAMP and the incumbent on the mean validation score."""
     pairs = list(zip(ensemble["cells"], incumbent["cells"]))
-    if not pairs or any((e["model"], e["target"]) != (i["model"], i["target"]) for e, i in pairs) \
-            or len(ensemble["cells"]) != len(incumbent["cells"]):
+    if not pairs or len(ensemble["cells"]) != len(incumbent["cells"]) \
+            or any((e["model"], e["target"]) != (i["model"], i["target"]) for e, i in pairs):
         raise ValueError("the ensemble and the incumbent must be decided on the same cells")
     ahead = sum(e["policy_score"] > i["policy_score"] for e, i in pairs) / len(pairs)
     ships = ensemble["beats_lamp"] and ensemble["mean"]["policy_score"] > incumbent["mean"]["policy_score"]

@@ -435,14 +435,19 @@ def ensemble(policies: Sequence[LayerwisePolicy]) -> LayerwisePolicy:
     first = policies[0]
     if any(p.hidden != first.hidden or p.columns != first.columns for p in policies):
         raise ValueError("`policies` must share the hidden width and the observation columns they read")
-    nets = [net for p in policies for net in (p.net.members if p.members > 1 else [p.net])]
+    nets = [net for p in policies for net in _networks(p)]
     out = LayerwisePolicy(first.hidden, columns=first.columns, members=len(nets))
     with torch.no_grad():
-        for mine, theirs in zip(out.net.members if len(nets) > 1 else [out.net], nets):
+        for mine, theirs in zip(_networks(out), nets):
             mine.load_state_dict(theirs.state_dict())
         out.log_std.copy_(torch.stack([p.log_std for p in policies]).mean())
     out.meta = {"members": [getattr(p, "meta", {}) for p in policies]}
     return out
+
+
+def _networks(policy: LayerwisePolicy) -> list[nn.Module]:
+    """The networks of ``policy``: one, or an ensemble's members."""
+    return list(policy.net.members) if policy.members > 1 else [policy.net]
 
 
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
