@@ -3,7 +3,8 @@ may ship.
 
 - **Train** with ``prune-rnn pretrain`` on every zoo-v2 training model (built in the current cache), observation
   format ``--observation-format``, operator ``--operator`` (``criterion:reconstruct``), targets drawn from
-  ``--target-range``; each round's policy is scored on zoo-v1's validation models with its mean action at
+  ``--target-range``; each round's policy is scored on the models of ``--selection-splits`` (default zoo-v1's
+  validation models) with its mean action at
   ``--selection-targets`` (the same models and targets every round: common random numbers), and the best is kept.
 - **Decide** on zoo-v2's validation models (never used in training or selection): the selected policy's zero-shot
   allocation against LAMP's at ``--decision-targets``, with the training operator and with each of
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import add_pretraining_args, built, decide
+from benchmarks.pretrain_format4 import add_pretraining_args, built, decide, selection_set
 from prune_env.io import atomic_write
 
 NAME = "policy_ship"
@@ -33,7 +34,7 @@ NAME = "policy_ship"
 def pretrain_argv(args: argparse.Namespace, out: Path) -> list[str]:
     """The ``prune-rnn pretrain`` words of this run."""
     op = operator_kwargs(args.operator)
-    return ["pretrain", "--zoo", "v2:train", "--validation", "v1:validation",
+    return ["pretrain", "--zoo", "v2:train", "--validation", *args.selection_splits,
             "--observation-format", str(args.observation_format), "--criterion", op["criterion"],
             "--reconstruct", op["reconstruct"] or "none", "--targets", *map(str, args.target_range),
             "--episodes", str(args.episodes), "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
@@ -49,10 +50,10 @@ def markdown(result: dict[str, Any]) -> str:
              "", provenance(result["meta"]), "",
              f"`prune-rnn {' '.join(result['pretrain_argv'])}`", "",
              f"Train: {len(result['train'])} zoo-v2 training models, {a['episodes']} episodes in {a['rounds']} rounds. "
-             f"Selection: mean zero-shot validation score on {len(result['select'])} zoo-v1 validation models at "
+             f"Selection: mean zero-shot validation score on {len(result['select'])} models of {selection_set(a)} at "
              f"{a['selection_targets']}. Decision: {len(result['decide'])} zoo-v2 validation models at "
              f"{a['decision_targets']}. Pretraining wall time {result['pretrain_s']:.0f} s. No test split was read.",
-             "", "## Selection log (zoo-v1 validation, mean score)", "", "| episodes | validation | train reward |",
+             "", f"## Selection log ({selection_set(a)}, mean score)", "", "| episodes | validation | train reward |",
              "|---|---|---|"]
     for r in result["log"]:
         lines.append(f"| {r['episodes']} | {r['validation']:.4f} | {r.get('train_reward', float('nan')):.4f} |")

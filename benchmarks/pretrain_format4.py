@@ -49,6 +49,14 @@ def built(split: str, version: str, cache: str | None, names: list[str] | None =
     return tasks
 
 
+def selectable(split: str) -> str:
+    """A zoo split a selection may read: never the decision's (zoo-v2 validation) nor a test split."""
+    version, _, name = split.rpartition(":")
+    if name == "test" or (version == "v2" and name == "validation"):
+        raise argparse.ArgumentTypeError(f"{split!r} is held out from selection (the decision's or a test split)")
+    return split
+
+
 def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: int, rounds: int) -> None:
     """The options of a pretraining and its decision, shared by the pretraining benchmarks (defaults given)."""
     p.add_argument("--operator", default=operator, help="criterion:reconstruct of training, selection, decision")
@@ -60,9 +68,16 @@ def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: in
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--target-range", type=float, nargs=2, default=[0.5, 0.95])
     p.add_argument("--selection-targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
+    p.add_argument("--selection-splits", nargs="+", default=["v1:validation"], metavar="VERSION:SPLIT", type=selectable,
+                   help="zoo splits to select on (never zoo-v2 validation, the decision's, nor a test split)")
     p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
     p.add_argument("--ema-decay", type=float, default=0.0, help="above 0, select the moving average of the weights")
     p.add_argument("--seed", type=int, default=0)
+
+
+def selection_set(args: dict[str, Any]) -> str:
+    """The selection splits of a run's arguments, in words (runs before the option selected on zoo-v1 validation)."""
+    return " + ".join(f"zoo-{s.replace(':', ' ')}" for s in args.get("selection_splits", ["v1:validation"]))
 
 
 def decide(policy, tasks: list[Any], targets: list[float], operator: dict[str, Any]) -> dict[str, Any]:
@@ -91,10 +106,10 @@ def markdown(result: dict[str, Any]) -> str:
              provenance(result["meta"]), "",
              f"Train: {len(result['train'])} zoo-v2 training models; {a['episodes']} episodes in {a['rounds']} rounds "
              f"(batch {a['batch_size']}, group {a['group_size']}, lr {a['learning_rate']}), targets "
-             f"{a['target_range']}. Selection: mean zero-shot validation score on {len(result['select'])} zoo-v1 "
-             f"validation models at {a['selection_targets']}. Decision: {len(result['decide'])} zoo-v2 validation "
+             f"{a['target_range']}. Selection: mean zero-shot validation score on {len(result['select'])} models of "
+             f"{selection_set(a)} at {a['selection_targets']}. Decision: {len(result['decide'])} zoo-v2 validation "
              f"models at {a['decision_targets']}, same operator. Wall time {result['wall_s']:.0f} s. No test split "
-             "was read.", "", "## Selection log (zoo-v1 validation, mean score)", "",
+             "was read.", "", f"## Selection log ({selection_set(a)}, mean score)", "",
              "| episodes | validation | train reward |", "|---|---|---|"]
     for r in result["log"]:
         lines.append(f"| {r['episodes']} | {r['validation']:.4f} | {r.get('train_reward', float('nan')):.4f} |")
@@ -134,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     if names is not None and [t.name for t in train] != names:
         p.error(f"--train-cache: {listed} names models that are not all built there")
     atomic_write(listed, json.dumps([t.name for t in train]))
-    select = built("validation", "v1", args.select_cache)[:args.limit]
+    select = [t for split in args.selection_splits
+              for t in built(split.rpartition(":")[2], split.rpartition(":")[0] or "v1", args.select_cache)]
+    select = select[:args.limit]
     for flag, tasks in (("--train-cache", train), ("--select-cache", select)):
         if not tasks:
             p.error(f"{flag}: no model of its zoo split is built there")

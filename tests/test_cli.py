@@ -398,6 +398,19 @@ def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
     assert "--checkpoint" in last and "seed" in last and "Traceback" not in err
 
 
+def test_pretrain_selection_set_joins_zoo_splits_in_order_each_model_once(monkeypatch):
+    import prune_env.tasks.zoo as zoo
+    from agents.cli.pretrain import zoo_tasks
+
+    monkeypatch.setattr(zoo, "make_zoo_task", lambda name, progress=True: name)  # names, not trained models
+    v1 = zoo.zoo_names("validation", available_only=True, version="v1")
+    v2 = zoo.zoo_names("validation", available_only=True, version="v2")
+    assert zoo_tasks(None, ["v1:validation"], "--validation", False) == v1
+    assert zoo_tasks(None, "validation", "--validation", False) == v1
+    assert zoo_tasks(None, ["v2:validation", "validation", "v1:validation"], "--validation", False) == v2 + v1
+    assert zoo_tasks(["tiny:tiny_task"], ["v2:validation"], "--val-tasks", False)[0].name.startswith("tiny")
+
+
 @pytest.mark.parametrize("argv, words", [
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--targets", "0.9", "0.5"],
      "LOW must not exceed"),
@@ -411,6 +424,8 @@ def test_pretrain_checkpoint_resumes_and_refuses_another_run(tmp_path, capsys):
      "--selection-targets must be in"),
     (["pretrain", "--zoo", "v9:train", "--val-tasks", "tiny:tiny_task"], "--zoo: zoo_names: unknown `version`"),
     (["pretrain", "--tasks", "tiny:tiny_task", "--validation", "v2:dev"], "--validation: zoo_names: unknown `split`"),
+    (["pretrain", "--tasks", "tiny:tiny_task", "--validation", "v1:validation", "v2:dev"],
+     "--validation: zoo_names: unknown `split`"),
     (["pretrain", "--tasks", "tiny:tiny_task", "--val-tasks", "tiny:tiny_task", "--criterion", "obs"],
      "--criterion/--reconstruct"),
 ])

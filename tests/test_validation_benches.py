@@ -4,6 +4,8 @@ target, and no test split is read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tiny import tiny_task
 
@@ -99,3 +101,21 @@ def test_an_ensemble_ships_only_ahead_of_lamp_and_the_incumbent():
     assert not against(decision([0.6, 0.3], 0.5), decision([0.5, 0.3], 0.5))["ships"]  # below LAMP
     with pytest.raises(ValueError, match="same cells"):
         against(decision([0.6], 0.35), incumbent)
+
+
+def test_pretraining_selection_never_reads_the_decision_or_a_test_split():
+    import argparse
+
+    from benchmarks.policy_ship import pretrain_argv
+    from benchmarks.pretrain_format4 import add_pretraining_args
+
+    p = argparse.ArgumentParser()
+    add_pretraining_args(p, operator="obs:obs", episodes=8, rounds=1)
+    args = p.parse_args(["--selection-splits", "v1:train", "v1:validation"])
+    words = pretrain_argv(args, Path("out"))
+    i = words.index("--validation")
+    assert words[i + 1:i + 4] == ["v1:train", "v1:validation", "--observation-format"]
+    assert p.parse_args([]).selection_splits == ["v1:validation"]
+    for held_out in ("v2:validation", "v2:test", "test"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--selection-splits", "v1:train", held_out])

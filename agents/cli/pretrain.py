@@ -26,10 +26,11 @@ from agents.cli.common import (
 def add_parser(sub: Any) -> None:
     """Register ``pretrain`` on the ``prune-rnn`` subparsers."""
     pt = sub.add_parser("pretrain", help="pretrain a layer-wise policy on a zoo of models (REINFORCE, joint mode)")
-    pt.add_argument("--zoo", default="train", metavar="[VERSION:]SPLIT",
-                    help="zoo split to train on, e.g. train or v2:train (default version v1; see prune_env.tasks.zoo)")
-    pt.add_argument("--validation", default="validation", metavar="[VERSION:]SPLIT",
-                    help="zoo split to select the policy on, e.g. validation or v2:validation")
+    pt.add_argument("--zoo", nargs="+", default=["train"], metavar="[VERSION:]SPLIT",
+                    help="zoo splits to train on, e.g. train or v2:train (default version v1; see prune_env.tasks.zoo)")
+    pt.add_argument("--validation", nargs="+", default=["validation"], metavar="[VERSION:]SPLIT",
+                    help="zoo splits to select the policy on, e.g. validation, or v1:train v1:validation for a "
+                    "larger (less noisy) selection set")
     pt.add_argument("--tasks", nargs="+", metavar="TASK", help="train on these tasks instead of a zoo split "
                     "(presets, corpus directories, module:function)")
     pt.add_argument("--val-tasks", nargs="+", metavar="TASK", help="select on these tasks instead of a zoo split")
@@ -134,22 +135,25 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def zoo_tasks(specs: Sequence[str] | None, split: str, flag: str, progress: bool) -> list[Any]:
-    """Tasks from explicit specs, or every available model of a zoo split (``SPLIT`` of zoo-v1, or
-    ``VERSION:SPLIT``)."""
+def zoo_tasks(specs: Sequence[str] | None, splits: str | Sequence[str], flag: str, progress: bool) -> list[Any]:
+    """Tasks from explicit specs, or every available model of the zoo splits (each ``SPLIT`` of zoo-v1, or
+    ``VERSION:SPLIT``), in the order given, each model once."""
     if specs:
         return [resolve_cli_task(s, 0, progress) for s in specs]
     try:
         from prune_env.tasks.zoo import make_zoo_task, zoo_names
     except ImportError:
         raise CLIError(f"{flag}: this version has no model zoo; pass the models with --tasks/--val-tasks") from None
-    version, _, name = split.rpartition(":")
-    try:
-        names = zoo_names(name, available_only=True, version=version or "v1")
-    except ValueError as e:
-        raise CLIError(f"{flag}: {one_line(e)}") from None
-    if not names:
-        raise CLIError(f"{flag}: the zoo split {split!r} has no available model")
+    names: list[str] = []
+    for split in [splits] if isinstance(splits, str) else splits:
+        version, _, name = split.rpartition(":")
+        try:
+            found = zoo_names(name, available_only=True, version=version or "v1")
+        except ValueError as e:
+            raise CLIError(f"{flag}: {one_line(e)}") from None
+        if not found:
+            raise CLIError(f"{flag}: the zoo split {split!r} has no available model")
+        names += [n for n in found if n not in names]
     return [make_zoo_task(n, progress=progress) for n in names]
 
 
