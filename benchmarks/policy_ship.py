@@ -1,11 +1,11 @@
 """Pretrain a candidate default policy with ``prune-rnn pretrain`` and decide, on validation models only, whether it
 may ship.
 
-- **Train** with ``prune-rnn pretrain`` on every zoo-v2 training model (built in the current cache), observation
-  format ``--observation-format``, operator ``--operator`` (``criterion:reconstruct``), targets drawn from
-  ``--target-range``; each round's policy is scored on the models of ``--selection-splits`` (default zoo-v1's
-  validation models) with its mean action at
-  ``--selection-targets`` (the same models and targets every round: common random numbers), and the best is kept.
+- **Train** with ``prune-rnn pretrain`` on every model of ``--train-splits`` (default zoo-v2's training models),
+  observation format ``--observation-format``, operator ``--operator`` (``criterion:reconstruct``), targets drawn
+  from ``--target-range``; each round's policy is scored on the models of ``--selection-splits`` (default zoo-v1's
+  validation models) with its mean action at ``--selection-targets`` (the same models and targets every round: common
+  random numbers), and the best is kept.
 - **Decide** on zoo-v2's validation models (never used in training or selection): the selected policy's zero-shot
   allocation against LAMP's at ``--decision-targets``, with the training operator and with each of
   ``--also-operators``. The candidate qualifies to ship only if its mean validation score beats LAMP's with the
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import add_pretraining_args, built, decide, selection_set
+from benchmarks.pretrain_format4 import add_pretraining_args, built, decide, selectable, selection_set, splits
 from prune_env.io import atomic_write
 
 NAME = "policy_ship"
@@ -34,7 +34,7 @@ NAME = "policy_ship"
 def pretrain_argv(args: argparse.Namespace, out: Path) -> list[str]:
     """The ``prune-rnn pretrain`` words of this run."""
     op = operator_kwargs(args.operator)
-    return ["pretrain", "--zoo", "v2:train", "--validation", *args.selection_splits,
+    return ["pretrain", "--zoo", *args.train_splits, "--validation", *args.selection_splits,
             "--observation-format", str(args.observation_format), "--criterion", op["criterion"],
             "--reconstruct", op["reconstruct"] or "none", "--targets", *map(str, args.target_range),
             "--episodes", str(args.episodes), "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
@@ -49,7 +49,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Candidate default policy: observation format {a['observation_format']}, operator `{a['operator']}`",
              "", provenance(result["meta"]), "",
              f"`prune-rnn {' '.join(result['pretrain_argv'])}`", "",
-             f"Train: {len(result['train'])} zoo-v2 training models, {a['episodes']} episodes in {a['rounds']} rounds. "
+             f"Train: {len(result['train'])} models of {splits(a.get('train_splits', ['v2:train']))}, "
+             f"{a['episodes']} episodes in {a['rounds']} rounds. "
              f"Selection: mean zero-shot validation score on {len(result['select'])} models of {selection_set(a)} at "
              f"{a['selection_targets']}. Decision: {len(result['decide'])} zoo-v2 validation models at "
              f"{a['decision_targets']}. Pretraining wall time {result['pretrain_s']:.0f} s. No test split was read.",
@@ -75,16 +76,26 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """This script's arguments; the training and the selection splits never share a split."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_pretraining_args(p, operator="obs:obs", episodes=4096, rounds=16)
+    p.add_argument("--also-operators", nargs="*", default=["magnitude:none"], help="decided for information only")
+    p.add_argument("--train-splits", nargs="+", default=["v2:train"], type=selectable, metavar="VERSION:SPLIT",
+                   help="zoo splits to train on (never the decision's nor a test split)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if set(args.train_splits) & set(args.selection_splits):
+        p.error("--train-splits and --selection-splits share a split: select on models the policy does not train on")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     from agents.cli.main import main as cli
     from agents.policies.layerwise import load
     from prune_env.tasks.zoo import zoo_names
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_pretraining_args(p, operator="obs:obs", episodes=4096, rounds=16)
-    p.add_argument("--also-operators", nargs="*", default=["magnitude:none"], help="decided for information only")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    args = parse(argv)
     out = Path(args.out or default_out(NAME))
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(argv)
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     decide_tasks = built("validation", "v2", None)
     missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in decide_tasks})
     if missing:  # the decision is on the whole split, fixed in advance
-        p.error(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+        raise SystemExit(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
     decisions = {op: decide(policy, decide_tasks, args.decision_targets, operator_kwargs(op))
                  for op in [args.operator, *[o for o in args.also_operators if o != args.operator]]}
     chosen = decisions[args.operator]

@@ -75,9 +75,14 @@ def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: in
     p.add_argument("--seed", type=int, default=0)
 
 
+def splits(names: list[str]) -> str:
+    """Zoo splits (``VERSION:SPLIT``) in words."""
+    return " + ".join(f"zoo-{s.replace(':', ' ')}" for s in names)
+
+
 def selection_set(args: dict[str, Any]) -> str:
     """The selection splits of a run's arguments, in words (runs before the option selected on zoo-v1 validation)."""
-    return " + ".join(f"zoo-{s.replace(':', ' ')}" for s in args.get("selection_splits", ["v1:validation"]))
+    return splits(args.get("selection_splits", ["v1:validation"]))
 
 
 def decide(policy, tasks: list[Any], targets: list[float], operator: dict[str, Any]) -> dict[str, Any]:

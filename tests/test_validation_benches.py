@@ -103,19 +103,17 @@ def test_an_ensemble_ships_only_ahead_of_lamp_and_the_incumbent():
         against(decision([0.6], 0.35), incumbent)
 
 
-def test_pretraining_selection_never_reads_the_decision_or_a_test_split():
-    import argparse
+def test_pretraining_selection_never_reads_the_decision_a_test_split_or_the_training_models():
+    from benchmarks.policy_ship import parse, pretrain_argv
 
-    from benchmarks.policy_ship import pretrain_argv
-    from benchmarks.pretrain_format4 import add_pretraining_args
-
-    p = argparse.ArgumentParser()
-    add_pretraining_args(p, operator="obs:obs", episodes=8, rounds=1)
-    args = p.parse_args(["--selection-splits", "v1:train", "v1:validation"])
+    args = parse(["--selection-splits", "v1:train", "v1:validation", "--train-splits", "v2:train"])
     words = pretrain_argv(args, Path("out"))
+    assert words[words.index("--zoo") + 1:words.index("--validation")] == ["v2:train"]
     i = words.index("--validation")
     assert words[i + 1:i + 4] == ["v1:train", "v1:validation", "--observation-format"]
-    assert p.parse_args([]).selection_splits == ["v1:validation"]
-    for held_out in ("v2:validation", "v2:test", "test"):
+    assert parse([]).selection_splits == ["v1:validation"] and parse([]).train_splits == ["v2:train"]
+    for bad in (["--selection-splits", "v1:train", "v2:validation"], ["--selection-splits", "test"],
+                ["--train-splits", "v2:train", "v2:test"], ["--train-splits", "v2:validation"],
+                ["--train-splits", "v2:train", "v1:train", "--selection-splits", "v1:train"]):
         with pytest.raises(SystemExit):
-            p.parse_args(["--selection-splits", "v1:train", held_out])
+            parse(bad)
