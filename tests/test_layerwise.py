@@ -238,10 +238,14 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
     from agents.policies.layerwise import default_policy
     from agents.policies.policy import shipped_policy
 
-    for version, zoo, fmt in (("v6", "zoo-v2/", 4), ("v5", "zoo-v2/", 4), ("v4", "zoo-v1/", 3)):
+    for version, zoo, fmt in (("v6", "zoo-v2/", 4), ("v6-magnitude", "zoo-v2/", 4), ("v5", "zoo-v2/", 4),
+                              ("v4", "zoo-v1/", 3)):
         policy = default_policy(version)
         assert policy.meta["command"].startswith("prune-rnn pretrain") and policy.meta["git_commit"]
         assert all(t.startswith(zoo) for t in policy.meta["train_tasks"]) and policy.observation_format == fmt
+    for version, operator in (("v6", {"criterion": "obs", "reconstruct": "obs"}),
+                              ("v6-magnitude", {"criterion": "magnitude", "reconstruct": None})):
+        assert default_policy(version).meta["operator"] == operator  # each trained on the operator it serves
     assert default_policy().observation_format == 4
     with pytest.raises(ValueError, match="version"):
         default_policy("v3")
@@ -278,8 +282,9 @@ def test_the_shipped_policy_zero_shot_is_one_evaluation_at_the_budget_and_never_
 
 
 def test_the_shipped_default_reads_calibration_features_where_the_task_has_calibration():
-    """A task with calibration data gets the format-4 default; zero-shot is still one evaluation at the budget and
-    reads neither validation beyond it nor test; hidden-unit granularity falls back to the format-3 policy."""
+    """A task with calibration data gets a format-4 policy, the one trained on the env's operator where one ships;
+    zero-shot is still one evaluation at the budget and reads neither validation beyond it nor test; hidden-unit
+    granularity falls back to the format-3 policy."""
     from test_layer_features import split_task
 
     import agents
@@ -294,7 +299,10 @@ def test_the_shipped_default_reads_calibration_features_where_the_task_has_calib
 
     task.test = test
     env = PruneRNNEnv(task, target_sparsity=0.8)
-    assert shipped_policy(env).observation_format == 4
+    assert shipped_policy(env).meta["operator"]["criterion"] == "magnitude"  # the env's default operator's policy
+    for criterion, reconstruct in (("obs", "obs"), ("magnitude", "obs"), ("wanda", None)):
+        other = PruneRNNEnv(task, target_sparsity=0.8, criterion=criterion, reconstruct=reconstruct)
+        assert shipped_policy(other).meta["operator"] == {"criterion": "obs", "reconstruct": "obs"}  # v6
     result = agents.search("policy", env, 1)
     assert result.evals == 1 and calls["test"] == 0
     assert env.counts_for(result.allocation).sum() == round(0.8 * env.numels.sum())

@@ -391,9 +391,10 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
 
 #: The policies shipped inside the package, by version; their ``meta`` and ``benchmarks/results/`` record the command
 #: that made each. ``v6`` (the default) and ``v5`` read observation format 4 (calibration-aware layer features,
-#: pretrained on zoo-v2 with OBS ranking and reconstruction; v6 for 16384 episodes, v5 for 4096); ``v4`` reads format 3
-#: (pretrained on zoo-v1 with magnitude ranking).
-SHIPPED_POLICIES = {"v6": "data/default_policy.pt", "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt"}
+#: pretrained on zoo-v2 with OBS ranking and reconstruction; v6 for 16384 episodes, v5 for 4096); ``v6-magnitude`` is
+#: v6's recipe with magnitude ranking and no reconstruction; ``v4`` reads format 3 (zoo-v1, magnitude ranking).
+SHIPPED_POLICIES = {"v6": "data/default_policy.pt", "v6-magnitude": "data/policy_v6_magnitude.pt",
+                    "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt"}
 #: The version ``policy=None`` and :func:`default_policy` use.
 DEFAULT_VERSION = "v6"
 #: The default shipped policy's file, inside the package.
@@ -404,8 +405,8 @@ def default_policy(version: str = DEFAULT_VERSION) -> LayerwisePolicy:
     """A layer-wise policy shipped with the package (pretrained on a zoo's train split, selected on validation
     models); its ``meta`` records the command, commit and zoo it came from.
 
-    :param version: a key of :data:`SHIPPED_POLICIES`: ``"v6"`` (the default; like ``"v5"`` it needs tasks with
-        calibration data, see :func:`agents.policies.policy.shipped_policy` for the fallback), ``"v5"`` or ``"v4"``.
+    :param version: a key of :data:`SHIPPED_POLICIES`: ``"v6"`` (the default; like ``"v6-magnitude"`` and ``"v5"`` it
+        needs tasks with calibration data, see :func:`agents.policies.policy.shipped_policy`), ``"v5"`` or ``"v4"``.
     :raises ValueError: for an unknown ``version``.
     :raises FileNotFoundError: in a checkout or install without the file.
     """

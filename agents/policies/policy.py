@@ -85,14 +85,18 @@ def default_rivals(env: gym.Env) -> tuple[str, ...]:
 
 
 def shipped_policy(env: gym.Env) -> Any:
-    """The shipped layer-wise policy for ``env``: the default (``v6``, observation format 4) where its layer
-    features can be computed (a task with calibration data, single-weight granularity), else ``v4`` (format 3)."""
+    """The shipped layer-wise policy for ``env``. Where its layer features can be computed (a task with calibration
+    data, single-weight granularity): the one trained on ``env``'s operator, ``v6-magnitude`` for magnitude ranking
+    without reconstruction (the env's default operator) and the default ``v6`` (OBS-trained, observation format 4)
+    for every other; elsewhere ``v4`` (format 3)."""
     from agents.policies.layerwise import DEFAULT_VERSION, default_policy
     from prune_env.pruning.calibration import has_calibration
 
     base = env.unwrapped
-    usable = has_calibration(base.task) and base.analysis.plan is None
-    return default_policy(DEFAULT_VERSION if usable else "v4")
+    if not (has_calibration(base.task) and base.analysis.plan is None):
+        return default_policy("v4")
+    magnitude = base.criterion == "magnitude" and not base.reconstruct
+    return default_policy("v6-magnitude" if magnitude else DEFAULT_VERSION)
 
 
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
