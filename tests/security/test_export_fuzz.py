@@ -151,6 +151,14 @@ def test_a_description_with_any_part_replaced_is_refused_or_loads_harmlessly(kin
     outcome(join(header, body))
 
 
+def test_an_rnn_description_without_its_weight_names_is_refused():
+    header, description, body = split(GOOD["module"])
+    rnn = next(m for _, m in description["module"]["modules"] if m["class"].endswith(".GRU"))
+    rnn["config"] = [[k, [] if k == "_flat_weights_names" else v] for k, v in rnn["config"]]
+    header["__metadata__"]["description"] = json.dumps(description)
+    assert outcome(join(header, body)) == "refused"
+
+
 OPS = ["placeholder", "get_attr", "call_function", "call_method", "call_module", "output", "call_python"]
 OUTSIDE = ["builtins.getattr", "builtins.max", "builtins.min", "builtins.sorted", "builtins.eval", "builtins.exec",
            "builtins.open", "builtins.__import__", "operator.methodcaller", "operator.attrgetter", "torch.load",

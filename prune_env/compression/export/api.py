@@ -144,6 +144,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     data = path.read_bytes()
     try:
         out = _legacy(data, model, trust_pickle) if data[:8] == LEGACY_MAGIC else _current(data, model, user)
+        for m in rnn_modules(out):  # a crafted RNN configuration (say, no weight names) fails here: refused below
+            m.flatten_parameters()
     except ExportError as exc:
         raise ExportError(f"{path}: {exc}") from None
     except (RecursionError, MemoryError) as exc:
