@@ -49,9 +49,15 @@ def built(split: str, version: str, cache: str | None, names: list[str] | None =
     return tasks
 
 
+def version_split(split: str) -> tuple[str, str]:
+    """``VERSION:SPLIT`` (or ``SPLIT`` of zoo-v1) as (version, split)."""
+    version, _, name = split.rpartition(":")
+    return version or "v1", name
+
+
 def selectable(split: str) -> str:
     """A zoo split a selection may read: never the decision's (zoo-v2 validation) nor a test split."""
-    version, _, name = split.rpartition(":")
+    version, name = version_split(split)
     if name == "test" or (version == "v2" and name == "validation"):
         raise argparse.ArgumentTypeError(f"{split!r} is held out from selection (the decision's or a test split)")
     return split
@@ -154,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     if names is not None and [t.name for t in train] != names:
         p.error(f"--train-cache: {listed} names models that are not all built there")
     atomic_write(listed, json.dumps([t.name for t in train]))
-    select = [t for split in args.selection_splits
-              for t in built(split.rpartition(":")[2], split.rpartition(":")[0] or "v1", args.select_cache)]
+    select = []
+    for version, name in map(version_split, args.selection_splits):
+        select += built(name, version, args.select_cache)
     select = select[:args.limit]
     for flag, tasks in (("--train-cache", train), ("--select-cache", select)):
         if not tasks:
