@@ -41,7 +41,7 @@ def pretrain_argv(args: argparse.Namespace, out: Path) -> list[str]:
             "--group-size", str(args.group_size), "--learning-rate", str(args.learning_rate),
             "--selection-metric", "score", "--selection-targets", *map(str, args.selection_targets),
             "--ema-decay", str(args.ema_decay), "--seed", str(args.seed), "--checkpoint", str(out / "ckpt.pt"),
-            "--out", str(out / "policy.pt"), "--no-progress"]
+            "--out", str(out / "policy.pt"), "--no-progress", *(["--pool"] if args.pool else [])]
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -78,6 +78,7 @@ def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: in
                    help="zoo splits to select on (never zoo-v2 validation, the decision's, nor a test split)")
     p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
     p.add_argument("--ema-decay", type=float, default=0.0, help="above 0, select the moving average of the weights")
+    p.add_argument("--pool", action="store_true", help="a pooled (Deep Sets) policy: each layer also reads the others")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     zoo = PruneRNNZooEnv(train, target_sparsity=tuple(args.target_range), observation_format=args.observation_format,
                          device="cpu", **operator)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                        group_size=args.group_size, ema_decay=args.ema_decay, seed=args.seed)
+                        group_size=args.group_size, ema_decay=args.ema_decay, seed=args.seed,
+                        pool=args.pool)
     policy, log = pretrain_selected(zoo, select, opts, rounds=args.rounds, progress=False,
                                     checkpoint=out / "ckpt.pt", selection_metric="score",
                                     selection_targets=args.selection_targets)

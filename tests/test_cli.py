@@ -373,10 +373,10 @@ def test_pretrain_reads_format_4_and_trains_on_the_chosen_operator(tmp_path):
     out = tmp_path / "policy.pt"
     argv = ["pretrain", "--tasks", "tiny:tiny_calibrated", "--val-tasks", "tiny:tiny_calibrated", "--episodes", "8",
             "--rounds", "1", "--batch-size", "8", "--hidden", "8", "--observation-format", "4", "--criterion", "obs",
-            "--reconstruct", "obs", "--out", str(out), "--no-progress"]
+            "--reconstruct", "obs", "--pool", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     policy = load(out)
-    assert policy.observation_format == 4 and policy.meta["observation_format"] == 4
+    assert policy.observation_format == 4 and policy.meta["observation_format"] == 4 and policy.pool
     assert policy.meta["operator"] == {"criterion": "obs", "reconstruct": "obs"}
 
 

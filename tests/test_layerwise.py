@@ -432,3 +432,83 @@ def test_weight_average_moves_by_the_decay_and_resumes_bit_for_bit(tmp_path, mon
     resumed, resumed_log = L.pretrain_selected(_two_model_zoo(), val, args, rounds=3, checkpoint=ckpt)
     assert resumed_log == whole_log
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+
+
+def _random_pooled(seed: int, hidden: int = 8) -> LayerwisePolicy:
+    torch.manual_seed(seed)
+    policy = LayerwisePolicy(hidden=hidden, pool=True)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return policy
+
+
+def _rows(obs: torch.Tensor, policy: LayerwisePolicy) -> tuple[torch.Tensor, torch.Tensor]:
+    from prune_env.envs.zoo import CONTEXT
+
+    n = len(CONTEXT)
+    return obs[..., :-n].reshape(*obs.shape[:-1], -1, len(policy.row)), obs[..., -n:]
+
+
+def test_a_pooled_policy_reads_the_other_layers_and_nothing_else():
+    env = _reset(PruneRNNEnv(tiny_task("lstm", layers=2), target_sparsity=0.7))
+    obs = torch.as_tensor(observation(env, joint=True, observation_format=3))
+    untrained = LayerwisePolicy(hidden=8, pool=True)
+    torch.testing.assert_close(untrained.means(obs)[0], LayerwisePolicy(hidden=8).means(obs)[0])  # LAMP
+    pooled, single = _random_pooled(0), _random_policy(0)
+    rows, ctx = _rows(obs, pooled)
+    valid = rows[:, pooled._valid] > 0.5
+    first, last = 0, int(valid.nonzero().max())
+    changed = rows.clone()
+    changed[last, pooled.row.index("w_q90")] += 1.0  # another layer's statistic
+
+    def delta(policy, r):  # the uncentred departure of each layer
+        x = torch.cat([r.index_select(-1, policy._index), ctx.expand(len(r), -1)], -1)
+        return policy.net(x, r[:, policy._valid] > 0.5).squeeze(-1)
+
+    assert not torch.allclose(delta(pooled, rows)[first], delta(pooled, changed)[first])
+    torch.testing.assert_close(delta(single, rows)[first], delta(single, changed)[first])
+    # the order of the layers does not matter: permuting them permutes the departures
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(delta(pooled, rows[perm]), delta(pooled, rows)[perm])
+    # padding rows (invalid layers) do not move the real layers' departures
+    padded = rows.clone()
+    padded[~valid] = 5.0
+    padded[~valid, pooled._valid] = 0.0
+    torch.testing.assert_close(delta(pooled, padded)[valid], delta(pooled, rows)[valid])
+
+
+def test_pooled_policies_save_load_and_ensemble(tmp_path):
+    envs = [_reset(PruneRNNEnv(tiny_task(rnn, layers=2), target_sparsity=0.7)) for rnn in ("gru", "lstm")]
+    obs = torch.as_tensor(np.stack([observation(e, joint=True, observation_format=3) for e in envs]))
+    members = [_random_pooled(s) for s in range(2)]
+    save(members[0], tmp_path / "p.pt")
+    loaded = load(tmp_path / "p.pt")
+    assert loaded.pool
+    torch.testing.assert_close(loaded.means(obs)[0], members[0].means(obs)[0])
+    both = ensemble(members)
+    assert both.pool and both.members == 2
+    torch.testing.assert_close(both.means(obs)[0], torch.stack([m.means(obs)[0] for m in members]).mean(0))
+    save(both, tmp_path / "e.pt")
+    torch.testing.assert_close(load(tmp_path / "e.pt").means(obs)[0], both.means(obs)[0])
+    with pytest.raises(ValueError, match="pool"):
+        ensemble([members[0], _random_policy(0)])
+    # a per-layer file is not read as a pooled one, and a crafted `pool` is refused
+    blob = torch.load(tmp_path / "p.pt", weights_only=True)
+    for bad in ({k: v for k, v in blob.items() if k != "pool"}, {**blob, "pool": "yes"}):
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="policy"):
+            load(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="pool"):
+        LayerwisePolicy(pool=1)
+
+
+def test_a_pooled_policy_pretrains_and_transfers():
+    zoo = PruneRNNZooEnv([_synthetic("gru", 0), _synthetic("lstm", 1), _synthetic("rnn", 2, layers=3)],
+                         target_sparsity=(0.35, 0.5))
+    unseen = _synthetic("lstm", 3, layers=2, bidirectional=True, hidden=10)
+    policy, curve = pretrain(zoo, PretrainArgs(episodes=480, batch_size=16, learning_rate=0.01, hidden=16, seed=0,
+                                               group_size=4, pool=True))
+    assert policy.pool and np.mean(curve[-5:]) > np.mean(curve[:5]) + 0.1
+    for target in (0.4, 0.5):
+        assert _score(policy, unseen, target) > max(1 - target, _lamp_score(unseen, target)) + 0.1

@@ -52,6 +52,8 @@ def add_parser(sub: Any) -> None:
                     "action units (wider explores allocations farther from LAMP's)")
     pt.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help="above 0, select (and save) an "
                     "exponential moving average of the policy's weights, decay D per update, instead of the raw ones")
+    pt.add_argument("--pool", action="store_true", help="a pooled policy: each layer's departure also reads the mean "
+                    "and maximum of every layer's encoding (Deep Sets), so it can depend on the model's other layers")
     pt.add_argument("--seed", type=int, default=0, help="seeds the policy, its sampling and the draws")
     pt.add_argument("--out", default="policy.pt", help="where to write the selected policy (atomically)")
     pt.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log directory")
@@ -107,7 +109,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         writer = SummaryWriter(args.tensorboard)
     opts = PretrainArgs(episodes=args.episodes, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         hidden=args.hidden, seed=seed, group_size=args.group_size, init_std=args.init_std,
-                        ema_decay=args.ema_decay)
+                        ema_decay=args.ema_decay, pool=args.pool)
     try:
         policy, log = pretrain_selected(zoo, val, opts, rounds=args.rounds, progress=progress, writer=writer,
                                         checkpoint=args.checkpoint, selection_metric=args.selection_metric,

@@ -33,93 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from agents.policies.network import LayerwisePolicy, networks
 from prune_env.checks import check_int, check_number
-from prune_env.envs.zoo import CONTEXT, OBSERVATION_FORMATS, ROW, ROW_V2, ROW_V4, PruneRNNZooEnv, observation
+from prune_env.envs.zoo import OBSERVATION_FORMATS, ROW_V2, PruneRNNZooEnv
 
 #: Format tag of saved policies (format 3 records the row columns the policy reads; format 2 read :data:`ROW_V2`).
 FORMAT = "prune-rnn-gym/layerwise-policy/3"
 _FORMATS = {"prune-rnn-gym/layerwise-policy/2": ROW_V2, FORMAT: None}
-
-
-class _Mean(nn.Module):
-    """The mean of several networks' outputs: the layer departure of an ensemble of policies."""
-
-    def __init__(self, nets: Sequence[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(nets)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(0)
-
-
-class LayerwisePolicy(nn.Module):
-    """``a_l ~ N(lamp_l + delta(row_l, context), std)`` for each real layer ``l``, one network for every layer.
-
-    ``lamp_l`` is LAMP's action for the layer at the episode's target (read from the row), so the untrained policy
-    is exactly LAMP, the strongest one-shot rule we measured; the network learns where to depart from it.
-
-    :param hidden: width of the two hidden layers.
-    :param init_std: the starting standard deviation, in action units.
-    :param columns: the columns of :data:`~prune_env.envs.zoo.ROW` the network reads (default: all of them; a policy
-        of an older observation format reads the ones it was trained on). A policy reading any column of
-        :data:`~prune_env.envs.zoo.ROW_V4` outside :data:`~prune_env.envs.zoo.ROW` acts on observation format 4.
-    :param members: networks whose departures are averaged (an ensemble, see :func:`ensemble`); 1: one network.
-    """
-
-    def __init__(self, hidden: int = 64, init_std: float = 0.3, columns: Sequence[str] = ROW, members: int = 1):
-        super().__init__()
-        self.hidden = check_int("hidden", hidden, 1)
-        self.members = check_int("members", members, 1)
-        unknown = [c for c in columns if c not in ROW_V4]
-        if unknown or not columns:
-            raise ValueError(f"`columns` must be a non-empty subset of the observation row {ROW_V4}; unknown: "
-                             f"{unknown}")
-        self.columns = tuple(columns)
-        #: the zoo observation format the policy reads (3: rows of ROW, 4: rows of ROW_V4) and its row
-        self.observation_format = 3 if all(c in ROW for c in self.columns) else 4
-        self.row = OBSERVATION_FORMATS[self.observation_format]
-        self._lamp, self._valid = self.row.index("lamp"), self.row.index("valid")
-        self.register_buffer("_index", torch.tensor([self.row.index(c) for c in self.columns]), persistent=False)
-        nets = [nn.Sequential(nn.Linear(len(self.columns) + len(CONTEXT), hidden), nn.Tanh(),
-                              nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)) for _ in range(members)]
-        for net in nets:
-            nn.init.zeros_(net[-1].weight)  # the start: LAMP's allocation
-            nn.init.zeros_(net[-1].bias)
-        self.net = nets[0] if members == 1 else _Mean(nets)
-        self.log_std = nn.Parameter(torch.tensor(float(np.log(check_number("init_std", init_std, 0.0,
-                                                                              low_open=True)))))
-
-    def means(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centred mean actions ``(batch, layers)`` and the validity mask, for joint zoo observations ``(batch, n)``."""
-        n_ctx = len(CONTEXT)
-        rows = obs[..., :-n_ctx].reshape(*obs.shape[:-1], -1, len(self.row))
-        context = obs[..., -n_ctx:].unsqueeze(-2).expand(*rows.shape[:-1], n_ctx)
-        delta = self.net(torch.cat([rows.index_select(-1, self._index), context], -1)).squeeze(-1)
-        valid = rows[..., self._valid] > 0.5
-        centre = (delta * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)
-        mu = 2.0 * rows[..., self._lamp] - 1.0 + delta - centre
-        return torch.where(valid, mu, torch.zeros_like(mu)), valid
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
-        """The mean action for a joint zoo observation, clipped to [-1, 1] (custom-policy protocol)."""
-        mu, _ = self.means(torch.as_tensor(obs, dtype=torch.float32))
-        return mu.clamp(-1.0, 1.0).numpy().astype(np.float32)
-
-    @torch.no_grad()
-    def allocation_action(self, env: Any) -> np.ndarray:
-        """The joint action (one entry per layer) this policy picks for a budget-mode
-        :class:`~prune_env.PruneRNNEnv` at the start of an episode, in either mode."""
-        return self.act(observation(env.unwrapped, joint=True, observation_format=self.observation_format))
-
-    def allocation(self, env: Any) -> dict[str, float]:
-        """Layer name -> requested sparsity (before the env's projection onto the target)."""
-        from prune_env.envs.actions import action_to_sparsity
-
-        base = env.unwrapped
-        return dict(zip(base.layer_names, action_to_sparsity(self.allocation_action(env), base.max_sparsity).tolist()))
 
 
 @dataclass
@@ -148,6 +69,8 @@ class PretrainArgs:
     update) and selects, and returns, the average instead of the raw weights: less noise between rounds"""
     seed: int = 0
     """seeds the policy and its sampling (the zoo env is reset with it too)"""
+    pool: bool = False
+    """each layer's departure also reads the other layers' pooled encodings (:class:`LayerwisePolicy`'s ``pool``)"""
 
 
 def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: LayerwisePolicy | None = None,
@@ -175,7 +98,7 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
     columns = OBSERVATION_FORMATS[zoo.observation_format]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        policy = policy or LayerwisePolicy(args.hidden, args.init_std, columns)
+        policy = policy or LayerwisePolicy(args.hidden, args.init_std, columns, pool=args.pool)
     if policy.observation_format != zoo.observation_format:
         raise ValueError(f"`policy` reads observation format {policy.observation_format}, the zoo env gives format "
                          f"{zoo.observation_format}")
@@ -242,6 +165,11 @@ def pretrain(zoo: PruneRNNZooEnv, args: PretrainArgs | None = None, policy: Laye
             writer.add_scalar("pretrain/episodes_per_s", done / (time.perf_counter() - t0), done)
     bar.close()
     return policy, curve
+
+
+def _fingerprint_args(args: PretrainArgs) -> dict[str, Any]:
+    """``args`` as a checkpoint records them; ``pool`` only when set, so runs from before it resume."""
+    return {k: v for k, v in args.__dict__.items() if k != "pool" or v}
 
 
 def _group_advantages(rewards: list[float]) -> list[float]:
@@ -332,12 +260,12 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
     columns = OBSERVATION_FORMATS[train.observation_format]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        policy = LayerwisePolicy(args.hidden, args.init_std, columns)
+        policy = LayerwisePolicy(args.hidden, args.init_std, columns, pool=args.pool)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     # with ema_decay > 0 the moving average is what is scored, selected and returned
     average = copy.deepcopy(policy) if args.ema_decay > 0 else None
     fingerprint = json.loads(json.dumps({  # plain values, as a checkpoint reads them back
-        "args": dict(args.__dict__), "rounds": rounds, "train": [t.name for t in train.tasks],
+        "args": _fingerprint_args(args), "rounds": rounds, "train": [t.name for t in train.tasks],
         "target_range": [float(x) for x in train.target_range],
         "validation": [getattr(t, "name", str(t)) for t in validation],
         "selection": [selection_metric, list(selection_targets)], "columns": list(columns),
@@ -383,7 +311,7 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
                                       "log": json.dumps(log),
                                       "average": None if average is None else average.state_dict()},
                           PRETRAIN_CHECKPOINT_FORMAT, round=r + 1)
-    selected = LayerwisePolicy(args.hidden, args.init_std, columns)
+    selected = LayerwisePolicy(args.hidden, args.init_std, columns, pool=args.pool)
     selected.load_state_dict(best[1])
     selected.meta = {"selected_after_episodes": best[2], "validation_zero_shot": best[0]}
     return selected, log
@@ -434,28 +362,24 @@ def ensemble(policies: Sequence[LayerwisePolicy]) -> LayerwisePolicy:
     if not policies or not all(isinstance(p, LayerwisePolicy) for p in policies):
         raise ValueError("`policies` must be a non-empty sequence of LayerwisePolicy")
     first = policies[0]
-    if any(p.hidden != first.hidden or p.columns != first.columns for p in policies):
-        raise ValueError("`policies` must share the hidden width and the observation columns they read")
-    nets = [net for p in policies for net in _networks(p)]
-    out = LayerwisePolicy(first.hidden, columns=first.columns, members=len(nets))
+    if any(p.hidden != first.hidden or p.columns != first.columns or p.pool != first.pool for p in policies):
+        raise ValueError("`policies` must share the hidden width, the observation columns they read and `pool`")
+    nets = [net for p in policies for net in networks(p)]
+    out = LayerwisePolicy(first.hidden, columns=first.columns, members=len(nets), pool=first.pool)
     with torch.no_grad():
-        for mine, theirs in zip(_networks(out), nets):
+        for mine, theirs in zip(networks(out), nets):
             mine.load_state_dict(theirs.state_dict())
         out.log_std.copy_(torch.stack([p.log_std for p in policies]).mean())
     out.meta = {"members": [getattr(p, "meta", {}) for p in policies]}
     return out
 
 
-def _networks(policy: LayerwisePolicy) -> list[nn.Module]:
-    """The networks of ``policy``: one, or an ensemble's members."""
-    return list(policy.net.members) if policy.members > 1 else [policy.net]
-
-
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
     blob = {"format": FORMAT, "hidden": policy.hidden, "columns": list(policy.columns), "members": policy.members,
-            "state_dict": policy.state_dict(), "meta": json.dumps(meta or {}, default=str)}
+            **({"pool": True} if policy.pool else {}), "state_dict": policy.state_dict(),
+            "meta": json.dumps(meta or {}, default=str)}
     from prune_env.io import atomic_save_torch
 
     atomic_save_torch(blob, path)
@@ -480,9 +404,12 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
         raise ValueError(f"{os.fspath(path)!r} does not list the observation columns its policy reads")
     try:
         members = int(blob.get("members", 1))
+        pool = blob.get("pool", False)
+        if not isinstance(pool, bool):
+            raise ValueError(f"`pool` {pool!r}")
         if not 1 <= members <= len(blob["state_dict"]):  # each network has its own weights in the file
             raise ValueError(f"{members} networks")
-        policy = LayerwisePolicy(int(blob["hidden"]), columns=columns, members=members)
+        policy = LayerwisePolicy(int(blob["hidden"]), columns=columns, members=members, pool=pool)
         policy.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{os.fspath(path)!r} holds mismatched policy weights: {e}") from None
