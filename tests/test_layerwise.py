@@ -512,3 +512,22 @@ def test_a_pooled_policy_pretrains_and_transfers():
     assert policy.pool and np.mean(curve[-5:]) > np.mean(curve[:5]) + 0.1
     for target in (0.4, 0.5):
         assert _score(policy, unseen, target) > max(1 - target, _lamp_score(unseen, target)) + 0.1
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_scaled_policy_departs_from_lamp_by_the_factor(pool):
+    from agents.policies.layerwise import scaled
+
+    policy = _random_pooled(1) if pool else _random_policy(1)
+    policy.meta = {"zoo": "v2"}
+    env = _reset(PruneRNNEnv(tiny_task("lstm", layers=2), target_sparsity=0.7))
+    obs = torch.as_tensor(observation(env, joint=True, observation_format=3))
+    lamp = LayerwisePolicy(hidden=8).means(obs)[0]
+    mu = policy.means(obs)[0]
+    for factor in (0.0, 0.5, 2.0):
+        torch.testing.assert_close(scaled(policy, factor).means(obs)[0], lamp + factor * (mu - lamp))
+    torch.testing.assert_close(policy.means(obs)[0], mu)  # the original is not changed
+    assert scaled(scaled(policy, 2.0), 0.5).meta == {"zoo": "v2", "scale": 1.0}
+    for bad in (-1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="factor"):
+            scaled(policy, bad)

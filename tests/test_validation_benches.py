@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import tiny_task
 
 from agents.policies.layerwise import LayerwisePolicy
@@ -117,3 +118,24 @@ def test_pretraining_selection_never_reads_the_decision_a_test_split_or_the_trai
                 ["--train-splits", "v2:train", "v1:train", "--selection-splits", "v1:train"]):
         with pytest.raises(SystemExit):
             parse(bad)
+
+
+def test_departure_scales_are_scored_on_one_env_per_cell_and_0_is_lamp():
+    import agents
+    from benchmarks.policy_scale import means, score_scales
+
+    task = _no_test(tiny_task("lstm", layers=2))
+    policy = LayerwisePolicy(hidden=8)
+    with torch.no_grad():
+        policy.net[-1].bias.fill_(0.0)
+        policy.net[-1].weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    rows = score_scales(policy, [task], [0.6, 0.8], [0.0, 1.0, 2.0], {})
+    assert [(r["model"], r["target"]) for r in rows] == [("tiny-lstm", 0.6), ("tiny-lstm", 0.8)]
+    for r in rows:
+        assert r["score"]["0.0"] == pytest.approx(agents.search("lamp", PruneRNNEnv(task, target_sparsity=r["target"]),
+                                                                1).val_score)
+        env = PruneRNNEnv(task, target_sparsity=r["target"])
+        env.reset(seed=0)
+        assert r["score"]["1.0"] == pytest.approx(env.step(policy.allocation_action(env))[4]["score"])
+        assert all(0.0 <= v <= 1.0 for v in r["reward"].values())
+    assert means(rows)["2.0"] == pytest.approx((rows[0]["score"]["2.0"] + rows[1]["score"]["2.0"]) / 2)

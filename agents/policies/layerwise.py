@@ -374,6 +374,26 @@ def ensemble(policies: Sequence[LayerwisePolicy]) -> LayerwisePolicy:
     return out
 
 
+def scaled(policy: LayerwisePolicy, factor: float) -> LayerwisePolicy:
+    """A copy of ``policy`` whose every layer departure from LAMP is ``factor`` times ``policy``'s (the last linear
+    layer of each network scaled): 0 gives LAMP, 1 the policy, above 1 departs further. ``policy`` is not changed;
+    ``meta["scale"]`` records the factor (times any earlier one).
+
+    :raises ValueError: for a ``factor`` that is negative or not finite.
+    """
+    import copy
+
+    factor = check_number("factor", factor, 0.0)
+    out = copy.deepcopy(policy)
+    with torch.no_grad():
+        for net in networks(out):
+            last = net.head[-1] if out.pool else net[-1]
+            last.weight.mul_(factor)
+            last.bias.mul_(factor)
+    out.meta = {**getattr(policy, "meta", {}), "scale": factor * getattr(policy, "meta", {}).get("scale", 1.0)}
+    return out
+
+
 def save(policy: LayerwisePolicy, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
     """Save ``policy`` (tensors and plain values only) atomically to ``path``, with ``meta`` (command, commit, zoo)."""
     # meta as JSON text: only tensors, ints and strings reach the file, which weights_only loading accepts
@@ -422,4 +442,4 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
 
 __all__ = ["DEFAULT_POLICY", "DEFAULT_VERSION", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy",
            "PretrainArgs", "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "ensemble", "load", "pretrain",
-           "pretrain_selected", "save", "zero_shot_score"]
+           "pretrain_selected", "save", "scaled", "zero_shot_score"]
