@@ -322,7 +322,11 @@ def pretrain_selected(train: PruneRNNZooEnv, validation: list[Any], args: Pretra
 #: pretrained on zoo-v2 with OBS ranking and reconstruction; v6 for 16384 episodes, v5 for 4096); ``v6-magnitude`` is
 #: v6's recipe with magnitude ranking and no reconstruction; ``v4`` reads format 3 (zoo-v1, magnitude ranking).
 SHIPPED_POLICIES = {"v6": "data/default_policy.pt", "v6-magnitude": "data/policy_v6_magnitude.pt",
-                    "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt"}
+                    "v5": "data/policy_v5.pt", "v4": "data/policy_v4.pt",
+                    "v6-committee": "data/committee_v6.pt", "v6-magnitude-committee": "data/committee_v6_magnitude.pt"}
+#: The committees (several policies in one file, see :func:`members`) the ``pick`` agent ranks by default, by
+#: operator: ``"magnitude"`` for magnitude ranking without reconstruction, ``"default"`` for every other.
+COMMITTEES = {"default": "v6-committee", "magnitude": "v6-magnitude-committee"}
 #: The version ``policy=None`` and :func:`default_policy` use.
 DEFAULT_VERSION = "v6"
 #: The default shipped policy's file, inside the package.
@@ -371,6 +375,24 @@ def ensemble(policies: Sequence[LayerwisePolicy]) -> LayerwisePolicy:
             mine.load_state_dict(theirs.state_dict())
         out.log_std.copy_(torch.stack([p.log_std for p in policies]).mean())
     out.meta = {"members": [getattr(p, "meta", {}) for p in policies]}
+    return out
+
+
+def members(policy: LayerwisePolicy) -> list[LayerwisePolicy]:
+    """The policies of an ensemble (or committee) file, each with one network, in the order they were joined; a
+    one-network policy gives itself. Each member's ``meta`` is the one recorded for it, when there is one."""
+    nets = networks(policy)
+    if len(nets) == 1:
+        return [policy]
+    metas = getattr(policy, "meta", {}).get("members", [])
+    out = []
+    for k, net in enumerate(nets):
+        one = LayerwisePolicy(policy.hidden, columns=policy.columns, pool=policy.pool)
+        with torch.no_grad():
+            one.net.load_state_dict(net.state_dict())
+            one.log_std.copy_(policy.log_std)
+        one.meta = metas[k] if k < len(metas) and isinstance(metas[k], dict) else {}
+        out.append(one)
     return out
 
 
@@ -442,4 +464,4 @@ def load(path: str | os.PathLike) -> LayerwisePolicy:
 
 __all__ = ["DEFAULT_POLICY", "DEFAULT_VERSION", "FORMAT", "PRETRAIN_CHECKPOINT_FORMAT", "LayerwisePolicy",
            "PretrainArgs", "SELECTION_METRICS", "SHIPPED_POLICIES", "default_policy", "ensemble", "load", "pretrain",
-           "pretrain_selected", "save", "scaled", "zero_shot_score"]
+           "pretrain_selected", "save", "scaled", "members", "zero_shot_score", "COMMITTEES"]

@@ -1,0 +1,158 @@
+"""``pick``: several candidate allocations (pretrained layer-wise policies and one-shot rules) ranked by the pruned
+model's training loss on a few training batches, and the lowest scored once.
+
+The candidates cost no evaluation: each is pruned with the env's operator (reconstruction included) and its loss is
+measured on ``batches`` training batches drawn with a fixed generator, the same batches for every candidate. The
+validation split is read once, for the chosen allocation. This is the training data the calibration-aware layer
+features already read, used on whole allocations instead of single layers: a policy's departures from LAMP help on
+some models and hurt on others, and the loss tells them apart on the model at hand.
+
+By default the candidates are the shipped committee for the env's operator (:func:`committee`) and the one-shot
+rules uniform, global magnitude, LAMP, ERK and OBD. A task without a training loss gets the first policy's
+allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.registry import AgentSpec, get_spec
+
+SPEC = AgentSpec(name="pick", run="agents.policies.pick:run", evals=1, deterministic=True, batching=False,
+                 granularities=("unstructured",),
+                 description="pretrained policies and one-shot rules ranked by the pruned model's training loss; the "
+                             "lowest scored once (1 evaluation)")
+
+#: The one-shot rules :func:`run` adds to the policies by default.
+DEFAULT_RULES = ("uniform", "global", "lamp", "erk", "obd")
+
+
+class _Recorder(gym.Wrapper):
+    """Takes the episode a one-shot rule plays and records its action instead of scoring it."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.actions: list[np.ndarray] = []
+
+    def reset(self, **kwargs: Any):
+        self.actions = []
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action):
+        self.actions.append(np.asarray(action, dtype=np.float64).reshape(-1))
+        done = sum(len(a) for a in self.actions) >= self.env.unwrapped.num_layers
+        return np.zeros(self.observation_space.shape, np.float32), 0.0, done, False, {}
+
+
+def rule_allocation(env: gym.Env, name: str) -> dict[str, float]:
+    """The allocation the one-shot rule ``name`` requests on ``env``, without an evaluation."""
+    from prune_env.envs.actions import action_to_sparsity
+
+    base = env.unwrapped
+    rec = _Recorder(env)
+    get_spec(name).load()(rec, 0)
+    action = np.concatenate(rec.actions)[:base.num_layers]
+    return dict(zip(base.layer_names, action_to_sparsity(action, base.max_sparsity).tolist()))
+
+
+def training_loss(task: Any, model: torch.nn.Module, batches: int = 8, seed: int = 0) -> float | None:
+    """The mean of ``task.train_loss`` over ``batches`` batches drawn from ``seed`` (``task.loss`` once without it);
+    ``None`` for a task with neither."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if task.train_loss is not None:
+            return float(np.mean([float(task.train_loss(model, gen)) for _ in range(batches)]))
+        if task.loss is not None:
+            return float(task.loss(model))
+    return None
+
+
+def committee(env: gym.Env) -> list[Any]:
+    """The shipped policies :func:`run` ranks by default: the members of the committee shipped for ``env``'s
+    operator (:data:`agents.policies.layerwise.COMMITTEES`), the shipped policy for that operator first; where
+    format-4 features cannot be computed, the one policy :func:`~agents.policies.policy.shipped_policy` picks."""
+    from agents.policies.layerwise import COMMITTEES, default_policy, members
+    from agents.policies.policy import shipped_policy
+
+    first = shipped_policy(env)
+    if first.observation_format != 4:
+        return [first]
+    base = env.unwrapped
+    magnitude = base.criterion == "magnitude" and not base.reconstruct
+    return members(default_policy(COMMITTEES["magnitude" if magnitude else "default"]))
+
+
+def candidates(env: gym.Env, policies: list[Any] | None = None,
+               rules: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """The candidate allocations of :func:`run`, by name (``policy:<i>`` for the i-th policy, the rule's name for a
+    rule), none of them evaluated. Rules join only for a task with a loss (they could not be ranked otherwise).
+
+    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, for bad ``policies`` or an unknown
+        rule.
+    """
+    import os
+
+    from agents.policies.layerwise import LayerwisePolicy, load
+    from agents.registry import specs
+    from prune_env.pruning.fisher import has_loss
+
+    base = env.unwrapped
+    if base.target_sparsity is None:
+        raise ValueError("agent 'pick' needs an env with target_sparsity (budget mode)")
+    if base.analysis.plan is not None:
+        raise ValueError("agent 'pick' ranks single-weight allocations; use unstructured granularity")
+    policies = committee(env) if policies is None else [load(p) if isinstance(p, (str, os.PathLike)) else p
+                                                         for p in policies]
+    if not policies or not all(isinstance(p, LayerwisePolicy) for p in policies):
+        raise ValueError("`policies` must be a non-empty list of LayerwisePolicy or paths of saved ones")
+    one_shot = [s.name for s in specs() if s.one_shot and s.name != "pick"]
+    if rules is None:
+        rules = tuple(r for r in DEFAULT_RULES if has_loss(base.task) or not get_spec(r).needs_loss)
+    if not isinstance(rules, (list, tuple)) or any(r not in one_shot for r in rules):
+        raise ValueError(f"`rules` must be a sequence of one-shot agents from {one_shot}, got {rules!r}")
+    env.reset()
+    out = {f"policy:{i}": p.allocation(env) for i, p in enumerate(policies)}
+    if has_loss(base.task):
+        out.update({r: rule_allocation(env, r) for r in rules})
+    return out
+
+
+def rank(env: gym.Env, allocations: dict[str, dict[str, float]], batches: int = 8) -> tuple[str, dict[str, float]]:
+    """The name of the allocation whose pruned model has the lowest training loss (ties: the first), and every
+    allocation's loss; the first allocation and no losses for a task without a loss."""
+    from prune_env.checks import check_int
+    from prune_env.pruning.fisher import has_loss
+
+    batches = check_int("batches", batches, 1)
+    base = env.unwrapped
+    names = list(allocations)
+    if not names:
+        raise ValueError("`allocations` must hold at least one allocation")
+    if not has_loss(base.task):
+        return names[0], {}
+    losses = {name: training_loss(base.task, base.pruned_model(a).eval(), batches) for name, a in allocations.items()}
+    return min(names, key=lambda k: (losses[k], names.index(k))), losses
+
+
+def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple[str, ...] | None = None,
+        batches: int = 8) -> dict[str, Any]:
+    """Rank the candidates by training loss and score the lowest once.
+
+    :param env: the capped env (budget mode, unstructured granularity).
+    :param seed: unused (the loss batches are drawn from seed 0 for every candidate).
+    :param policies: layer-wise policies (or paths of saved ones); default :func:`committee`.
+    :param rules: one-shot agents (``evals=1``) whose allocations join the candidates; default
+        :data:`DEFAULT_RULES`, less those the task cannot run (OBD without a loss).
+    :param batches: training batches each loss averages.
+    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, or for an unknown rule.
+    """
+    from agents.core.cap import submit
+
+    allocations = candidates(env, policies, rules)
+    chosen, losses = rank(env, allocations, batches)
+    submit(env, allocations[chosen])
+    return {"chosen": chosen, "train_losses": losses}
