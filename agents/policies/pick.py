@@ -49,14 +49,25 @@ class _Recorder(gym.Wrapper):
 
 
 def rule_allocation(env: gym.Env, name: str) -> dict[str, float]:
-    """The allocation the one-shot rule ``name`` requests on ``env``, without an evaluation."""
-    from prune_env.envs.actions import action_to_sparsity
-
+    """The allocation the one-shot rule ``name`` gets on ``env`` (as the env applies it), without an evaluation."""
     base = env.unwrapped
     rec = _Recorder(env)
     get_spec(name).load()(rec, 0)
-    action = np.concatenate(rec.actions)[:base.num_layers]
-    return dict(zip(base.layer_names, action_to_sparsity(action, base.max_sparsity).tolist()))
+    return _allocation(base, base.joint_counts(np.concatenate(rec.actions)))
+
+
+def applied(env: gym.Env, requested: dict[str, float]) -> dict[str, float]:
+    """The allocation the env applies when an episode requests ``requested`` (as :func:`agents.core.cap.submit`
+    plays it: clipped at the caps and projected onto the target)."""
+    from prune_env.envs.actions import sparsity_to_action
+
+    base = env.unwrapped
+    return _allocation(base, base.joint_counts(sparsity_to_action(base.counts_for(requested) / base.numels,
+                                                                   base.max_sparsity)))
+
+
+def _allocation(base: Any, counts: np.ndarray) -> dict[str, float]:
+    return dict(zip(base.layer_names, (counts / base.numels).tolist()))
 
 
 def training_loss(task: Any, model: torch.nn.Module, batches: int = 8, seed: int = 0) -> float | None:
@@ -88,8 +99,9 @@ def committee(env: gym.Env) -> list[Any]:
 
 def candidates(env: gym.Env, policies: list[Any] | None = None,
                rules: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
-    """The candidate allocations of :func:`run`, by name (``policy:<i>`` for the i-th policy, the rule's name for a
-    rule), none of them evaluated. Rules join only for a task with a loss (they could not be ranked otherwise).
+    """The candidate allocations of :func:`run` as the env applies them (each meets the target), by name
+    (``policy:<i>`` for the i-th policy, the rule's name for a rule), none of them evaluated. Rules join only for a
+    task with a loss (they could not be ranked otherwise).
 
     :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, for bad ``policies`` or an unknown
         rule.
@@ -115,7 +127,7 @@ def candidates(env: gym.Env, policies: list[Any] | None = None,
     if not isinstance(rules, (list, tuple)) or any(r not in one_shot for r in rules):
         raise ValueError(f"`rules` must be a sequence of one-shot agents from {one_shot}, got {rules!r}")
     env.reset()
-    out = {f"policy:{i}": p.allocation(env) for i, p in enumerate(policies)}
+    out = {f"policy:{i}": applied(env, p.allocation(env)) for i, p in enumerate(policies)}
     if has_loss(base.task):
         out.update({r: rule_allocation(env, r) for r in rules})
     return out

@@ -384,6 +384,14 @@ class PruneRNNEnv(gym.Env):
         return None if self._last is None or not self.quantize else dict(zip(self.layer_names,
                                                                               self._last[1].tolist()))
 
+    def joint_counts(self, action) -> np.ndarray:
+        """The pruned counts a joint-mode ``action`` (one entry per layer; sparsities only) applies: clipped at each
+        layer's cap and, in budget mode, projected onto the target, as :meth:`step` does, without an episode."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.size < self.num_layers or not np.all(np.isfinite(a)):
+            raise ValueError(f"`action` must hold {self.num_layers} finite entries, got {a.tolist()}")
+        return self._joint_counts(action_to_sparsity(a[:self.num_layers], self.max_sparsity))
+
     def counts_for(self, allocation: dict[str, float]) -> np.ndarray:
         """Pruned weight counts for an allocation dict (missing layers stay dense)."""
         return B.allocation_counts(allocation, self.layer_names, self.numels)
