@@ -40,6 +40,8 @@ RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
 METHODS = {**{r: (r, 1, False) for r in RULES},
            "zero-shot": ("policy", 1, False), "few-shot-30": ("policy", 30, True),
+           # the shipped committee and the rules ranked by training loss, the lowest scored once
+           "pick": ("pick", 1, False),
            "few-shot-100": ("policy", 100, True),
            # Distiller's per-layer scan (deterministic): a 10-point scan of every layer and a sweep, within 100 evals
            "sensitivity": ("sensitivity", 100, False),
@@ -162,18 +164,20 @@ def checks(by: dict[tuple[str, float, str], list[float]]) -> list[str]:
         return out
     means = {r: mean(r, pairs) for r in rules}
     best_rule = max(means, key=means.__getitem__)
-    if "zero-shot" in {x for _, _, x in by}:
-        keep = having("zero-shot", best_rule)
-        z, b = mean("zero-shot", keep), mean(best_rule, keep)
-        out.append(f"- zero-shot {z:.3f} vs the best rule on the mean ({best_rule}) {b:.3f}, never below it: "
+    for one in ("zero-shot", "pick"):  # the one-evaluation transfer methods
+        if one not in {x for _, _, x in by}:
+            continue
+        keep = having(one, best_rule)
+        z, b = mean(one, keep), mean(best_rule, keep)
+        out.append(f"- {one} {z:.3f} vs the best rule on the mean ({best_rule}) {b:.3f}, never below it: "
                    f"{'met' if z >= b else 'NOT met'}")
-        ahead = sum(float(np.mean(by[(m, t, "zero-shot")])) > max(float(np.mean(by[(m, t, r)])) for r in rules)
+        ahead = sum(float(np.mean(by[(m, t, one)])) > max(float(np.mean(by[(m, t, r)])) for r in rules)
                     for m, t in keep)
-        out.append(f"- zero-shot ahead of each pair's own best rule on {ahead} of {len(keep)} pairs (target: at least "
+        out.append(f"- {one} ahead of each pair's own best rule on {ahead} of {len(keep)} pairs (target: at least "
                    f"two thirds): {'met' if 3 * ahead >= 2 * len(keep) else 'NOT met'}")
-        keep = having("zero-shot", best_rule, *SEARCHES_1000)
+        keep = having(one, best_rule, *SEARCHES_1000)
         if keep:
-            z, b = mean("zero-shot", keep), mean(best_rule, keep)
+            z, b = mean(one, keep), mean(best_rule, keep)
             search = max(SEARCHES_1000, key=lambda x: mean(x, keep))
             top = mean(search, keep)
             gap = top - b
@@ -181,7 +185,7 @@ def checks(by: dict[tuple[str, float, str], list[float]]) -> list[str]:
                 out.append(f"- the best 1000-evaluation search ({search}) {top:.3f} is within 0.01 of {best_rule} "
                            f"{b:.3f} on {len(keep)} pairs: the allocation has little left to gain")
             else:
-                out.append(f"- zero-shot closes {(z - b) / gap:.0%} of the gap from {best_rule} {b:.3f} to {search} "
+                out.append(f"- {one} closes {(z - b) / gap:.0%} of the gap from {best_rule} {b:.3f} to {search} "
                            f"{top:.3f} on {len(keep)} pairs (target: at least half): "
                            f"{'met' if z - b >= gap / 2 else 'NOT met'}")
     keep = having("few-shot-100", "random-1000", *rules)

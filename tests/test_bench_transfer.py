@@ -116,3 +116,10 @@ def test_checks_state_each_transfer_target_from_the_per_pair_means():
     assert "few-shot-100 0.635 vs reinforce-100 0.500 + 0.03 on 2 pairs: met" in out
     by[("c", 0.9, "zero-shot")] = [0.3]  # now below LAMP on the mean
     assert "never below it: NOT met" in "\n".join(bench_transfer.checks(by))
+    # pick, the other one-evaluation method, is held to the same targets beside zero-shot
+    for model, v in (("a", 0.7), ("b", 0.45), ("c", 0.45)):
+        by[(model, 0.9, "pick")] = [v]
+    out = "\n".join(bench_transfer.checks(by))
+    assert "pick 0.533 vs the best rule on the mean (lamp) 0.500, never below it: met" in out
+    assert "pick ahead of each pair's own best rule on 1 of 3 pairs (target: at least two thirds): NOT met" in out
+    assert "zero-shot ahead of each pair's own best rule on 2 of 3 pairs" in out
