@@ -19,6 +19,8 @@ FAST = {"ppo": {"n_envs": 2, "n_steps": 4, "n_epochs": 2}}
 SPECS = [s for s in registry.specs() if not s.extras]
 NAMES = [s.name for s in SPECS]
 ONE_SHOT = [s.name for s in SPECS if s.one_shot]
+#: The one-shot rules (``agents.rules``): one-shot agents that also prune in penalty mode (``sparsity=``).
+RULES = [s.name for s in SPECS if s.one_shot and s.run.startswith("agents.rules.")]
 
 
 class CountingEvaluate:

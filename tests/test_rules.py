@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from agent_helpers import ONE_SHOT, CountingEvaluate, counted_env
+from agent_helpers import ONE_SHOT, RULES, CountingEvaluate, counted_env
 from tiny import tiny_task
 from torch import nn
 
@@ -191,7 +191,7 @@ def test_erk_respects_the_caps_at_high_sparsity():
     assert res.extras["capped_layers"] == ["layers.0.weight"]
 
 
-@pytest.mark.parametrize("name", ONE_SHOT)
+@pytest.mark.parametrize("name", RULES)
 def test_one_shot_rules_penalty_mode_and_bad_arguments(name):
     env = PruneRNNEnv(tiny_task(), device="cpu")
     with pytest.raises(ValueError, match="sparsity"):
