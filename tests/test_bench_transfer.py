@@ -123,3 +123,22 @@ def test_checks_state_each_transfer_target_from_the_per_pair_means():
     assert "pick 0.533 vs the best rule on the mean (lamp) 0.500, never below it: met" in out
     assert "pick ahead of each pair's own best rule on 1 of 3 pairs (target: at least two thirds): NOT met" in out
     assert "zero-shot ahead of each pair's own best rule on 2 of 3 pairs" in out
+    # so is few-shot whose first rival is pick's choice
+    for model in ("a", "b"):
+        by[(model, 0.9, "few-shot-100-pick")] = [0.7]
+    out = "\n".join(bench_transfer.checks(by))
+    assert "few-shot-100-pick 0.700 vs max(random-1000, best rule) 0.600 on 2 pairs: met" in out
+
+
+def test_few_shot_with_pick_scores_pick_s_choice_right_after_the_policy():
+    from tiny import tiny_calibrated
+
+    import agents
+    from prune_env import PruneRNNEnv
+
+    cell = bench_transfer.run_cell(tiny_calibrated(), 0.8, "few-shot-100-pick", 0, None, 0, "obs:obs")
+    assert cell["method"] == "few-shot-100-pick" and cell["evals"] == 100
+    picked = agents.search("pick", PruneRNNEnv(tiny_calibrated(), target_sparsity=0.8, criterion="obs",
+                                                 reconstruct="obs"), 1).val_score
+    history = bench_transfer.unpack(cell["history"])
+    assert history[1] >= picked and history[-1] >= history[1]  # the second evaluation is pick's choice
