@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import built, decide
+from benchmarks.pretrain_format4 import decide, decision_tasks
 from prune_env.io import atomic_write
 
 NAME = "policy_ensemble"
@@ -67,7 +67,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from agents.policies.layerwise import ensemble, load, save
-    from prune_env.tasks.zoo import zoo_names
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--members", nargs="+", required=True, help="saved layer-wise policies")
@@ -86,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     incumbent = load(args.incumbent)
     save(policy, out / "policy.pt", {"command": meta["command"], "commit": meta["git_commit"],
                                      "members": list(args.members), "member_meta": policy.meta["members"]})
-    tasks = built("validation", "v2", None)
-    missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in tasks})
-    if missing:  # the decision is on the whole split, fixed in advance
-        p.error(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+    tasks = decision_tasks()
     decisions = {}
     for op in [args.operator, *[o for o in args.also_operators if o != args.operator]]:
         kw = operator_kwargs(op)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import built, selectable, selection_set, version_split
+from benchmarks.pretrain_format4 import decision_tasks, selectable, selection_set, selection_tasks
 from prune_env.io import atomic_write
 
 NAME = "policy_pick"
@@ -116,7 +116,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from prune_env.tasks.zoo import zoo_names
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--operator", default="obs:obs", help="criterion:reconstruct of every env")
@@ -131,11 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(argv)
     operator = operator_kwargs(args.operator)
-    select = [t for version, name in map(version_split, args.selection_splits) for t in built(name, version, None)]
-    decide_tasks = built("validation", "v2", None)
-    missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in decide_tasks})
-    if missing:  # the decision is on the whole split, fixed in advance
-        p.error(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+    select = selection_tasks(args.selection_splits)
+    decide_tasks = decision_tasks()
     selection = cells(select, args.selection_targets, operator, args.batches)
     decision_cells = cells(decide_tasks, args.decision_targets, operator, args.batches)
     picked = [r["scores"][r["chosen"]] for r in decision_cells]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import built, selectable, selection_set, version_split
+from benchmarks.pretrain_format4 import decision_tasks, selectable, selection_set, selection_tasks
 from prune_env.io import atomic_write
 
 NAME = "policy_scale"
@@ -84,7 +84,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from agents.policies.layerwise import load, save, scaled
-    from prune_env.tasks.zoo import zoo_names
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--policy", required=True, help="a saved layer-wise policy (the incumbent)")
@@ -104,11 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = run_meta(argv)
     policy = load(args.policy)
     operator = operator_kwargs(args.operator)
-    select = [t for version, name in map(version_split, args.selection_splits) for t in built(name, version, None)]
-    decide_tasks = built("validation", "v2", None)
-    missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in decide_tasks})
-    if missing:  # the decision is on the whole split, fixed in advance
-        p.error(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+    select = selection_tasks(args.selection_splits)
+    decide_tasks = decision_tasks()
     selection = score_scales(policy, select, args.selection_targets, scales, operator)
     sel = means(selection)
     chosen = max(scales, key=lambda s: (sel[str(s)], s == 1.0))  # a tie keeps the policy as trained

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._meta import default_out, operator_kwargs, provenance, run_meta, write_results
-from benchmarks.pretrain_format4 import add_pretraining_args, built, decide, selectable, selection_set, splits
+from benchmarks.pretrain_format4 import add_pretraining_args, decide, decision_tasks, selectable, selection_set, splits
 from prune_env.io import atomic_write
 
 NAME = "policy_ship"
@@ -93,7 +93,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     from agents.cli.main import main as cli
     from agents.policies.layerwise import load
-    from prune_env.tasks.zoo import zoo_names
 
     args = parse(argv)
     out = Path(args.out or default_out(NAME))
@@ -106,10 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"prune-rnn pretrain exited with {code}")
     pretrain_s = time.perf_counter() - t0
     policy = load(out / "policy.pt")
-    decide_tasks = built("validation", "v2", None)
-    missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in decide_tasks})
-    if missing:  # the decision is on the whole split, fixed in advance
-        raise SystemExit(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+    decide_tasks = decision_tasks()
     decisions = {op: decide(policy, decide_tasks, args.decision_targets, operator_kwargs(op))
                  for op in [args.operator, *[o for o in args.also_operators if o != args.operator]]}
     chosen = decisions[args.operator]

@@ -82,6 +82,25 @@ def add_pretraining_args(p: argparse.ArgumentParser, operator: str, episodes: in
     p.add_argument("--seed", type=int, default=0)
 
 
+def decision_tasks() -> list[Any]:
+    """Every zoo-v2 validation model, the decision's fixed split.
+
+    :raises SystemExit: naming the models not built (a decision on part of the split is refused).
+    """
+    from prune_env.tasks.zoo import zoo_names
+
+    tasks = built("validation", "v2", None)
+    missing = sorted(set(zoo_names("validation", version="v2")) - {t.name for t in tasks})
+    if missing:
+        raise SystemExit(f"the decision needs every zoo-v2 validation model; not built: {', '.join(missing)}")
+    return tasks
+
+
+def selection_tasks(names: list[str]) -> list[Any]:
+    """The built models of the selection splits ``names`` (``VERSION:SPLIT``), in order."""
+    return [t for version, name in map(version_split, names) for t in built(name, version, None)]
+
+
 def splits(names: list[str]) -> str:
     """Zoo splits (``VERSION:SPLIT``) in words."""
     return " + ".join(f"zoo-{s.replace(':', ' ')}" for s in names)
