@@ -154,7 +154,8 @@ def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple
         batches: int = 8) -> dict[str, Any]:
     """Rank the candidates by training loss and score the lowest once.
 
-    :param env: the capped env (budget mode, unstructured granularity).
+    :param env: the capped env (budget mode, unstructured granularity). In sequential mode the candidates are ranked
+        as a joint episode would apply them; the chosen one is then played in the env's own mode.
     :param seed: unused (the loss batches are drawn from seed 0 for every candidate).
     :param policies: layer-wise policies (or paths of saved ones); default :func:`committee`.
     :param rules: one-shot agents (``evals=1``) whose allocations join the candidates; default
