@@ -87,14 +87,11 @@ def committee(env: gym.Env) -> list[Any]:
     operator (:data:`agents.policies.layerwise.COMMITTEES`), the shipped policy for that operator first; where
     format-4 features cannot be computed, the one policy :func:`~agents.policies.policy.shipped_policy` picks."""
     from agents.policies.layerwise import COMMITTEES, default_policy, members
-    from agents.policies.policy import shipped_policy
+    from agents.policies.policy import ranks_by_magnitude, reads_layer_features, shipped_policy
 
-    first = shipped_policy(env)
-    if first.observation_format != 4:
-        return [first]
-    base = env.unwrapped
-    magnitude = base.criterion == "magnitude" and not base.reconstruct
-    return members(default_policy(COMMITTEES["magnitude" if magnitude else "default"]))
+    if not reads_layer_features(env):
+        return [shipped_policy(env)]
+    return members(default_policy(COMMITTEES["magnitude" if ranks_by_magnitude(env) else "default"]))
 
 
 def candidates(env: gym.Env, policies: list[Any] | None = None,

@@ -84,19 +84,31 @@ def default_rivals(env: gym.Env) -> tuple[str, ...]:
     return tuple(s.name for s in sorted(chosen, key=lambda s: s.rival_order))
 
 
+def reads_layer_features(env: gym.Env) -> bool:
+    """Whether format-4 layer features can be computed for ``env``: a task with calibration data, single weights."""
+    from prune_env.pruning.calibration import has_calibration
+
+    base = env.unwrapped
+    return has_calibration(base.task) and base.analysis.plan is None
+
+
+def ranks_by_magnitude(env: gym.Env) -> bool:
+    """Whether ``env`` ranks by magnitude without reconstruction (the env's default operator), the operator the
+    magnitude-trained shipped policies were trained on."""
+    base = env.unwrapped
+    return base.criterion == "magnitude" and not base.reconstruct
+
+
 def shipped_policy(env: gym.Env) -> Any:
     """The shipped layer-wise policy for ``env``. Where its layer features can be computed (a task with calibration
     data, single-weight granularity): the one trained on ``env``'s operator, ``v6-magnitude`` for magnitude ranking
     without reconstruction (the env's default operator) and the default ``v6`` (OBS-trained, observation format 4)
     for every other; elsewhere ``v4`` (format 3)."""
     from agents.policies.layerwise import DEFAULT_VERSION, default_policy
-    from prune_env.pruning.calibration import has_calibration
 
-    base = env.unwrapped
-    if not (has_calibration(base.task) and base.analysis.plan is None):
+    if not reads_layer_features(env):
         return default_policy("v4")
-    magnitude = base.criterion == "magnitude" and not base.reconstruct
-    return default_policy("v6-magnitude" if magnitude else DEFAULT_VERSION)
+    return default_policy("v6-magnitude" if ranks_by_magnitude(env) else DEFAULT_VERSION)
 
 
 def run(env: gym.Env, seed: int, policy: Any = None, episodes: int | None = None,
