@@ -8,6 +8,10 @@ on zoo-v2 validation only, whether ``pick`` beats the shipped policy's zero-shot
 - **Decide** on zoo-v2's validation models at ``--decision-targets``: ``pick`` with its default candidates against
   the shipped policy's zero-shot allocation (``policy:0``, one of the candidates) and LAMP, same operator.
   ``decision.json`` is written before the report; no test split is read.
+- **Refinement** (``--refine`` budgets): pick's choice refined by
+  :func:`~agents.policies.pick.refine` with each budget of prunings on selection; the budget with the best
+  selection mean (or none) is then tried on the decision split, where it ships only with a higher mean than ``pick``
+  and at least as many cells ahead of the cell's best rule.
 
     python -m benchmarks.policy_pick --operator obs:obs
 """
@@ -30,10 +34,12 @@ NAME = "policy_pick"
 RULES = ("uniform", "global", "lamp", "erk", "obd")
 
 
-def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batches: int) -> list[dict[str, Any]]:
-    """Per (model, target): each default candidate's training loss and validation score, and ``pick``'s choice."""
+def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batches: int,
+          refine_budgets: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """Per (model, target): each default candidate's training loss and validation score, ``pick``'s choice, and
+    for each budget of ``refine_budgets`` the choice refined with that many prunings (``refine-<budget>``)."""
     from agents.core.cap import submit
-    from agents.policies.pick import candidates, rank, rule_allocation
+    from agents.policies.pick import candidates, rank, refine, rule_allocation
     from agents.registry import get_spec
     from prune_env import PruneRNNEnv
     from prune_env.pruning.fisher import has_loss
@@ -46,15 +52,24 @@ def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batc
             allocations = candidates(env)
             chosen, losses = rank(env, allocations, batches)
             pick_s = time.perf_counter() - t0
-            scores = {}
+            scores: dict[str, float] = {}
+            refined, records = {}, {}
+            for budget in refine_budgets if losses else ():
+                t0 = time.perf_counter()
+                refined[budget], records[budget] = refine(env, allocations[chosen], budget, batches, losses[chosen])
+                records[budget]["s"] = time.perf_counter() - t0
             for r in RULES:  # the rules pick could not rank (a task without a loss), for reference
                 if r not in allocations and (has_loss(task) or not get_spec(r).needs_loss):
                     allocations[r] = rule_allocation(env, r)
             for name, allocation in allocations.items():
                 env.reset(seed=0)
                 scores[name] = float(submit(env, allocation)[1]["score"])
+            for budget, allocation in refined.items():  # an undone refinement is pick's own choice
+                env.reset(seed=0)
+                scores[f"refine-{budget}"] = (float(submit(env, allocation)[1]["score"]) if records[budget]["kept"]
+                                              else scores[chosen])
             rows.append({"model": task.name, "target": t, "chosen": chosen, "losses": losses, "scores": scores,
-                         "pick_s": pick_s})
+                         "pick_s": pick_s, "refine": {str(b): r for b, r in records.items()}})
     return rows
 
 
@@ -84,11 +99,36 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for name, keys_of in sets.items():
         record(name, [r["scores"][min(keys_of(r), key=lambda k: (r["losses"][k], keys_of(r).index(k)))]
                       for r in rows])
+    for k in sorted({k for r in rows for k in r["scores"] if k.startswith("refine-")}, key=lambda k: int(k[7:])):
+        record(f"pick + {k}", [r["scores"][k] for r in rows])
     for k in rows[0]["losses"]:
         if all(k in r["scores"] for r in rows):
             record(k, [r["scores"][k] for r in rows])
     record("best rule in hindsight", [_best_rule(r) for r in rows])
     return out
+
+
+def _choose_budget(selection_summary: dict[str, dict[str, float]], budgets: tuple[int, ...]) -> int:
+    """The refinement budget with the highest mean selection score, 0 (no refinement) unless one beats ``pick``
+    itself; ties go to the smaller budget."""
+    best, best_mean = 0, selection_summary.get("pick: policies + rules (default)", {}).get("mean", float("-inf"))
+    for b in budgets:
+        mean = selection_summary.get(f"pick + refine-{b}", {}).get("mean", float("-inf"))
+        if mean > best_mean:
+            best, best_mean = b, mean
+    return best
+
+
+def _refine_decision(decision_summary: dict[str, dict[str, float]], budget: int) -> dict[str, Any]:
+    """Whether the budget chosen on selection beats ``pick`` on the decision split: a higher mean and at least as
+    many cells ahead of the cell's best rule."""
+    pick = decision_summary["pick: policies + rules (default)"]
+    if not budget:
+        return {"budget": 0, "ships": False, "pick": pick["mean"], "pick_ahead": pick["ahead"]}
+    refined = decision_summary[f"pick + refine-{budget}"]
+    return {"budget": budget, "pick": pick["mean"], "refined": refined["mean"], "pick_ahead": pick["ahead"],
+            "refined_ahead": refined["ahead"],
+            "ships": bool(refined["mean"] > pick["mean"] and refined["ahead"] >= pick["ahead"])}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -107,11 +147,22 @@ def markdown(result: dict[str, Any]) -> str:
               f"zero-shot {d['policy']:.4f}, LAMP {d['lamp']:.4f}; pick ahead of the shipped policy on "
               f"{d['share_ahead_of_policy']:.2f} of the cells. **Beats both: {'yes' if d['ships'] else 'no'}.** "
               f"Mean time to rank the candidates: {d['pick_s']:.1f} s per cell.", "",
-              "| model | target | chosen | pick | policy:0 | lamp | best rule |", "|---|---|---|---|---|---|---|"]
+              ]
+    if "refine" in d:
+        r = d["refine"]
+        lines += [f"**Refinement** (budgets {a['refine']} on selection): selection chose "
+                  + (f"{r['budget']} prunings; on the decision split pick + refine-{r['budget']} {r['refined']:.4f} "
+                     f"({r['refined_ahead']} cells ahead of the best rule) against pick {r['pick']:.4f} "
+                     f"({r['pick_ahead']}). " if r["budget"] else "no refinement. ")
+                  + f"**Refinement ships: {'yes' if r['ships'] else 'no'}.**", ""]
+    refined = f"refine-{d['refine']['budget']}" if d.get("refine", {}).get("budget") else None
+    lines += ["| model | target | chosen | pick | " + (f"pick + {refined} | " if refined else "")
+              + "policy:0 | lamp | best rule |", "|---|---|---|---|---|---|---|" + ("---|" if refined else "")]
     for r in result["decision_cells"]:
         s = r["scores"]
-        lines.append(f"| {r['model']} | {r['target']} | {r['chosen']} | {s[r['chosen']]:.4f} | {s['policy:0']:.4f} | "
-                     f"{s.get('lamp', float('nan')):.4f} | {_best_rule(r):.4f} |")
+        lines.append(f"| {r['model']} | {r['target']} | {r['chosen']} | {s[r['chosen']]:.4f} | "
+                     + (f"{s[refined]:.4f} | " if refined and refined in s else ("- | " if refined else ""))
+                     + f"{s['policy:0']:.4f} | {s.get('lamp', float('nan')):.4f} | {_best_rule(r):.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -124,16 +175,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--selection-targets", type=float, nargs="+", default=[0.8, 0.9])
     p.add_argument("--decision-targets", type=float, nargs="+", default=[0.8, 0.9])
     p.add_argument("--batches", type=int, default=8, help="training batches each loss averages")
+    p.add_argument("--refine", type=int, nargs="*", default=[], metavar="PRUNINGS",
+                   help="also refine pick's choice with these budgets of prunings; selection chooses one (or none), "
+                        "the decision split says whether it beats pick")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if any(b < 1 for b in args.refine):
+        p.error(f"--refine budgets must be >= 1, got {args.refine}")
     out = Path(args.out or default_out(NAME))
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(argv)
     operator = operator_kwargs(args.operator)
     select = selection_tasks(args.selection_splits)
     decide_tasks = decision_tasks()
-    selection = cells(select, args.selection_targets, operator, args.batches)
-    decision_cells = cells(decide_tasks, args.decision_targets, operator, args.batches)
+    budgets = tuple(sorted(set(args.refine)))
+    selection = cells(select, args.selection_targets, operator, args.batches, budgets)
+    selection_summary = summary(selection)
+    chosen_budget = _choose_budget(selection_summary, budgets)
+    decision_cells = cells(decide_tasks, args.decision_targets, operator, args.batches,
+                           (chosen_budget,) if chosen_budget else ())
     picked = [r["scores"][r["chosen"]] for r in decision_cells]
     mean = {k: float(np.mean([r["scores"][k] for r in decision_cells])) for k in ("policy:0", "lamp")}
     decision = {"cells": len(decision_cells), "pick": float(np.mean(picked)), "policy": mean["policy:0"],
@@ -142,10 +202,12 @@ def main(argv: list[str] | None = None) -> None:
                                                         for p, r in zip(picked, decision_cells)])),
                 "test_read": False}
     decision["ships"] = bool(decision["pick"] > decision["policy"] and decision["pick"] > decision["lamp"])
+    if budgets:
+        decision["refine"] = _refine_decision(summary(decision_cells), chosen_budget)
     atomic_write(out / "decision.json", json.dumps({"operator": args.operator, **decision}, indent=1))
     result = {"meta": meta, "args": vars(args), "select": [t.name for t in select],
               "decide": [t.name for t in decide_tasks], "selection": selection, "decision_cells": decision_cells,
-              "selection_summary": summary(selection), "decision_summary": summary(decision_cells),
+              "selection_summary": selection_summary, "decision_summary": summary(decision_cells),
               "decision": decision}
     write_results(out, result, markdown(result))
     print(markdown(result))

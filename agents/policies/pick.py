@@ -147,9 +147,72 @@ def rank(env: gym.Env, allocations: dict[str, dict[str, float]], batches: int = 
     return min(names, key=lambda k: (losses[k], names.index(k))), losses
 
 
+#: Log-density steps :func:`refine` tries, largest first.
+REFINE_STEPS = (0.5, 0.25, 0.125)
+
+
+def refine(env: gym.Env, allocation: dict[str, float], prunings: int, batches: int = 8,
+           loss: float | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """A local search from ``allocation`` on the pruned model's training loss, without an evaluation.
+
+    One layer at a time (largest first), its density is multiplied by ``exp(+-step)`` for each step of
+    :data:`REFINE_STEPS` and the request projected onto the target as the env applies it; a move is kept as soon as
+    its loss (on the batches :func:`rank` uses) is lower. A step that no longer moves anything gives way to the next,
+    smaller one. At most ``prunings`` candidates are pruned. The result is kept only if its loss is also lower on
+    ``batches`` fresh training batches (seed 1), two more prunings, so a move that only fits the search's batches
+    is undone.
+
+    :returns: the allocation (``allocation`` itself when nothing was kept) and a record: ``prunings`` used,
+        ``moves`` kept, the search's ``loss`` before and after, and whether the result was ``kept``.
+    """
+    from prune_env.checks import check_int
+
+    prunings = check_int("prunings", prunings, 0)
+    batches = check_int("batches", batches, 1)
+    base = env.unwrapped
+    task = base.task
+
+    def loss_of(a: dict[str, float], seed: int = 0) -> float:
+        value = training_loss(task, base.pruned_model(a).eval(), batches, seed)
+        if value is None:
+            raise ValueError("refine needs a task with a training loss")
+        return value
+
+    start = dict(allocation)
+    best, best_loss = start, loss_of(start) if loss is None else float(loss)
+    first_loss = best_loss
+    seen = {tuple(base.counts_for(start).tolist())}
+    used = moves = 0
+    order = np.argsort(-base.numels, kind="stable")
+    for step in REFINE_STEPS:
+        improved = True
+        while improved and used < prunings:
+            improved = False
+            for i in order:
+                name = base.layer_names[i]
+                for sign in (1.0, -1.0):
+                    if used >= prunings:
+                        break
+                    density = (1.0 - best[name]) * float(np.exp(sign * step))
+                    proposal = applied(env, {**best, name: float(np.clip(1.0 - density, 0.0, 1.0))})
+                    key = tuple(base.counts_for(proposal).tolist())
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    used += 1
+                    value = loss_of(proposal)
+                    if value < best_loss:
+                        best, best_loss, improved, moves = proposal, value, True, moves + 1
+                        break
+    kept = best is not start and loss_of(best, seed=1) < loss_of(start, seed=1)
+    record = {"prunings": used, "moves": moves, "loss": first_loss, "refined_loss": best_loss, "kept": bool(kept)}
+    return (best if kept else start), record
+
+
 def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple[str, ...] | None = None,
-        batches: int = 8) -> dict[str, Any]:
-    """Rank the candidates by training loss and score the lowest once.
+        batches: int = 8, refine_prunings: int = 0) -> dict[str, Any]:
+    """Rank the candidates by training loss and score the lowest once (after :func:`refine` with
+    ``refine_prunings`` > 0).
 
     :param env: the capped env (budget mode, unstructured granularity). In sequential mode the candidates are ranked
         as a joint episode would apply them; the chosen one is then played in the env's own mode.
@@ -158,11 +221,18 @@ def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple
     :param rules: one-shot agents (``evals=1``) whose allocations join the candidates; default
         :data:`DEFAULT_RULES`, less those the task cannot run (OBD without a loss).
     :param batches: training batches each loss averages.
+    :param refine_prunings: most candidates :func:`refine` prunes around the chosen one (0: no refinement; a task
+        without a loss is never refined).
     :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, or for an unknown rule.
     """
     from agents.core.cap import submit
+    from prune_env.checks import check_int
 
+    refine_prunings = check_int("refine_prunings", refine_prunings, 0)
     allocations = candidates(env, policies, rules)
     chosen, losses = rank(env, allocations, batches)
-    submit(env, allocations[chosen])
-    return {"chosen": chosen, "train_losses": losses}
+    allocation, extras = allocations[chosen], {"chosen": chosen, "train_losses": losses}
+    if refine_prunings and losses:
+        allocation, extras["refined"] = refine(env, allocation, refine_prunings, batches, losses[chosen])
+    submit(env, allocation)
+    return extras
