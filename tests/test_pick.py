@@ -10,7 +10,7 @@ from tiny import tiny_calibrated, tiny_task
 import agents
 from agents.core.cap import submit
 from agents.policies.layerwise import LayerwisePolicy, default_policy, ensemble, members
-from agents.policies.pick import candidates, committee, rank, rule_allocation, training_loss
+from agents.policies.pick import candidates, committee, rank, refine, rule_allocation, training_loss
 from prune_env import PruneRNNEnv
 
 OBS = {"criterion": "obs", "reconstruct": "obs"}
@@ -107,8 +107,58 @@ def test_a_task_without_a_loss_gets_the_first_policy():
     assert result.val_score == pytest.approx(zero_shot.val_score)
 
 
+@pytest.mark.parametrize("kw", [OBS, {}])
+def test_refine_lowers_the_training_loss_on_both_batch_sets_without_an_evaluation(kw):
+    task = tiny_calibrated()
+    counter = _Counting(task)
+    env = PruneRNNEnv(task, target_sparsity=0.8, **kw)
+    env.reset(seed=0)
+    start = rule_allocation(env, "uniform")  # far from the best allocation: there is room to move
+    counter.calls = 0
+    refined, record = refine(env, start, 24)
+    assert counter.calls == 0 and 0 < record["prunings"] <= 24
+    assert abs(int(env.counts_for(refined).sum()) - round(0.8 * env.numels.sum())) <= 1  # still on the target
+    assert record["kept"] and record["moves"] >= 1 and refined != start
+    for seed in (0, 1):  # lower on the search's batches and on the fresh ones
+
+        def loss(a, seed=seed):
+            return training_loss(env.task, env.pruned_model(a).eval(), seed=seed)
+
+        assert loss(refined) < loss(start)
+    assert record["refined_loss"] == pytest.approx(training_loss(env.task, env.pruned_model(refined).eval()))
+    assert refine(env, start, 24) == (refined, record)  # deterministic
+    unchanged, none = refine(env, start, 0)
+    assert unchanged == start and none["prunings"] == 0 and not none["kept"]
+
+
+def test_pick_scores_the_refined_allocation_once():
+    task = tiny_calibrated()
+    counter = _Counting(task)
+    env = PruneRNNEnv(task, target_sparsity=0.9, **OBS)
+    counter.calls = 0
+    result = agents.search("pick", env, 1, refine_prunings=16)
+    assert result.evals == 1 and counter.calls == 1
+    fresh = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.9, **OBS)
+    allocations = candidates(fresh)
+    chosen, losses = rank(fresh, allocations)
+    refined, record = refine(fresh, allocations[chosen], 16, loss=losses[chosen])
+    assert result.extras["chosen"] == chosen and result.extras["refined"] == record
+    np.testing.assert_array_equal(fresh.counts_for(result.allocation), fresh.counts_for(refined))
+
+
+def test_refine_needs_a_loss_and_pick_skips_it_without_one():
+    task = tiny_task("gru")
+    task.train_loss = task.loss = None
+    env = PruneRNNEnv(task, target_sparsity=0.8)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="training loss"):
+        refine(env, rule_allocation(env, "lamp"), 4)
+    assert "refined" not in agents.search("pick", env, 1, refine_prunings=4).extras
+
+
 @pytest.mark.parametrize("kwargs, match", [({"rules": ("reinforce",)}, "rules"), ({"policies": []}, "policies"),
-                                           ({"batches": 0}, "batches")])
+                                           ({"batches": 0}, "batches"), ({"refine_prunings": -1}, "refine_prunings"),
+                                           ({"refine_prunings": 2.5}, "refine_prunings")])
 def test_bad_options_are_refused_by_name(kwargs, match):
     env = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.8)
     with pytest.raises(ValueError, match=match):

@@ -9,7 +9,8 @@ some models and hurt on others, and the loss tells them apart on the model at ha
 
 By default the candidates are the shipped committee for the env's operator (:func:`committee`) and the one-shot
 rules uniform, global magnitude, LAMP, ERK and OBD. A task without a training loss gets the first policy's
-allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would).
+allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would). With ``refine_prunings`` the
+chosen allocation is then moved by :func:`refine`, a local search on the same loss, before its one evaluation.
 """
 
 from __future__ import annotations
