@@ -40,10 +40,12 @@ RULES = ("uniform", "global", "gradient", "lamp", "erk", "obd")
 #: method -> (agent, budget, stochastic)
 METHODS = {**{r: (r, 1, False) for r in RULES},
            "zero-shot": ("policy", 1, False), "few-shot-30": ("policy", 30, True),
-           # the shipped committee and the rules ranked by training loss, the lowest scored once
+           # the shipped committee and the rules ranked by training loss, the lowest scored once (no refinement)
            "pick": ("pick", 1, False),
+           # the same, the lowest then refined on the training loss (pick's default), scored once
+           "pick-refine": ("pick", 1, False),
            "few-shot-100": ("policy", 100, True),
-           # few-shot whose first rival is pick's choice (then LAMP, ERK, global, OBD as usual)
+           # few-shot whose first rival is pick's choice with pick's defaults (then LAMP, ERK, global, OBD as usual)
            "few-shot-100-pick": ("policy", 100, True),
            # Distiller's per-layer scan (deterministic): a 10-point scan of every layer and a sweep, within 100 evals
            "sensitivity": ("sensitivity", 100, False),
@@ -96,6 +98,8 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
     agent, budget, _ = METHODS[method]
     env = PruneRNNEnv(task, target_sparsity=target, device="cpu", **operator_kwargs(operator))
     kw = {"policy": policy} if agent == "policy" else {}
+    if method == "pick":
+        kw["refine_prunings"] = 0
     if method.endswith("-pick"):
         from agents.policies.policy import default_rivals
 
@@ -170,7 +174,7 @@ def checks(by: dict[tuple[str, float, str], list[float]]) -> list[str]:
         return out
     means = {r: mean(r, pairs) for r in rules}
     best_rule = max(means, key=means.__getitem__)
-    for one in ("zero-shot", "pick"):  # the one-evaluation transfer methods
+    for one in ("zero-shot", "pick", "pick-refine"):  # the one-evaluation transfer methods
         if one not in {x for _, _, x in by}:
             continue
         keep = having(one, best_rule)

@@ -123,6 +123,11 @@ def test_checks_state_each_transfer_target_from_the_per_pair_means():
     assert "pick 0.533 vs the best rule on the mean (lamp) 0.500, never below it: met" in out
     assert "pick ahead of each pair's own best rule on 1 of 3 pairs (target: at least two thirds): NOT met" in out
     assert "zero-shot ahead of each pair's own best rule on 2 of 3 pairs" in out
+    # and so is pick with its refinement
+    for model, v in (("a", 0.7), ("b", 0.55), ("c", 0.45)):
+        by[(model, 0.9, "pick-refine")] = [v]
+    out = "\n".join(bench_transfer.checks(by))
+    assert "pick-refine ahead of each pair's own best rule on 2 of 3 pairs (target: at least two thirds): met" in out
     # so is few-shot whose first rival is pick's choice
     for model in ("a", "b"):
         by[(model, 0.9, "few-shot-100-pick")] = [0.7]
@@ -142,3 +147,23 @@ def test_few_shot_with_pick_scores_pick_s_choice_right_after_the_policy():
                                                  reconstruct="obs"), 1).val_score
     history = bench_transfer.unpack(cell["history"])
     assert history[1] >= picked and history[-1] >= history[1]  # the second evaluation is pick's choice
+
+
+def test_pick_cells_score_the_ranking_alone_and_pick_refine_its_default_refinement(monkeypatch):
+    from tiny import tiny_calibrated
+
+    import agents
+
+    search, seen = agents.search, []
+
+    def recording(name, env, budget, **kw):
+        result = search(name, env, budget, **kw)
+        seen.append((name, kw, result.extras))
+        return result
+
+    monkeypatch.setattr(agents, "search", recording)
+    for method in ("pick", "pick-refine"):
+        assert bench_transfer.run_cell(tiny_calibrated(), 0.9, method, 0, None, 0, "obs:obs")["evals"] == 1
+    (_, ranked, plain), (_, default, refined) = seen
+    assert ranked.get("refine_prunings") == 0 and "refined" not in plain
+    assert "refine_prunings" not in default and refined["refined"]["prunings"] > 0

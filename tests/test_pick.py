@@ -10,7 +10,7 @@ from tiny import tiny_calibrated, tiny_task
 import agents
 from agents.core.cap import submit
 from agents.policies.layerwise import LayerwisePolicy, default_policy, ensemble, members
-from agents.policies.pick import candidates, committee, rank, refine, rule_allocation, training_loss
+from agents.policies.pick import REFINE_PRUNINGS, candidates, committee, rank, refine, rule_allocation, training_loss
 from prune_env import PruneRNNEnv
 
 OBS = {"criterion": "obs", "reconstruct": "obs"}
@@ -40,7 +40,7 @@ def test_pick_scores_once_the_candidate_with_the_lowest_training_loss(target):
     counter = _Counting(task)
     env = PruneRNNEnv(task, target_sparsity=target, **OBS)
     counter.calls = 0  # the env scored the dense model when it was built
-    result = agents.search("pick", env, 1)
+    result = agents.search("pick", env, 1, refine_prunings=0)
     assert result.evals == 1 and counter.calls == 1  # ranking the candidates evaluates nothing
     losses = result.extras["train_losses"]
     assert len(losses) == 5 + 5  # the shipped committee's five policies and five rules
@@ -56,8 +56,8 @@ def test_pick_scores_once_the_candidate_with_the_lowest_training_loss(target):
     # a loss is the task's training loss of the pruned model on the same batches for every candidate
     model = fresh.pruned_model(allocations[chosen]).eval()
     assert training_loss(fresh.task, model) == pytest.approx(losses[chosen])
-    assert agents.search("pick", PruneRNNEnv(tiny_calibrated(), target_sparsity=target, **OBS), 1).val_score \
-        == result.val_score  # deterministic
+    again = agents.search("pick", PruneRNNEnv(tiny_calibrated(), target_sparsity=target, **OBS), 1, refine_prunings=0)
+    assert again.val_score == result.val_score  # deterministic
 
 
 def test_a_rule_s_candidate_is_the_allocation_the_rule_scores():
@@ -136,12 +136,12 @@ def test_pick_scores_the_refined_allocation_once():
     counter = _Counting(task)
     env = PruneRNNEnv(task, target_sparsity=0.9, **OBS)
     counter.calls = 0
-    result = agents.search("pick", env, 1, refine_prunings=16)
+    result = agents.search("pick", env, 1)  # refined by default
     assert result.evals == 1 and counter.calls == 1
     fresh = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.9, **OBS)
     allocations = candidates(fresh)
     chosen, losses = rank(fresh, allocations)
-    refined, record = refine(fresh, allocations[chosen], 16, loss=losses[chosen])
+    refined, record = refine(fresh, allocations[chosen], REFINE_PRUNINGS, loss=losses[chosen])
     assert result.extras["chosen"] == chosen and result.extras["refined"] == record
     np.testing.assert_array_equal(fresh.counts_for(result.allocation), fresh.counts_for(refined))
 

@@ -9,8 +9,9 @@ some models and hurt on others, and the loss tells them apart on the model at ha
 
 By default the candidates are the shipped committee for the env's operator (:func:`committee`) and the one-shot
 rules uniform, global magnitude, LAMP, ERK and OBD. A task without a training loss gets the first policy's
-allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would). With ``refine_prunings`` the
-chosen allocation is then moved by :func:`refine`, a local search on the same loss, before its one evaluation.
+allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would). The chosen allocation is then moved
+by :func:`refine`, a local search on the same loss (``refine_prunings``, default :data:`REFINE_PRUNINGS`; 0 turns
+it off), before its one evaluation.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def rank(env: gym.Env, allocations: dict[str, dict[str, float]], batches: int = 
     return min(names, key=lambda k: (losses[k], names.index(k))), losses
 
 
+#: Prunings :func:`run` spends on :func:`refine` by default (chosen on zoo-v1 among 16, 48 and 128; it beat ``pick``
+#: without refinement on zoo-v2 validation with both operators: ``benchmarks/results/policy_refine_*``).
+REFINE_PRUNINGS = 128
+
 #: Log-density steps :func:`refine` tries, largest first.
 REFINE_STEPS = (0.5, 0.25, 0.125)
 
@@ -211,9 +216,8 @@ def refine(env: gym.Env, allocation: dict[str, float], prunings: int, batches: i
 
 
 def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple[str, ...] | None = None,
-        batches: int = 8, refine_prunings: int = 0) -> dict[str, Any]:
-    """Rank the candidates by training loss and score the lowest once (after :func:`refine` with
-    ``refine_prunings`` > 0).
+        batches: int = 8, refine_prunings: int = REFINE_PRUNINGS) -> dict[str, Any]:
+    """Rank the candidates by training loss, refine the lowest with :func:`refine` and score the result once.
 
     :param env: the capped env (budget mode, unstructured granularity). In sequential mode the candidates are ranked
         as a joint episode would apply them; the chosen one is then played in the env's own mode.
@@ -222,8 +226,8 @@ def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple
     :param rules: one-shot agents (``evals=1``) whose allocations join the candidates; default
         :data:`DEFAULT_RULES`, less those the task cannot run (OBD without a loss).
     :param batches: training batches each loss averages.
-    :param refine_prunings: most candidates :func:`refine` prunes around the chosen one (0: no refinement; a task
-        without a loss is never refined).
+    :param refine_prunings: most candidates :func:`refine` prunes around the chosen one; 0 scores the chosen
+        candidate as it is (a task without a loss is never refined).
     :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, or for an unknown rule.
     """
     from agents.core.cap import submit
