@@ -11,7 +11,8 @@ on zoo-v2 validation only, whether ``pick`` beats the shipped policy's zero-shot
 - **Refinement** (``--refine`` budgets): pick's choice refined by
   :func:`~agents.policies.pick.refine` with each budget of prunings on selection; the budget with the best
   selection mean (or none) is then tried on the decision split, where it ships only with a higher mean than ``pick``
-  and at least as many cells ahead of the cell's best rule.
+  and at least as many cells ahead of the cell's best rule. ``--refine-from-lamp`` also refines LAMP's allocation
+  with the same budgets: the same search without any policy, to tell the policies' share from the search's.
 
     python -m benchmarks.policy_pick --operator obs:obs
 """
@@ -35,9 +36,10 @@ RULES = ("uniform", "global", "lamp", "erk", "obd")
 
 
 def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batches: int,
-          refine_budgets: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+          refine_budgets: tuple[int, ...] = (), from_lamp: bool = False) -> list[dict[str, Any]]:
     """Per (model, target): each default candidate's training loss and validation score, ``pick``'s choice, and
-    for each budget of ``refine_budgets`` the choice refined with that many prunings (``refine-<budget>``)."""
+    for each budget of ``refine_budgets`` the choice refined with that many prunings (``refine-<budget>``); with
+    ``from_lamp`` also LAMP's allocation refined the same way (``lamp+refine-<budget>``: no policy at all)."""
     from agents.core.cap import submit
     from agents.policies.pick import candidates, rank, refine, rule_allocation
     from agents.registry import get_spec
@@ -53,23 +55,28 @@ def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batc
             chosen, losses = rank(env, allocations, batches)
             pick_s = time.perf_counter() - t0
             scores: dict[str, float] = {}
+            # record key -> (score key, start); pick's refinements are recorded under their budget alone
+            runs = {str(b): (f"refine-{b}", chosen) for b in (refine_budgets if losses else ())}
+            if from_lamp:
+                runs.update({f"lamp+{b}": (f"lamp+refine-{b}", "lamp") for b in (refine_budgets if losses else ())})
             refined, records = {}, {}
-            for budget in refine_budgets if losses else ():
+            for key, (_, start) in runs.items():
                 t0 = time.perf_counter()
-                refined[budget], records[budget] = refine(env, allocations[chosen], budget, batches, losses[chosen])
-                records[budget]["s"] = time.perf_counter() - t0
+                refined[key], records[key] = refine(env, allocations[start], int(key.removeprefix("lamp+")), batches,
+                                                    losses[start])
+                records[key]["s"] = time.perf_counter() - t0
             for r in RULES:  # the rules pick could not rank (a task without a loss), for reference
                 if r not in allocations and (has_loss(task) or not get_spec(r).needs_loss):
                     allocations[r] = rule_allocation(env, r)
             for name, allocation in allocations.items():
                 env.reset(seed=0)
                 scores[name] = float(submit(env, allocation)[1]["score"])
-            for budget, allocation in refined.items():  # an undone refinement is pick's own choice
+            for key, (name, start) in runs.items():  # an undone refinement scores as its start
                 env.reset(seed=0)
-                scores[f"refine-{budget}"] = (float(submit(env, allocation)[1]["score"]) if records[budget]["kept"]
-                                              else scores[chosen])
+                scores[name] = (float(submit(env, refined[key])[1]["score"]) if records[key]["kept"]
+                                else scores[start])
             rows.append({"model": task.name, "target": t, "chosen": chosen, "losses": losses, "scores": scores,
-                         "pick_s": pick_s, "refine": {str(b): r for b, r in records.items()}})
+                         "pick_s": pick_s, "refine": records})
     return rows
 
 
@@ -101,6 +108,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                       for r in rows])
     for k in sorted({k for r in rows for k in r["scores"] if k.startswith("refine-")}, key=lambda k: int(k[7:])):
         record(f"pick + {k}", [r["scores"][k] for r in rows])
+    for k in sorted({k for r in rows for k in r["scores"] if k.startswith("lamp+refine-")}, key=lambda k: int(k[12:])):
+        record(f"lamp + {k[5:]} (no policy)", [r["scores"][k] for r in rows])
     for k in rows[0]["losses"]:
         if all(k in r["scores"] for r in rows):
             record(k, [r["scores"][k] for r in rows])
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refine", type=int, nargs="*", default=[], metavar="PRUNINGS",
                    help="also refine pick's choice with these budgets of prunings; selection chooses one (or none), "
                         "the decision split says whether it beats pick")
+    p.add_argument("--refine-from-lamp", action="store_true",
+                   help="also refine LAMP's allocation with each budget (an ablation: the search without the policies)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if any(b < 1 for b in args.refine):
@@ -189,11 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     select = selection_tasks(args.selection_splits)
     decide_tasks = decision_tasks()
     budgets = tuple(sorted(set(args.refine)))
-    selection = cells(select, args.selection_targets, operator, args.batches, budgets)
+    selection = cells(select, args.selection_targets, operator, args.batches, budgets, args.refine_from_lamp)
     selection_summary = summary(selection)
     chosen_budget = _choose_budget(selection_summary, budgets)
     decision_cells = cells(decide_tasks, args.decision_targets, operator, args.batches,
-                           (chosen_budget,) if chosen_budget else ())
+                           (chosen_budget,) if chosen_budget else (), args.refine_from_lamp)
     picked = [r["scores"][r["chosen"]] for r in decision_cells]
     mean = {k: float(np.mean([r["scores"][k] for r in decision_cells])) for k in ("policy:0", "lamp")}
     decision = {"cells": len(decision_cells), "pick": float(np.mean(picked)), "policy": mean["policy:0"],
