@@ -1,5 +1,5 @@
 """``pick``: several candidate allocations (pretrained layer-wise policies and one-shot rules) ranked by the pruned
-model's training loss on a few training batches, and the lowest scored once.
+model's training loss on a few training batches, the lowest refined on the same loss and scored once.
 
 The candidates cost no evaluation: each is pruned with the env's operator (reconstruction included) and its loss is
 measured on ``batches`` training batches drawn with a fixed generator, the same batches for every candidate. The
@@ -27,7 +27,7 @@ from agents.registry import AgentSpec, get_spec
 SPEC = AgentSpec(name="pick", run="agents.policies.pick:run", evals=1, deterministic=True, batching=False,
                  granularities=("unstructured",),
                  description="pretrained policies and one-shot rules ranked by the pruned model's training loss; the "
-                             "lowest scored once (1 evaluation)")
+                             "lowest refined on that loss and scored once (1 evaluation)")
 
 #: The one-shot rules :func:`run` adds to the policies by default.
 DEFAULT_RULES = ("uniform", "global", "lamp", "erk", "obd")
