@@ -44,6 +44,8 @@ METHODS = {**{r: (r, 1, False) for r in RULES},
            "pick": ("pick", 1, False),
            # the same, the lowest then refined on the training loss (pick's default), scored once
            "pick-refine": ("pick", 1, False),
+           # an ablation: LAMP's allocation refined the same way, no policy at all
+           "lamp-refine": ("pick", 1, False),
            "few-shot-100": ("policy", 100, True),
            # few-shot whose first rival is pick's choice with pick's defaults (then LAMP, ERK, global, OBD as usual)
            "few-shot-100-pick": ("policy", 100, True),
@@ -100,6 +102,8 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
     kw = {"policy": policy} if agent == "policy" else {}
     if method == "pick":
         kw["refine_prunings"] = 0
+    if method == "lamp-refine":
+        kw.update(policies=[], rules=("lamp",))
     if method.endswith("-pick"):
         from agents.policies.policy import default_rivals
 
@@ -174,7 +178,7 @@ def checks(by: dict[tuple[str, float, str], list[float]]) -> list[str]:
         return out
     means = {r: mean(r, pairs) for r in rules}
     best_rule = max(means, key=means.__getitem__)
-    for one in ("zero-shot", "pick", "pick-refine"):  # the one-evaluation transfer methods
+    for one in ("zero-shot", "pick", "pick-refine", "lamp-refine"):  # the one-evaluation transfer methods
         if one not in {x for _, _, x in by}:
             continue
         keep = having(one, best_rule)

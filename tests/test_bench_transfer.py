@@ -162,8 +162,9 @@ def test_pick_cells_score_the_ranking_alone_and_pick_refine_its_default_refineme
         return result
 
     monkeypatch.setattr(agents, "search", recording)
-    for method in ("pick", "pick-refine"):
+    for method in ("pick", "pick-refine", "lamp-refine"):
         assert bench_transfer.run_cell(tiny_calibrated(), 0.9, method, 0, None, 0, "obs:obs")["evals"] == 1
-    (_, ranked, plain), (_, default, refined) = seen
+    (_, ranked, plain), (_, default, refined), (_, lamp, alone) = seen
     assert ranked.get("refine_prunings") == 0 and "refined" not in plain
     assert "refine_prunings" not in default and refined["refined"]["prunings"] > 0
+    assert lamp["policies"] == [] and alone["chosen"] == "lamp" and alone["refined"]["prunings"] > 0

@@ -156,7 +156,21 @@ def test_refine_needs_a_loss_and_pick_skips_it_without_one():
     assert "refined" not in agents.search("pick", env, 1, refine_prunings=4).extras
 
 
-@pytest.mark.parametrize("kwargs, match", [({"rules": ("reinforce",)}, "rules"), ({"policies": []}, "policies"),
+def test_without_policies_pick_refines_the_rules_alone():
+    env = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.8, **OBS)
+    result = agents.search("pick", env, 1, policies=[], rules=("lamp",))
+    assert result.extras["chosen"] == "lamp" and list(result.extras["train_losses"]) == ["lamp"]
+    refined, record = refine(env, rule_allocation(env, "lamp"), REFINE_PRUNINGS)
+    assert result.extras["refined"] == record
+    np.testing.assert_array_equal(env.counts_for(result.allocation), env.counts_for(refined))
+    task = tiny_task("gru")
+    task.train_loss = task.loss = None
+    with pytest.raises(ValueError, match="policies"):  # nothing to rank and no policy to fall back on
+        agents.search("pick", PruneRNNEnv(task, target_sparsity=0.8), 1, policies=[])
+
+
+@pytest.mark.parametrize("kwargs, match", [({"rules": ("reinforce",)}, "rules"),
+                                           ({"policies": [], "rules": ()}, "policies"), ({"policies": [3]}, "policies"),
                                            ({"batches": 0}, "batches"), ({"refine_prunings": -1}, "refine_prunings"),
                                            ({"refine_prunings": 2.5}, "refine_prunings")])
 def test_bad_options_are_refused_by_name(kwargs, match):

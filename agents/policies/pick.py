@@ -100,10 +100,11 @@ def candidates(env: gym.Env, policies: list[Any] | None = None,
                rules: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
     """The candidate allocations of :func:`run` as the env applies them (each meets the target), by name
     (``policy:<i>`` for the i-th policy, the rule's name for a rule), none of them evaluated. Rules join only for a
-    task with a loss (they could not be ranked otherwise).
+    task with a loss (they could not be ranked otherwise). ``policies=[]`` with ``rules`` ranks rules alone
+    (``policies=[], rules=("lamp",)`` refines LAMP in :func:`run`).
 
-    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, for bad ``policies`` or an unknown
-        rule.
+    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, for bad ``policies`` (or none where
+        no rule can be ranked) or an unknown rule.
     """
     import os
 
@@ -118,13 +119,16 @@ def candidates(env: gym.Env, policies: list[Any] | None = None,
         raise ValueError("agent 'pick' ranks single-weight allocations; use unstructured granularity")
     policies = committee(env) if policies is None else [load(p) if isinstance(p, (str, os.PathLike)) else p
                                                          for p in policies]
-    if not policies or not all(isinstance(p, LayerwisePolicy) for p in policies):
-        raise ValueError("`policies` must be a non-empty list of LayerwisePolicy or paths of saved ones")
+    if not isinstance(policies, list) or not all(isinstance(p, LayerwisePolicy) for p in policies):
+        raise ValueError("`policies` must be a list of LayerwisePolicy or paths of saved ones")
     one_shot = [s.name for s in specs() if s.one_shot and s.name != "pick"]
     if rules is None:
         rules = tuple(r for r in DEFAULT_RULES if has_loss(base.task) or not get_spec(r).needs_loss)
     if not isinstance(rules, (list, tuple)) or any(r not in one_shot for r in rules):
         raise ValueError(f"`rules` must be a sequence of one-shot agents from {one_shot}, got {rules!r}")
+    if not policies and not (rules and has_loss(base.task)):
+        raise ValueError("`policies` may be empty only with `rules` on a task with a training loss (nothing to rank "
+                         "or fall back on otherwise)")
     env.reset()
     out = {f"policy:{i}": applied(env, p.allocation(env)) for i, p in enumerate(policies)}
     if has_loss(base.task):
