@@ -80,6 +80,16 @@ def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batc
     return rows
 
 
+def _lower(row: dict[str, Any], budget: str) -> str:
+    """Of pick's refinement and LAMP's with ``budget``, the score key of the one whose result has the lower loss on
+    the ranking's batches (pick's on a tie), as :func:`agents.policies.pick.run` chooses between them."""
+    def final(record: dict[str, Any]) -> float:
+        return record["refined_loss"] if record["kept"] else record["loss"]
+
+    lamp = final(row["refine"][f"lamp+{budget}"]) < final(row["refine"][budget])
+    return f"lamp+refine-{budget}" if lamp else f"refine-{budget}"
+
+
 def _best_rule(row: dict[str, Any]) -> float:
     return max(row["scores"][k] for k in RULES if k in row["scores"])
 
@@ -110,6 +120,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         record(f"pick + {k}", [r["scores"][k] for r in rows])
     for k in sorted({k for r in rows for k in r["scores"] if k.startswith("lamp+refine-")}, key=lambda k: int(k[12:])):
         record(f"lamp + {k[5:]} (no policy)", [r["scores"][k] for r in rows])
+        if all(k[5:] in r["scores"] for r in rows):  # both refined: the one with the lower loss, as pick's default
+            record(f"pick + {k[5:]} from its choice and from LAMP, the lower loss",
+                   [r["scores"][_lower(r, k[12:])] for r in rows])
     for k in rows[0]["losses"]:
         if all(k in r["scores"] for r in rows):
             record(k, [r["scores"][k] for r in rows])

@@ -42,8 +42,10 @@ METHODS = {**{r: (r, 1, False) for r in RULES},
            "zero-shot": ("policy", 1, False), "few-shot-30": ("policy", 30, True),
            # the shipped committee and the rules ranked by training loss, the lowest scored once (no refinement)
            "pick": ("pick", 1, False),
-           # the same, the lowest then refined on the training loss (pick's default), scored once
+           # the same, the lowest then refined on the training loss, scored once
            "pick-refine": ("pick", 1, False),
+           # pick's default: the lowest and LAMP's allocation refined, the refinement with the lower loss scored once
+           "pick-refine2": ("pick", 1, False),
            # an ablation: LAMP's allocation refined the same way, no policy at all
            "lamp-refine": ("pick", 1, False),
            "few-shot-100": ("policy", 100, True),
@@ -53,6 +55,9 @@ METHODS = {**{r: (r, 1, False) for r in RULES},
            "sensitivity": ("sensitivity", 100, False),
            "reinforce-100": ("reinforce", 100, True), "reinforce-1000": ("reinforce", 1000, True),
            "random-100": ("random", 100, True), "random-1000": ("random", 1000, True)}
+
+#: The one-evaluation transfer methods, held to the zero-shot targets.
+ONE_EVALUATION = ("zero-shot", "pick", "pick-refine", "pick-refine2", "lamp-refine")
 
 
 def resolve_models(specs: list[str]) -> list[Any]:
@@ -102,6 +107,8 @@ def run_cell(task: Any, target: float, method: str, seed: int, policy: Any, vect
     kw = {"policy": policy} if agent == "policy" else {}
     if method == "pick":
         kw["refine_prunings"] = 0
+    if method == "pick-refine":
+        kw["refine_from"] = ("chosen",)
     if method == "lamp-refine":
         kw.update(policies=[], rules=("lamp",))
     if method.endswith("-pick"):
@@ -178,7 +185,7 @@ def checks(by: dict[tuple[str, float, str], list[float]]) -> list[str]:
         return out
     means = {r: mean(r, pairs) for r in rules}
     best_rule = max(means, key=means.__getitem__)
-    for one in ("zero-shot", "pick", "pick-refine", "lamp-refine"):  # the one-evaluation transfer methods
+    for one in ONE_EVALUATION:
         if one not in {x for _, _, x in by}:
             continue
         keep = having(one, best_rule)

@@ -149,7 +149,7 @@ def test_few_shot_with_pick_scores_pick_s_choice_right_after_the_policy():
     assert history[1] >= picked and history[-1] >= history[1]  # the second evaluation is pick's choice
 
 
-def test_pick_cells_score_the_ranking_alone_and_pick_refine_its_default_refinement(monkeypatch):
+def test_pick_cells_pass_the_refinement_each_method_names(monkeypatch):
     from tiny import tiny_calibrated
 
     import agents
@@ -162,9 +162,10 @@ def test_pick_cells_score_the_ranking_alone_and_pick_refine_its_default_refineme
         return result
 
     monkeypatch.setattr(agents, "search", recording)
-    for method in ("pick", "pick-refine", "lamp-refine"):
+    for method in ("pick", "pick-refine", "pick-refine2", "lamp-refine"):
         assert bench_transfer.run_cell(tiny_calibrated(), 0.9, method, 0, None, 0, "obs:obs")["evals"] == 1
-    (_, ranked, plain), (_, default, refined), (_, lamp, alone) = seen
+    (_, ranked, plain), (_, one, refined), (_, default, two), (_, lamp, alone) = seen
     assert ranked.get("refine_prunings") == 0 and "refined" not in plain
-    assert "refine_prunings" not in default and refined["refined"]["prunings"] > 0
+    assert one.get("refine_from") == ("chosen",) and list(refined["refinements"]) == [refined["chosen"]]
+    assert "refine_from" not in default and list(two["refinements"]) == [two["chosen"], "lamp"]
     assert lamp["policies"] == [] and alone["chosen"] == "lamp" and alone["refined"]["prunings"] > 0

@@ -131,19 +131,30 @@ def test_refine_lowers_the_training_loss_on_both_batch_sets_without_an_evaluatio
     assert unchanged == start and none["prunings"] == 0 and not none["kept"]
 
 
-def test_pick_scores_the_refined_allocation_once():
+def test_pick_scores_once_the_refinement_with_the_lower_loss():
     task = tiny_calibrated()
     counter = _Counting(task)
     env = PruneRNNEnv(task, target_sparsity=0.9, **OBS)
     counter.calls = 0
-    result = agents.search("pick", env, 1)  # refined by default
+    result = agents.search("pick", env, 1)  # refined by default, from the chosen candidate and from LAMP
     assert result.evals == 1 and counter.calls == 1
     fresh = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.9, **OBS)
     allocations = candidates(fresh)
     chosen, losses = rank(fresh, allocations)
-    refined, record = refine(fresh, allocations[chosen], REFINE_PRUNINGS, loss=losses[chosen])
-    assert result.extras["chosen"] == chosen and result.extras["refined"] == record
-    np.testing.assert_array_equal(fresh.counts_for(result.allocation), fresh.counts_for(refined))
+    assert chosen != "lamp"  # two starts here
+    runs = {n: refine(fresh, allocations[n], REFINE_PRUNINGS, loss=losses[n]) for n in (chosen, "lamp")}
+    assert result.extras["chosen"] == chosen and result.extras["refinements"] == {n: r for n, (_, r) in runs.items()}
+
+    def final(record):
+        return record["refined_loss"] if record["kept"] else record["loss"]
+
+    best = min(runs, key=lambda n: final(runs[n][1]))
+    assert result.extras["refined"] == {**runs[best][1], "from": best}
+    np.testing.assert_array_equal(fresh.counts_for(result.allocation), fresh.counts_for(runs[best][0]))
+    only = agents.search("pick", PruneRNNEnv(tiny_calibrated(), target_sparsity=0.9, **OBS), 1,
+                         refine_from=("chosen",))
+    assert list(only.extras["refinements"]) == [chosen] and only.extras["refined"] == {**runs[chosen][1],
+                                                                                       "from": chosen}
 
 
 def test_refine_needs_a_loss_and_pick_skips_it_without_one():
@@ -161,7 +172,7 @@ def test_without_policies_pick_refines_the_rules_alone():
     result = agents.search("pick", env, 1, policies=[], rules=("lamp",))
     assert result.extras["chosen"] == "lamp" and list(result.extras["train_losses"]) == ["lamp"]
     refined, record = refine(env, rule_allocation(env, "lamp"), REFINE_PRUNINGS)
-    assert result.extras["refined"] == record
+    assert result.extras["refined"] == {**record, "from": "lamp"}
     np.testing.assert_array_equal(env.counts_for(result.allocation), env.counts_for(refined))
     task = tiny_task("gru")
     task.train_loss = task.loss = None
@@ -172,7 +183,9 @@ def test_without_policies_pick_refines_the_rules_alone():
 @pytest.mark.parametrize("kwargs, match", [({"rules": ("reinforce",)}, "rules"),
                                            ({"policies": [], "rules": ()}, "policies"), ({"policies": [3]}, "policies"),
                                            ({"batches": 0}, "batches"), ({"refine_prunings": -1}, "refine_prunings"),
-                                           ({"refine_prunings": 2.5}, "refine_prunings")])
+                                           ({"refine_prunings": 2.5}, "refine_prunings"),
+                                           ({"refine_from": ("nope",)}, "refine_from"),
+                                           ({"refine_from": ()}, "refine_from")])
 def test_bad_options_are_refused_by_name(kwargs, match):
     env = PruneRNNEnv(tiny_calibrated(), target_sparsity=0.8)
     with pytest.raises(ValueError, match=match):

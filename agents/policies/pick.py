@@ -157,6 +157,10 @@ def rank(env: gym.Env, allocations: dict[str, dict[str, float]], batches: int = 
 #: without refinement on zoo-v2 validation with both operators: ``benchmarks/results/policy_refine_*``).
 REFINE_PRUNINGS = 128
 
+#: The candidates :func:`run` refines by default: the one with the lowest loss and LAMP's (the policies' own
+#: starting point); the refined allocation with the lower loss is scored. Chosen on zoo-v1 (``policy_refine_lamp_*``).
+REFINE_FROM = ("chosen", "lamp")
+
 #: Log-density steps :func:`refine` tries, largest first.
 REFINE_STEPS = (0.5, 0.25, 0.125)
 
@@ -220,8 +224,10 @@ def refine(env: gym.Env, allocation: dict[str, float], prunings: int, batches: i
 
 
 def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple[str, ...] | None = None,
-        batches: int = 8, refine_prunings: int = REFINE_PRUNINGS) -> dict[str, Any]:
-    """Rank the candidates by training loss, refine the lowest with :func:`refine` and score the result once.
+        batches: int = 8, refine_prunings: int = REFINE_PRUNINGS,
+        refine_from: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Rank the candidates by training loss, refine the lowest (and LAMP's) with :func:`refine`, and score the
+    refined allocation with the lower loss once.
 
     :param env: the capped env (budget mode, unstructured granularity). In sequential mode the candidates are ranked
         as a joint episode would apply them; the chosen one is then played in the env's own mode.
@@ -230,18 +236,37 @@ def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple
     :param rules: one-shot agents (``evals=1``) whose allocations join the candidates; default
         :data:`DEFAULT_RULES`, less those the task cannot run (OBD without a loss).
     :param batches: training batches each loss averages.
-    :param refine_prunings: most candidates :func:`refine` prunes around the chosen one; 0 scores the chosen
-        candidate as it is (a task without a loss is never refined).
-    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, or for an unknown rule.
+    :param refine_prunings: most candidates each :func:`refine` prunes; 0 scores the chosen candidate as it is (a
+        task without a loss is never refined).
+    :param refine_from: the candidates to refine, by name (``"chosen"``: the lowest-loss one); the refined
+        allocation with the lowest loss on the ranking's batches is scored. Default: the chosen one and LAMP's
+        where LAMP is a candidate (:data:`REFINE_FROM`).
+    :raises ValueError: without a target sparsity, at ``hidden_unit`` granularity, for an unknown rule, or for a
+        ``refine_from`` name that is not a candidate.
     """
     from agents.core.cap import submit
     from prune_env.checks import check_int
 
     refine_prunings = check_int("refine_prunings", refine_prunings, 0)
     allocations = candidates(env, policies, rules)
+    if refine_from is None:
+        refine_from = tuple(n for n in REFINE_FROM if n == "chosen" or n in allocations)
+    names = ["chosen", *allocations]
+    if (not isinstance(refine_from, (list, tuple)) or not refine_from
+            or any(not isinstance(n, str) or n not in names for n in refine_from)):
+        raise ValueError(f"`refine_from` must be a non-empty sequence of names from {names}, got {refine_from!r}")
     chosen, losses = rank(env, allocations, batches)
     allocation, extras = allocations[chosen], {"chosen": chosen, "train_losses": losses}
     if refine_prunings and losses:
-        allocation, extras["refined"] = refine(env, allocation, refine_prunings, batches, losses[chosen])
+        starts = list(dict.fromkeys(chosen if n == "chosen" else n for n in refine_from))
+        runs = {n: refine(env, allocations[n], refine_prunings, batches, losses[n]) for n in starts}
+
+        def final(name: str) -> float:
+            record = runs[name][1]
+            return record["refined_loss"] if record["kept"] else record["loss"]
+
+        best = min(starts, key=lambda n: (final(n), starts.index(n)))
+        allocation, extras["refined"] = runs[best][0], {**runs[best][1], "from": best}
+        extras["refinements"] = {n: r for n, (_, r) in runs.items()}
     submit(env, allocation)
     return extras
