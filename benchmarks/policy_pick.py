@@ -83,10 +83,9 @@ def cells(tasks: list[Any], targets: list[float], operator: dict[str, Any], batc
 def _lower(row: dict[str, Any], budget: str) -> str:
     """Of pick's refinement and LAMP's with ``budget``, the score key of the one whose result has the lower loss on
     the ranking's batches (pick's on a tie), as :func:`agents.policies.pick.run` chooses between them."""
-    def final(record: dict[str, Any]) -> float:
-        return record["refined_loss"] if record["kept"] else record["loss"]
+    from agents.policies.pick import result_loss
 
-    lamp = final(row["refine"][f"lamp+{budget}"]) < final(row["refine"][budget])
+    lamp = result_loss(row["refine"][f"lamp+{budget}"]) < result_loss(row["refine"][budget])
     return f"lamp+refine-{budget}" if lamp else f"refine-{budget}"
 
 

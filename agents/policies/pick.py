@@ -9,9 +9,9 @@ some models and hurt on others, and the loss tells them apart on the model at ha
 
 By default the candidates are the shipped committee for the env's operator (:func:`committee`) and the one-shot
 rules uniform, global magnitude, LAMP, ERK and OBD. A task without a training loss gets the first policy's
-allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would). The chosen allocation is then moved
-by :func:`refine`, a local search on the same loss (``refine_prunings``, default :data:`REFINE_PRUNINGS`; 0 turns
-it off), before its one evaluation.
+allocation (the shipped policy's, as ``agents.search("policy", env, 1)`` would). The chosen allocation and LAMP's
+are then moved by :func:`refine`, a local search on the same loss (``refine_prunings``, default
+:data:`REFINE_PRUNINGS`; 0 turns it off), and the one with the lower loss is evaluated once.
 """
 
 from __future__ import annotations
@@ -223,6 +223,12 @@ def refine(env: gym.Env, allocation: dict[str, float], prunings: int, batches: i
     return (best if kept else start), record
 
 
+def result_loss(record: dict[str, Any]) -> float:
+    """The loss, on the ranking's batches, of the allocation :func:`refine` returned (its start's where the search
+    was undone), from :func:`refine`'s record."""
+    return record["refined_loss"] if record["kept"] else record["loss"]
+
+
 def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple[str, ...] | None = None,
         batches: int = 8, refine_prunings: int = REFINE_PRUNINGS,
         refine_from: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -260,12 +266,7 @@ def run(env: gym.Env, seed: int, policies: list[Any] | None = None, rules: tuple
     if refine_prunings and losses:
         starts = list(dict.fromkeys(chosen if n == "chosen" else n for n in refine_from))
         runs = {n: refine(env, allocations[n], refine_prunings, batches, losses[n]) for n in starts}
-
-        def final(name: str) -> float:
-            record = runs[name][1]
-            return record["refined_loss"] if record["kept"] else record["loss"]
-
-        best = min(starts, key=lambda n: (final(n), starts.index(n)))
+        best = min(starts, key=lambda n: (result_loss(runs[n][1]), starts.index(n)))
         allocation, extras["refined"] = runs[best][0], {**runs[best][1], "from": best}
         extras["refinements"] = {n: r for n, (_, r) in runs.items()}
     submit(env, allocation)
